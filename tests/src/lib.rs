@@ -1,0 +1,1 @@
+//! End-to-end tests against a running stack; see `cargo xtask e2e`.

@@ -1,0 +1,42 @@
+//! `cargo xtask`: the project's build, deploy and test driver.
+//!
+//! Every job is one subcommand, implemented in its own module as an args
+//! struct with `fn run(self, sh: &Shell) -> anyhow::Result<()>`. Commands run
+//! from the workspace root whatever directory cargo was started in.
+
+mod ci;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use xshell::Shell;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Build, run and test the proxy → webapp → Redis stack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every check and test the project has (what `.ci/run` runs).
+    Ci(ci::Ci),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    match cli.command {
+        Command::Ci(cmd) => cmd.run(&sh),
+    }
+}
+
+/// The workspace root: the parent of this crate's manifest directory.
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
