@@ -5,6 +5,7 @@
 //! from the workspace root whatever directory cargo was started in.
 
 mod ci;
+mod flake;
 
 use std::path::{Path, PathBuf};
 
@@ -22,6 +23,8 @@ struct Cli {
 enum Command {
     /// Run every check and test the project has (what `.ci/run` runs).
     Ci(ci::Ci),
+    /// Parse-check flake.nix and every other tracked .nix file (installs nix-bin as root).
+    FlakeCheck(flake::FlakeCheck),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     sh.change_dir(project_root());
     match cli.command {
         Command::Ci(cmd) => cmd.run(&sh),
+        Command::FlakeCheck(cmd) => cmd.run(&sh),
     }
 }
 

@@ -1,0 +1,482 @@
+//! `cargo xtask flake-check`: the checks of `flake.nix` that run without Nix's
+//! binary cache or GitHub.
+//!
+//! This machine (and CI) can install Debian's `nix-bin`, which brings
+//! `nix-instantiate`, but cannot fetch nixpkgs or rust-overlay. So the flake is
+//! never built here. What runs instead:
+//! - `check`: every tracked `.nix` file must parse (`nix-instantiate --parse`).
+//! - the tests below evaluate the flake's `outputs` function with a stand-in
+//!   for nixpkgs that knows only the tools the README promises, then compare
+//!   what the dev shell contains and which toolchain file the flake reads with
+//!   the README and `rust-toolchain.toml`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+/// Parse-check `flake.nix` and every other tracked `.nix` file.
+#[derive(clap::Args)]
+pub struct FlakeCheck {}
+
+impl FlakeCheck {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        check(sh)
+    }
+}
+
+/// Installs `nix-instantiate` when it is missing (as root), then parses
+/// `flake.nix` and every other `.nix` file git tracks. Runs from the workspace
+/// root.
+pub fn check(sh: &Shell) -> anyhow::Result<()> {
+    ensure_nix_instantiate(sh)?;
+    let nix_files = nix_files_to_check(sh)?;
+    for nix_file in &nix_files {
+        parse_nix_file(sh, nix_file)?;
+    }
+    let names: Vec<String> = nix_files
+        .iter()
+        .map(|path| path.display().to_string())
+        .collect();
+    eprintln!("flake-check: {} parse: {}", names.len(), names.join(", "));
+    Ok(())
+}
+
+/// Debian's package that ships `nix-instantiate` (Nix 2.8 on bookworm: old,
+/// but parsing and pure evaluation are all these checks need).
+const NIX_DEBIAN_PACKAGE: &str = "nix-bin";
+
+/// Only one thread of a test run may drive apt at a time; dpkg would refuse the
+/// second with a lock error.
+static NIX_INSTALL_LOCK: Mutex<()> = Mutex::new(());
+
+/// Makes sure `nix-instantiate` is on PATH, installing `nix-bin` with apt-get
+/// when running as root.
+pub fn ensure_nix_instantiate(sh: &Shell) -> anyhow::Result<()> {
+    let _only_one_installer = NIX_INSTALL_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if nix_instantiate_works(sh) {
+        return Ok(());
+    }
+    let user_id = cmd!(sh, "id -u")
+        .read()
+        .context("find out whether this runs as root")?;
+    if user_id.trim() != "0" {
+        bail!(
+            "nix-instantiate is missing: install Debian's {NIX_DEBIAN_PACKAGE} package \
+             (`sudo apt-get install -y {NIX_DEBIAN_PACKAGE}`) or any Nix, then run again"
+        );
+    }
+    eprintln!("flake-check: installing Debian's {NIX_DEBIAN_PACKAGE} for nix-instantiate");
+    // Other apt users on the machine hold the dpkg lock for a while; wait for
+    // it instead of failing at once.
+    let wait_for_dpkg_lock = "DPkg::Lock::Timeout=300";
+    let first_try = cmd!(
+        sh,
+        "apt-get -o {wait_for_dpkg_lock} install -y --no-install-recommends {NIX_DEBIAN_PACKAGE}"
+    )
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .run();
+    if first_try.is_err() {
+        // A fresh machine has no package lists yet.
+        cmd!(sh, "apt-get -o {wait_for_dpkg_lock} update")
+            .run()
+            .context("apt-get update before installing nix-bin")?;
+        cmd!(
+            sh,
+            "apt-get -o {wait_for_dpkg_lock} install -y --no-install-recommends {NIX_DEBIAN_PACKAGE}"
+        )
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+        .context("install nix-bin with apt-get")?;
+    }
+    if !nix_instantiate_works(sh) {
+        bail!("{NIX_DEBIAN_PACKAGE} was installed but nix-instantiate still does not run: check `nix-instantiate --version`");
+    }
+    Ok(())
+}
+
+fn nix_instantiate_works(sh: &Shell) -> bool {
+    cmd!(sh, "nix-instantiate --version")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+}
+
+/// `flake.nix` plus every other `.nix` file git tracks, relative to the
+/// workspace root. `flake.nix` is checked even before it is committed.
+fn nix_files_to_check(sh: &Shell) -> anyhow::Result<Vec<PathBuf>> {
+    let _at_root = sh.push_dir(crate::project_root());
+    // One pathspec argument; git's own wildcard matching spans directories.
+    let nix_pathspec = "*.nix";
+    let tracked = cmd!(sh, "git ls-files -- {nix_pathspec}")
+        .read()
+        .context("list the .nix files git tracks")?;
+    let mut nix_files: Vec<PathBuf> = tracked.lines().map(PathBuf::from).collect();
+    if !nix_files.iter().any(|path| path == Path::new("flake.nix")) {
+        if !crate::project_root().join("flake.nix").is_file() {
+            bail!("flake.nix is missing at the workspace root: restore it from git");
+        }
+        nix_files.insert(0, PathBuf::from("flake.nix"));
+    }
+    Ok(nix_files)
+}
+
+/// Fails with nix-instantiate's own message when the file is not valid Nix
+/// syntax.
+fn parse_nix_file(sh: &Shell, nix_file: &Path) -> anyhow::Result<()> {
+    let _at_root = sh.push_dir(crate::project_root());
+    let output = cmd!(sh, "nix-instantiate --parse {nix_file}")
+        .quiet()
+        .ignore_status()
+        .output()
+        .context("run nix-instantiate --parse")?;
+    if !output.status.success() {
+        bail!(
+            "{} is not valid Nix, fix this syntax error:\n{}",
+            nix_file.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// Markers around the README's machine-readable list of what `nix develop`
+    /// provides.
+    const TOOL_LIST_START: &str = "<!-- nix-develop-tools -->";
+    const TOOL_LIST_END: &str = "<!-- /nix-develop-tools -->";
+
+    /// The README's name for the Rust toolchain entry; the stand-in nixpkgs
+    /// gives the toolchain rust-overlay would build this name.
+    const TOOLCHAIN_ENTRY: &str = "rust-toolchain";
+
+    fn project_shell() -> anyhow::Result<Shell> {
+        let sh = Shell::new()?;
+        sh.change_dir(crate::project_root());
+        Ok(sh)
+    }
+
+    fn read_project_file(relative_path: &str) -> anyhow::Result<String> {
+        let path = crate::project_root().join(relative_path);
+        std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct ScratchDirectory(PathBuf);
+
+    impl ScratchDirectory {
+        fn new(purpose: &str) -> anyhow::Result<Self> {
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+            let path = std::env::temp_dir()
+                .join(format!("webstack-{purpose}-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+            Ok(Self(path))
+        }
+    }
+
+    impl Drop for ScratchDirectory {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// One bullet of the README list: "- `name`: what it is".
+    #[derive(Debug)]
+    struct ReadmeTool {
+        name: String,
+        line: String,
+    }
+
+    fn readme_tools() -> anyhow::Result<Vec<ReadmeTool>> {
+        let readme = read_project_file("README.md")?;
+        let start = readme
+            .find(TOOL_LIST_START)
+            .with_context(|| format!("README.md has no {TOOL_LIST_START} marker"))?;
+        let end = readme[start..]
+            .find(TOOL_LIST_END)
+            .with_context(|| format!("README.md has no {TOOL_LIST_END} after {TOOL_LIST_START}"))?
+            + start;
+        let mut tools = Vec::new();
+        for line in readme[start + TOOL_LIST_START.len()..end].lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let name = line
+                .strip_prefix("- `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name.to_owned())
+                .with_context(|| {
+                    format!("README tool list line is not \"- `name`: description\": {line}")
+                })?;
+            tools.push(ReadmeTool {
+                name,
+                line: line.to_owned(),
+            });
+        }
+        if tools.is_empty() {
+            bail!("README.md's nix-develop-tools list is empty");
+        }
+        Ok(tools)
+    }
+
+    /// The Rust version the README's toolchain bullet states ("Rust 1.95.0").
+    fn readme_rust_version(tools: &[ReadmeTool]) -> anyhow::Result<String> {
+        let entry = tools
+            .iter()
+            .find(|tool| tool.name == TOOLCHAIN_ENTRY)
+            .with_context(|| format!("README tool list has no `{TOOLCHAIN_ENTRY}` entry"))?;
+        let after = entry
+            .line
+            .split_once("Rust ")
+            .map(|(_, after)| after)
+            .with_context(|| {
+                format!(
+                    "README toolchain entry names no \"Rust X.Y.Z\": {}",
+                    entry.line
+                )
+            })?;
+        let version: String = after
+            .chars()
+            .take_while(|character| character.is_ascii_digit() || *character == '.')
+            .collect();
+        let version = version.trim_end_matches('.').to_owned();
+        if version.split('.').count() != 3 {
+            bail!(
+                "README toolchain entry's version is not X.Y.Z: {}",
+                entry.line
+            );
+        }
+        Ok(version)
+    }
+
+    /// `channel` from rust-toolchain.toml's `[toolchain]` table.
+    fn pinned_rust_channel() -> anyhow::Result<String> {
+        let toolchain_file = read_project_file("rust-toolchain.toml")?;
+        let mut in_toolchain_table = false;
+        for line in toolchain_file.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_toolchain_table = line == "[toolchain]";
+                continue;
+            }
+            if let Some((key, value)) = line.split_once('=') {
+                if in_toolchain_table && key.trim() == "channel" {
+                    return Ok(value.trim().trim_matches('"').to_owned());
+                }
+            }
+        }
+        bail!("rust-toolchain.toml has no channel in its [toolchain] table")
+    }
+
+    /// What evaluating the flake's dev shell against the stand-in nixpkgs gives.
+    #[derive(Debug)]
+    struct EvaluatedDevShell {
+        /// nixpkgs attribute names, in the order of the shell's `packages`.
+        package_names: Vec<String>,
+        /// The file handed to `rust-bin.fromRustupToolchainFile`.
+        toolchain_file: PathBuf,
+        /// `toolchain.channel` from that file, as the flake's evaluation read it.
+        toolchain_channel: String,
+    }
+
+    /// Evaluates `devShells.x86_64-linux.default` of the real flake.nix with a
+    /// stand-in for nixpkgs (nixpkgs cannot be fetched here). The stand-in has
+    /// only the attributes named in `known_tool_names` (plus the functions the
+    /// shell is built with), so a package the README does not list makes the
+    /// evaluation fail with "attribute ... missing".
+    fn evaluate_dev_shell(known_tool_names: &[String]) -> anyhow::Result<EvaluatedDevShell> {
+        let sh = project_shell()?;
+        ensure_nix_instantiate(&sh)?;
+        let scratch = ScratchDirectory::new("flake-eval")?;
+
+        let tool_name_list: Vec<String> = known_tool_names
+            .iter()
+            .map(|name| format!("\"{name}\""))
+            .collect();
+        let stand_in_nixpkgs = format!(
+            r#"{{ system, overlays }}:
+let
+  stubPackage = name: {{ stubName = name; outPath = "/nix/store/stub-${{name}}"; }};
+  toolNames = [ {tool_names} ];
+in
+builtins.listToAttrs (map (name: {{ inherit name; value = stubPackage name; }}) toolNames)
+// {{
+  mkShell = arguments: arguments;
+  rust-bin.fromRustupToolchainFile = file: stubPackage "{toolchain_entry}" // {{
+    toolchainFile = toString file;
+    toolchainChannel = (builtins.fromTOML (builtins.readFile file)).toolchain.channel;
+  }};
+}}
+"#,
+            tool_names = tool_name_list.join(" "),
+            toolchain_entry = TOOLCHAIN_ENTRY,
+        );
+        std::fs::write(scratch.0.join("default.nix"), stand_in_nixpkgs)
+            .context("write the stand-in nixpkgs")?;
+
+        let flake_path = crate::project_root().join("flake.nix");
+        let expression = format!(
+            r#"let
+  flake = import {flake};
+  standInNixpkgs = {{
+    outPath = "{stand_in}";
+    lib.genAttrs = names: makeValue:
+      builtins.listToAttrs (map (name: {{ inherit name; value = makeValue name; }}) names);
+  }};
+  outputs = flake.outputs {{
+    self = outputs;
+    nixpkgs = standInNixpkgs;
+    rust-overlay = {{ overlays.default = final: previous: {{ }}; }};
+  }};
+  shell = outputs.devShells.x86_64-linux.default;
+  toolchains = builtins.filter (package: package.stubName == "{toolchain_entry}") shell.packages;
+  toolchain = builtins.head toolchains;
+in
+builtins.concatStringsSep "|" [
+  (builtins.concatStringsSep "," (map (package: package.stubName) shell.packages))
+  toolchain.toolchainFile
+  toolchain.toolchainChannel
+]"#,
+            flake = flake_path.display(),
+            stand_in = scratch.0.display(),
+            toolchain_entry = TOOLCHAIN_ENTRY,
+        );
+        let printed = cmd!(sh, "nix-instantiate --eval --expr {expression}")
+            .read()
+            .context("evaluate flake.nix's dev shell against the stand-in nixpkgs")?;
+        // nix-instantiate prints a Nix string literal; the values are plain
+        // names and paths, so only the quotes need removing.
+        let unquoted = printed
+            .trim()
+            .strip_prefix('"')
+            .and_then(|rest| rest.strip_suffix('"'))
+            .with_context(|| format!("nix-instantiate printed no string: {printed}"))?;
+        let fields: Vec<&str> = unquoted.split('|').collect();
+        let [package_names, toolchain_file, toolchain_channel] = fields[..] else {
+            bail!("unexpected evaluation result: {printed}");
+        };
+        Ok(EvaluatedDevShell {
+            package_names: package_names.split(',').map(str::to_owned).collect(),
+            toolchain_file: PathBuf::from(toolchain_file),
+            toolchain_channel: toolchain_channel.to_owned(),
+        })
+    }
+
+    #[test]
+    fn every_tracked_nix_file_parses() -> anyhow::Result<()> {
+        let sh = project_shell()?;
+        check(&sh)
+    }
+
+    #[test]
+    fn parse_check_rejects_a_nix_file_with_a_syntax_error() -> anyhow::Result<()> {
+        let sh = project_shell()?;
+        ensure_nix_instantiate(&sh)?;
+        let scratch = ScratchDirectory::new("flake-parse")?;
+        let broken = scratch.0.join("broken.nix");
+        std::fs::write(&broken, "{ inputs = { nixpkgs.url = \"x\"; ; }")?;
+
+        let outcome = parse_nix_file(&sh, &broken);
+
+        let error = match outcome {
+            Ok(()) => panic!("a file with a syntax error passed the parse check"),
+            Err(error) => format!("{error:#}"),
+        };
+        assert!(
+            error.contains("broken.nix") && error.contains("syntax error"),
+            "the parse check's error should name the file and nix's reason: {error}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn flake_builds_the_toolchain_from_the_repos_rust_toolchain_toml() -> anyhow::Result<()> {
+        let tools = readme_tools()?;
+        let tool_names: Vec<String> = tools.iter().map(|tool| tool.name.clone()).collect();
+        let pinned_channel = pinned_rust_channel()?;
+
+        let shell = evaluate_dev_shell(&tool_names)?;
+
+        assert_eq!(
+            shell.toolchain_file,
+            crate::project_root().join("rust-toolchain.toml"),
+            "flake.nix must build its toolchain with rust-bin.fromRustupToolchainFile ./rust-toolchain.toml"
+        );
+        assert_eq!(
+            shell.toolchain_channel, pinned_channel,
+            "the toolchain file the flake reads pins another channel than rust-toolchain.toml"
+        );
+        assert_eq!(
+            readme_rust_version(&tools)?,
+            pinned_channel,
+            "README.md's Nix section states another Rust version than rust-toolchain.toml pins"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn dev_shell_provides_exactly_the_tools_the_readme_lists() -> anyhow::Result<()> {
+        let readme_names: Vec<String> = readme_tools()?.into_iter().map(|tool| tool.name).collect();
+
+        let shell = evaluate_dev_shell(&readme_names)?;
+
+        let missing_from_shell: Vec<&String> = readme_names
+            .iter()
+            .filter(|name| !shell.package_names.contains(name))
+            .collect();
+        assert!(
+            missing_from_shell.is_empty(),
+            "README.md says `nix develop` provides {missing_from_shell:?}, but flake.nix's devShell packages are {:?}",
+            shell.package_names
+        );
+        let missing_from_readme: Vec<&String> = shell
+            .package_names
+            .iter()
+            .filter(|name| !readme_names.contains(name))
+            .collect();
+        assert!(
+            missing_from_readme.is_empty(),
+            "flake.nix's devShell has {missing_from_readme:?}, which README.md's tool list does not name"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn flake_inputs_are_pinned_to_commits() -> anyhow::Result<()> {
+        let sh = project_shell()?;
+        ensure_nix_instantiate(&sh)?;
+        let flake_path = crate::project_root().join("flake.nix");
+        let expression = format!(
+            r#"let inputs = (import {}).inputs; in
+builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNames inputs))"#,
+            flake_path.display()
+        );
+
+        let printed = cmd!(sh, "nix-instantiate --eval --expr {expression}").read()?;
+
+        let urls: Vec<&str> = printed.trim().trim_matches('"').split(' ').collect();
+        assert!(
+            urls.len() >= 2,
+            "expected nixpkgs and rust-overlay inputs, got {urls:?}"
+        );
+        for url in urls {
+            let last_segment = url.rsplit('/').next().unwrap_or_default();
+            assert!(
+                last_segment.len() == 40 && last_segment.chars().all(|c| c.is_ascii_hexdigit()),
+                "flake input {url} is not pinned to a 40-hex commit"
+            );
+        }
+        Ok(())
+    }
+}
