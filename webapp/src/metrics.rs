@@ -1,0 +1,126 @@
+//! Prometheus metrics: request counts and latency by matched route, Redis errors, pool gauges.
+//!
+//! Each [`AppState`](crate::state::AppState) owns its own registry rather than a process-global
+//! one, so tests can run several apps in one process and read exact numbers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: fine-grained below 10 ms, where a healthy request lands.
+const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    latency: HistogramVec,
+    redis_errors: IntCounterVec,
+    pool_max_size: IntGauge,
+    pool_size: IntGauge,
+    pool_available: IntGauge,
+    pool_waiting: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> anyhow::Result<Metrics> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "webapp_http_requests_total",
+                "HTTP requests by method, matched route and status.",
+            ),
+            &["method", "route", "status"],
+        )
+        .context("define webapp_http_requests_total")?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "webapp_http_request_duration_seconds",
+                "Time from request received to response headers ready, by matched route.",
+            )
+            .buckets(LATENCY_BUCKETS_SECONDS.to_vec()),
+            &["route"],
+        )
+        .context("define webapp_http_request_duration_seconds")?;
+        let redis_errors = IntCounterVec::new(
+            Opts::new(
+                "webapp_redis_errors_total",
+                "Failed Redis operations by cause (timeout, connection, auth, pool_exhausted, other).",
+            ),
+            &["kind"],
+        )
+        .context("define webapp_redis_errors_total")?;
+        let gauge = |name: &str, help: &str| {
+            IntGauge::new(name, help).with_context(|| format!("define {name}"))
+        };
+        let pool_max_size = gauge(
+            "webapp_redis_pool_max_size",
+            "Configured maximum number of Redis connections.",
+        )?;
+        let pool_size = gauge(
+            "webapp_redis_pool_size",
+            "Redis connections currently open (in use or idle).",
+        )?;
+        let pool_available = gauge(
+            "webapp_redis_pool_available",
+            "Idle Redis connections ready for use.",
+        )?;
+        let pool_waiting = gauge(
+            "webapp_redis_pool_waiting",
+            "Requests waiting for a Redis connection.",
+        )?;
+        for collector in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(latency.clone()),
+            Box::new(redis_errors.clone()),
+            Box::new(pool_max_size.clone()),
+            Box::new(pool_size.clone()),
+            Box::new(pool_available.clone()),
+            Box::new(pool_waiting.clone()),
+        ] {
+            registry.register(collector).context("register a metric")?;
+        }
+        Ok(Metrics {
+            registry,
+            requests,
+            latency,
+            redis_errors,
+            pool_max_size,
+            pool_size,
+            pool_available,
+            pool_waiting,
+        })
+    }
+
+    pub fn observe_request(&self, method: &str, route: &str, status: &str, elapsed: Duration) {
+        self.requests
+            .with_label_values(&[method, route, status])
+            .inc();
+        self.latency
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+    }
+
+    pub fn count_redis_error(&self, kind: &str) {
+        self.redis_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// Renders the text exposition format, sampling the pool gauges at scrape time.
+    pub fn render(&self, pool: deadpool_redis::Status) -> anyhow::Result<String> {
+        let as_gauge = |value: usize| i64::try_from(value).unwrap_or(i64::MAX);
+        self.pool_max_size.set(as_gauge(pool.max_size));
+        self.pool_size.set(as_gauge(pool.size));
+        self.pool_available.set(as_gauge(pool.available));
+        self.pool_waiting.set(as_gauge(pool.waiting));
+        let mut buffer = Vec::with_capacity(8 * 1024);
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buffer)
+            .context("encode metrics")?;
+        String::from_utf8(buffer).context("metrics text is not UTF-8")
+    }
+}

@@ -1,0 +1,132 @@
+//! Cross-cutting request handling: request ids, the access log, metrics, JSON bodies for errors.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use tower_http::request_id::{MakeRequestId, RequestId};
+
+use crate::error::{ErrorBody, ErrorDetail};
+use crate::state::AppState;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Route label for requests that matched no route, so stray paths cannot blow up label counts.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Makes request ids: 16 hex digits, unique within the process, unpredictable across processes.
+///
+/// A counter scrambled by a bijective mixer (splitmix64) with a random per-process seed: no
+/// allocation-heavy UUID crate needed, and ids from different replicas do not line up.
+#[derive(Clone)]
+pub struct MakeSequentialRequestId {
+    seed: u64,
+    counter: Arc<AtomicU64>,
+}
+
+impl Default for MakeSequentialRequestId {
+    fn default() -> Self {
+        let mut hasher = RandomState::new().build_hasher();
+        hasher.write_u32(std::process::id());
+        MakeSequentialRequestId {
+            seed: hasher.finish(),
+            counter: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+impl MakeRequestId for MakeSequentialRequestId {
+    fn make_request_id<B>(&mut self, _request: &axum::http::Request<B>) -> Option<RequestId> {
+        let sequence = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = splitmix64(self.seed.wrapping_add(sequence));
+        HeaderValue::from_str(&format!("{id:016x}"))
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+fn splitmix64(input: u64) -> u64 {
+    let mut z = input.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Logs one line per request (method, matched route, status, latency, request id) and records
+/// the request metrics. Also gives JSON bodies to bodiless error responses produced by axum or
+/// tower (405, the timeout layer's 503), so every error a client sees is `{"error": ...}`.
+pub async fn observe_request(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let request_id = request.headers().get(REQUEST_ID_HEADER).cloned();
+
+    let mut response = next.run(request).await;
+
+    let status = response.status();
+    if (status.is_client_error() || status.is_server_error())
+        && response.body().size_hint().exact() == Some(0)
+    {
+        response = with_json_error_body(response);
+    }
+    let elapsed = started.elapsed();
+    let route_label = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    state
+        .metrics
+        .observe_request(method.as_str(), route_label, status.as_str(), elapsed);
+
+    let request_id = request_id
+        .as_ref()
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or("");
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    let detail = response
+        .extensions()
+        .get::<ErrorDetail>()
+        .map(|detail| detail.0.as_str());
+    if status.is_server_error() {
+        tracing::warn!(
+            method = %method, route = route_label, status = status.as_u16(), latency_ms,
+            request_id, error = detail, "request failed"
+        );
+    } else {
+        tracing::info!(
+            method = %method, route = route_label, status = status.as_u16(), latency_ms,
+            request_id, error = detail, "request"
+        );
+    }
+    response
+}
+
+fn with_json_error_body(response: Response) -> Response {
+    let (mut parts, _) = response.into_parts();
+    let status = parts.status;
+    let message = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let body = Json(ErrorBody::new(&message)).into_response();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        parts
+            .headers
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    Response::from_parts(parts, Body::new(body.into_body()))
+}

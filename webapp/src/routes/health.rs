@@ -1,0 +1,53 @@
+//! Probes and metrics: `/healthz` (liveness), `/readyz` (Redis reachable), `/metrics`.
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use deadpool_redis::redis;
+use serde_json::{json, Value};
+
+use crate::error::AppError;
+use crate::state::AppState;
+use crate::store;
+
+/// Liveness: the process serves HTTP. Deliberately ignores Redis, so an orchestrator never
+/// restarts a healthy replica because Redis is down.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "live" }))
+}
+
+/// Readiness: Redis answers PING within the readiness timeout, and no shutdown has begun.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+    if state.is_shutting_down() {
+        return Err(AppError::ShuttingDown);
+    }
+    let mut pipeline = redis::pipe();
+    pipeline.ping();
+    let (_pong,): (String,) = store::query(
+        &state.redis,
+        &state.metrics,
+        state.readyz_timeout,
+        &pipeline,
+    )
+    .await?;
+    Ok(Json(json!({ "status": "ready" })))
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    match state.metrics.render(state.redis.status()) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(cause = %error, "rendering metrics failed");
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! Shared application state handed to every handler.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::store::{self, Keys};
+
+/// Cheap to clone: the pool is already reference-counted, the rest sits behind `Arc`s.
+#[derive(Clone)]
+pub struct AppState {
+    pub redis: deadpool_redis::Pool,
+    pub keys: Arc<Keys>,
+    pub replica: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    /// Deadline for one Redis operation, pool wait included.
+    pub redis_timeout: Duration,
+    /// Deadline for the PING behind /readyz.
+    pub readyz_timeout: Duration,
+    /// Per-request deadline enforced by the timeout layer.
+    pub request_timeout: Duration,
+    shutting_down: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Builds the state from settings; reads the password file, does not contact Redis.
+    pub fn from_settings(settings: &Settings) -> anyhow::Result<AppState> {
+        let password = settings.redis.read_password()?;
+        let redis = store::build_pool(&settings.redis, password)?;
+        Ok(AppState {
+            redis,
+            keys: Arc::new(Keys::new(&settings.redis.redis_key_prefix)),
+            replica: Arc::from(settings.replica_name()),
+            metrics: Arc::new(Metrics::new()?),
+            redis_timeout: Duration::from_millis(settings.redis.redis_command_timeout_ms),
+            readyz_timeout: Duration::from_millis(settings.redis.readyz_timeout_ms),
+            request_timeout: settings.request_timeout(),
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Marks the service as going away: /readyz answers 503 from now on.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}

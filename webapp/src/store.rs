@@ -1,0 +1,189 @@
+//! Redis access: the connection pool, the key layout, and one bounded way to run a command.
+//!
+//! Every Redis operation goes through [`query`], which puts a hard deadline on getting a
+//! pooled connection plus running the command, and turns every failure into
+//! [`AppError::RedisUnavailable`] (a 503). So a dead, paused or misconfigured Redis can slow a
+//! request down by at most the command timeout, never hang it, and the pool reconnects by itself
+//! when Redis is back.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use deadpool_redis::redis::{self, AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo};
+use deadpool_redis::{Manager, Pool, PoolError, Runtime, TimeoutType};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::RedisSettings;
+use crate::error::{AppError, RedisFailure};
+use crate::metrics::Metrics;
+
+/// Redis key names, all under the configured prefix, computed once at start-up.
+#[derive(Debug)]
+pub struct Keys {
+    /// The shared hit counter (a string holding an integer).
+    pub hits: String,
+    /// Hash replica name -> hits served by that replica.
+    pub replica_hits: String,
+    /// Cache entries are `<prefix>cache:<key>`.
+    cache_prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            hits: format!("{prefix}hits"),
+            replica_hits: format!("{prefix}replica-hits"),
+            cache_prefix: format!("{prefix}cache:"),
+        }
+    }
+
+    pub fn cache(&self, key: &str) -> String {
+        let mut full = String::with_capacity(self.cache_prefix.len() + key.len());
+        full.push_str(&self.cache_prefix);
+        full.push_str(key);
+        full
+    }
+}
+
+/// Builds the pool. It connects lazily, so this succeeds while Redis is down.
+pub fn build_pool(
+    settings: &RedisSettings,
+    password: Option<SecretString>,
+) -> anyhow::Result<Pool> {
+    let mut connection_info = settings
+        .redis_url
+        .as_str()
+        .into_connection_info()
+        .context("parse REDIS_URL")?;
+    if let Some(password) = password {
+        let redis_settings = connection_info
+            .redis_settings()
+            .clone()
+            .set_password(password.expose_secret());
+        connection_info = connection_info.set_redis_settings(redis_settings);
+    }
+    let command_timeout = Duration::from_millis(settings.redis_command_timeout_ms);
+    let connect_timeout = Duration::from_millis(settings.redis_connect_timeout_ms);
+    // The redis crate's own timeouts bound each connection attempt and each reply, so a paused
+    // Redis fails the command instead of parking it; [`query`] adds one overall deadline.
+    let connection_config = AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(connect_timeout))
+        .set_response_timeout(Some(command_timeout));
+    let manager = Manager::new_with_config(connection_info, connection_config)
+        .context("configure the Redis client from REDIS_URL")?;
+    Pool::builder(manager)
+        .max_size(settings.redis_pool_size as usize)
+        .wait_timeout(Some(Duration::from_millis(
+            settings.redis_pool_wait_timeout_ms,
+        )))
+        .create_timeout(Some(connect_timeout))
+        .recycle_timeout(Some(Duration::from_millis(
+            settings.redis_recycle_timeout_ms,
+        )))
+        .runtime(Runtime::Tokio1)
+        .build()
+        .context("build the Redis connection pool")
+}
+
+/// Redacted description of where Redis is, safe to log (no password, even if the URL had one).
+pub fn describe_address(url: &str) -> String {
+    match url.into_connection_info() {
+        Ok(info) => format!("{} db {}", info.addr(), info.redis_settings().db()),
+        Err(_) => "an unparsable REDIS_URL".to_owned(),
+    }
+}
+
+/// Runs `pipeline` (one round trip) on a pooled connection, all within `deadline`.
+///
+/// Single commands go through a one-command pipeline too: same cost, one code path.
+/// Failures are counted in the metrics and become [`AppError::RedisUnavailable`] (503).
+pub async fn query<T: FromRedisValue>(
+    pool: &Pool,
+    metrics: &Metrics,
+    deadline: Duration,
+    pipeline: &redis::Pipeline,
+) -> Result<T, AppError> {
+    let attempt = async {
+        let mut connection = pool.get().await.map_err(classify_pool_error)?;
+        pipeline
+            .query_async::<T>(&mut connection)
+            .await
+            .map_err(|error| classify_redis_error(&error))
+    };
+    let failure = match tokio::time::timeout(deadline, attempt).await {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(failure)) => failure,
+        Err(_) => RedisFailure {
+            kind: "timeout",
+            detail: format!("Redis did not answer within {} ms", deadline.as_millis()),
+        },
+    };
+    metrics.count_redis_error(failure.kind);
+    Err(AppError::RedisUnavailable(failure))
+}
+
+fn classify_pool_error(error: PoolError) -> RedisFailure {
+    match error {
+        PoolError::Timeout(TimeoutType::Wait) => RedisFailure {
+            kind: "pool_exhausted",
+            detail: "no Redis connection became free in time (pool exhausted)".to_owned(),
+        },
+        PoolError::Timeout(TimeoutType::Create) => RedisFailure {
+            kind: "timeout",
+            detail: "connecting to Redis timed out".to_owned(),
+        },
+        PoolError::Timeout(TimeoutType::Recycle) => RedisFailure {
+            kind: "timeout",
+            detail: "checking a pooled Redis connection timed out".to_owned(),
+        },
+        PoolError::Backend(error) => classify_redis_error(&error),
+        other => RedisFailure {
+            kind: "other",
+            detail: format!("Redis pool error: {other}"),
+        },
+    }
+}
+
+fn classify_redis_error(error: &redis::RedisError) -> RedisFailure {
+    let is_auth = error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"));
+    if is_auth {
+        return RedisFailure {
+            kind: "auth",
+            detail: format!(
+                "Redis refused authentication: check the password in REDIS_PASSWORD_FILE ({error})"
+            ),
+        };
+    }
+    let kind = if error.is_timeout() {
+        "timeout"
+    } else if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped()
+    {
+        "connection"
+    } else {
+        "other"
+    };
+    RedisFailure {
+        kind,
+        detail: format!("Redis error: {error}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_lives_under_the_prefix() {
+        let keys = Keys::new("test:");
+        assert_eq!(keys.hits, "test:hits");
+        assert_eq!(keys.replica_hits, "test:replica-hits");
+        assert_eq!(keys.cache("a.b"), "test:cache:a.b");
+    }
+
+    #[test]
+    fn logged_redis_address_never_contains_the_password() {
+        let described = describe_address("redis://:hunter2@db:6380/3");
+        assert_eq!(described, "db:6380 db 3");
+    }
+}
