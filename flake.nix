@@ -83,8 +83,17 @@
             ];
           };
 
-          # Docker healthcheck durations are integers in nanoseconds.
+          # The Healthcheck of an image config, with the timings the images of
+          # `cargo xtask images` use. Docker stores durations as integer
+          # nanoseconds; StartPeriod is read by Docker Engine like the others.
           second = 1000000000;
+          healthcheckRunning = command: {
+            Test = [ "CMD" ] ++ command;
+            Interval = 10 * second;
+            Timeout = 3 * second;
+            StartPeriod = 5 * second;
+            Retries = 3;
+          };
 
           webapp = rustPlatform.buildRustPackage {
             pname = "webapp";
@@ -156,16 +165,10 @@
               ExposedPorts = {
                 "5000/tcp" = { };
               };
-              Healthcheck = {
-                Test = [
-                  "CMD"
-                  "/usr/local/bin/webapp"
-                  "healthcheck"
-                ];
-                Interval = 5 * second;
-                Timeout = 3 * second;
-                Retries = 3;
-              };
+              Healthcheck = healthcheckRunning [
+                "/usr/local/bin/webapp"
+                "healthcheck"
+              ];
             };
           };
 
@@ -215,16 +218,10 @@
               ExposedPorts = {
                 "80/tcp" = { };
               };
-              Healthcheck = {
-                Test = [
-                  "CMD"
-                  "/usr/local/bin/httpcheck"
-                  "http://127.0.0.1:80/nginx/health"
-                ];
-                Interval = 5 * second;
-                Timeout = 3 * second;
-                Retries = 3;
-              };
+              Healthcheck = healthcheckRunning [
+                "/usr/local/bin/httpcheck"
+                "http://127.0.0.1:80/nginx/health"
+              ];
             };
           };
 

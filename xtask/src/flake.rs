@@ -290,12 +290,18 @@ mod tests {
         toolchain_channel: String,
     }
 
-    /// Evaluates `devShells.x86_64-linux.default` of the real flake.nix with a
-    /// stand-in for nixpkgs (nixpkgs cannot be fetched here). The stand-in has
-    /// only the attributes named in `known_tool_names` (plus the functions the
-    /// shell is built with), so a package the README does not list makes the
-    /// evaluation fail with "attribute ... missing".
-    fn evaluate_dev_shell(known_tool_names: &[String]) -> anyhow::Result<EvaluatedDevShell> {
+    /// Evaluates `result_expression` (Nix, yielding a string, with the flake's
+    /// `outputs` in scope) after calling the real flake.nix's `outputs` with a
+    /// stand-in for nixpkgs, which cannot be fetched here. The stand-in has
+    /// only the packages named in `known_tool_names` plus the functions the
+    /// dev shell and images are built with, so a package the README does not
+    /// list makes the evaluation fail with "attribute ... missing". Returns the
+    /// string without its quotes; callers keep to plain names and paths, so no
+    /// escapes need undoing.
+    fn evaluate_flake_with_stand_in_nixpkgs(
+        known_tool_names: &[String],
+        result_expression: &str,
+    ) -> anyhow::Result<String> {
         let sh = project_shell()?;
         ensure_nix_instantiate(&sh)?;
         let scratch = ScratchDirectory::new("flake-eval")?;
@@ -313,6 +319,7 @@ in
 builtins.listToAttrs (map (name: {{ inherit name; value = stubPackage name; }}) toolNames)
 // {{
   mkShell = arguments: arguments;
+  dockerTools.streamLayeredImage = arguments: arguments;
   rust-bin.fromRustupToolchainFile = file: stubPackage "{toolchain_entry}" // {{
     toolchainFile = toString file;
     toolchainChannel = (builtins.fromTOML (builtins.readFile file)).toolchain.channel;
@@ -339,30 +346,38 @@ builtins.listToAttrs (map (name: {{ inherit name; value = stubPackage name; }}) 
     nixpkgs = standInNixpkgs;
     rust-overlay = {{ overlays.default = final: previous: {{ }}; }};
   }};
-  shell = outputs.devShells.x86_64-linux.default;
-  toolchains = builtins.filter (package: package.stubName == "{toolchain_entry}") shell.packages;
-  toolchain = builtins.head toolchains;
 in
-builtins.concatStringsSep "|" [
-  (builtins.concatStringsSep "," (map (package: package.stubName) shell.packages))
-  toolchain.toolchainFile
-  toolchain.toolchainChannel
-]"#,
+{result_expression}"#,
             flake = flake_path.display(),
             stand_in = scratch.0.display(),
-            toolchain_entry = TOOLCHAIN_ENTRY,
         );
         let printed = cmd!(sh, "nix-instantiate --eval --expr {expression}")
             .read()
-            .context("evaluate flake.nix's dev shell against the stand-in nixpkgs")?;
-        // nix-instantiate prints a Nix string literal; the values are plain
-        // names and paths, so only the quotes need removing.
+            .context("evaluate flake.nix against the stand-in nixpkgs")?;
         let unquoted = printed
             .trim()
             .strip_prefix('"')
             .and_then(|rest| rest.strip_suffix('"'))
             .with_context(|| format!("nix-instantiate printed no string: {printed}"))?;
-        let fields: Vec<&str> = unquoted.split('|').collect();
+        Ok(unquoted.to_owned())
+    }
+
+    /// The dev shell of `devShells.x86_64-linux.default`, evaluated against
+    /// the stand-in nixpkgs.
+    fn evaluate_dev_shell(known_tool_names: &[String]) -> anyhow::Result<EvaluatedDevShell> {
+        let result_expression = format!(
+            r#"let
+  shell = outputs.devShells.x86_64-linux.default;
+  toolchain = builtins.head (builtins.filter (package: package.stubName == "{TOOLCHAIN_ENTRY}") shell.packages);
+in
+builtins.concatStringsSep "|" [
+  (builtins.concatStringsSep "," (map (package: package.stubName) shell.packages))
+  toolchain.toolchainFile
+  toolchain.toolchainChannel
+]"#
+        );
+        let printed = evaluate_flake_with_stand_in_nixpkgs(known_tool_names, &result_expression)?;
+        let fields: Vec<&str> = printed.split('|').collect();
         let [package_names, toolchain_file, toolchain_channel] = fields[..] else {
             bail!("unexpected evaluation result: {printed}");
         };
@@ -477,6 +492,45 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
                 "flake input {url} is not pinned to a 40-hex commit"
             );
         }
+        Ok(())
+    }
+
+    #[test]
+    fn nix_images_use_the_contract_names_users_entrypoints_and_healthchecks() -> anyhow::Result<()>
+    {
+        let readme_names: Vec<String> = readme_tools()?.into_iter().map(|tool| tool.name).collect();
+        let result_expression = r#"builtins.concatStringsSep ";" (map (attribute:
+  let
+    image = outputs.packages.x86_64-linux.${attribute};
+    config = image.config;
+  in
+  builtins.concatStringsSep "|" [
+    attribute
+    "${image.name}:${image.tag}"
+    config.User
+    (builtins.concatStringsSep " " config.Entrypoint)
+    (if config ? Healthcheck then builtins.concatStringsSep " " config.Healthcheck.Test else "no healthcheck")
+    (config.WorkingDir or "")
+  ]) [ "webapp-image" "db-image" "proxy-image" ])"#;
+
+        let printed = evaluate_flake_with_stand_in_nixpkgs(&readme_names, result_expression)?;
+
+        let images: Vec<&str> = printed.split(';').collect();
+        // CONTRACTS.md: names, the `:local` tag, 65532:65532, the entrypoints
+        // and the healthcheck commands of the Debian-based images. The proxy
+        // differs only by naming its configuration file (see flake.nix).
+        assert_eq!(
+            images,
+            [
+                "webapp-image|webstack/webapp:local|65532:65532|/usr/local/bin/webapp\
+                 |CMD /usr/local/bin/webapp healthcheck|",
+                "db-image|webstack/db:local|65532:65532|/usr/bin/redis-server\
+                 |no healthcheck|/data",
+                "proxy-image|webstack/proxy:local|65532:65532\
+                 |/usr/sbin/nginx -c /etc/nginx/nginx.conf -e stderr\
+                 |CMD /usr/local/bin/httpcheck http://127.0.0.1:80/nginx/health|",
+            ]
+        );
         Ok(())
     }
 }
