@@ -4,6 +4,7 @@
 //! struct with `fn run(self, sh: &Shell) -> anyhow::Result<()>`. Commands run
 //! from the workspace root whatever directory cargo was started in.
 
+mod bench;
 mod ci;
 mod flake;
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Measure throughput, latency and memory through the proxy, with its ceilings.
+    Bench(bench::Bench),
     /// Run every check and test the project has (what `.ci/run` runs).
     Ci(ci::Ci),
     /// Parse-check flake.nix and every other tracked .nix file (installs nix-bin as root).
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
     match cli.command {
+        Command::Bench(cmd) => cmd.run(&sh),
         Command::Ci(cmd) => cmd.run(&sh),
         Command::FlakeCheck(cmd) => cmd.run(&sh),
     }

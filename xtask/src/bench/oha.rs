@@ -1,0 +1,244 @@
+//! The HTTP load tool: `oha`, installed on demand into `target/tools` with
+//! `cargo install --locked` at a pinned version, run with JSON output and
+//! parsed into a report row.
+//!
+//! oha rather than wrk or a load generator of our own: it is on crates.io (so
+//! `cargo` alone installs it, as the Nix devShell does from nixpkgs), keeps
+//! connections alive like a browser, takes a fixed request count (so the
+//! counter check is exact) and prints machine-readable JSON.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use xshell::{cmd, Shell};
+
+use super::report::{Latency, Row, RowKind};
+
+/// Pinned so every machine measures with the same tool. 1.16.0 was the newest
+/// release on crates.io when the bench was written (`cargo info oha`).
+pub const OHA_VERSION: &str = "1.16.0";
+
+/// The oha binary, installed into `target/tools/bin` if it is not there yet at
+/// the pinned version. The first install compiles oha (a few minutes on two
+/// cores); later runs reuse it.
+pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
+    let root = crate::project_root().join("target").join("tools");
+    let binary = root.join("bin").join("oha");
+    if binary.exists() {
+        let version = cmd!(sh, "{binary} --version")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+        if version.split_whitespace().any(|word| word == OHA_VERSION) {
+            return Ok(binary);
+        }
+    }
+    cmd!(sh, "cargo --version")
+        .quiet()
+        .read()
+        .context("cargo is needed to install the load tool oha; install Rust with rustup")?;
+    eprintln!(
+        "bench: installing oha {OHA_VERSION} into {} (first run only)",
+        root.display()
+    );
+    let package = format!("oha@{OHA_VERSION}");
+    // Its own target dir: installing must not wait on (or invalidate) the
+    // workspace's build, and stays reusable if the install is interrupted.
+    let build_dir = root.join("build");
+    cmd!(
+        sh,
+        "cargo install --locked {package} --root {root} --target-dir {build_dir}"
+    )
+    .run()
+    .with_context(|| format!("install oha {OHA_VERSION} with cargo install"))?;
+    if !binary.exists() {
+        bail!(
+            "cargo install oha finished but {} does not exist",
+            binary.display()
+        );
+    }
+    Ok(binary)
+}
+
+/// How much load one row gets.
+#[derive(Debug, Clone, Copy)]
+pub enum Amount {
+    Requests(u64),
+    /// Seconds; requests still in flight at the deadline are waited for
+    /// (`-w`), so the counter check stays exact.
+    Duration(u64),
+}
+
+/// Runs oha against `url` and turns its JSON summary into a row (ratio and
+/// containers are filled in by the caller).
+pub fn run_http_row(
+    sh: &Shell,
+    oha: &PathBuf,
+    kind: RowKind,
+    url: &str,
+    connections: u32,
+    amount: Amount,
+) -> anyhow::Result<Row> {
+    let connections_text = connections.to_string();
+    let amount_args: Vec<String> = match amount {
+        Amount::Requests(requests) => vec![String::from("-n"), requests.to_string()],
+        Amount::Duration(seconds) => {
+            vec![
+                String::from("-z"),
+                format!("{seconds}s"),
+                String::from("-w"),
+            ]
+        }
+    };
+    let output = cmd!(
+        sh,
+        "{oha} --no-tui --output-format json -c {connections_text} {amount_args...} {url}"
+    )
+    .quiet()
+    .read()
+    .with_context(|| format!("run oha against {url}"))?;
+    parse_oha_json(&output, kind, format!("GET {url}"), connections)
+}
+
+/// The parts of oha's `--output-format json` the report uses. Latencies are
+/// in seconds.
+#[derive(Deserialize)]
+struct OhaOutput {
+    summary: OhaSummary,
+    #[serde(rename = "latencyPercentiles")]
+    latency_percentiles: std::collections::BTreeMap<String, Option<f64>>,
+    #[serde(rename = "statusCodeDistribution")]
+    status_code_distribution: std::collections::BTreeMap<String, u64>,
+    #[serde(rename = "errorDistribution")]
+    error_distribution: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Deserialize)]
+struct OhaSummary {
+    /// Wall time of the whole run, seconds.
+    total: f64,
+    /// Slowest request, seconds; null when nothing finished.
+    slowest: Option<f64>,
+}
+
+fn parse_oha_json(
+    json: &str,
+    kind: RowKind,
+    target: String,
+    connections: u32,
+) -> anyhow::Result<Row> {
+    let output: OhaOutput = serde_json::from_str(json).with_context(|| {
+        format!(
+            "parse oha's JSON output: {}",
+            json.chars().take(400).collect::<String>()
+        )
+    })?;
+    let mut successful = 0;
+    let mut non_2xx = 0;
+    for (status, count) in &output.status_code_distribution {
+        if status.starts_with('2') {
+            successful += count;
+        } else {
+            non_2xx += count;
+        }
+    }
+    let socket_errors: u64 = output.error_distribution.values().sum();
+    let requests_finished = successful + non_2xx + socket_errors;
+    let percentile_ms = |name: &str| -> anyhow::Result<f64> {
+        output
+            .latency_percentiles
+            .get(name)
+            .copied()
+            .flatten()
+            .map(|seconds| seconds * 1000.0)
+            .with_context(|| format!("oha's JSON has no latencyPercentiles.{name}"))
+    };
+    let duration_secs = output.summary.total;
+    Ok(Row {
+        kind,
+        target,
+        connections,
+        requests_finished,
+        successful,
+        non_2xx,
+        socket_errors,
+        error_details: output.error_distribution.into_iter().collect(),
+        duration_secs,
+        requests_per_sec: if duration_secs > 0.0 {
+            requests_finished as f64 / duration_secs
+        } else {
+            0.0
+        },
+        latency_ms: Latency {
+            p50: percentile_ms("p50")?,
+            p90: Some(percentile_ms("p90")?),
+            p95: percentile_ms("p95")?,
+            p99: percentile_ms("p99")?,
+            max: output.summary.slowest.unwrap_or(0.0) * 1000.0,
+        },
+        ratio_to_ceiling: 0.0,
+        containers: Vec::new(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Trimmed from a real `oha --output-format json` run of oha 1.16.0.
+    const OHA_JSON: &str = r#"{
+      "summary": {"successRate": 0.999, "total": 2.0, "slowest": 0.0125, "fastest": 0.0001,
+                  "average": 0.002, "requestsPerSec": 5000.0, "totalData": 100, "sizePerRequest": 10,
+                  "sizePerSec": 50.0},
+      "latencyPercentiles": {"p10": 0.0005, "p25": 0.0008, "p50": 0.001, "p75": 0.0015,
+                             "p90": 0.002, "p95": 0.0025, "p99": 0.004, "p99.9": 0.01, "p99.99": 0.012},
+      "statusCodeDistribution": {"200": 9990, "503": 3},
+      "errorDistribution": {"connection closed before message completed": 7}
+    }"#;
+
+    #[test]
+    fn oha_json_becomes_a_row_with_milliseconds_and_split_outcomes() -> anyhow::Result<()> {
+        let row = parse_oha_json(OHA_JSON, RowKind::HitCounter, String::from("GET /"), 64)?;
+
+        assert_eq!(row.successful, 9990);
+        assert_eq!(row.non_2xx, 3);
+        assert_eq!(row.socket_errors, 7);
+        assert_eq!(row.requests_finished, 10_000);
+        assert_eq!(row.requests_per_sec, 5000.0);
+        assert_eq!(
+            row.latency_ms,
+            Latency {
+                p50: 1.0,
+                p90: Some(2.0),
+                p95: 2.5,
+                p99: 4.0,
+                max: 12.5
+            }
+        );
+        assert_eq!(
+            row.error_details,
+            vec![(
+                String::from("connection closed before message completed"),
+                7
+            )]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn oha_json_without_percentiles_is_an_error_naming_the_field() {
+        let json = r#"{"summary": {"total": 1.0, "slowest": null}, "latencyPercentiles": {},
+                       "statusCodeDistribution": {}, "errorDistribution": {}}"#;
+
+        let error = parse_oha_json(json, RowKind::ProxyCeiling, String::new(), 1)
+            .err()
+            .map(|error| format!("{error:#}"));
+
+        assert_eq!(
+            error.as_deref(),
+            Some("oha's JSON has no latencyPercentiles.p50")
+        );
+    }
+}

@@ -1,0 +1,559 @@
+//! The benchmark report: what one `cargo xtask bench` run measured, as the
+//! JSON document written to `target/bench/results.json` and the Markdown table
+//! written to `target/bench/results.md` (and printed).
+//!
+//! The types here are plain data so the rendering can be tested from a fixed
+//! input without Docker or a load tool.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything one run measured. Serialised as-is to `results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// Version of this document's shape; bump when a field changes meaning.
+    pub schema_version: u32,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_at_unix_secs: u64,
+    pub settings: Settings,
+    /// One row per measurement, in the order they ran. The first is the proxy
+    /// ceiling every other row is compared with.
+    pub rows: Vec<Row>,
+    pub counter_check: CounterCheck,
+    /// The targets for `GET /`, evaluated (reported, never asserted).
+    pub targets: Vec<TargetCheck>,
+}
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How the run was configured, so a result can be reproduced and compared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    pub base_url: String,
+    pub compose_project: String,
+    pub connections: u32,
+    /// Requests per row when the run used a fixed count.
+    pub requests_per_row: Option<u64>,
+    /// Seconds per HTTP row when the run used a fixed duration.
+    pub duration_secs_per_row: Option<u64>,
+    /// Number of webapp containers that were running during the run.
+    pub webapp_replicas: u32,
+    pub http_load_tool: String,
+    pub redis_load_tool: String,
+    pub smoke: bool,
+}
+
+/// Which measurement a row is. The serialised names are stable identifiers
+/// for scripts that read `results.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RowKind {
+    /// nginx answering by itself: the ceiling for anything proxied.
+    ProxyCeiling,
+    /// `GET /` through the proxy: one Redis INCR per request.
+    HitCounter,
+    /// `GET /api/hits` through the proxy: one Redis GET per request.
+    HitsReadOnly,
+    /// Redis's own INCR rate from inside the backend network.
+    RedisIncr,
+}
+
+impl RowKind {
+    /// Every row a complete report has, in the order the bench runs them.
+    pub const ALL: [RowKind; 4] = [
+        RowKind::ProxyCeiling,
+        RowKind::HitCounter,
+        RowKind::HitsReadOnly,
+        RowKind::RedisIncr,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            RowKind::ProxyCeiling => "proxy ceiling",
+            RowKind::HitCounter => "GET / (hit counter)",
+            RowKind::HitsReadOnly => "GET /api/hits (read)",
+            RowKind::RedisIncr => "Redis INCR",
+        }
+    }
+}
+
+/// One measurement with one load tool against one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Row {
+    pub kind: RowKind,
+    /// What was requested, e.g. `GET http://127.0.0.1:8070/` or the Redis command.
+    pub target: String,
+    pub connections: u32,
+    /// Requests the tool finished (whatever their outcome).
+    pub requests_finished: u64,
+    /// Requests answered with a 2xx status (for Redis: without an error reply).
+    pub successful: u64,
+    pub non_2xx: u64,
+    /// Connection-level failures: refused, reset, timed out.
+    pub socket_errors: u64,
+    /// Error messages and their counts, as the load tool reported them.
+    pub error_details: Vec<(String, u64)>,
+    pub duration_secs: f64,
+    pub requests_per_sec: f64,
+    pub latency_ms: Latency,
+    /// This row's requests/s divided by the proxy ceiling's.
+    pub ratio_to_ceiling: f64,
+    /// Memory and CPU of each of the stack's containers while this row ran.
+    pub containers: Vec<ContainerUsage>,
+}
+
+/// Latency percentiles in milliseconds. `p90` is absent for tools that do not
+/// report it (redis-benchmark reports p50, p95, p99 and max).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: Option<f64>,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Resource use of one container during one row, from its cgroup.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerUsage {
+    pub name: String,
+    /// Compose service name (`proxy`, `webapp`, `db`).
+    pub service: String,
+    /// Largest resident set (anonymous memory, not page cache) seen.
+    pub peak_rss_mib: f64,
+    /// CPU time used divided by wall time, in percent of one core.
+    pub mean_cpu_percent: f64,
+    pub samples: u32,
+}
+
+/// Whether the shared counter rose by exactly the number of successful
+/// `GET /` requests while it was under load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterCheck {
+    pub before: u64,
+    pub after: u64,
+    pub successful_hit_requests: u64,
+    pub passed: bool,
+}
+
+impl CounterCheck {
+    pub fn new(before: u64, after: u64, successful_hit_requests: u64) -> CounterCheck {
+        let passed = after.checked_sub(before) == Some(successful_hit_requests);
+        CounterCheck {
+            before,
+            after,
+            successful_hit_requests,
+            passed,
+        }
+    }
+}
+
+/// One of the targets for `GET /` and what this run measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetCheck {
+    pub name: String,
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+/// The targets, on this 2-core class of machine, at 64 connections.
+const TARGET_MIN_RATIO_TO_CEILING: f64 = 0.5;
+const TARGET_MAX_P99_MS: f64 = 5.0;
+const TARGET_MAX_WEBAPP_RSS_MIB: f64 = 20.0;
+
+impl Report {
+    pub fn row(&self, kind: RowKind) -> Option<&Row> {
+        self.rows.iter().find(|row| row.kind == kind)
+    }
+
+    /// Fills in each row's ratio to the ceiling row and evaluates the targets.
+    /// Called once all rows are measured.
+    pub fn finish(&mut self) {
+        let ceiling = self
+            .row(RowKind::ProxyCeiling)
+            .map(|row| row.requests_per_sec);
+        for row in &mut self.rows {
+            row.ratio_to_ceiling = match ceiling {
+                Some(ceiling) if ceiling > 0.0 => row.requests_per_sec / ceiling,
+                _ => 0.0,
+            };
+        }
+        self.targets = evaluate_targets(self);
+    }
+
+    /// Problems that make this report incomplete or malformed: a missing row,
+    /// a row without requests, latencies out of order. Empty means usable.
+    pub fn shape_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for kind in RowKind::ALL {
+            let matching = self.rows.iter().filter(|row| row.kind == kind).count();
+            if matching != 1 {
+                problems.push(format!("expected one {:?} row, found {matching}", kind));
+            }
+        }
+        for row in &self.rows {
+            let label = row.kind.label();
+            if row.requests_finished == 0 {
+                problems.push(format!("{label}: no requests finished"));
+            }
+            if !(row.requests_per_sec.is_finite() && row.requests_per_sec > 0.0) {
+                problems.push(format!("{label}: requests/s is {}", row.requests_per_sec));
+            }
+            let latency = &row.latency_ms;
+            let ordered = [latency.p50, latency.p95, latency.p99, latency.max]
+                .windows(2)
+                .all(|pair| pair[0] <= pair[1]);
+            if !ordered || latency.p50 < 0.0 {
+                problems.push(format!(
+                    "{label}: latency percentiles out of order: {latency:?}"
+                ));
+            }
+            if row.kind != RowKind::RedisIncr && row.containers.is_empty() {
+                problems.push(format!("{label}: no container samples"));
+            }
+        }
+        problems
+    }
+
+    /// The Markdown written to `results.md` and printed at the end of a run.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let settings = &self.settings;
+        let amount = match (settings.requests_per_row, settings.duration_secs_per_row) {
+            (_, Some(secs)) => format!("{secs} s per row"),
+            (Some(requests), None) => format!("{requests} requests per row"),
+            (None, None) => String::from("default amount per row"),
+        };
+        let _ = writeln!(out, "# Benchmark results\n");
+        let _ = writeln!(
+            out,
+            "{} webapp replica(s), {} connections, {amount}, against {} (Compose project `{}`).",
+            settings.webapp_replicas,
+            settings.connections,
+            settings.base_url,
+            settings.compose_project
+        );
+        let _ = writeln!(
+            out,
+            "HTTP rows: {}; Redis row: {}.{}\n",
+            settings.http_load_tool,
+            settings.redis_load_tool,
+            if settings.smoke {
+                " Smoke run: too short to mean anything."
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "| row | requests/s | vs ceiling | p50 ms | p90 ms | p99 ms | max ms | ok | non-2xx | socket errors |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for row in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} % | {} | {} | {} | {} | {} | {} | {} |",
+                row.kind.label(),
+                row.requests_per_sec,
+                row.ratio_to_ceiling * 100.0,
+                milliseconds(row.latency_ms.p50),
+                row.latency_ms
+                    .p90
+                    .map(milliseconds)
+                    .unwrap_or_else(|| String::from("n/a")),
+                milliseconds(row.latency_ms.p99),
+                milliseconds(row.latency_ms.max),
+                row.successful,
+                row.non_2xx,
+                row.socket_errors,
+            );
+        }
+
+        let _ = writeln!(out, "\n## Containers during each row\n");
+        let _ = writeln!(
+            out,
+            "| row | container | service | peak RSS MiB | mean CPU % |"
+        );
+        let _ = writeln!(out, "|---|---|---|---:|---:|");
+        for row in &self.rows {
+            for container in &row.containers {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.1} | {:.0} |",
+                    row.kind.label(),
+                    container.name,
+                    container.service,
+                    container.peak_rss_mib,
+                    container.mean_cpu_percent
+                );
+            }
+        }
+
+        let check = &self.counter_check;
+        let _ = writeln!(out, "\n## Correctness under load\n");
+        let _ = writeln!(
+            out,
+            "Counter before {}, after {}: rose by {}, successful `GET /` responses {}: {}.",
+            check.before,
+            check.after,
+            check.after as i128 - check.before as i128,
+            check.successful_hit_requests,
+            if check.passed { "exact" } else { "MISMATCH" }
+        );
+
+        let _ = writeln!(out, "\n## Targets for `GET /` (reported, not asserted)\n");
+        let _ = writeln!(out, "| target | wanted | measured | met |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for target in &self.targets {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                target.name,
+                target.target,
+                target.measured,
+                if target.met { "yes" } else { "no" }
+            );
+        }
+        out
+    }
+}
+
+fn milliseconds(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
+fn evaluate_targets(report: &Report) -> Vec<TargetCheck> {
+    let Some(hits) = report.row(RowKind::HitCounter) else {
+        return Vec::new();
+    };
+    let webapp_peak_rss = hits
+        .containers
+        .iter()
+        .filter(|container| container.service == "webapp")
+        .map(|container| container.peak_rss_mib)
+        .fold(None, |peak: Option<f64>, rss| {
+            Some(peak.map_or(rss, |peak| peak.max(rss)))
+        });
+    vec![
+        TargetCheck {
+            name: String::from("throughput"),
+            target: format!(
+                "≥ {:.0} % of proxy ceiling",
+                TARGET_MIN_RATIO_TO_CEILING * 100.0
+            ),
+            measured: format!("{:.0} %", hits.ratio_to_ceiling * 100.0),
+            met: hits.ratio_to_ceiling >= TARGET_MIN_RATIO_TO_CEILING,
+        },
+        TargetCheck {
+            name: String::from("p99 latency"),
+            target: format!("≤ {TARGET_MAX_P99_MS} ms"),
+            measured: format!("{} ms", milliseconds(hits.latency_ms.p99)),
+            met: hits.latency_ms.p99 <= TARGET_MAX_P99_MS,
+        },
+        TargetCheck {
+            name: String::from("webapp RSS per replica"),
+            target: format!("≤ {TARGET_MAX_WEBAPP_RSS_MIB} MiB"),
+            measured: webapp_peak_rss
+                .map(|rss| format!("{rss:.1} MiB"))
+                .unwrap_or_else(|| String::from("not sampled")),
+            met: webapp_peak_rss.is_some_and(|rss| rss <= TARGET_MAX_WEBAPP_RSS_MIB),
+        },
+        TargetCheck {
+            name: String::from("errors"),
+            target: String::from("0 non-2xx, 0 socket errors"),
+            measured: format!(
+                "{} non-2xx, {} socket errors",
+                hits.non_2xx, hits.socket_errors
+            ),
+            met: hits.non_2xx == 0 && hits.socket_errors == 0,
+        },
+    ]
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn row(kind: RowKind, requests_per_sec: f64, p99: f64, webapp_rss: Option<f64>) -> Row {
+        let mut containers = vec![ContainerUsage {
+            name: String::from("webstack-proxy-1"),
+            service: String::from("proxy"),
+            peak_rss_mib: 4.5,
+            mean_cpu_percent: 80.0,
+            samples: 10,
+        }];
+        if let Some(rss) = webapp_rss {
+            containers.push(ContainerUsage {
+                name: String::from("webstack-webapp-1"),
+                service: String::from("webapp"),
+                peak_rss_mib: rss,
+                mean_cpu_percent: 60.0,
+                samples: 10,
+            });
+        }
+        Row {
+            kind,
+            target: format!("{kind:?}"),
+            connections: 64,
+            requests_finished: 10_000,
+            successful: 10_000,
+            non_2xx: 0,
+            socket_errors: 0,
+            error_details: Vec::new(),
+            duration_secs: 10_000.0 / requests_per_sec,
+            requests_per_sec,
+            latency_ms: Latency {
+                p50: 1.0,
+                p90: Some(2.0),
+                p95: 2.5,
+                p99: p99,
+                max: 12.5,
+            },
+            ratio_to_ceiling: 0.0,
+            containers,
+        }
+    }
+
+    /// A complete report with made-up but plausible numbers.
+    pub(crate) fn fixed_report() -> Report {
+        let mut redis = row(RowKind::RedisIncr, 40_000.0, 3.0, None);
+        redis.latency_ms.p90 = None;
+        redis.containers.clear();
+        let mut report = Report {
+            schema_version: SCHEMA_VERSION,
+            started_at_unix_secs: 1_764_000_000,
+            settings: Settings {
+                base_url: String::from("http://127.0.0.1:8070"),
+                compose_project: String::from("webstack"),
+                connections: 64,
+                requests_per_row: Some(10_000),
+                duration_secs_per_row: None,
+                webapp_replicas: 1,
+                http_load_tool: String::from("oha 1.16.0"),
+                redis_load_tool: String::from("redis-benchmark 7.0.15"),
+                smoke: false,
+            },
+            rows: vec![
+                row(RowKind::ProxyCeiling, 20_000.0, 4.0, None),
+                row(RowKind::HitCounter, 8_000.0, 6.0, Some(12.0)),
+                row(RowKind::HitsReadOnly, 10_000.0, 4.0, Some(11.0)),
+                redis,
+            ],
+            counter_check: CounterCheck::new(5, 10_005, 10_000),
+            targets: Vec::new(),
+        };
+        report.finish();
+        report
+    }
+
+    #[test]
+    fn finish_computes_each_rows_ratio_to_the_proxy_ceiling() {
+        let report = fixed_report();
+
+        let ratios: Vec<f64> = report.rows.iter().map(|row| row.ratio_to_ceiling).collect();
+
+        assert_eq!(ratios, vec![1.0, 0.4, 0.5, 2.0]);
+    }
+
+    #[test]
+    fn targets_report_which_goals_the_hit_counter_row_missed() {
+        let report = fixed_report();
+
+        let met: Vec<(&str, bool)> = report
+            .targets
+            .iter()
+            .map(|target| (target.name.as_str(), target.met))
+            .collect();
+
+        assert_eq!(
+            met,
+            vec![
+                ("throughput", false),
+                ("p99 latency", false),
+                ("webapp RSS per replica", true),
+                ("errors", true)
+            ]
+        );
+    }
+
+    #[test]
+    fn counter_check_passes_only_on_an_exact_increase() {
+        assert!(CounterCheck::new(10, 110, 100).passed);
+        assert!(!CounterCheck::new(10, 111, 100).passed);
+        assert!(!CounterCheck::new(10, 109, 100).passed);
+        assert!(!CounterCheck::new(110, 10, 0).passed);
+    }
+
+    #[test]
+    fn json_round_trips_and_names_rows_with_stable_identifiers() -> anyhow::Result<()> {
+        let report = fixed_report();
+
+        let json = serde_json::to_string_pretty(&report)?;
+        let parsed: Report = serde_json::from_str(&json)?;
+        let value: serde_json::Value = serde_json::from_str(&json)?;
+
+        assert_eq!(parsed, report);
+        let kinds: Vec<&str> = value["rows"]
+            .as_array()
+            .map(|rows| rows.iter().filter_map(|row| row["kind"].as_str()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            kinds,
+            vec![
+                "proxy_ceiling",
+                "hit_counter",
+                "hits_read_only",
+                "redis_incr"
+            ]
+        );
+        assert!(value["rows"][3]["latency_ms"]["p90"].is_null());
+        Ok(())
+    }
+
+    #[test]
+    fn a_complete_report_has_no_shape_problems() {
+        assert_eq!(fixed_report().shape_problems(), Vec::<String>::new());
+    }
+
+    #[test]
+    fn shape_problems_name_a_missing_row_and_an_empty_row() {
+        let mut report = fixed_report();
+        report.rows.retain(|row| row.kind != RowKind::HitsReadOnly);
+        report.rows[0].requests_finished = 0;
+
+        let problems = report.shape_problems();
+
+        assert_eq!(
+            problems,
+            vec![
+                String::from("expected one HitsReadOnly row, found 0"),
+                String::from("proxy ceiling: no requests finished"),
+            ]
+        );
+    }
+
+    #[test]
+    fn markdown_has_one_table_line_per_row_with_rate_ratio_and_percentiles() {
+        let markdown = fixed_report().to_markdown();
+
+        assert!(markdown.contains(
+            "| proxy ceiling | 20000 | 100 % | 1.00 | 2.00 | 4.00 | 12.5 | 10000 | 0 | 0 |"
+        ));
+        assert!(markdown.contains(
+            "| GET / (hit counter) | 8000 | 40 % | 1.00 | 2.00 | 6.00 | 12.5 | 10000 | 0 | 0 |"
+        ));
+        assert!(markdown
+            .contains("| Redis INCR | 40000 | 200 % | 1.00 | n/a | 3.00 | 12.5 | 10000 | 0 | 0 |"));
+        assert!(
+            markdown.contains("| GET / (hit counter) | webstack-webapp-1 | webapp | 12.0 | 60 |")
+        );
+        assert!(markdown.contains("rose by 10000, successful `GET /` responses 10000: exact."));
+        assert!(markdown.contains("| p99 latency | ≤ 5 ms | 6.00 ms | no |"));
+    }
+}

@@ -1,0 +1,357 @@
+//! Samples memory (RSS) and CPU of the stack's containers while a benchmark
+//! row runs, from their cgroup files, in a background thread.
+//!
+//! cgroup files rather than `docker stats`: one `docker stats --no-stream`
+//! call takes about two seconds (it waits for two readings), longer than a
+//! smoke row, while reading a cgroup file takes microseconds. The files are
+//! found the way the kernel describes them, not from a guessed layout:
+//! `/proc/<container pid>/cgroup` gives each controller's cgroup path and
+//! `/proc/self/mountinfo` where that hierarchy is mounted. Both cgroup v1
+//! (this machine: `memory` and `cpuacct` controllers) and v2 (unified) work.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+use super::report::ContainerUsage;
+
+/// Often enough to catch a peak within a short smoke row, rarely enough that
+/// reading ~10 files costs nothing next to the load.
+const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Where one container's memory and CPU counters live.
+#[derive(Debug, Clone)]
+pub struct WatchedContainer {
+    pub name: String,
+    pub service: String,
+    /// `memory.stat`: resident anonymous memory (`total_rss` in v1, `anon` in v2).
+    memory_stat: PathBuf,
+    cpu: CpuCounter,
+}
+
+#[derive(Debug, Clone)]
+enum CpuCounter {
+    /// cgroup v1 `cpuacct.usage`: nanoseconds.
+    CpuacctUsageNanoseconds(PathBuf),
+    /// cgroup v2 `cpu.stat`, line `usage_usec`: microseconds.
+    CpuStatUsageMicroseconds(PathBuf),
+}
+
+/// The running containers of one Compose project, with their cgroup files.
+pub fn stack_containers(
+    sh: &Shell,
+    compose_project: &str,
+) -> anyhow::Result<Vec<WatchedContainer>> {
+    let filter = format!("label=com.docker.compose.project={compose_project}");
+    let format = "{{.ID}}\t{{.Names}}\t{{.Label \"com.docker.compose.service\"}}";
+    let listing = cmd!(sh, "docker ps --filter {filter} --format {format}")
+        .read()
+        .context("list the stack's containers with docker ps")?;
+    let mounts = fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
+    let mut containers = Vec::new();
+    for line in listing.lines().filter(|line| !line.trim().is_empty()) {
+        let mut fields = line.split('\t');
+        let (Some(id), Some(name), Some(service)) = (fields.next(), fields.next(), fields.next())
+        else {
+            bail!("unexpected `docker ps` line {line:?}: expected id, name and service");
+        };
+        let pid_format = "{{.State.Pid}}";
+        let pid = cmd!(sh, "docker inspect --format {pid_format} {id}")
+            .read()
+            .with_context(|| format!("find the main process of container {name}"))?;
+        let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", pid.trim()))
+            .with_context(|| format!("read the cgroups of container {name} (pid {pid})"))?;
+        let (memory_stat, cpu) = cgroup_files(&cgroups, &mounts)
+            .with_context(|| format!("find the memory and CPU cgroup files of container {name}"))?;
+        containers.push(WatchedContainer {
+            name: name.to_string(),
+            service: service.to_string(),
+            memory_stat,
+            cpu,
+        });
+    }
+    if containers.is_empty() {
+        bail!("no running containers in Compose project {compose_project:?}: start the stack with `cargo xtask up` or pass the right --project");
+    }
+    containers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(containers)
+}
+
+/// Maps a process's `/proc/<pid>/cgroup` to its `memory.stat` and CPU usage
+/// file, using the cgroup mounts listed in `mountinfo`.
+fn cgroup_files(cgroups: &str, mountinfo: &str) -> anyhow::Result<(PathBuf, CpuCounter)> {
+    let mut memory_dir = None;
+    let mut cpuacct_dir = None;
+    let mut unified_dir = None;
+    for line in cgroups.lines() {
+        // hierarchy-id:controller-list:path
+        let mut parts = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.is_empty() {
+            unified_dir = mounted_path(mountinfo, None, path);
+        }
+        for controller in controllers.split(',') {
+            match controller {
+                "memory" => memory_dir = mounted_path(mountinfo, Some("memory"), path),
+                "cpuacct" => cpuacct_dir = mounted_path(mountinfo, Some("cpuacct"), path),
+                _ => {}
+            }
+        }
+    }
+    match (memory_dir, cpuacct_dir, unified_dir) {
+        (Some(memory), Some(cpuacct), _) => Ok((
+            memory.join("memory.stat"),
+            CpuCounter::CpuacctUsageNanoseconds(cpuacct.join("cpuacct.usage")),
+        )),
+        (_, _, Some(unified)) if unified.join("memory.stat").exists() => Ok((
+            unified.join("memory.stat"),
+            CpuCounter::CpuStatUsageMicroseconds(unified.join("cpu.stat")),
+        )),
+        _ => bail!("no mounted memory and cpuacct (cgroup v1) or unified (cgroup v2) hierarchy holds this process; is /sys/fs/cgroup mounted?"),
+    }
+}
+
+/// Where cgroup `path` of the hierarchy with `controller` (None: the v2
+/// unified hierarchy) is visible, from mountinfo lines such as
+/// `35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory`.
+fn mounted_path(mountinfo: &str, controller: Option<&str>, path: &str) -> Option<PathBuf> {
+    for line in mountinfo.lines() {
+        let Some((mount_fields, filesystem_fields)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mount_fields: Vec<&str> = mount_fields.split(' ').collect();
+        let filesystem_fields: Vec<&str> = filesystem_fields.split(' ').collect();
+        let (Some(root), Some(mount_point)) = (mount_fields.get(3), mount_fields.get(4)) else {
+            continue;
+        };
+        let matches = match (controller, filesystem_fields.first()) {
+            (None, Some(&"cgroup2")) => true,
+            (Some(controller), Some(&"cgroup")) => filesystem_fields
+                .get(2)
+                .is_some_and(|options| options.split(',').any(|option| option == controller)),
+            _ => false,
+        };
+        if !matches {
+            continue;
+        }
+        // A mount of a sub-tree (root other than "/") only shows paths below it.
+        let relative = if *root == "/" {
+            Some(path)
+        } else {
+            path.strip_prefix(root)
+        };
+        if let Some(relative) = relative {
+            return Some(Path::new(mount_point).join(relative.trim_start_matches('/')));
+        }
+    }
+    None
+}
+
+fn read_rss_bytes(memory_stat: &Path) -> anyhow::Result<u64> {
+    let text = fs::read_to_string(memory_stat)
+        .with_context(|| format!("read {}", memory_stat.display()))?;
+    // v1: total_rss includes child cgroups; v2: anon.
+    for key in ["total_rss", "anon"] {
+        if let Some(value) = stat_value(&text, key) {
+            return Ok(value);
+        }
+    }
+    bail!("{} has neither total_rss nor anon", memory_stat.display())
+}
+
+fn read_cpu_nanoseconds(counter: &CpuCounter) -> anyhow::Result<u64> {
+    match counter {
+        CpuCounter::CpuacctUsageNanoseconds(path) => fs::read_to_string(path)
+            .with_context(|| format!("read {}", path.display()))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parse {}", path.display())),
+        CpuCounter::CpuStatUsageMicroseconds(path) => {
+            let text =
+                fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+            stat_value(&text, "usage_usec")
+                .map(|microseconds| microseconds * 1000)
+                .with_context(|| format!("{} has no usage_usec", path.display()))
+        }
+    }
+}
+
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let (name, value) = line.split_once(' ')?;
+        (name == key).then(|| value.trim().parse().ok()).flatten()
+    })
+}
+
+/// A running background sampler; `finish` stops it and returns the usage.
+pub struct Sampler {
+    stop: Arc<AtomicBool>,
+    handle: thread::JoinHandle<anyhow::Result<Vec<ContainerUsage>>>,
+}
+
+impl Sampler {
+    pub fn start(containers: &[WatchedContainer]) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let containers = containers.to_vec();
+        let stop_flag = Arc::clone(&stop);
+        let handle = thread::spawn(move || sample_until_stopped(&containers, &stop_flag));
+        Sampler { stop, handle }
+    }
+
+    pub fn finish(self) -> anyhow::Result<Vec<ContainerUsage>> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.handle.join() {
+            Ok(result) => result,
+            Err(_) => bail!("the container sampling thread panicked"),
+        }
+    }
+}
+
+fn sample_until_stopped(
+    containers: &[WatchedContainer],
+    stop: &AtomicBool,
+) -> anyhow::Result<Vec<ContainerUsage>> {
+    let started = Instant::now();
+    let cpu_at_start = containers
+        .iter()
+        .map(|container| read_cpu_nanoseconds(&container.cpu))
+        .collect::<anyhow::Result<Vec<u64>>>()?;
+    let mut peak_rss = vec![0u64; containers.len()];
+    let mut samples = 0u32;
+    loop {
+        // Sample once more after the stop flag, so a row shorter than the
+        // interval still gets a reading taken under load.
+        let stopping = stop.load(Ordering::Relaxed);
+        for (peak, container) in peak_rss.iter_mut().zip(containers) {
+            *peak = (*peak).max(read_rss_bytes(&container.memory_stat)?);
+        }
+        samples += 1;
+        if stopping {
+            break;
+        }
+        thread::sleep(SAMPLE_INTERVAL);
+    }
+    let elapsed_nanoseconds = started.elapsed().as_nanos().max(1) as f64;
+    let mut usage = Vec::with_capacity(containers.len());
+    for ((container, start), peak) in containers.iter().zip(cpu_at_start).zip(peak_rss) {
+        let used = read_cpu_nanoseconds(&container.cpu)?.saturating_sub(start);
+        usage.push(ContainerUsage {
+            name: container.name.clone(),
+            service: container.service.clone(),
+            peak_rss_mib: peak as f64 / (1024.0 * 1024.0),
+            mean_cpu_percent: used as f64 / elapsed_nanoseconds * 100.0,
+            samples,
+        });
+    }
+    Ok(usage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTINFO_V1: &str = "\
+31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+33 31 0:30 / /sys/fs/cgroup/cpuacct rw,relatime - cgroup cgroup rw,cpuacct
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn cgroup_v1_files_come_from_the_memory_and_cpuacct_mounts() -> anyhow::Result<()> {
+        let cgroups = "4:memory:/docker/abc\n2:cpuacct:/docker/abc\n1:cpu:/docker/abc\n0::/\n";
+
+        let (memory_stat, cpu) = cgroup_files(cgroups, MOUNTINFO_V1)?;
+
+        assert_eq!(
+            memory_stat,
+            PathBuf::from("/sys/fs/cgroup/memory/docker/abc/memory.stat")
+        );
+        let CpuCounter::CpuacctUsageNanoseconds(cpu) = cpu else {
+            panic!("expected cpuacct.usage, got {cpu:?}");
+        };
+        assert_eq!(
+            cpu,
+            PathBuf::from("/sys/fs/cgroup/cpuacct/docker/abc/cpuacct.usage")
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn combined_cpu_cpuacct_controllers_are_matched_by_mount_options() {
+        let mountinfo =
+            "30 25 0:27 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n";
+
+        let path = mounted_path(mountinfo, Some("cpuacct"), "/docker/abc");
+
+        assert_eq!(
+            path,
+            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/docker/abc"))
+        );
+    }
+
+    #[test]
+    fn a_sub_tree_mount_strips_its_root_from_the_cgroup_path() {
+        let mountinfo = "35 31 0:32 /outer /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n";
+
+        assert_eq!(
+            mounted_path(mountinfo, Some("memory"), "/outer/docker/abc"),
+            Some(PathBuf::from("/sys/fs/cgroup/memory/docker/abc"))
+        );
+        assert_eq!(
+            mounted_path(mountinfo, Some("memory"), "/elsewhere/abc"),
+            None
+        );
+    }
+
+    #[test]
+    fn stat_values_are_read_by_exact_key() {
+        let stat = "rss 100\ntotal_rss_huge 7\ntotal_rss 4096\n";
+
+        assert_eq!(stat_value(stat, "total_rss"), Some(4096));
+        assert_eq!(stat_value(stat, "anon"), None);
+    }
+
+    #[test]
+    fn sampler_reads_this_machines_own_cgroup_files() -> anyhow::Result<()> {
+        // Real files: the cgroup of this test process stands in for a container.
+        let cgroups = fs::read_to_string("/proc/self/cgroup")?;
+        let mounts = fs::read_to_string("/proc/self/mountinfo")?;
+        let (memory_stat, cpu) = cgroup_files(&cgroups, &mounts)?;
+        let container = WatchedContainer {
+            name: String::from("this-test"),
+            service: String::from("test"),
+            memory_stat,
+            cpu,
+        };
+
+        let sampler = Sampler::start(std::slice::from_ref(&container));
+        let busy_until = Instant::now() + Duration::from_millis(300);
+        let mut spin = 0u64;
+        while Instant::now() < busy_until {
+            spin = spin.wrapping_add(1);
+        }
+        let usage = sampler.finish()?;
+
+        assert!(spin > 0);
+        assert_eq!(usage.len(), 1);
+        assert!(usage[0].samples >= 2, "{usage:?}");
+        assert!(usage[0].peak_rss_mib > 0.0, "{usage:?}");
+        assert!(usage[0].mean_cpu_percent > 0.0, "{usage:?}");
+        Ok(())
+    }
+}
