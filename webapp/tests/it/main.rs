@@ -1,0 +1,12 @@
+//! Integration tests for the webapp, in one test binary (one link step, shared support code).
+//!
+//! Everything except `router` runs against a real `redis-server` process started on a free
+//! loopback port per test (see `support::redis_server`); nothing is mocked.
+
+mod auth;
+mod cache;
+mod counter;
+mod outage;
+mod process;
+mod router;
+mod support;

@@ -1,0 +1,212 @@
+//! The built binaries as real processes: signals and graceful shutdown, exit codes, start-up
+//! errors, `webapp healthcheck` and `httpcheck`.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{free_port, unique_prefix, BinaryApp, RedisServer};
+
+fn start_app(redis: &RedisServer, grace_secs: &str) -> BinaryApp {
+    BinaryApp::start(&[
+        ("REDIS_URL", redis.url().as_str()),
+        ("REDIS_KEY_PREFIX", &unique_prefix()),
+        ("WEBAPP_SHUTDOWN_GRACE_SECS", grace_secs),
+    ])
+}
+
+fn connect(app: &BinaryApp) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", app.port)).expect("connect to webapp");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set read timeout");
+    stream
+}
+
+/// Waits until the listening socket is gone, i.e. the server stopped accepting.
+fn wait_until_connections_are_refused(app: &BinaryApp) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while TcpStream::connect(("127.0.0.1", app.port)).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "webapp still accepts connections 5 s after SIGTERM; output:\n{}",
+            app.output()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn read_until(stream: &mut TcpStream, marker: &str) -> String {
+    let mut received = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    while !String::from_utf8_lossy(&received).contains(marker) {
+        let read = stream.read(&mut buffer).expect("read response");
+        if read == 0 {
+            break;
+        }
+        received.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&received).into_owned()
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
+    let redis = RedisServer::start();
+    let mut app = start_app(&redis, "30");
+    // A PUT whose body is only half sent: the handler is running, waiting for the rest.
+    let mut stream = connect(&app);
+    stream
+        .write_all(
+            b"PUT /api/cache/in-flight HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhello",
+        )
+        .expect("send the first half");
+    std::thread::sleep(Duration::from_millis(300));
+
+    app.send_sigterm();
+    wait_until_connections_are_refused(&app);
+    stream.write_all(b"world").expect("send the second half");
+    let response = read_until(&mut stream, "\r\n\r\n");
+
+    assert!(
+        response.starts_with("HTTP/1.1 204"),
+        "in-flight request got {response:?}"
+    );
+    let status = app.wait_for_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status}; output:\n{}",
+        app.output()
+    );
+    let prefix_key = app
+        .output()
+        .lines()
+        .find(|line| line.contains("\"listening\""))
+        .and_then(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .and_then(|line| line["key_prefix"].as_str().map(str::to_owned))
+        .expect("the listening log line names the key prefix");
+    assert_eq!(
+        redis.command(&["GET", &format!("{prefix_key}cache:in-flight")]),
+        "helloworld"
+    );
+}
+
+#[test]
+fn sigterm_does_not_wait_for_idle_keep_alive_connections() {
+    let redis = RedisServer::start();
+    let mut app = start_app(&redis, "30");
+    let mut stream = connect(&app);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+        .expect("send request");
+    let response = read_until(&mut stream, "live");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response:?}");
+    // The connection stays open and idle (HTTP/1.1 keep-alive).
+
+    app.send_sigterm();
+
+    // Far below the 30 s grace period: an idle connection must not hold shutdown up.
+    let status = app.wait_for_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status}; output:\n{}",
+        app.output()
+    );
+}
+
+#[test]
+fn connection_stuck_mid_request_is_dropped_when_the_grace_period_ends() {
+    let redis = RedisServer::start();
+    let mut app = start_app(&redis, "1");
+    let mut stream = connect(&app);
+    stream
+        .write_all(b"PUT /api/cache/stuck HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhal")
+        .expect("send part of a request");
+    std::thread::sleep(Duration::from_millis(300));
+
+    app.send_sigterm();
+
+    let status = app.wait_for_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "exit status {status}; output:\n{}",
+        app.output()
+    );
+    assert!(
+        app.output().contains("grace period over"),
+        "{}",
+        app.output()
+    );
+}
+
+#[test]
+fn bad_environment_value_stops_start_up_with_one_line_naming_the_variable() {
+    for (variable, value) in [
+        ("WEBAPP_PORT", "seventy"),
+        ("LOG_FORMAT", "xml"),
+        ("REDIS_POOL_SIZE", "0"),
+        ("WEBAPP_SHUTDOWN_GRACE_SECS", "-1"),
+        ("REDIS_URL", "http://example"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_webapp"))
+            .env(variable, value)
+            .output()
+            .expect("run webapp");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value}: {stderr}"
+        );
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{variable}={value}: {stderr}"
+        );
+        assert!(stderr.contains(variable), "{variable}={value}: {stderr}");
+    }
+}
+
+#[test]
+fn healthcheck_subcommand_exits_0_when_ready_and_1_when_not() {
+    let mut redis = RedisServer::start();
+    let app = start_app(&redis, "1");
+    let healthcheck = || {
+        Command::new(env!("CARGO_BIN_EXE_webapp"))
+            .arg("healthcheck")
+            .env("WEBAPP_PORT", app.port.to_string())
+            .output()
+            .expect("run webapp healthcheck")
+            .status
+            .code()
+    };
+    assert_eq!(healthcheck(), Some(0), "output:\n{}", app.output());
+
+    redis.kill();
+
+    assert_eq!(healthcheck(), Some(1));
+}
+
+#[test]
+fn httpcheck_exits_0_on_2xx_and_1_otherwise() {
+    let redis = RedisServer::stopped(None);
+    let app = start_app(&redis, "1");
+    let httpcheck = |arguments: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_httpcheck"))
+            .args(arguments)
+            .output()
+            .expect("run httpcheck")
+            .status
+            .code()
+    };
+    assert_eq!(httpcheck(&[&app.url("/healthz")]), Some(0));
+    assert_eq!(
+        httpcheck(&[&app.url("/readyz")]),
+        Some(1),
+        "Redis is down: not ready"
+    );
+    assert_eq!(httpcheck(&[&app.url("/no-such-page")]), Some(1));
+    let closed = format!("http://127.0.0.1:{}/", free_port());
+    assert_eq!(httpcheck(&[&closed]), Some(1));
+    assert_eq!(httpcheck(&[]), Some(2));
+}

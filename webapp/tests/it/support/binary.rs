@@ -1,0 +1,126 @@
+//! The built `webapp` binary as a child process, for what only a real process shows:
+//! signals, exit codes, and what it prints.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::free_port;
+
+pub struct BinaryApp {
+    pub port: u16,
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl BinaryApp {
+    /// Starts `webapp` with `environment` on top of a loopback port; waits until /healthz answers.
+    pub fn start(environment: &[(&str, &str)]) -> BinaryApp {
+        let port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_webapp"));
+        command
+            .env("WEBAPP_BIND", "127.0.0.1")
+            .env("WEBAPP_PORT", port.to_string())
+            .env("LOG_FORMAT", "json")
+            .envs(environment.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().expect("start the webapp binary");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut output = output.lock().expect("output lock");
+                    output.push_str(&line);
+                    output.push('\n');
+                }
+            });
+        }
+        let mut app = BinaryApp {
+            port,
+            child,
+            output,
+        };
+        app.wait_until_live();
+        app
+    }
+
+    fn wait_until_live(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "webapp exited with {status} while starting; output:\n{}",
+                    self.output()
+                );
+            }
+            if webapp::probe::check(&format!("http://127.0.0.1:{}/healthz", self.port)) == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "webapp did not answer /healthz within 10 s; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// Everything the process printed so far (stdout and stderr).
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").clone()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    pub fn send_sigterm(&self) {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits in pid_t");
+        // SAFETY: kill(2) on our own, not yet reaped, child.
+        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(result, 0, "kill(SIGTERM) failed");
+    }
+
+    /// Waits for the process to exit, failing the test (with its output) after `limit`.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll the webapp process") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "webapp still running {limit:?} after SIGTERM; output:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BinaryApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
