@@ -1,0 +1,659 @@
+//! Debian packages as image contents: the lock file, `apt-get download` into
+//! a cache under target/, sha256 checks, unpacking, and choosing exactly the
+//! files the binaries need.
+//!
+//! `.deb`s are read with `dpkg-deb` (always present on Debian, where apt is)
+//! rather than an ar crate: data.tar inside a .deb is xz- or zstd-compressed,
+//! and dpkg-deb spares xtask two more decompressor dependencies.
+//!
+//! The package set is derived from what the binaries really load (ELF
+//! `NEEDED` entries read with `readelf`, which comes with the linker cargo
+//! already needs), not from the `Depends` closure: redis-tools' closure is 65
+//! packages, its binaries need 15. A library is searched first in packages
+//! already chosen, then in the `Depends` of the package whose ELF needs it, in
+//! the order Debian lists them, so the package Debian names wins.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::{Path, PathBuf},
+    rc::Rc,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+};
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use xshell::{cmd, Shell};
+
+use super::layer::{resolve_symlink_target, sha256_file_hex, FileContents, Rootfs};
+
+/// Where the lock lives, relative to the workspace root.
+pub const LOCK_PATH: &str = "deploy/images.lock.json";
+
+/// Library directories ld.so searches by default on Debian amd64.
+const LIBRARY_DIRECTORIES: &[&str] = &[
+    "lib/x86_64-linux-gnu",
+    "usr/lib/x86_64-linux-gnu",
+    "lib",
+    "usr/lib",
+];
+
+/// One pinned package.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LockedPackage {
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+}
+
+/// deploy/images.lock.json: per image, its packages sorted by name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LockFile {
+    pub images: BTreeMap<String, Vec<LockedPackage>>,
+}
+
+impl LockFile {
+    pub fn read(root: &Path) -> anyhow::Result<LockFile> {
+        let path = root.join(LOCK_PATH);
+        let text = fs::read_to_string(&path).with_context(|| {
+            format!(
+                "read {} (create it with `cargo xtask images --update-lock`)",
+                path.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    pub fn write(&self, root: &Path) -> anyhow::Result<()> {
+        let path = root.join(LOCK_PATH);
+        let mut text = serde_json::to_string_pretty(self).context("serialise lock file")?;
+        text.push('\n');
+        fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+    }
+}
+
+/// A file an image takes from a package: `source` inside the package,
+/// installed at `destination`.
+pub struct PackageFile {
+    pub package: &'static str,
+    pub source: &'static str,
+    pub destination: &'static str,
+}
+
+/// The Debian part of an image: its ELF binaries (whose libraries are found
+/// automatically) and plain data files.
+pub struct DebianContents {
+    pub image: &'static str,
+    pub binaries: &'static [PackageFile],
+    pub data_files: &'static [PackageFile],
+}
+
+/// A downloaded, verified and unpacked package.
+#[derive(Debug)]
+pub struct UnpackedPackage {
+    pub locked: LockedPackage,
+    pub deb_path: PathBuf,
+    pub unpacked_dir: PathBuf,
+    /// Pre-Depends then Depends, each a list of alternatives (names only).
+    pub dependencies: Vec<Vec<String>>,
+}
+
+impl UnpackedPackage {
+    fn has_file(&self, path: &str) -> bool {
+        fs::symlink_metadata(self.unpacked_dir.join(path)).is_ok()
+    }
+}
+
+/// Paths of the caches under target/.
+#[derive(Clone, Debug)]
+pub struct DebianCache {
+    /// Downloaded .debs, shared by every build (each use re-checks its sha256).
+    pub deb_dir: PathBuf,
+    /// Unpacked trees, keyed by package and sha256.
+    pub unpack_dir: PathBuf,
+}
+
+/// Set once `apt-get update` ran in this process: a stale package list is
+/// refreshed at most once.
+static APT_LISTS_REFRESHED: AtomicBool = AtomicBool::new(false);
+static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A directory name unique within this machine's running processes.
+pub fn unique_temporary_name(prefix: &str) -> String {
+    format!(
+        "{prefix}.tmp-{}-{}",
+        std::process::id(),
+        TEMPORARY_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn refresh_apt_lists(sh: &Shell) -> anyhow::Result<()> {
+    eprintln!("images: apt-get update");
+    cmd!(sh, "apt-get update -q")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context(
+            "`apt-get update` failed: run it as root or fix /etc/apt/sources.list (Debian bookworm)",
+        )?;
+    APT_LISTS_REFRESHED.store(true, Ordering::SeqCst);
+    Ok(())
+}
+
+/// Runs `apt-get download <spec>` in a fresh directory and returns the .deb
+/// path, or the error output.
+fn apt_get_download(
+    sh: &Shell,
+    cache: &DebianCache,
+    spec: &str,
+) -> anyhow::Result<Result<PathBuf, String>> {
+    let staging = cache.deb_dir.join(unique_temporary_name("download"));
+    fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
+    let output = {
+        let _in_staging = sh.push_dir(&staging);
+        cmd!(sh, "apt-get download -q {spec}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .context("run apt-get (is this a Debian machine with apt?)")?
+    };
+    let debs: Vec<PathBuf> = fs::read_dir(&staging)
+        .with_context(|| format!("list {}", staging.display()))?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|path| path.extension().is_some_and(|extension| extension == "deb"))
+        .collect();
+    if output.status.success() && debs.len() == 1 {
+        return Ok(Ok(debs[0].clone()));
+    }
+    let _ = fs::remove_dir_all(&staging);
+    Ok(Err(String::from_utf8_lossy(&output.stderr)
+        .trim()
+        .to_string()))
+}
+
+fn deb_file_name(package: &str, version: &str) -> String {
+    format!("{package}_{}_amd64.deb", version.replace(':', "%3a"))
+}
+
+/// Moves a downloaded .deb into the cache under its canonical name.
+fn move_into_cache(downloaded: &Path, destination: &Path) -> anyhow::Result<()> {
+    fs::rename(downloaded, destination)
+        .with_context(|| format!("move {} into the cache", downloaded.display()))?;
+    if let Some(staging) = downloaded.parent() {
+        let _ = fs::remove_dir_all(staging);
+    }
+    Ok(())
+}
+
+/// The pinned .deb in the cache, downloading it if needed; refused if its
+/// sha256 is not the locked one.
+pub fn ensure_locked_deb(
+    sh: &Shell,
+    cache: &DebianCache,
+    locked: &LockedPackage,
+) -> anyhow::Result<PathBuf> {
+    let LockedPackage {
+        package, version, ..
+    } = locked;
+    let deb_path = cache.deb_dir.join(deb_file_name(package, version));
+    if !deb_path.exists() {
+        fs::create_dir_all(&cache.deb_dir)
+            .with_context(|| format!("create {}", cache.deb_dir.display()))?;
+        eprintln!("images: apt-get download {package}={version}");
+        let spec = format!("{package}={version}");
+        let mut result = apt_get_download(sh, cache, &spec)?;
+        if result.is_err() && !APT_LISTS_REFRESHED.load(Ordering::SeqCst) {
+            // A fresh machine's package lists may predate the pin.
+            refresh_apt_lists(sh)?;
+            result = apt_get_download(sh, cache, &spec)?;
+        }
+        match result {
+            Ok(downloaded) => move_into_cache(&downloaded, &deb_path)?,
+            Err(message) => bail!(
+                "`apt-get download {spec}` failed for package {package} version {version}, pinned in {LOCK_PATH}: {message}\n\
+                 The apt sources no longer offer this version (Debian keeps only the newest security update); \
+                 run `cargo xtask images --update-lock` to move the pins"
+            ),
+        }
+    }
+    let actual = sha256_file_hex(&deb_path)?;
+    if actual != locked.sha256 {
+        bail!(
+            "refusing package {package} {version}: {} has sha256 {actual}, but {LOCK_PATH} pins {}. \
+             Delete the file to download it again, or run `cargo xtask images --update-lock` if the change is expected",
+            deb_path.display(),
+            locked.sha256
+        )
+    }
+    Ok(deb_path)
+}
+
+/// Downloads the version apt offers now (for `--update-lock`); `None` when
+/// apt has no such package (e.g. a virtual package in Depends).
+pub fn download_candidate(
+    sh: &Shell,
+    cache: &DebianCache,
+    package: &str,
+) -> anyhow::Result<Option<(LockedPackage, PathBuf)>> {
+    fs::create_dir_all(&cache.deb_dir)
+        .with_context(|| format!("create {}", cache.deb_dir.display()))?;
+    eprintln!("images: apt-get download {package}");
+    let downloaded = match apt_get_download(sh, cache, package)? {
+        Ok(path) => path,
+        Err(message) => {
+            eprintln!("images: (skipping {package}: {message})");
+            return Ok(None);
+        }
+    };
+    let version = cmd!(sh, "dpkg-deb --field {downloaded} Version")
+        .quiet()
+        .read()
+        .with_context(|| format!("read the version of {}", downloaded.display()))?;
+    let deb_path = cache.deb_dir.join(deb_file_name(package, &version));
+    move_into_cache(&downloaded, &deb_path)?;
+    let sha256 = sha256_file_hex(&deb_path)?;
+    Ok(Some((
+        LockedPackage {
+            package: package.to_string(),
+            version,
+            sha256,
+        },
+        deb_path,
+    )))
+}
+
+/// Unpacks a verified .deb (once; later calls reuse the tree).
+pub fn unpack(
+    sh: &Shell,
+    cache: &DebianCache,
+    locked: &LockedPackage,
+    deb_path: &Path,
+) -> anyhow::Result<UnpackedPackage> {
+    let unpacked_dir =
+        cache
+            .unpack_dir
+            .join(format!("{}_{}", locked.package, &locked.sha256[..16]));
+    if !unpacked_dir.exists() {
+        fs::create_dir_all(&cache.unpack_dir)
+            .with_context(|| format!("create {}", cache.unpack_dir.display()))?;
+        let staging = cache
+            .unpack_dir
+            .join(unique_temporary_name(&locked.package));
+        cmd!(sh, "dpkg-deb --extract {deb_path} {staging}")
+            .quiet()
+            .run()
+            .with_context(|| format!("unpack {}", deb_path.display()))?;
+        // Another build may have unpacked the same package meanwhile; its
+        // tree is identical, so losing the race is fine.
+        if fs::rename(&staging, &unpacked_dir).is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+    }
+    let mut dependencies = Vec::new();
+    for field in ["Pre-Depends", "Depends"] {
+        let value = cmd!(sh, "dpkg-deb --field {deb_path} {field}")
+            .quiet()
+            .read()
+            .with_context(|| format!("read {field} of {}", deb_path.display()))?;
+        dependencies.extend(parse_dependency_field(&value));
+    }
+    Ok(UnpackedPackage {
+        locked: locked.clone(),
+        deb_path: deb_path.to_path_buf(),
+        unpacked_dir,
+        dependencies,
+    })
+}
+
+/// `libc6 (>= 2.34), lsb-base | systemd-sysv, libfoo:any` → names, with
+/// alternatives kept together and in order.
+pub fn parse_dependency_field(value: &str) -> Vec<Vec<String>> {
+    value
+        .split(',')
+        .map(|group| {
+            group
+                .split('|')
+                .filter_map(|alternative| {
+                    let name = alternative.split_whitespace().next()?;
+                    let name = name.split(':').next()?;
+                    (!name.is_empty()).then(|| name.to_string())
+                })
+                .collect::<Vec<_>>()
+        })
+        .filter(|group| !group.is_empty())
+        .collect()
+}
+
+/// Gives packages by name: from the lock for builds, from apt's current
+/// candidates for `--update-lock`.
+pub trait PackageSource {
+    /// `Ok(None)`: this source has no such package (not an error by itself:
+    /// most `Depends` entries are not needed).
+    fn fetch(&mut self, sh: &Shell, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>>;
+}
+
+pub struct LockedSource<'a> {
+    pub cache: &'a DebianCache,
+    pub locked: BTreeMap<String, LockedPackage>,
+    pub fetched: BTreeMap<String, Rc<UnpackedPackage>>,
+}
+
+impl PackageSource for LockedSource<'_> {
+    fn fetch(&mut self, sh: &Shell, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>> {
+        if let Some(unpacked) = self.fetched.get(package) {
+            return Ok(Some(unpacked.clone()));
+        }
+        let Some(locked) = self.locked.get(package) else {
+            return Ok(None);
+        };
+        let deb_path = ensure_locked_deb(sh, self.cache, locked)?;
+        let unpacked = Rc::new(unpack(sh, self.cache, locked, &deb_path)?);
+        self.fetched.insert(package.to_string(), unpacked.clone());
+        Ok(Some(unpacked))
+    }
+}
+
+pub struct CandidateSource<'a> {
+    pub cache: &'a DebianCache,
+    /// `None` remembers packages apt does not have.
+    pub fetched: BTreeMap<String, Option<Rc<UnpackedPackage>>>,
+}
+
+impl PackageSource for CandidateSource<'_> {
+    fn fetch(&mut self, sh: &Shell, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>> {
+        if let Some(fetched) = self.fetched.get(package) {
+            return Ok(fetched.clone());
+        }
+        let fetched = match download_candidate(sh, self.cache, package)? {
+            Some((locked, deb_path)) => Some(Rc::new(unpack(sh, self.cache, &locked, &deb_path)?)),
+            None => None,
+        };
+        self.fetched.insert(package.to_string(), fetched.clone());
+        Ok(fetched)
+    }
+}
+
+/// The image files taken from Debian packages, and the packages they came from.
+pub struct ResolvedContents {
+    pub rootfs: Rootfs,
+    pub packages: BTreeMap<String, Rc<UnpackedPackage>>,
+}
+
+/// ELF facts `readelf` tells us.
+struct ElfFacts {
+    needed: Vec<String>,
+    interpreter: Option<String>,
+}
+
+fn read_elf_facts(sh: &Shell, path: &Path) -> anyhow::Result<ElfFacts> {
+    let dynamic = cmd!(sh, "readelf --dynamic --wide {path}")
+        .quiet()
+        .read()
+        .with_context(|| format!("readelf --dynamic {} (install binutils)", path.display()))?;
+    let needed = dynamic
+        .lines()
+        .filter(|line| line.contains("(NEEDED)"))
+        .filter_map(|line| {
+            let start = line.find('[')?;
+            let end = line.rfind(']')?;
+            Some(line[start + 1..end].to_string())
+        })
+        .collect();
+    let program_headers = cmd!(sh, "readelf --program-headers --wide {path}")
+        .quiet()
+        .read()
+        .with_context(|| format!("readelf --program-headers {}", path.display()))?;
+    let interpreter = program_headers.lines().find_map(|line| {
+        let rest = line.split("program interpreter: ").nth(1)?;
+        Some(rest.trim_end_matches(']').to_string())
+    });
+    Ok(ElfFacts {
+        needed,
+        interpreter,
+    })
+}
+
+struct Resolver<'a, 'b> {
+    sh: &'a Shell,
+    source: &'a mut dyn PackageSource,
+    image: &'b str,
+    chosen: BTreeMap<String, Rc<UnpackedPackage>>,
+    rootfs: Rootfs,
+    scanned: BTreeSet<String>,
+}
+
+impl Resolver<'_, '_> {
+    fn require(&mut self, package: &str) -> anyhow::Result<Rc<UnpackedPackage>> {
+        if let Some(chosen) = self.chosen.get(package) {
+            return Ok(chosen.clone());
+        }
+        let Some(unpacked) = self.source.fetch(self.sh, package)? else {
+            bail!(
+                "{LOCK_PATH} has no entry for package {package} (image {}); run `cargo xtask images --update-lock`",
+                self.image
+            )
+        };
+        self.chosen.insert(package.to_string(), unpacked.clone());
+        Ok(unpacked)
+    }
+
+    /// The chosen package holding `path`, if any.
+    fn chosen_package_with(&self, path: &str) -> Option<Rc<UnpackedPackage>> {
+        self.chosen
+            .values()
+            .find(|package| package.has_file(path))
+            .cloned()
+    }
+
+    /// Copies `path` (following symlinks, each link copied too) from the
+    /// chosen packages and scans the final file's libraries.
+    fn add_with_links(&mut self, path: &str) -> anyhow::Result<()> {
+        let mut current = path.to_string();
+        for _ in 0..16 {
+            let package = self.chosen_package_with(&current).with_context(|| {
+                format!(
+                    "no chosen package of image {} contains /{current}",
+                    self.image
+                )
+            })?;
+            let host_path = package.unpacked_dir.join(&current);
+            let metadata = fs::symlink_metadata(&host_path)
+                .with_context(|| format!("stat {}", host_path.display()))?;
+            if metadata.file_type().is_symlink() {
+                let target = fs::read_link(&host_path)
+                    .with_context(|| format!("read link {}", host_path.display()))?;
+                let target = target.to_string_lossy().into_owned();
+                self.rootfs.add_symlink(&current, &target);
+                current = resolve_symlink_target(&current, &target);
+                continue;
+            }
+            use std::os::unix::fs::PermissionsExt;
+            self.rootfs.add_file(
+                &current,
+                FileContents::Path(host_path.clone()),
+                metadata.permissions().mode() & 0o777,
+            );
+            return self.scan_elf(&package, &current);
+        }
+        bail!(
+            "too many symlinks resolving /{path} in image {}",
+            self.image
+        )
+    }
+
+    fn scan_elf(&mut self, owner: &Rc<UnpackedPackage>, path: &str) -> anyhow::Result<()> {
+        if !self.scanned.insert(path.to_string()) {
+            return Ok(());
+        }
+        let facts = read_elf_facts(self.sh, &owner.unpacked_dir.join(path))?;
+        if let Some(interpreter) = facts.interpreter {
+            let interpreter = super::layer::normalize_image_path(&interpreter);
+            let found = self.find_path(owner, &[interpreter.clone()], &interpreter, path)?;
+            self.add_with_links(&found)?;
+        }
+        for soname in facts.needed {
+            let library_path = self.find_library(owner, &soname, path)?;
+            self.add_with_links(&library_path)?;
+        }
+        Ok(())
+    }
+
+    /// Finds `soname` in a library directory of the chosen packages, else
+    /// of `owner`'s dependencies.
+    fn find_library(
+        &mut self,
+        owner: &Rc<UnpackedPackage>,
+        soname: &str,
+        needed_by: &str,
+    ) -> anyhow::Result<String> {
+        let candidates: Vec<String> = LIBRARY_DIRECTORIES
+            .iter()
+            .map(|directory| format!("{directory}/{soname}"))
+            .collect();
+        self.find_path(owner, &candidates, soname, needed_by)
+    }
+
+    /// The first of `candidates` (image paths) that a chosen package has;
+    /// else the first package among `owner`'s dependencies, in Debian's
+    /// order, that has one, which then joins the chosen packages.
+    fn find_path(
+        &mut self,
+        owner: &Rc<UnpackedPackage>,
+        candidates: &[String],
+        what: &str,
+        needed_by: &str,
+    ) -> anyhow::Result<String> {
+        let first_in = |package: &UnpackedPackage| {
+            candidates
+                .iter()
+                .find(|path| package.has_file(path))
+                .cloned()
+        };
+        for package in self.chosen.values() {
+            if let Some(path) = first_in(package) {
+                return Ok(path);
+            }
+        }
+        let mut tried = Vec::new();
+        for alternatives in owner.dependencies.clone() {
+            for name in alternatives {
+                if self.chosen.contains_key(&name) || tried.contains(&name) {
+                    continue;
+                }
+                tried.push(name.clone());
+                let Some(package) = self.source.fetch(self.sh, &name)? else {
+                    continue;
+                };
+                if let Some(path) = first_in(&package) {
+                    self.chosen.insert(name, package);
+                    return Ok(path);
+                }
+            }
+        }
+        bail!(
+            "image {}: /{needed_by} needs {what}, which no package in {LOCK_PATH} provides \
+             (looked in the chosen packages and in {}'s dependencies {}); run `cargo xtask images --update-lock`",
+            self.image,
+            owner.locked.package,
+            tried.join(", ")
+        )
+    }
+}
+
+/// Chooses the packages and files of one image: the binaries, the libraries
+/// they load (and those libraries' libraries), the dynamic loader, the data
+/// files, and a dpkg status.d record for each package used.
+pub fn resolve_contents(
+    sh: &Shell,
+    source: &mut dyn PackageSource,
+    contents: &DebianContents,
+) -> anyhow::Result<ResolvedContents> {
+    let mut resolver = Resolver {
+        sh,
+        source,
+        image: contents.image,
+        chosen: BTreeMap::new(),
+        rootfs: Rootfs::new(),
+        scanned: BTreeSet::new(),
+    };
+    for file in contents.binaries.iter().chain(contents.data_files) {
+        resolver.require(file.package)?;
+    }
+    for binary in contents.binaries {
+        let package = resolver.require(binary.package)?;
+        if !package.has_file(binary.source) {
+            bail!(
+                "package {} no longer contains /{}: adjust xtask/src/images/mod.rs",
+                binary.package,
+                binary.source
+            )
+        }
+        resolver.rootfs.add_file(
+            binary.destination,
+            FileContents::Path(package.unpacked_dir.join(binary.source)),
+            0o755,
+        );
+        resolver.scan_elf(&package, binary.source)?;
+    }
+    for file in contents.data_files {
+        let package = resolver.require(file.package)?;
+        resolver.rootfs.add_file(
+            file.destination,
+            FileContents::Path(package.unpacked_dir.join(file.source)),
+            0o644,
+        );
+    }
+    let Resolver {
+        sh, rootfs, chosen, ..
+    } = resolver;
+    let mut rootfs = rootfs;
+    // What distroless does: one control record per package, so scanners
+    // (trivy, grype, syft) can list and match the packages.
+    for package in chosen.values() {
+        let deb_path = &package.deb_path;
+        let control = cmd!(sh, "dpkg-deb --field {deb_path}")
+            .quiet()
+            .read()
+            .with_context(|| format!("read control fields of {}", deb_path.display()))?;
+        rootfs.add_file(
+            &format!("var/lib/dpkg/status.d/{}", package.locked.package),
+            FileContents::Bytes(
+                format!("{}\nStatus: install ok installed\n", control.trim_end()).into_bytes(),
+            ),
+            0o644,
+        );
+    }
+    Ok(ResolvedContents {
+        rootfs,
+        packages: chosen,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependency_field_keeps_alternatives_in_order_without_versions() {
+        assert_eq!(
+            parse_dependency_field(
+                "libc6 (>= 2.34), lsb-base (>= 3.2-14) | systemd-sysv, libgcc-s1:any, debconf (>= 0.5) | debconf-2.0"
+            ),
+            vec![
+                vec!["libc6".to_string()],
+                vec!["lsb-base".to_string(), "systemd-sysv".to_string()],
+                vec!["libgcc-s1".to_string()],
+                vec!["debconf".to_string(), "debconf-2.0".to_string()],
+            ]
+        );
+        assert!(parse_dependency_field("").is_empty());
+    }
+
+    #[test]
+    fn deb_file_names_escape_the_epoch_colon_like_apt() {
+        assert_eq!(
+            deb_file_name("redis-tools", "5:7.0.15-1~deb12u10"),
+            "redis-tools_5%3a7.0.15-1~deb12u10_amd64.deb"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! redis-server, redis-cli and nginx from the images' pinned Debian packages,
+//! runnable on the host without installing anything: each runs through the
+//! unpacked tree's own dynamic loader with `--library-path`, so the host's
+//! libraries (or their absence) do not matter.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use xshell::Shell;
+
+use super::{
+    debian::{self, DebianContents},
+    layer::{resolve_symlink_target, sha256_hex, Rootfs, RootfsEntry},
+    BuildLayout, DB_CONTENTS, PROXY_CONTENTS,
+};
+
+/// Wrapper scripts in `bin_dir` (target/tools/bin), one per tool.
+#[derive(Clone, Debug)]
+pub struct HostTools {
+    pub bin_dir: PathBuf,
+    pub redis_server: PathBuf,
+    pub redis_cli: PathBuf,
+    pub nginx: PathBuf,
+}
+
+/// Unpacks the db and proxy packages (once per lock content) under
+/// target/tools/rootfs/ and writes the wrapper scripts.
+pub fn host_tools(sh: &Shell) -> anyhow::Result<HostTools> {
+    let root = crate::project_root();
+    let tools_dir = root.join("target").join("tools");
+    let bin_dir = tools_dir.join("bin");
+    fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
+    let cache = BuildLayout::regular(&root).cache;
+
+    let db_root = materialise(sh, &root, &tools_dir, &cache, &DB_CONTENTS)?;
+    let proxy_root = materialise(sh, &root, &tools_dir, &cache, &PROXY_CONTENTS)?;
+    Ok(HostTools {
+        redis_server: write_wrapper(&bin_dir, "redis-server", &db_root, "usr/bin/redis-server")?,
+        redis_cli: write_wrapper(&bin_dir, "redis-cli", &db_root, "usr/bin/redis-cli")?,
+        nginx: write_wrapper(&bin_dir, "nginx", &proxy_root, "usr/sbin/nginx")?,
+        bin_dir,
+    })
+}
+
+struct MaterialisedRootfs {
+    directory: PathBuf,
+    rootfs: Rootfs,
+}
+
+/// The image's Debian files as a real tree, named after the lock entries so
+/// a lock change gives a new tree and an unchanged lock reuses the old one.
+fn materialise(
+    sh: &Shell,
+    root: &Path,
+    tools_dir: &Path,
+    cache: &debian::DebianCache,
+    contents: &DebianContents,
+) -> anyhow::Result<MaterialisedRootfs> {
+    let rootfs = super::debian_rootfs(sh, root, cache, contents)?;
+    let lock = debian::LockFile::read(root)?;
+    let key = sha256_hex(
+        serde_json::to_string(&lock.images.get(contents.image))
+            .context("serialise lock entries")?
+            .as_bytes(),
+    );
+    let rootfs_parent = tools_dir.join("rootfs");
+    let directory = rootfs_parent.join(format!("{}-{}", contents.image, &key[..16]));
+    if !directory.exists() {
+        let staging = rootfs_parent.join(debian::unique_temporary_name(contents.image));
+        rootfs.write_to_dir(&staging)?;
+        // A concurrent caller may have written the same tree first.
+        if fs::rename(&staging, &directory).is_err() {
+            let _ = fs::remove_dir_all(&staging);
+        }
+    }
+    Ok(MaterialisedRootfs { directory, rootfs })
+}
+
+/// Follows symlinks inside the rootfs (an absolute link must not escape to
+/// the host's files).
+fn resolve_in_rootfs(rootfs: &Rootfs, path: &str) -> String {
+    let mut current = path.to_string();
+    for _ in 0..16 {
+        match rootfs.entries().get(&current) {
+            Some(RootfsEntry::Symlink { target }) => {
+                current = resolve_symlink_target(&current, target)
+            }
+            _ => break,
+        }
+    }
+    current
+}
+
+fn shell_quote(path: &Path) -> String {
+    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
+}
+
+fn write_wrapper(
+    bin_dir: &Path,
+    name: &str,
+    materialised: &MaterialisedRootfs,
+    program: &str,
+) -> anyhow::Result<PathBuf> {
+    let tree = &materialised.directory;
+    let loader = tree.join(resolve_in_rootfs(
+        &materialised.rootfs,
+        "lib64/ld-linux-x86-64.so.2",
+    ));
+    let library_path = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"]
+        .iter()
+        .map(|directory| tree.join(directory).display().to_string())
+        .collect::<Vec<_>>()
+        .join(":");
+    let script = format!(
+        "#!/bin/sh\n\
+         # Written by `cargo xtask` (images::host_tools): {name} from the Debian packages pinned in\n\
+         # deploy/images.lock.json, run with their own loader and libraries.\n\
+         exec {} --library-path {} {} \"$@\"\n",
+        shell_quote(&loader),
+        shell_quote(Path::new(&library_path)),
+        shell_quote(&tree.join(program)),
+    );
+    let wrapper = bin_dir.join(name);
+    let staging = bin_dir.join(debian::unique_temporary_name(name));
+    fs::write(&staging, script).with_context(|| format!("write {}", staging.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", staging.display()))?;
+    fs::rename(&staging, &wrapper).with_context(|| format!("write {}", wrapper.display()))?;
+    Ok(wrapper)
+}

@@ -1,0 +1,632 @@
+//! `cargo xtask images`: builds the webapp, db (Redis) and proxy (nginx)
+//! images without Docker's builder, a Dockerfile or a registry, bit for bit
+//! the same on every clean build, and loads them into the local engine.
+//!
+//! Pipeline: a static-pie webapp binary from `cargo build`; Debian packages
+//! pinned in deploy/images.lock.json, reduced to the files the binaries load
+//! (`debian`); one deterministic layer per image (`layer`); config, manifest
+//! and a hybrid docker-archive/OCI tar (`oci`); `docker load` and tags
+//! (`docker`). `host_tools` runs the same redis and nginx on the host.
+
+mod debian;
+mod docker;
+mod host_tools;
+mod layer;
+mod oci;
+#[cfg(test)]
+mod tests;
+mod webapp_binary;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+pub use host_tools::{host_tools, HostTools};
+
+use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
+use layer::{FileContents, Rootfs, NONROOT_ID};
+use oci::RuntimeSettings;
+
+/// The tag deploy files use; the content tag is the config digest's first 12 hex.
+pub const STABLE_TAG: &str = "local";
+const REPOSITORY_PREFIX: &str = "webstack";
+const MEBIBYTE: u64 = 1024 * 1024;
+
+/// Build (and load) the container images, reproducibly, from pinned inputs.
+#[derive(clap::Args)]
+pub struct Images {
+    /// Build everything twice in fresh directories (the second with a fresh
+    /// cargo target dir at another path), fail if any digest differs or an
+    /// image is over its size budget. Does not touch Docker.
+    #[arg(long)]
+    check: bool,
+    /// Move the Debian pins in deploy/images.lock.json to the versions apt
+    /// offers now and print what changed, then build.
+    #[arg(long)]
+    update_lock: bool,
+    /// nginx configuration directory copied to the proxy's /etc/nginx/
+    /// (default: the repository's nginx/). For experiments only.
+    #[arg(long, hide = true)]
+    nginx_config_dir: Option<PathBuf>,
+    /// Only unpack redis-server, redis-cli and nginx from the pinned packages
+    /// into target/tools/ and print the wrapper scripts' directory.
+    #[arg(long, conflicts_with_all = ["check", "update_lock"])]
+    host_tools: bool,
+}
+
+impl Images {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let root = crate::project_root();
+        let nginx_dir = (self.nginx_config_dir.clone()).unwrap_or_else(|| root.join("nginx"));
+        if self.update_lock {
+            update_lock(sh, &root)?;
+        }
+        if self.check {
+            return check_reproducible(sh, &root, &nginx_dir);
+        }
+        if self.host_tools {
+            let tools: HostTools = host_tools(sh)?;
+            for tool in [
+                &tools.bin_dir,
+                &tools.redis_server,
+                &tools.redis_cli,
+                &tools.nginx,
+            ] {
+                println!("{}", tool.display());
+            }
+            return Ok(());
+        }
+        let images = match &self.nginx_config_dir {
+            None => ensure_images(sh)?,
+            Some(nginx_dir) => ensure_images_with(sh, &root, nginx_dir)?,
+        };
+        for image in images {
+            println!(
+                "{} {} = {} ({})",
+                image.name, image.stable_tag, image.content_tag, image.digest
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One image in the local engine (the contract other xtask modules use).
+#[derive(Clone, Debug)]
+pub struct BuiltImage {
+    /// "webapp", "db" or "proxy".
+    pub name: &'static str,
+    /// e.g. `webstack/webapp:local`.
+    pub stable_tag: String,
+    /// e.g. `webstack/webapp:0123456789ab`.
+    pub content_tag: String,
+    /// The image id: `sha256:` + hex of the config blob.
+    pub digest: String,
+}
+
+/// What one build produced for one image.
+#[derive(Clone, Debug)]
+pub struct ImageArtifact {
+    pub name: &'static str,
+    pub config_digest_hex: String,
+    pub manifest_digest_hex: String,
+    pub archive_sha256_hex: String,
+    pub compressed_size: u64,
+    pub uncompressed_size: u64,
+    pub budget: u64,
+    pub archive_path: PathBuf,
+}
+
+impl ImageArtifact {
+    pub fn repository(&self) -> String {
+        format!("{REPOSITORY_PREFIX}/{}", self.name)
+    }
+    pub fn content_tag(&self) -> String {
+        self.config_digest_hex[..12].to_string()
+    }
+}
+
+/// Builds (incrementally) all three images, `docker load`s those whose content
+/// tag is not in the engine yet and points the stable tag at each.
+pub fn ensure_images(sh: &Shell) -> anyhow::Result<Vec<BuiltImage>> {
+    let root = crate::project_root();
+    let nginx_dir = root.join("nginx");
+    ensure_images_with(sh, &root, &nginx_dir)
+}
+
+fn ensure_images_with(
+    sh: &Shell,
+    root: &Path,
+    nginx_dir: &Path,
+) -> anyhow::Result<Vec<BuiltImage>> {
+    // Probe first: no point in minutes of building for an engine we cannot reach.
+    docker::require_engine(sh)?;
+    let layout = BuildLayout::regular(root);
+    let artifacts = build_all(sh, root, &layout, nginx_dir)?;
+    let mut images = Vec::new();
+    for artifact in &artifacts {
+        images.push(docker::load_and_tag(sh, artifact)?);
+    }
+    print_table(&artifacts);
+    Ok(images)
+}
+
+/// Where one build keeps its work.
+struct BuildLayout {
+    output_dir: PathBuf,
+    cargo_target_dir: PathBuf,
+    cache: DebianCache,
+}
+
+impl BuildLayout {
+    fn images_dir(root: &Path) -> PathBuf {
+        root.join("target").join("images")
+    }
+
+    /// The everyday layout: caches reused, so warm builds take seconds.
+    fn regular(root: &Path) -> BuildLayout {
+        let images_dir = BuildLayout::images_dir(root);
+        BuildLayout {
+            output_dir: images_dir.join("out"),
+            cargo_target_dir: images_dir.join("cargo-target"),
+            cache: DebianCache {
+                deb_dir: images_dir.join("debs"),
+                unpack_dir: images_dir.join("unpacked"),
+            },
+        }
+    }
+}
+
+/// The source date: SOURCE_DATE_EPOCH if set, else the last commit's time.
+pub fn source_date_epoch(sh: &Shell) -> anyhow::Result<u64> {
+    if let Ok(value) = std::env::var("SOURCE_DATE_EPOCH") {
+        return value
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={value:?} is not a number of seconds"));
+    }
+    let output = cmd!(sh, "git log -1 --format=%ct").quiet().read().context(
+        "read the last commit's time (set SOURCE_DATE_EPOCH when building outside a git checkout)",
+    )?;
+    output
+        .trim()
+        .parse()
+        .with_context(|| format!("git printed {output:?} for the last commit's time"))
+}
+
+/// `root` and `nonroot` only, so tools can name the image's user.
+fn add_base_files(rootfs: &mut Rootfs) {
+    rootfs.add_file(
+        "etc/passwd",
+        FileContents::Bytes(
+            b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
+                .to_vec(),
+        ),
+        0o644,
+    );
+    rootfs.add_file(
+        "etc/group",
+        FileContents::Bytes(b"root:x:0:\nnonroot:x:65532:\n".to_vec()),
+        0o644,
+    );
+    // A mount point for `--tmpfs /tmp` on a read-only root.
+    rootfs.add_directory("tmp", 0o1777, 0);
+}
+
+fn labels(name: &str, description: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "org.opencontainers.image.description".to_string(),
+            description.to_string(),
+        ),
+        (
+            "org.opencontainers.image.licenses".to_string(),
+            "MIT OR Apache-2.0".to_string(),
+        ),
+        (
+            "org.opencontainers.image.title".to_string(),
+            format!("{REPOSITORY_PREFIX}/{name}"),
+        ),
+    ])
+}
+
+const NONROOT_USER: &str = "65532:65532";
+const DEFAULT_PATH: &str = "PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin";
+
+/// The Debian part of the db image. The `redis-server` binary is the same
+/// file as redis-check-rdb in redis-tools (the redis-server package only
+/// holds a symlink and config); Redis picks its mode from argv[0].
+const DB_CONTENTS: DebianContents = DebianContents {
+    image: "db",
+    binaries: &[
+        PackageFile {
+            package: "redis-tools",
+            source: "usr/bin/redis-check-rdb",
+            destination: "usr/bin/redis-server",
+        },
+        PackageFile {
+            package: "redis-tools",
+            source: "usr/bin/redis-cli",
+            destination: "usr/bin/redis-cli",
+        },
+    ],
+    data_files: &[],
+};
+
+/// The Debian part of the proxy image: `nginx-light`/`nginx-core` are
+/// meta-packages, the binary is in `nginx`; of nginx-common only mime.types
+/// is needed.
+const PROXY_CONTENTS: DebianContents = DebianContents {
+    image: "proxy",
+    binaries: &[PackageFile {
+        package: "nginx",
+        source: "usr/sbin/nginx",
+        destination: "usr/sbin/nginx",
+    }],
+    data_files: &[PackageFile {
+        package: "nginx-common",
+        source: "etc/nginx/mime.types",
+        destination: "etc/nginx/mime.types",
+    }],
+};
+
+/// Compressed-size budgets (sum of gzip layers).
+const WEBAPP_BUDGET: u64 = 4 * MEBIBYTE;
+const DB_BUDGET: u64 = 9 * MEBIBYTE;
+const PROXY_BUDGET: u64 = 7 * MEBIBYTE;
+
+/// The Debian contents of db or proxy from the pinned packages.
+fn debian_rootfs(
+    sh: &Shell,
+    root: &Path,
+    cache: &DebianCache,
+    contents: &DebianContents,
+) -> anyhow::Result<Rootfs> {
+    let lock = LockFile::read(root)?;
+    let Some(locked) = lock.images.get(contents.image) else {
+        bail!(
+            "{} has no entry for image {}; run `cargo xtask images --update-lock`",
+            debian::LOCK_PATH,
+            contents.image
+        )
+    };
+    let mut source = LockedSource {
+        cache,
+        locked: locked
+            .iter()
+            .map(|package| (package.package.clone(), package.clone()))
+            .collect(),
+        fetched: BTreeMap::new(),
+    };
+    let resolved = debian::resolve_contents(sh, &mut source, contents)
+        .with_context(|| format!("assemble the Debian files of image {}", contents.image))?;
+    Ok(resolved.rootfs)
+}
+
+/// Copies every regular file under `nginx_dir` to /etc/nginx/.
+fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow::Result<()> {
+    let mut pending = vec![nginx_dir.to_path_buf()];
+    let mut found = 0;
+    while let Some(directory) = pending.pop() {
+        let entries = fs::read_dir(&directory)
+            .with_context(|| format!("list nginx configuration in {}", directory.display()))?;
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("list {}", directory.display()))?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.is_file() {
+                let relative = path
+                    .strip_prefix(nginx_dir)
+                    .context("nginx file outside its directory")?
+                    .to_string_lossy()
+                    .into_owned();
+                rootfs.add_file(
+                    &format!("etc/nginx/{relative}"),
+                    FileContents::Bytes(
+                        fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+                    ),
+                    0o644,
+                );
+                found += 1;
+            }
+        }
+    }
+    if !rootfs.contains("etc/nginx/nginx.conf") || found == 0 {
+        bail!(
+            "{} has no nginx.conf: the proxy image needs the repository's nginx/ configuration",
+            nginx_dir.display()
+        )
+    }
+    Ok(())
+}
+
+/// Builds the three images into `layout.output_dir` and returns what was written.
+fn build_all(
+    sh: &Shell,
+    root: &Path,
+    layout: &BuildLayout,
+    nginx_dir: &Path,
+) -> anyhow::Result<Vec<ImageArtifact>> {
+    for tool in ["dpkg-deb", "apt-get", "readelf"] {
+        if cmd!(sh, "which {tool}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .is_err()
+        {
+            bail!("{tool} not found: build the images on Debian (or Ubuntu) with binutils installed (`apt-get install binutils`)")
+        }
+    }
+    let epoch = source_date_epoch(sh)?;
+    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir)
+        .context("build the webapp binaries for the images")?;
+
+    let mut webapp = Rootfs::new();
+    add_base_files(&mut webapp);
+    webapp.add_file(
+        "usr/local/bin/webapp",
+        FileContents::Path(binaries.webapp.clone()),
+        0o755,
+    );
+    let webapp_settings = RuntimeSettings {
+        entrypoint: vec!["/usr/local/bin/webapp".into()],
+        environment: vec![DEFAULT_PATH.into()],
+        exposed_ports: vec!["5000/tcp".into()],
+        healthcheck_command: Some(vec!["/usr/local/bin/webapp".into(), "healthcheck".into()]),
+        labels: labels(
+            "webapp",
+            "The webstack web app: one static binary, nothing else",
+        ),
+        stop_signal: Some("SIGTERM".into()),
+        user: NONROOT_USER.into(),
+        working_dir: "/".into(),
+    };
+
+    let mut db = debian_rootfs(sh, root, &layout.cache, &DB_CONTENTS)?;
+    add_base_files(&mut db);
+    // Named volumes mounted here copy this ownership, so Redis can write.
+    db.add_directory("data", 0o755, NONROOT_ID);
+    let db_settings = RuntimeSettings {
+        entrypoint: vec!["/usr/bin/redis-server".into()],
+        environment: vec![DEFAULT_PATH.into()],
+        exposed_ports: vec!["6379/tcp".into()],
+        healthcheck_command: None,
+        labels: labels("db", "Redis from pinned Debian packages, no shell"),
+        stop_signal: Some("SIGTERM".into()),
+        user: NONROOT_USER.into(),
+        working_dir: "/data".into(),
+    };
+
+    let mut proxy = debian_rootfs(sh, root, &layout.cache, &PROXY_CONTENTS)?;
+    add_base_files(&mut proxy);
+    add_nginx_config(&mut proxy, nginx_dir)?;
+    proxy.add_file(
+        "usr/local/bin/httpcheck",
+        FileContents::Path(binaries.httpcheck.clone()),
+        0o755,
+    );
+    let proxy_settings = RuntimeSettings {
+        entrypoint: vec!["/usr/sbin/nginx".into(), "-e".into(), "stderr".into()],
+        environment: vec![DEFAULT_PATH.into()],
+        exposed_ports: vec!["80/tcp".into()],
+        healthcheck_command: Some(vec![
+            "/usr/local/bin/httpcheck".into(),
+            "http://127.0.0.1:80/nginx/health".into(),
+        ]),
+        labels: labels("proxy", "nginx from pinned Debian packages, no shell"),
+        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM.
+        stop_signal: Some("SIGQUIT".into()),
+        user: NONROOT_USER.into(),
+        working_dir: "/".into(),
+    };
+
+    fs::create_dir_all(&layout.output_dir)
+        .with_context(|| format!("create {}", layout.output_dir.display()))?;
+    let mut artifacts = Vec::new();
+    for (name, rootfs, settings, budget) in [
+        ("webapp", &webapp, &webapp_settings, WEBAPP_BUDGET),
+        ("db", &db, &db_settings, DB_BUDGET),
+        ("proxy", &proxy, &proxy_settings, PROXY_BUDGET),
+    ] {
+        eprintln!("images: writing {name}");
+        let blobs = oci::image_blobs(rootfs, settings, epoch)
+            .with_context(|| format!("build image {name}"))?;
+        let repository = format!("{REPOSITORY_PREFIX}/{name}");
+        let config_digest_hex = blobs.config_digest_hex();
+        let tags = vec![STABLE_TAG.to_string(), config_digest_hex[..12].to_string()];
+        let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
+        let archive_path = layout.output_dir.join(format!("{name}.tar"));
+        let temporary = layout
+            .output_dir
+            .join(debian::unique_temporary_name(&format!("{name}.tar")));
+        fs::write(&temporary, &archive)
+            .with_context(|| format!("write {}", temporary.display()))?;
+        fs::rename(&temporary, &archive_path)
+            .with_context(|| format!("write {}", archive_path.display()))?;
+        artifacts.push(ImageArtifact {
+            name,
+            manifest_digest_hex: blobs.manifest_digest_hex(),
+            archive_sha256_hex: layer::sha256_hex(&archive),
+            compressed_size: blobs.layer_gzip.len() as u64,
+            uncompressed_size: blobs.layer_uncompressed_size,
+            budget,
+            config_digest_hex,
+            archive_path,
+        });
+    }
+    Ok(artifacts)
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / MEBIBYTE as f64)
+}
+
+fn print_table(artifacts: &[ImageArtifact]) {
+    println!(
+        "{:<16} {:<73} {:>11} {:>13} {:>8}",
+        "image", "digest (image id)", "compressed", "uncompressed", "budget"
+    );
+    for artifact in artifacts {
+        println!(
+            "{:<16} sha256:{:<66} {:>11} {:>13} {:>8}",
+            format!("{}:{}", artifact.repository(), artifact.content_tag())
+                .replace("webstack/", ""),
+            artifact.config_digest_hex,
+            mebibytes(artifact.compressed_size),
+            mebibytes(artifact.uncompressed_size),
+            format!("{} MiB", artifact.budget / MEBIBYTE),
+        );
+    }
+}
+
+/// Budgets hold for every image, or an error listing the offenders.
+pub fn check_budgets(artifacts: &[ImageArtifact]) -> anyhow::Result<()> {
+    let over: Vec<String> = artifacts
+        .iter()
+        .filter(|artifact| artifact.compressed_size > artifact.budget)
+        .map(|artifact| {
+            format!(
+                "{} is {} compressed, over its {} budget",
+                artifact.name,
+                mebibytes(artifact.compressed_size),
+                mebibytes(artifact.budget)
+            )
+        })
+        .collect();
+    if !over.is_empty() {
+        bail!("image size budget exceeded: {}", over.join("; "))
+    }
+    Ok(())
+}
+
+fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Result<()> {
+    let check_dir = BuildLayout::images_dir(root).join("check");
+    if check_dir.exists() {
+        fs::remove_dir_all(&check_dir)
+            .with_context(|| format!("remove the previous check in {}", check_dir.display()))?;
+    }
+    let regular = BuildLayout::regular(root);
+    // First build: the everyday cargo target dir and .deb cache (incremental),
+    // fresh output and unpack dirs.
+    let first = BuildLayout {
+        output_dir: check_dir.join("first"),
+        cargo_target_dir: regular.cargo_target_dir.clone(),
+        cache: DebianCache {
+            deb_dir: regular.cache.deb_dir.clone(),
+            unpack_dir: check_dir.join("first-unpacked"),
+        },
+    };
+    // Second build: everything fresh, the cargo target dir at another path, so
+    // absolute paths or stale artefacts leaking into the bytes show up.
+    let second = BuildLayout {
+        output_dir: check_dir.join("second"),
+        cargo_target_dir: check_dir.join("second-cargo-target"),
+        cache: DebianCache {
+            deb_dir: regular.cache.deb_dir.clone(),
+            unpack_dir: check_dir.join("second-unpacked"),
+        },
+    };
+    eprintln!("images --check: first build");
+    let first_artifacts = build_all(sh, root, &first, nginx_dir)?;
+    eprintln!("images --check: second build, fresh cargo target dir (a full release build)");
+    let second_artifacts = build_all(sh, root, &second, nginx_dir)?;
+    print_table(&first_artifacts);
+    let mut differences = Vec::new();
+    for (first, second) in first_artifacts.iter().zip(&second_artifacts) {
+        if first.archive_sha256_hex != second.archive_sha256_hex
+            || first.config_digest_hex != second.config_digest_hex
+            || first.manifest_digest_hex != second.manifest_digest_hex
+        {
+            differences.push(format!(
+                "{}: image id {} vs {} (archives {} and {})",
+                first.name,
+                first.config_digest_hex,
+                second.config_digest_hex,
+                first.archive_path.display(),
+                second.archive_path.display()
+            ));
+        }
+    }
+    if !differences.is_empty() {
+        bail!(
+            "images are not reproducible: {}. Compare the archives (e.g. with diffoscope) to find the difference",
+            differences.join("; ")
+        )
+    }
+    check_budgets(&first_artifacts)?;
+    println!("images --check: both builds gave identical bytes for all images, all within budget");
+    // The fresh target dir is ~1 GiB; the evidence is in the archives.
+    fs::remove_dir_all(&second.cargo_target_dir)
+        .with_context(|| format!("remove {}", second.cargo_target_dir.display()))?;
+    Ok(())
+}
+
+fn update_lock(sh: &Shell, root: &Path) -> anyhow::Result<()> {
+    debian::refresh_apt_lists(sh)?;
+    let old = LockFile::read(root).unwrap_or_default();
+    let cache = BuildLayout::regular(root).cache;
+    let mut source = debian::CandidateSource {
+        cache: &cache,
+        fetched: BTreeMap::new(),
+    };
+    let mut new = LockFile::default();
+    for contents in [&DB_CONTENTS, &PROXY_CONTENTS] {
+        let resolved = debian::resolve_contents(sh, &mut source, contents)
+            .with_context(|| format!("resolve the packages of image {}", contents.image))?;
+        new.images.insert(
+            contents.image.to_string(),
+            resolved
+                .packages
+                .values()
+                .map(|package| package.locked.clone())
+                .collect(),
+        );
+    }
+    let mut changes = Vec::new();
+    for (image, packages) in &new.images {
+        let old_packages: BTreeMap<&str, &str> = old
+            .images
+            .get(image)
+            .map(|packages| {
+                packages
+                    .iter()
+                    .map(|package| (package.package.as_str(), package.version.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let new_packages: BTreeMap<&str, &str> = packages
+            .iter()
+            .map(|package| (package.package.as_str(), package.version.as_str()))
+            .collect();
+        for (package, version) in &new_packages {
+            match old_packages.get(package) {
+                None => changes.push(format!("{image}: + {package} {version}")),
+                Some(old_version) if old_version != version => {
+                    changes.push(format!("{image}: {package} {old_version} -> {version}"))
+                }
+                Some(_) => {}
+            }
+        }
+        for (package, version) in &old_packages {
+            if !new_packages.contains_key(package) {
+                changes.push(format!("{image}: - {package} {version}"));
+            }
+        }
+    }
+    new.write(root)?;
+    if changes.is_empty() {
+        println!("{}: no changes", debian::LOCK_PATH);
+    } else {
+        println!("{} changed:", debian::LOCK_PATH);
+        for change in changes {
+            println!("  {change}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,1 @@
+//! Docker integration tests of the images (written next).

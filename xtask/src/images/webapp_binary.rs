@@ -1,0 +1,76 @@
+//! The webapp crate's binaries as static-pie executables for the images.
+//!
+//! No musl target is installed, so they link glibc statically
+//! (`-C target-feature=+crt-static` on x86_64-unknown-linux-gnu). `--target`
+//! keeps those flags off build scripts and proc macros, which must stay
+//! dynamic. `--remap-path-prefix` rewrites the checkout, CARGO_HOME and the
+//! target dir so the bytes do not depend on where they live; the release
+//! profile strips symbols (Cargo.toml).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+pub const TARGET_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
+pub struct WebappBinaries {
+    pub webapp: PathBuf,
+    pub httpcheck: PathBuf,
+}
+
+fn cargo_home() -> anyhow::Result<PathBuf> {
+    if let Some(home) = std::env::var_os("CARGO_HOME") {
+        return Ok(PathBuf::from(home));
+    }
+    let home = std::env::var_os("HOME").context("neither CARGO_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".cargo"))
+}
+
+/// Builds `webapp` and `httpcheck` in `cargo_target_dir` (incrementally).
+pub fn build(sh: &Shell, root: &Path, cargo_target_dir: &Path) -> anyhow::Result<WebappBinaries> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let cargo_home = cargo_home()?;
+    // Later rules win when several prefixes match, so the target dir (inside
+    // the checkout) comes after the checkout. CARGO_ENCODED_RUSTFLAGS keeps
+    // paths with spaces whole and overrides any RUSTFLAGS of the caller.
+    let flags = [
+        "-Ctarget-feature=+crt-static".to_string(),
+        format!("--remap-path-prefix={}=/cargo-home", cargo_home.display()),
+        format!("--remap-path-prefix={}=/webstack", root.display()),
+        format!("--remap-path-prefix={}=/target", cargo_target_dir.display()),
+    ]
+    .join("\x1f");
+    eprintln!(
+        "images: cargo build --release -p webapp (static-pie) in {}",
+        cargo_target_dir.display()
+    );
+    cmd!(
+        sh,
+        "{cargo} build --release --package webapp --bin webapp --bin httpcheck --target {TARGET_TRIPLE}"
+    )
+    .env("CARGO_TARGET_DIR", cargo_target_dir)
+    .env("CARGO_ENCODED_RUSTFLAGS", flags)
+    .env_remove("RUSTFLAGS")
+    .env("SOURCE_DATE_EPOCH", super::source_date_epoch(sh)?.to_string())
+    .run()
+    .context("`cargo build --release -p webapp` failed (see the compiler output above)")?;
+    let release_dir = cargo_target_dir.join(TARGET_TRIPLE).join("release");
+    let binaries = WebappBinaries {
+        webapp: release_dir.join("webapp"),
+        httpcheck: release_dir.join("httpcheck"),
+    };
+    for binary in [&binaries.webapp, &binaries.httpcheck] {
+        let dynamic = cmd!(sh, "readelf --dynamic --wide {binary}")
+            .quiet()
+            .read()
+            .with_context(|| format!("readelf {}", binary.display()))?;
+        if dynamic.contains("(NEEDED)") {
+            bail!(
+                "{} still needs shared libraries; the image has none. Is a dependency forcing dynamic linking (e.g. openssl)?",
+                binary.display()
+            )
+        }
+    }
+    Ok(binaries)
+}
