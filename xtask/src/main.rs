@@ -8,7 +8,6 @@ mod bench;
 mod ci;
 mod flake;
 mod images;
-mod swarm;
 
 use std::path::{Path, PathBuf};
 
@@ -32,14 +31,6 @@ enum Command {
     FlakeCheck(flake::FlakeCheck),
     /// Build the webapp, db and proxy images reproducibly and load them into Docker.
     Images(images::Images),
-    /// Deploy the stack to Docker Swarm (single-node swarm if none) and wait until it is healthy.
-    SwarmDeploy(swarm::deploy::SwarmDeploy),
-    /// Roll the Swarm stack to freshly built images; fails, saying why, if it rolled back.
-    SwarmUpdate(swarm::update::SwarmUpdate),
-    /// Show the Swarm stack's services, tasks and last rolling update.
-    SwarmStatus(swarm::status::SwarmStatus),
-    /// Remove the Swarm stack (--volumes: its data too); leave the swarm if xtask created it.
-    SwarmRm(swarm::remove::SwarmRm),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,10 +42,6 @@ fn main() -> anyhow::Result<()> {
         Command::Ci(cmd) => cmd.run(&sh),
         Command::FlakeCheck(cmd) => cmd.run(&sh),
         Command::Images(cmd) => cmd.run(&sh),
-        Command::SwarmDeploy(cmd) => cmd.run(&sh),
-        Command::SwarmUpdate(cmd) => cmd.run(&sh),
-        Command::SwarmStatus(cmd) => cmd.run(&sh),
-        Command::SwarmRm(cmd) => cmd.run(&sh),
     }
 }
 
