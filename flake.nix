@@ -87,6 +87,9 @@
           # `cargo xtask images` use. Docker stores durations as integer
           # nanoseconds; StartPeriod is read by Docker Engine like the others.
           second = 1000000000;
+          # Same search path as the Debian-based images, for `docker exec`.
+          searchPath = [ "PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin" ];
+
           healthcheckRunning = command: {
             Test = [ "CMD" ] ++ command;
             Interval = 10 * second;
@@ -161,7 +164,9 @@
             ];
             config = {
               User = "65532:65532";
+              Env = searchPath;
               Entrypoint = [ "/usr/local/bin/webapp" ];
+              StopSignal = "SIGTERM";
               ExposedPorts = {
                 "5000/tcp" = { };
               };
@@ -187,8 +192,10 @@
             '';
             config = {
               User = "65532:65532";
+              Env = searchPath;
               WorkingDir = "/data";
               Entrypoint = [ "/usr/bin/redis-server" ];
+              StopSignal = "SIGTERM";
               ExposedPorts = {
                 "6379/tcp" = { };
               };
@@ -204,6 +211,9 @@
             ];
             config = {
               User = "65532:65532";
+              Env = searchPath;
+              # SIGQUIT is nginx's graceful shutdown: open requests finish.
+              StopSignal = "SIGQUIT";
               # Debian's nginx reads /etc/nginx/nginx.conf by default; nixpkgs'
               # nginx has its store path compiled in, so the file is named here.
               # Relative includes (mime.types, webapp-upstream.conf) resolve

@@ -511,24 +511,26 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
     (builtins.concatStringsSep " " config.Entrypoint)
     (if config ? Healthcheck then builtins.concatStringsSep " " config.Healthcheck.Test else "no healthcheck")
     (config.WorkingDir or "")
+    (config.StopSignal or "no stop signal")
   ]) [ "webapp-image" "db-image" "proxy-image" ])"#;
 
         let printed = evaluate_flake_with_stand_in_nixpkgs(&readme_names, result_expression)?;
 
         let images: Vec<&str> = printed.split(';').collect();
-        // CONTRACTS.md: names, the `:local` tag, 65532:65532, the entrypoints
-        // and the healthcheck commands of the Debian-based images. The proxy
-        // differs only by naming its configuration file (see flake.nix).
+        // CONTRACTS.md and xtask/src/images: names, the `:local` tag,
+        // 65532:65532, entrypoints, healthcheck commands, working directories
+        // and stop signals of the Debian-based images. The proxy differs only
+        // by naming its configuration file (see flake.nix).
         assert_eq!(
             images,
             [
                 "webapp-image|webstack/webapp:local|65532:65532|/usr/local/bin/webapp\
-                 |CMD /usr/local/bin/webapp healthcheck|",
+                 |CMD /usr/local/bin/webapp healthcheck||SIGTERM",
                 "db-image|webstack/db:local|65532:65532|/usr/bin/redis-server\
-                 |no healthcheck|/data",
+                 |no healthcheck|/data|SIGTERM",
                 "proxy-image|webstack/proxy:local|65532:65532\
                  |/usr/sbin/nginx -c /etc/nginx/nginx.conf -e stderr\
-                 |CMD /usr/local/bin/httpcheck http://127.0.0.1:80/nginx/health|",
+                 |CMD /usr/local/bin/httpcheck http://127.0.0.1:80/nginx/health||SIGQUIT",
             ]
         );
         Ok(())
