@@ -535,4 +535,61 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
         );
         Ok(())
     }
+
+    /// The Debian version in backticks on the README Nix section's table row
+    /// that starts with `| {row_name} |`.
+    fn readme_debian_version(row_name: &str) -> anyhow::Result<String> {
+        let readme = read_project_file("README.md")?;
+        let section_start = readme
+            .find("<!-- section:nix -->")
+            .context("README.md has no nix section")?;
+        let row_start = format!("| {row_name} |");
+        let row = readme[section_start..]
+            .lines()
+            .find(|line| line.starts_with(&row_start))
+            .with_context(|| format!("README.md's Nix section has no table row {row_start}"))?;
+        let version = row
+            .split('`')
+            .nth(1)
+            .with_context(|| format!("README row names no `version`: {row}"))?;
+        Ok(version.to_owned())
+    }
+
+    /// Every version deploy/images.lock.json pins for a Debian package.
+    fn locked_debian_versions(package: &str) -> anyhow::Result<Vec<String>> {
+        let lock: serde_json::Value =
+            serde_json::from_str(&read_project_file("deploy/images.lock.json")?)
+                .context("parse deploy/images.lock.json")?;
+        let images = lock["images"]
+            .as_object()
+            .context("deploy/images.lock.json has no \"images\" object")?;
+        let mut versions: Vec<String> = images
+            .values()
+            .filter_map(|packages| packages.as_array())
+            .flatten()
+            .filter(|entry| entry["package"] == package)
+            .filter_map(|entry| entry["version"].as_str().map(str::to_owned))
+            .collect();
+        versions.dedup();
+        Ok(versions)
+    }
+
+    #[test]
+    fn readme_states_the_nginx_and_redis_versions_the_debian_images_lock() -> anyhow::Result<()> {
+        // Debian ships the Redis binaries in redis-tools; redis-server is a
+        // wrapper package around them.
+        for (row_name, debian_package) in [("nginx", "nginx"), ("Redis", "redis-tools")] {
+            let stated = readme_debian_version(row_name)?;
+
+            let locked = locked_debian_versions(debian_package)?;
+
+            assert_eq!(
+                locked,
+                [stated.clone()],
+                "README.md's Nix section says the Debian images run {debian_package} {stated}, \
+                 deploy/images.lock.json pins {locked:?}: update the README table"
+            );
+        }
+        Ok(())
+    }
 }
