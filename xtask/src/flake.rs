@@ -39,7 +39,11 @@ pub fn check(sh: &Shell) -> anyhow::Result<()> {
         .iter()
         .map(|path| path.display().to_string())
         .collect();
-    eprintln!("flake-check: {} parse: {}", names.len(), names.join(", "));
+    eprintln!(
+        "flake-check: {} .nix file(s) parse: {}",
+        names.len(),
+        names.join(", ")
+    );
     Ok(())
 }
 
