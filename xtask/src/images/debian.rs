@@ -488,7 +488,12 @@ impl Resolver<'_, '_> {
         let facts = read_elf_facts(self.sh, &owner.unpacked_dir.join(path))?;
         if let Some(interpreter) = facts.interpreter {
             let interpreter = super::layer::normalize_image_path(&interpreter);
-            let found = self.find_path(owner, &[interpreter.clone()], &interpreter, path)?;
+            let found = self.find_path(
+                owner,
+                std::slice::from_ref(&interpreter),
+                &interpreter,
+                path,
+            )?;
             self.add_with_links(&found)?;
         }
         for soname in facts.needed {

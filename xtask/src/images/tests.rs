@@ -1,1 +1,363 @@
-//! Docker integration tests of the images (written next).
+//! Integration tests of the images against the real Docker engine, and of
+//! the host tools against a real redis-server.
+//!
+//! The images are built (incrementally) and loaded once per test process;
+//! every container gets a unique name and is removed even when a test fails.
+//! Docker must be running: these tests fail, saying so, when it is not.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        OnceLock,
+    },
+    time::{Duration, Instant},
+};
+
+use xshell::{cmd, Shell};
+
+use super::{ensure_images, host_tools, layer::NONROOT_ID, BuiltImage};
+
+fn shell() -> Shell {
+    let sh = Shell::new().unwrap();
+    sh.change_dir(crate::project_root());
+    sh
+}
+
+/// Builds and loads the images once for all tests of this process.
+fn images() -> &'static [BuiltImage] {
+    static IMAGES: OnceLock<Result<Vec<BuiltImage>, String>> = OnceLock::new();
+    IMAGES
+        .get_or_init(|| ensure_images(&shell()).map_err(|error| format!("{error:#}")))
+        .as_deref()
+        .unwrap_or_else(|error| {
+            panic!("building and loading the images failed (is Docker running?): {error}")
+        })
+}
+
+fn image(name: &str) -> &'static BuiltImage {
+    images()
+        .iter()
+        .find(|image| image.name == name)
+        .unwrap_or_else(|| panic!("no image named {name}"))
+}
+
+fn unique_name(purpose: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "webstack-images-test-{purpose}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A container this test created; removed on drop, also after a panic.
+struct Container {
+    name: String,
+}
+
+impl Container {
+    /// `docker run --detach --read-only` plus `extra` options, then `image`
+    /// and its arguments.
+    fn start(purpose: &str, extra: &[&str], image: &str, arguments: &[&str]) -> Container {
+        let sh = shell();
+        let name = unique_name(purpose);
+        let container = Container { name: name.clone() };
+        cmd!(
+            sh,
+            "docker run --detach --read-only --name {name} {extra...} {image} {arguments...}"
+        )
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .unwrap();
+        container
+    }
+
+    fn logs(&self) -> String {
+        let sh = shell();
+        let name = &self.name;
+        let output = cmd!(sh, "docker logs {name}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    }
+
+    fn main_process_uid(&self) -> u64 {
+        let sh = shell();
+        let name = &self.name;
+        let format = "{{.State.Pid}}";
+        let pid = cmd!(sh, "docker inspect --format {format} {name}")
+            .quiet()
+            .read()
+            .unwrap();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", pid.trim())).unwrap();
+        let uid_line = status
+            .lines()
+            .find(|line| line.starts_with("Uid:"))
+            .unwrap();
+        uid_line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["rm", "--force", "--volumes", &self.name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn http_get_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[test]
+fn webapp_image_answers_healthz_as_nonroot_on_a_read_only_root() {
+    let image = &image("webapp").content_tag;
+    let container = Container::start("webapp", &["--publish", "127.0.0.1:0:5000"], image, &[]);
+    let sh = shell();
+    let name = &container.name;
+    let published = cmd!(sh, "docker port {name} 5000/tcp")
+        .quiet()
+        .read()
+        .unwrap();
+    let port: u16 = published
+        .lines()
+        .next()
+        .and_then(|line| line.rsplit(':').next())
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected `docker port` output {published:?}"));
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut status = None;
+    while Instant::now() < deadline {
+        status = http_get_status(port, "/healthz");
+        if status == Some(200) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    assert_eq!(
+        status,
+        Some(200),
+        "webapp did not answer /healthz; logs:\n{}",
+        container.logs()
+    );
+    assert_eq!(container.main_process_uid(), NONROOT_ID);
+}
+
+#[test]
+fn db_image_answers_ping_through_its_own_redis_cli_as_nonroot() {
+    let image = &image("db").content_tag;
+    let container = Container::start("db", &[], image, &["--save", "", "--appendonly", "no"]);
+    let sh = shell();
+    let name = &container.name;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut reply = String::new();
+    while Instant::now() < deadline {
+        reply = cmd!(sh, "docker exec {name} /usr/bin/redis-cli ping")
+            .quiet()
+            .ignore_status()
+            .read()
+            .unwrap_or_default();
+        if reply.trim() == "PONG" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    assert_eq!(reply.trim(), "PONG", "logs:\n{}", container.logs());
+    assert_eq!(container.main_process_uid(), NONROOT_ID);
+}
+
+#[test]
+fn proxy_image_passes_nginx_config_test_read_only_with_tmpfs() {
+    let image = &image("proxy").content_tag;
+    let sh = shell();
+    let name = unique_name("proxy");
+    let _cleanup = Container { name: name.clone() };
+
+    let output = cmd!(
+        sh,
+        "docker run --name {name} --read-only --tmpfs /tmp {image} -t"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "nginx -t failed:\n{stderr}");
+    assert!(stderr.contains("test is successful"), "{stderr}");
+}
+
+/// Every path in the image's filesystem, from `docker export` of a created
+/// (never started) container.
+fn image_paths(image: &str) -> Vec<String> {
+    let sh = shell();
+    let name = unique_name("export");
+    let _cleanup = Container { name: name.clone() };
+    cmd!(sh, "docker create --name {name} {image}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .unwrap();
+    let exported = cmd!(sh, "docker export {name}")
+        .quiet()
+        .output()
+        .unwrap()
+        .stdout;
+    let mut archive = tar::Archive::new(exported.as_slice());
+    archive
+        .entries()
+        .unwrap()
+        .map(|entry| {
+            entry
+                .unwrap()
+                .path()
+                .unwrap()
+                .to_string_lossy()
+                .trim_end_matches('/')
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn no_image_contains_a_shell_or_package_manager() {
+    let forbidden = [
+        "bin/sh",
+        "usr/bin/sh",
+        "bin/bash",
+        "bin/dash",
+        "bin/busybox",
+        "usr/bin/apt",
+        "usr/bin/apt-get",
+        "usr/bin/dpkg",
+    ];
+    for image in images() {
+        let paths = image_paths(&image.content_tag);
+        assert!(
+            paths.iter().any(|path| path == "etc/passwd"),
+            "{}: export looks empty: {paths:?}",
+            image.name
+        );
+        let found: Vec<&String> = paths
+            .iter()
+            .filter(|path| forbidden.contains(&path.as_str()))
+            .collect();
+        assert!(found.is_empty(), "{} contains {found:?}", image.name);
+    }
+}
+
+#[test]
+fn content_tag_points_at_the_built_image_id_and_stable_tag_exists() {
+    let sh = shell();
+    for image in images() {
+        assert_eq!(
+            super::docker::image_id(&sh, &image.content_tag).as_deref(),
+            Some(image.digest.as_str()),
+            "{}",
+            image.content_tag
+        );
+        assert!(image.content_tag.ends_with(&image.digest[7..19]));
+        // Not compared with the digest: a concurrent build from another
+        // commit (another SOURCE_DATE_EPOCH) may have moved it meanwhile.
+        assert!(
+            super::docker::image_id(&sh, &image.stable_tag).is_some(),
+            "{}",
+            image.stable_tag
+        );
+    }
+}
+
+/// A redis-server started from the host wrapper; killed on drop.
+struct HostRedis {
+    child: Child,
+}
+
+impl Drop for HostRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn host_tools_redis_server_answers_ping_through_host_redis_cli() {
+    let tools = host_tools(&shell()).unwrap();
+    assert!(tools.redis_server.starts_with(&tools.bin_dir));
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let server = HostRedis {
+        child: Command::new(&tools.redis_server)
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut reply = String::new();
+    while Instant::now() < deadline {
+        let output = Command::new(&tools.redis_cli)
+            .args(["-p", &port, "ping"])
+            .output()
+            .unwrap();
+        reply = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if reply == "PONG" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    assert_eq!(reply, "PONG");
+    drop(server);
+}
+
+#[test]
+fn host_tools_nginx_runs_with_the_pinned_libraries() {
+    let tools = host_tools(&shell()).unwrap();
+
+    let output = Command::new(&tools.nginx).arg("-v").output().unwrap();
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("nginx version: nginx/1."), "{stderr}");
+}
