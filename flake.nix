@@ -83,13 +83,13 @@
             ];
           };
 
+          # Same search path as the Debian-based images, for `docker exec`.
+          searchPath = [ "PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin" ];
+
           # The Healthcheck of an image config, with the timings the images of
           # `cargo xtask images` use. Docker stores durations as integer
           # nanoseconds; StartPeriod is read by Docker Engine like the others.
           second = 1000000000;
-          # Same search path as the Debian-based images, for `docker exec`.
-          searchPath = [ "PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin" ];
-
           healthcheckRunning = command: {
             Test = [ "CMD" ] ++ command;
             Interval = 10 * second;
