@@ -129,9 +129,15 @@
           # The images' only account, as in the Debian-based images: uid and
           # gid 65532, named "nonroot". No shell exists, hence nologin.
           nonrootAccount = pkgs.fakeNss.override {
-            extraPasswdLines = [ "nonroot:x:65532:65532:nonroot:/nonexistent:/usr/sbin/nologin" ];
+            extraPasswdLines = [ "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin" ];
             extraGroupLines = [ "nonroot:x:65532:" ];
           };
+
+          # As in the Debian-based images: /tmp exists, world-writable and
+          # sticky, as the mount point for `--tmpfs /tmp` on a read-only root.
+          makeTemporaryDirectory = ''
+            mkdir -m 1777 tmp
+          '';
 
           # Each image exposes its programs at the same absolute paths as the
           # images `cargo xtask images` builds, so deploy files, entrypoints
@@ -162,6 +168,7 @@
               nonrootAccount
               webappPaths
             ];
+            extraCommands = makeTemporaryDirectory;
             config = {
               User = "65532:65532";
               Env = searchPath;
@@ -184,6 +191,7 @@
               nonrootAccount
               dbPaths
             ];
+            extraCommands = makeTemporaryDirectory;
             # Named volumes copy the ownership of the directory they are
             # mounted over, so /data must already belong to nonroot.
             fakeRootCommands = ''
@@ -209,6 +217,7 @@
               nonrootAccount
               proxyPaths
             ];
+            extraCommands = makeTemporaryDirectory;
             config = {
               User = "65532:65532";
               Env = searchPath;
@@ -242,12 +251,14 @@
             doCheck = false;
             buildPhase = ''
               runHook preBuild
-              cargo clippy --workspace --all-targets --offline -- -D warnings
+              # The toolchain's own cargo: buildRustPackage may put a
+              # cargo-auditable wrapper first on PATH, meant for `cargo build`.
+              ${rustToolchain}/bin/cargo clippy --workspace --all-targets --offline -- -D warnings
               runHook postBuild
             '';
             installPhase = ''
               runHook preInstall
-              touch $out
+              mkdir -p $out
               runHook postInstall
             '';
           });
