@@ -589,7 +589,7 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
 
             assert_eq!(
                 locked,
-                [stated.clone()],
+                std::slice::from_ref(&stated),
                 "README.md's Nix section says the Debian images run {debian_package} {stated}, \
                  deploy/images.lock.json pins {locked:?}: update the README table"
             );
