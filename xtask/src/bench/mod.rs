@@ -34,6 +34,8 @@ use self::{
     sampler::{Sampler, WatchedContainer},
 };
 
+/// The reference load: 64 concurrent connections.
+const DEFAULT_CONNECTIONS: u32 = 64;
 /// Requests per row by default: about a minute in total on the 2-core
 /// reference machine, long enough that connection set-up and the first
 /// second's warm-up are noise.
@@ -54,9 +56,9 @@ pub struct Bench {
     #[arg(long, default_value = "webstack")]
     project: String,
     /// Concurrent connections, the same for every row.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
     connections: u32,
-    /// Requests per row [default: 50000; 1000 with --smoke].
+    /// Requests per row [default: 50000].
     #[arg(long, conflicts_with = "duration")]
     requests: Option<u64>,
     /// Seconds per HTTP row instead of a request count (the Redis row then
@@ -67,12 +69,29 @@ pub struct Bench {
     /// [default: 1]; a stack that is already up must run this many.
     #[arg(long)]
     replicas: Option<u32>,
-    /// A few seconds in total: checks every row works, measures nothing.
-    #[arg(long)]
+    /// A few seconds in total at the default connection count: checks that
+    /// every row works and the counter is exact, measures nothing. Results go
+    /// to target/bench/smoke/.
+    #[arg(long, conflicts_with_all = ["requests", "duration", "connections", "output_dir"])]
     smoke: bool,
+    /// File with the stack's Redis password (for the Redis row); a missing
+    /// file means Redis takes no password.
+    #[arg(long, default_value = ".secrets/redis-password")]
+    redis_password_file: PathBuf,
     /// Where results.json, results.md and latency.svg go.
     #[arg(long, default_value = "target/bench")]
     output_dir: PathBuf,
+}
+
+/// The running stack a benchmark measures.
+#[derive(Debug, Clone)]
+pub struct StackUnderTest {
+    /// The proxy's published port, e.g. `http://127.0.0.1:8070`.
+    pub base_url: String,
+    /// Compose project: its containers are sampled, its db is the Redis row's target.
+    pub compose_project: String,
+    /// The stack's Redis password file; missing means no password.
+    pub redis_password_file: PathBuf,
 }
 
 impl Bench {
@@ -80,53 +99,57 @@ impl Bench {
         if self.connections == 0 {
             bail!("--connections must be at least 1");
         }
-        let amount = match (self.requests, self.duration, self.smoke) {
-            (Some(0), _, _) => bail!("--requests must be at least 1"),
-            (_, Some(0), _) => bail!("--duration must be at least 1 second"),
-            (Some(requests), _, _) => Amount::Requests(requests),
-            (None, Some(seconds), _) => Amount::Duration(seconds),
-            (None, None, true) => Amount::Requests(SMOKE_REQUESTS_PER_ROW),
-            (None, None, false) => Amount::Requests(DEFAULT_REQUESTS_PER_ROW),
+        let amount = match (self.requests, self.duration) {
+            (Some(0), _) => bail!("--requests must be at least 1"),
+            (_, Some(0)) => bail!("--duration must be at least 1 second"),
+            (Some(requests), _) => Amount::Requests(requests),
+            (None, Some(seconds)) => Amount::Duration(seconds),
+            (None, None) => Amount::Requests(DEFAULT_REQUESTS_PER_ROW),
         };
         let oha = oha::ensure_oha(sh)?;
+        let stack = StackUnderTest {
+            base_url: self.url.trim_end_matches('/').to_string(),
+            compose_project: self.project.clone(),
+            redis_password_file: project_relative(&self.redis_password_file),
+        };
 
-        let report = if stack_answers(&self.url) {
-            check_replicas(sh, &self.project, self.replicas)?;
-            eprintln!("bench: using the stack that is up at {}", self.url);
-            measure(
-                sh,
-                &oha,
-                &self.url,
-                &self.project,
-                self.connections,
-                amount,
-                self.smoke,
-            )?
-        } else {
+        if !stack_answers(&stack.base_url) {
             bail!(
                 "nothing answers at {}/nginx/health: start the stack with `cargo xtask up` first",
-                self.url
+                stack.base_url
             );
-        };
+        }
+        check_replicas(sh, &stack.compose_project, self.replicas)?;
+        eprintln!(
+            "bench: measuring the stack that is up at {}",
+            stack.base_url
+        );
+        if self.smoke {
+            let report = smoke(sh, &stack)?;
+            print!("{}", report.to_markdown());
+            return Ok(());
+        }
+        let report = measure(sh, &oha, &stack, self.connections, amount, false)?;
         write_results(&report, &project_relative(&self.output_dir))?;
         print!("{}", report.to_markdown());
         check_report(&report)
     }
 }
 
-/// What the e2e flow calls while its own stack is up: a few seconds of every
-/// row against `base_url`, checked for shape and correctness. Writes nothing.
-pub fn smoke(sh: &Shell, base_url: &str, compose_project: &str) -> anyhow::Result<Report> {
+/// A few seconds of every row against a stack that is up, checked for a
+/// complete, well-formed report and an exact counter; results are written to
+/// `target/bench/smoke/`. For test flows that already run a stack.
+pub fn smoke(sh: &Shell, stack: &StackUnderTest) -> anyhow::Result<Report> {
     let oha = oha::ensure_oha(sh)?;
     let report = measure(
         sh,
         &oha,
-        base_url,
-        compose_project,
-        64,
+        stack,
+        DEFAULT_CONNECTIONS,
         Amount::Requests(SMOKE_REQUESTS_PER_ROW),
         true,
     )?;
+    write_results(&report, &crate::project_root().join("target/bench/smoke"))?;
     check_report(&report)?;
     Ok(report)
 }
@@ -183,19 +206,19 @@ fn webapp_replicas(sh: &Shell, compose_project: &str) -> anyhow::Result<u32> {
 fn measure(
     sh: &Shell,
     oha: &PathBuf,
-    base_url: &str,
-    compose_project: &str,
+    stack: &StackUnderTest,
     connections: u32,
     amount: Amount,
     smoke: bool,
 ) -> anyhow::Result<Report> {
-    let base_url = base_url.trim_end_matches('/');
+    let base_url = stack.base_url.as_str();
+    let compose_project = stack.compose_project.as_str();
     let started_at_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0);
     let containers = sampler::stack_containers(sh, compose_project)?;
-    let redis_target = redis_target(sh, compose_project)?;
+    let redis_target = redis_target(sh, compose_project, &stack.redis_password_file)?;
     let benchmark_binary = redis_benchmark_binary(sh, &redis_target.image)?;
     let replicas = webapp_replicas(sh, compose_project)?;
 
@@ -289,7 +312,7 @@ fn measure(
             },
             webapp_replicas: replicas,
             http_load_tool: format!("oha {}", oha::OHA_VERSION),
-            redis_load_tool: redis_benchmark_version(sh, &redis_target, &benchmark_binary),
+            redis_load_tool: redis_benchmark_version(&redis_target, &benchmark_binary),
             smoke,
         },
         rows: vec![ceiling, hit_counter, hits_read, redis],
@@ -328,7 +351,11 @@ fn measure_http_row(
 }
 
 /// The running db container's image, backend network and password.
-fn redis_target(sh: &Shell, compose_project: &str) -> anyhow::Result<RedisTarget> {
+fn redis_target(
+    sh: &Shell,
+    compose_project: &str,
+    password_file: &Path,
+) -> anyhow::Result<RedisTarget> {
     let project_filter = format!("label=com.docker.compose.project={compose_project}");
     let service_filter = "label=com.docker.compose.service=db";
     let id = cmd!(
@@ -366,24 +393,22 @@ fn redis_target(sh: &Shell, compose_project: &str) -> anyhow::Result<RedisTarget
         image,
         network: network.to_string(),
         host: String::from("db"),
-        password: redis_password()?,
+        password: redis_password(password_file)?,
     })
 }
 
-/// The generated Redis password from `.secrets/`, if the stack uses one.
-fn redis_password() -> anyhow::Result<Option<String>> {
-    let path = crate::project_root()
-        .join(".secrets")
-        .join("redis-password");
+/// The generated Redis password, if the stack uses one.
+fn redis_password(path: &Path) -> anyhow::Result<Option<String>> {
     if !path.exists() {
         return Ok(None);
     }
-    let password = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let password = fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
     Ok(Some(password.trim_end_matches(['\n', '\r']).to_string()))
 }
 
-/// redis-benchmark from the db image if it has one, else the host tools' copy
-/// of the same Debian package mounted in.
+/// redis-benchmark from the db image if it has one, else the same file from
+/// the pinned redis-tools package (the one the image's redis-cli and
+/// redis-server come from) mounted in.
 fn redis_benchmark_binary(sh: &Shell, image: &str) -> anyhow::Result<BenchmarkBinary> {
     let in_image = "/usr/bin/redis-benchmark";
     let probe = cmd!(
@@ -397,33 +422,70 @@ fn redis_benchmark_binary(sh: &Shell, image: &str) -> anyhow::Result<BenchmarkBi
     if probe.is_ok() {
         return Ok(BenchmarkBinary::InImage(in_image.to_string()));
     }
-    let host_binary = host_redis_benchmark()?;
-    Ok(BenchmarkBinary::Mounted(host_binary))
+    Ok(BenchmarkBinary::Mounted(pinned_redis_benchmark(sh)?))
 }
 
-fn host_redis_benchmark() -> anyhow::Result<PathBuf> {
-    // FIXME: take this from images::host_tools once it exposes the unpacked
-    // redis-tools package.
-    let path = PathBuf::from("/usr/bin/redis-benchmark");
+/// The pinned redis-tools package, from deploy/images.lock.json.
+fn locked_redis_tools() -> anyhow::Result<(String, String)> {
+    let path = crate::project_root()
+        .join("deploy")
+        .join("images.lock.json");
+    let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
+    let lock: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
+    let package = lock["images"]["db"]
+        .as_array()
+        .and_then(|packages| {
+            packages
+                .iter()
+                .find(|package| package["package"] == "redis-tools")
+        })
+        .with_context(|| {
+            format!(
+                "{} pins no redis-tools package for the db image",
+                path.display()
+            )
+        })?;
+    match (package["version"].as_str(), package["sha256"].as_str()) {
+        (Some(version), Some(sha256)) if sha256.len() >= 16 => {
+            Ok((version.to_string(), sha256.to_string()))
+        }
+        _ => bail!(
+            "the redis-tools entry of {} lacks a version or sha256",
+            path.display()
+        ),
+    }
+}
+
+/// redis-benchmark in the unpacked pinned redis-tools package, unpacking it
+/// (through the images' host tools) if no image build did yet.
+fn pinned_redis_benchmark(sh: &Shell) -> anyhow::Result<PathBuf> {
+    let (_, sha256) = locked_redis_tools()?;
+    // The images' Debian cache layout: target/images/unpacked/<package>_<sha256[..16]>.
+    let path = crate::project_root()
+        .join("target/images/unpacked")
+        .join(format!("redis-tools_{}", &sha256[..16]))
+        .join("usr/bin/redis-benchmark");
+    if !path.exists() {
+        crate::images::host_tools(sh).context("unpack the pinned Redis packages")?;
+    }
     if !path.exists() {
         bail!(
-            "the db image has no redis-benchmark and {} does not exist",
+            "the db image has no redis-benchmark and {} does not exist after unpacking the pinned packages",
             path.display()
         );
     }
     Ok(path)
 }
 
-fn redis_benchmark_version(sh: &Shell, target: &RedisTarget, binary: &BenchmarkBinary) -> String {
-    let _ = (sh, target);
+fn redis_benchmark_version(target: &RedisTarget, binary: &BenchmarkBinary) -> String {
+    let package = locked_redis_tools()
+        .map(|(version, _)| format!("redis-tools {version}"))
+        .unwrap_or_else(|_| String::from("redis-tools"));
     match binary {
-        BenchmarkBinary::InImage(path) => format!("redis-benchmark ({path} in {})", target.image),
-        BenchmarkBinary::Mounted(path) => {
-            format!(
-                "redis-benchmark ({} mounted into {})",
-                path.display(),
-                target.image
-            )
+        BenchmarkBinary::InImage(_) => format!("redis-benchmark ({package}) in {}", target.image),
+        BenchmarkBinary::Mounted(_) => {
+            format!("redis-benchmark ({package}) mounted into {}", target.image)
         }
     }
 }

@@ -412,7 +412,7 @@ pub(crate) mod tests {
                 p50: 1.0,
                 p90: Some(2.0),
                 p95: 2.5,
-                p99: p99,
+                p99,
                 max: 12.5,
             },
             ratio_to_ceiling: 0.0,

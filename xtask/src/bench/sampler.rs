@@ -213,6 +213,8 @@ impl Sampler {
 
     pub fn finish(self) -> anyhow::Result<Vec<ContainerUsage>> {
         self.stop.store(true, Ordering::Relaxed);
+        // Wake the thread from its pause so the measured window ends now.
+        self.handle.thread().unpark();
         match self.handle.join() {
             Ok(result) => result,
             Err(_) => bail!("the container sampling thread panicked"),
@@ -242,7 +244,9 @@ fn sample_until_stopped(
         if stopping {
             break;
         }
-        thread::sleep(SAMPLE_INTERVAL);
+        // park_timeout rather than sleep: `finish` unparks, so the window
+        // ends when the row does, not up to one interval later.
+        thread::park_timeout(SAMPLE_INTERVAL);
     }
     let elapsed_nanoseconds = started.elapsed().as_nanos().max(1) as f64;
     let mut usage = Vec::with_capacity(containers.len());
