@@ -115,7 +115,7 @@ pub struct DebianCache {
 
 /// Set once `apt-get update` ran in this process: a stale package list is
 /// refreshed at most once.
-static APT_LISTS_REFRESHED: AtomicBool = AtomicBool::new(false);
+pub static APT_LISTS_REFRESHED: AtomicBool = AtomicBool::new(false);
 static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A directory name unique within this machine's running processes.

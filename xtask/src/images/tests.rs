@@ -18,7 +18,12 @@ use std::{
 
 use xshell::{cmd, Shell};
 
-use super::{ensure_images, host_tools, layer::NONROOT_ID, BuiltImage};
+use super::{
+    debian::{self, LockFile, LockedSource},
+    ensure_images, host_tools,
+    layer::NONROOT_ID,
+    BuildLayout, BuiltImage, DB_CONTENTS,
+};
 
 fn shell() -> Shell {
     let sh = Shell::new().unwrap();
@@ -360,4 +365,81 @@ fn host_tools_nginx_runs_with_the_pinned_libraries() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("nginx version: nginx/1."), "{stderr}");
+}
+
+fn pinned_proxy_package(name: &str) -> debian::LockedPackage {
+    let lock = LockFile::read(&crate::project_root()).unwrap();
+    lock.images["proxy"]
+        .iter()
+        .find(|package| package.package == name)
+        .unwrap_or_else(|| panic!("{name} is not pinned for proxy"))
+        .clone()
+}
+
+#[test]
+fn a_deb_whose_sha256_differs_from_the_lock_is_refused_naming_the_package() {
+    let mut pinned = pinned_proxy_package("zlib1g");
+    pinned.sha256 = "0".repeat(64);
+    let cache = BuildLayout::regular(&crate::project_root()).cache;
+
+    let error = debian::ensure_locked_deb(&shell(), &cache, &pinned).unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("refusing package zlib1g"), "{message}");
+    assert!(message.contains(&pinned.version), "{message}");
+}
+
+#[test]
+fn a_pinned_version_apt_does_not_offer_fails_naming_package_and_version() {
+    // Pretend `apt-get update` already ran: the test is about the message,
+    // and other processes may hold apt's lock right now.
+    debian::APT_LISTS_REFRESHED.store(true, Ordering::SeqCst);
+    let mut pinned = pinned_proxy_package("zlib1g");
+    pinned.version = "1:0.0.0-not-a-real-version".to_string();
+    let cache = BuildLayout::regular(&crate::project_root()).cache;
+
+    let error = debian::ensure_locked_deb(&shell(), &cache, &pinned).unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("package zlib1g version 1:0.0.0-not-a-real-version"),
+        "{message}"
+    );
+    assert!(message.contains("--update-lock"), "{message}");
+}
+
+#[test]
+fn a_lock_missing_the_package_of_a_needed_library_names_the_library() {
+    let lock = LockFile::read(&crate::project_root()).unwrap();
+    let cache = BuildLayout::regular(&crate::project_root()).cache;
+    let mut source = LockedSource {
+        cache: &cache,
+        locked: lock.images["db"]
+            .iter()
+            .filter(|package| package.package != "libjemalloc2")
+            .map(|package| (package.package.clone(), package.clone()))
+            .collect(),
+        fetched: Default::default(),
+    };
+
+    let error = match debian::resolve_contents(&shell(), &mut source, &DB_CONTENTS) {
+        Ok(_) => panic!("resolving db without libjemalloc2 succeeded"),
+        Err(error) => error,
+    };
+
+    let message = format!("{error:#}");
+    assert!(message.contains("needs libjemalloc.so.2"), "{message}");
+    assert!(message.contains("--update-lock"), "{message}");
+}
+
+#[test]
+fn an_unreachable_docker_engine_is_reported_with_how_to_start_it() {
+    let sh = shell();
+    sh.set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+
+    let error = super::docker::require_engine(&sh).unwrap_err();
+
+    let message = format!("{error:#}");
+    assert!(message.contains("not reachable"), "{message}");
+    assert!(message.contains("systemctl start docker"), "{message}");
 }
