@@ -100,6 +100,12 @@ pub struct RedisSettings {
           value_parser = clap::value_parser!(u64).range(1..=60_000), global = true)]
     pub redis_command_timeout_ms: u64,
 
+    /// Milliseconds a pooled connection may sit idle before it is verified with PING on reuse
+    /// (busier connections are trusted, and dropped on their first broken-connection error).
+    #[arg(long, env = "REDIS_VERIFY_IDLE_AFTER_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000), global = true)]
+    pub redis_verify_idle_after_ms: u64,
+
     /// Milliseconds /readyz waits for Redis to answer PING.
     #[arg(long, env = "WEBAPP_READYZ_TIMEOUT_MS", default_value_t = 500,
           value_parser = clap::value_parser!(u64).range(1..=60_000), global = true)]

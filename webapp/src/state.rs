@@ -11,7 +11,7 @@ use crate::store::{self, Keys};
 /// Cheap to clone: the pool is already reference-counted, the rest sits behind `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
-    pub redis: deadpool_redis::Pool,
+    pub redis: store::Pool,
     pub keys: Arc<Keys>,
     pub replica: Arc<str>,
     pub metrics: Arc<Metrics>,

@@ -9,8 +9,10 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use deadpool::managed;
+use deadpool_redis::redis::aio::MultiplexedConnection;
 use deadpool_redis::redis::{self, AsyncConnectionConfig, FromRedisValue, IntoConnectionInfo};
-use deadpool_redis::{Manager, Pool, PoolError, Runtime, TimeoutType};
+use deadpool_redis::{Runtime, TimeoutType};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::RedisSettings;
@@ -45,6 +47,41 @@ impl Keys {
     }
 }
 
+/// The pool of multiplexed Redis connections.
+pub type Pool = managed::Pool<RedisManager>;
+type PoolError = managed::PoolError<redis::RedisError>;
+
+/// deadpool-redis's manager, minus a PING round trip on every checkout.
+///
+/// `deadpool_redis::Manager` verifies each connection with `PING` whenever it leaves the pool,
+/// which doubles the Redis round trips of a request. This manager only verifies connections that
+/// sat idle longer than `verify_idle_after`; a busy connection that broke is noticed by the
+/// command that fails on it, and [`query`] then removes it from the pool.
+pub struct RedisManager {
+    inner: deadpool_redis::Manager,
+    verify_idle_after: Duration,
+}
+
+impl managed::Manager for RedisManager {
+    type Type = MultiplexedConnection;
+    type Error = redis::RedisError;
+
+    async fn create(&self) -> Result<MultiplexedConnection, redis::RedisError> {
+        self.inner.create().await
+    }
+
+    async fn recycle(
+        &self,
+        connection: &mut MultiplexedConnection,
+        metrics: &managed::Metrics,
+    ) -> managed::RecycleResult<redis::RedisError> {
+        if metrics.last_used() < self.verify_idle_after {
+            return Ok(());
+        }
+        self.inner.recycle(connection, metrics).await
+    }
+}
+
 /// Builds the pool. It connects lazily, so this succeeds while Redis is down.
 pub fn build_pool(
     settings: &RedisSettings,
@@ -69,8 +106,11 @@ pub fn build_pool(
     let connection_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(command_timeout));
-    let manager = Manager::new_with_config(connection_info, connection_config)
-        .context("configure the Redis client from REDIS_URL")?;
+    let manager = RedisManager {
+        inner: deadpool_redis::Manager::new_with_config(connection_info, connection_config)
+            .context("configure the Redis client from REDIS_URL")?,
+        verify_idle_after: Duration::from_millis(settings.redis_verify_idle_after_ms),
+    };
     Pool::builder(manager)
         .max_size(settings.redis_pool_size as usize)
         .wait_timeout(Some(Duration::from_millis(
@@ -105,10 +145,16 @@ pub async fn query<T: FromRedisValue>(
 ) -> Result<T, AppError> {
     let attempt = async {
         let mut connection = pool.get().await.map_err(classify_pool_error)?;
-        pipeline
-            .query_async::<T>(&mut connection)
-            .await
-            .map_err(|error| classify_redis_error(&error))
+        match pipeline.query_async::<T>(&mut *connection).await {
+            Ok(value) => Ok(value),
+            Err(error) => {
+                if error.is_unrecoverable_error() {
+                    // Broken for good (Redis restarted, socket closed): keep it out of the pool.
+                    drop(managed::Object::take(connection));
+                }
+                Err(classify_redis_error(&error))
+            }
+        }
     };
     let failure = match tokio::time::timeout(deadline, attempt).await {
         Ok(Ok(value)) => return Ok(value),

@@ -87,7 +87,8 @@ pub async fn get(
     let key = key_from_path(path)?;
     let full_key = state.keys.cache(&key);
     let mut pipeline = redis::pipe();
-    pipeline.atomic().get(&full_key).ttl(&full_key);
+    // One round trip; if the key expires between the two commands the TTL reads -2, shown as 0.
+    pipeline.get(&full_key).ttl(&full_key);
     let (value, ttl): (Option<Vec<u8>>, i64) =
         store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
     let value = value.ok_or(AppError::KeyNotFound)?;
@@ -99,7 +100,6 @@ pub async fn get(
         value,
     )
         .into_response();
-    // TTL is -1 only for keys written without expiry, which this service never does; report 0.
     response
         .headers_mut()
         .insert(TTL_HEADER, HeaderValue::from(ttl.max(0)));

@@ -9,8 +9,28 @@ async fn five_hundred_concurrent_greetings_raise_the_counter_by_exactly_500() {
     // Arrange: two replicas sharing one Redis and one prefix, as behind the proxy.
     let redis = RedisServer::start();
     let prefix = unique_prefix();
-    let replica_a = spawn_app_with(&redis.url(), &prefix, &["--replica", "replica-a"]).await;
-    let replica_b = spawn_app_with(&redis.url(), &prefix, &["--replica", "replica-b"]).await;
+    // Correctness under load, not speed: generous Redis deadlines, so a busy CI machine running
+    // a debug build cannot turn a slow request into a 503.
+    let patient = [
+        "--redis-command-timeout-ms",
+        "20000",
+        "--redis-pool-wait-timeout-ms",
+        "20000",
+        "--redis-connect-timeout-ms",
+        "5000",
+    ];
+    let replica_a = spawn_app_with(
+        &redis.url(),
+        &prefix,
+        &[&patient[..], &["--replica", "replica-a"]].concat(),
+    )
+    .await;
+    let replica_b = spawn_app_with(
+        &redis.url(),
+        &prefix,
+        &[&patient[..], &["--replica", "replica-b"]].concat(),
+    )
+    .await;
 
     // Act: 500 requests at once, half to each replica.
     let mut tasks = tokio::task::JoinSet::new();
@@ -23,8 +43,10 @@ async fn five_hundred_concurrent_greetings_raise_the_counter_by_exactly_500() {
         };
         tasks.spawn(async move {
             let response = client.get(&url).send().await.expect("GET /");
-            assert_eq!(response.status(), 200);
-            response.text().await.expect("greeting text")
+            let status = response.status();
+            let text = response.text().await.expect("greeting text");
+            assert_eq!(status, 200, "{text}");
+            text
         });
     }
     let mut seen_counts = BTreeSet::new();
