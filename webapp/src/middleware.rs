@@ -91,7 +91,8 @@ pub async fn observe_request(
         .as_ref()
         .and_then(|value| value.to_str().ok())
         .unwrap_or("");
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    // Whole microseconds, so log lines read 1.215 rather than 1.2155040000000001.
+    let latency_ms = elapsed.as_micros() as f64 / 1000.0;
     let detail = response
         .extensions()
         .get::<ErrorDetail>()
