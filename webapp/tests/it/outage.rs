@@ -110,3 +110,81 @@ async fn readyz_answers_503_as_soon_as_shutdown_begins() {
         r#"{"error":"shutting down"}"#
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_pool_gives_503_with_retry_after_and_is_counted() {
+    let mut redis = RedisServer::start();
+    // One connection; a request holds it for up to 5 s while Redis is paused.
+    let app = crate::support::spawn_app_with(
+        &redis.url(),
+        &crate::support::unique_prefix(),
+        &[
+            "--redis-pool-size",
+            "1",
+            "--redis-pool-wait-timeout-ms",
+            "100",
+            "--redis-command-timeout-ms",
+            "5000",
+        ],
+    )
+    .await;
+    assert_eq!(app.get("/").await.status(), 200);
+    redis.pause();
+    let holder = {
+        let client = app.client.clone();
+        let url = app.url("/");
+        tokio::spawn(async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .map(|response| response.status())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let response = app.get("/api/hits").await;
+
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    redis.resume();
+    let holder_status = holder.await.expect("holder task").expect("holder request");
+    assert_eq!(
+        holder_status, 200,
+        "the held request completes once Redis resumes"
+    );
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains(r#"webapp_redis_errors_total{kind="pool_exhausted"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_outliving_the_request_timeout_gets_a_json_503() {
+    let mut redis = RedisServer::start();
+    // Redis may take 10 s, the request only 1 s: the timeout layer answers first.
+    let app = crate::support::spawn_app_with(
+        &redis.url(),
+        &crate::support::unique_prefix(),
+        &[
+            "--request-timeout-secs",
+            "1",
+            "--redis-command-timeout-ms",
+            "10000",
+        ],
+    )
+    .await;
+    assert_eq!(app.get("/").await.status(), 200);
+    redis.pause();
+
+    let response = app.get("/").await;
+
+    redis.resume();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"error":"service unavailable"}"#
+    );
+}
