@@ -6,8 +6,13 @@
 
 mod bench;
 mod ci;
+mod compose;
+mod e2e;
 mod flake;
 mod images;
+mod render;
+mod secrets;
+mod stack;
 
 use std::path::{Path, PathBuf};
 
@@ -27,10 +32,24 @@ enum Command {
     Bench(bench::Bench),
     /// Run every check and test the project has (what `.ci/run` runs).
     Ci(ci::Ci),
+    /// Run the end-to-end tests against a fresh Compose stack, then remove it.
+    E2e(e2e::E2e),
     /// Parse-check flake.nix and every other tracked .nix file (installs nix-bin as root).
     FlakeCheck(flake::FlakeCheck),
     /// Build the webapp, db and proxy images reproducibly and load them into Docker.
     Images(images::Images),
+    /// Regenerate deploy/compose.yaml (and the other deploy files) from xtask/src/stack.rs.
+    Render(render::Render),
+    /// Start the Compose stack (building images if needed) and wait until it is healthy.
+    Up(compose::Up),
+    /// Stop and remove the Compose stack (--volumes: its data too).
+    Down(compose::Down),
+    /// Show the Compose stack's containers and their health.
+    Status(compose::Status),
+    /// Show the Compose stack's logs, or one service's.
+    Logs(compose::Logs),
+    /// Change the number of webapp replicas of the running Compose stack.
+    Scale(compose::Scale),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -40,8 +59,15 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(cmd) => cmd.run(&sh),
         Command::Ci(cmd) => cmd.run(&sh),
+        Command::E2e(cmd) => cmd.run(&sh),
         Command::FlakeCheck(cmd) => cmd.run(&sh),
         Command::Images(cmd) => cmd.run(&sh),
+        Command::Render(cmd) => cmd.run(&sh),
+        Command::Up(cmd) => cmd.run(&sh),
+        Command::Down(cmd) => cmd.run(&sh),
+        Command::Status(cmd) => cmd.run(&sh),
+        Command::Logs(cmd) => cmd.run(&sh),
+        Command::Scale(cmd) => cmd.run(&sh),
     }
 }
 

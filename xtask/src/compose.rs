@@ -1,0 +1,583 @@
+//! The Compose stack: `cargo xtask up`, `down`, `status`, `logs`, `scale`,
+//! and the plumbing they share with `cargo xtask e2e`.
+//!
+//! Works with `docker compose` (v2 plugin) and the standalone
+//! `docker-compose` 1.29 Debian ships: the project name is always passed with
+//! `-p` (1.29 has no top-level `name:`), and health is polled here through
+//! `docker inspect` rather than with `up --wait` (1.29 has none).
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+use xshell::{cmd, Shell};
+
+use crate::stack::{self, DEFAULT_HOST_PORT, PORT_VARIABLE, PROXY, WEBAPP};
+
+/// Compose project name when none is given: containers become
+/// `webstack_webapp_1` (1.29) or `webstack-webapp-1` (v2).
+pub const DEFAULT_PROJECT: &str = "webstack";
+
+/// Label Compose (both versions) puts on every container of a project.
+const PROJECT_LABEL: &str = "com.docker.compose.project";
+const SERVICE_LABEL: &str = "com.docker.compose.service";
+
+/// Log lines shown for a service that failed to come up.
+const FAILURE_LOG_LINES: &str = "40";
+
+/// How long `up` and `scale` wait for every container to be healthy: image
+/// loading is done by then, so this is only start-up plus a few healthcheck
+/// intervals.
+const DEFAULT_HEALTHY_TIMEOUT_SECS: u64 = 180;
+
+/// Which Compose implementation runs the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ComposeTool {
+    /// `docker compose`, the v2 CLI plugin.
+    Plugin,
+    /// `docker-compose`, the standalone 1.x program.
+    Standalone,
+}
+
+impl ComposeTool {
+    /// Prefers the v2 plugin, falls back to the standalone program.
+    pub fn detect(sh: &Shell) -> anyhow::Result<ComposeTool> {
+        if cmd!(sh, "docker compose version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        {
+            return Ok(ComposeTool::Plugin);
+        }
+        if cmd!(sh, "docker-compose version")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok()
+        {
+            return Ok(ComposeTool::Standalone);
+        }
+        bail!("neither `docker compose` (the v2 plugin) nor `docker-compose` is installed: install one, e.g. `apt-get install docker-compose` on Debian")
+    }
+
+    /// The program and its leading arguments: `docker` + `compose`.
+    pub fn program_and_leading_arguments(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            ComposeTool::Plugin => ("docker", &["compose"]),
+            ComposeTool::Standalone => ("docker-compose", &[]),
+        }
+    }
+}
+
+/// One Compose project of this stack: tool, project name, file and host port.
+#[derive(Debug, Clone)]
+pub struct ComposeProject {
+    pub tool: ComposeTool,
+    pub name: String,
+    pub file: PathBuf,
+    /// Substituted for `${WEBSTACK_PORT}` in the file.
+    pub port: u16,
+}
+
+impl ComposeProject {
+    pub fn new(sh: &Shell, name: &str, port: u16) -> anyhow::Result<ComposeProject> {
+        Ok(ComposeProject {
+            tool: ComposeTool::detect(sh)?,
+            name: name.to_string(),
+            file: crate::render::compose_file_path(),
+            port,
+        })
+    }
+
+    /// `docker compose -p NAME -f FILE ARGS...` with the port variable set.
+    pub fn command<'a>(&self, sh: &'a Shell, args: &[&str]) -> xshell::Cmd<'a> {
+        let (program, leading) = self.tool.program_and_leading_arguments();
+        let name = &self.name;
+        let file = &self.file;
+        cmd!(sh, "{program} {leading...} -p {name} -f {file} {args...}")
+            .env(PORT_VARIABLE, self.port.to_string())
+    }
+}
+
+/// Fails with an actionable sentence when the Docker engine cannot be reached.
+pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
+    let format = "{{.ServerVersion}}";
+    let probe = cmd!(sh, "docker info --format {format}")
+        .quiet()
+        .ignore_stderr()
+        .read();
+    match probe {
+        Ok(version) if !version.trim().is_empty() => Ok(()),
+        _ => bail!("the Docker engine is not reachable: start it (e.g. `service docker start` or `dockerd &`), or check DOCKER_HOST and your access to /var/run/docker.sock (`docker info` shows the error)"),
+    }
+}
+
+/// Makes sure the checked-in Compose file is the rendered one and the
+/// secrets it names exist.
+pub fn prepare_files() -> anyhow::Result<crate::secrets::RedisSecretFiles> {
+    let stack = stack::stack();
+    let rendered = crate::render::render_compose(&stack)?;
+    crate::render::write_file(&crate::render::compose_file_path(), &rendered)?;
+    crate::secrets::ensure_redis_secrets()
+}
+
+/// A container as `docker inspect` shows it (only the fields used).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Container {
+    pub id: String,
+    pub name: String,
+    pub config: ContainerConfig,
+    pub state: ContainerState,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerState {
+    pub status: String,
+    #[serde(default)]
+    pub health: Option<ContainerHealth>,
+    #[serde(default)]
+    pub exit_code: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerHealth {
+    pub status: String,
+}
+
+impl Container {
+    pub fn service(&self) -> &str {
+        self.config
+            .labels
+            .get(SERVICE_LABEL)
+            .map_or("?", String::as_str)
+    }
+
+    pub fn short_name(&self) -> &str {
+        self.name.trim_start_matches('/')
+    }
+
+    /// "healthy", "starting", "unhealthy", or the state for a container that
+    /// is not running ("exited (1)", "restarting", ...).
+    pub fn condition(&self) -> String {
+        match (&self.state.status[..], &self.state.health) {
+            ("running", Some(health)) => health.status.clone(),
+            ("running", None) => "running".to_string(),
+            ("exited", _) => format!("exited ({})", self.state.exit_code),
+            (other, _) => other.to_string(),
+        }
+    }
+}
+
+/// Every container (running or not) of a Compose project.
+pub fn project_containers(sh: &Shell, project: &str) -> anyhow::Result<Vec<Container>> {
+    let filter = format!("label={PROJECT_LABEL}={project}");
+    let ids = cmd!(sh, "docker ps --all --quiet --filter {filter}")
+        .quiet()
+        .read()
+        .context("list the project's containers (docker ps)")?;
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let json = cmd!(sh, "docker inspect {ids...}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .context("inspect the project's containers")?;
+    let mut containers: Vec<Container> =
+        serde_json::from_str(&json).context("parse `docker inspect` output")?;
+    containers.sort_by(|left, right| left.name.cmp(&right.name));
+    Ok(containers)
+}
+
+/// The host port the project's proxy publishes, if it runs.
+pub fn published_proxy_port(sh: &Shell, project: &str) -> Option<u16> {
+    let filter_project = format!("label={PROJECT_LABEL}={project}");
+    let filter_service = format!("label={SERVICE_LABEL}={PROXY}");
+    let ids = cmd!(
+        sh,
+        "docker ps --quiet --filter {filter_project} --filter {filter_service}"
+    )
+    .quiet()
+    .ignore_stderr()
+    .read()
+    .ok()?;
+    let id = ids.split_whitespace().next()?;
+    let format = r#"{{(index (index .HostConfig.PortBindings "80/tcp") 0).HostPort}}"#;
+    let port = cmd!(sh, "docker inspect --format {format} {id}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()?;
+    port.trim().parse().ok()
+}
+
+/// Prints the last log lines of a container (for failures).
+pub fn print_container_logs(sh: &Shell, container: &Container) {
+    let id = &container.id;
+    eprintln!(
+        "---- last {FAILURE_LOG_LINES} log lines of {} ----",
+        container.short_name()
+    );
+    let _ = cmd!(sh, "docker logs --tail {FAILURE_LOG_LINES} {id}")
+        .quiet()
+        .run();
+    eprintln!("---- end of {} ----", container.short_name());
+}
+
+/// Waits until the project runs exactly `expected` containers per service,
+/// all healthy. Prints one progress line whenever the picture changes; fails,
+/// with the culprit's last log lines, as soon as a container turns unhealthy
+/// or exits, or at the timeout.
+pub fn wait_until_healthy(
+    sh: &Shell,
+    project: &str,
+    expected: &[(&str, usize)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last_report = String::new();
+    loop {
+        let containers = project_containers(sh, project)?;
+        let mut all_healthy = true;
+        let mut report = Vec::new();
+        for (service, count) in expected {
+            let of_service: Vec<&Container> = containers
+                .iter()
+                .filter(|container| container.service() == *service)
+                .collect();
+            let healthy = of_service
+                .iter()
+                .filter(|container| container.condition() == "healthy")
+                .count();
+            let running = of_service
+                .iter()
+                .filter(|container| container.state.status == "running")
+                .count();
+            all_healthy &= healthy == *count && running == *count;
+            report.push(format!("{service} {healthy}/{count} healthy"));
+            for container in &of_service {
+                let condition = container.condition();
+                let failed = condition == "unhealthy"
+                    || condition.starts_with("exited")
+                    || condition == "dead";
+                // A container scaled away is "exited (0)"-free: Compose removes
+                // it. Any other stopped container of the stack is a failure.
+                if failed {
+                    print_container_logs(sh, container);
+                    bail!(
+                        "{} ({service}) is {condition}: its last log lines are above; `cargo xtask logs {service}` shows more",
+                        container.short_name()
+                    );
+                }
+            }
+        }
+        let report = report.join(", ");
+        if report != last_report {
+            eprintln!("  [{:>3}s] {report}", started.elapsed().as_secs());
+            last_report = report;
+        }
+        if all_healthy {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            for container in &containers {
+                if container.condition() != "healthy" {
+                    print_container_logs(sh, container);
+                }
+            }
+            bail!(
+                "the stack was not healthy after {}s ({last_report}); logs of the containers that were not are above",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Fails when the host port is taken by something other than this project.
+fn require_free_port(sh: &Shell, project: &str, port: u16) -> anyhow::Result<()> {
+    if published_proxy_port(sh, project) == Some(port) {
+        return Ok(());
+    }
+    if let Err(error) = TcpListener::bind(("0.0.0.0", port)) {
+        bail!("host port {port} is not available ({error}): pick another with `--port`, or see what listens there with `ss -ltnp 'sport = :{port}'`");
+    }
+    Ok(())
+}
+
+fn expected_containers(replicas: usize) -> Vec<(&'static str, usize)> {
+    stack::stack()
+        .services
+        .iter()
+        .map(|service| {
+            let count = if service.name == WEBAPP {
+                replicas
+            } else {
+                service.replicas as usize
+            };
+            (service.name, count)
+        })
+        .collect()
+}
+
+fn default_replicas() -> u32 {
+    stack::stack()
+        .services
+        .iter()
+        .find(|service| service.name == WEBAPP)
+        .map_or(1, |service| service.replicas)
+}
+
+/// Build the images if needed, start the stack and wait until it is healthy.
+#[derive(clap::Args)]
+pub struct Up {
+    /// Number of webapp replicas.
+    #[arg(long, default_value_t = default_replicas())]
+    pub replicas: u32,
+    /// Host port the proxy publishes.
+    #[arg(long, env = PORT_VARIABLE, default_value_t = DEFAULT_HOST_PORT)]
+    pub port: u16,
+    /// Compose project name.
+    #[arg(long, short = 'p', env = "WEBSTACK_PROJECT", default_value = DEFAULT_PROJECT)]
+    pub project: String,
+    /// Use the images already loaded in Docker instead of building them.
+    #[arg(long)]
+    pub skip_images: bool,
+    /// Seconds to wait for every service to be healthy.
+    #[arg(long, default_value_t = DEFAULT_HEALTHY_TIMEOUT_SECS)]
+    pub timeout_secs: u64,
+}
+
+impl Up {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if self.replicas == 0 {
+            bail!("--replicas must be at least 1: the proxy needs a webapp to send requests to");
+        }
+        require_docker(sh)?;
+        let project = ComposeProject::new(sh, &self.project, self.port)?;
+        if !self.skip_images {
+            eprintln!("up: building and loading the images");
+            crate::images::ensure_images(sh).context("build and load the images")?;
+        }
+        let secrets = prepare_files()?;
+        eprintln!(
+            "up: the Redis password is in {}",
+            secrets.password_file.display()
+        );
+        require_free_port(sh, &self.project, self.port)?;
+
+        eprintln!(
+            "up: starting project {} with {} webapp replica(s) (services start in order db → webapp → proxy, each once the previous is healthy)",
+            self.project, self.replicas
+        );
+        let scale = format!("{WEBAPP}={}", self.replicas);
+        let started = Instant::now();
+        let outcome = project
+            .command(
+                sh,
+                &["up", "--detach", "--remove-orphans", "--scale", &scale],
+            )
+            .run();
+        if let Err(error) = outcome {
+            // Compose stops at the first dependency that turned unhealthy;
+            // show what every container that is not healthy said.
+            for container in project_containers(sh, &self.project)? {
+                if container.condition() != "healthy" {
+                    print_container_logs(sh, &container);
+                }
+            }
+            return Err(error).context(format!(
+                "start project {} (the logs of containers that are not healthy are above)",
+                self.project
+            ));
+        }
+        wait_until_healthy(
+            sh,
+            &self.project,
+            &expected_containers(self.replicas as usize),
+            Duration::from_secs(self.timeout_secs),
+        )?;
+        eprintln!("up: healthy after {:.1}s", started.elapsed().as_secs_f64());
+        println!("http://localhost:{}", self.port);
+        Ok(())
+    }
+}
+
+/// Stop and remove the stack's containers and networks.
+#[derive(clap::Args)]
+pub struct Down {
+    /// Also remove the data volume (resets the counter) .
+    #[arg(long)]
+    pub volumes: bool,
+    /// Compose project name.
+    #[arg(long, short = 'p', env = "WEBSTACK_PROJECT", default_value = DEFAULT_PROJECT)]
+    pub project: String,
+}
+
+impl Down {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        require_docker(sh)?;
+        let port = published_proxy_port(sh, &self.project).unwrap_or(DEFAULT_HOST_PORT);
+        let project = ComposeProject::new(sh, &self.project, port)?;
+        // Compose checks that secret files exist even when removing.
+        prepare_files()?;
+        let mut args = vec!["down", "--remove-orphans"];
+        if self.volumes {
+            args.push("--volumes");
+        }
+        project
+            .command(sh, &args)
+            .run()
+            .with_context(|| format!("remove project {}", self.project))?;
+        Ok(())
+    }
+}
+
+/// Show each container of the stack with its health.
+#[derive(clap::Args)]
+pub struct Status {
+    /// Compose project name.
+    #[arg(long, short = 'p', env = "WEBSTACK_PROJECT", default_value = DEFAULT_PROJECT)]
+    pub project: String,
+}
+
+impl Status {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        require_docker(sh)?;
+        let containers = project_containers(sh, &self.project)?;
+        if containers.is_empty() {
+            println!(
+                "project {} is not running: start it with `cargo xtask up`",
+                self.project
+            );
+            return Ok(());
+        }
+        println!("{:<36} {:<8} {:<14} ID", "CONTAINER", "SERVICE", "HEALTH");
+        for container in &containers {
+            println!(
+                "{:<36} {:<8} {:<14} {}",
+                container.short_name(),
+                container.service(),
+                container.condition(),
+                &container.id[..12.min(container.id.len())]
+            );
+        }
+        if let Some(port) = published_proxy_port(sh, &self.project) {
+            println!("\nhttp://localhost:{port}");
+        }
+        Ok(())
+    }
+}
+
+/// Show the logs of the stack or of one service.
+#[derive(clap::Args)]
+pub struct Logs {
+    /// db, webapp or proxy; all services when omitted.
+    pub service: Option<String>,
+    /// Keep following new lines.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+    /// Lines from the end of each container's log.
+    #[arg(long, default_value = "100")]
+    pub tail: String,
+    /// Compose project name.
+    #[arg(long, short = 'p', env = "WEBSTACK_PROJECT", default_value = DEFAULT_PROJECT)]
+    pub project: String,
+}
+
+impl Logs {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        require_docker(sh)?;
+        let port = published_proxy_port(sh, &self.project).unwrap_or(DEFAULT_HOST_PORT);
+        let project = ComposeProject::new(sh, &self.project, port)?;
+        prepare_files()?;
+        let tail = format!("--tail={}", self.tail);
+        let mut args = vec!["logs", "--no-color", tail.as_str()];
+        if self.follow {
+            args.push("--follow");
+        }
+        if let Some(service) = &self.service {
+            args.push(service);
+        }
+        project
+            .command(sh, &args)
+            .run()
+            .with_context(|| format!("show the logs of project {}", self.project))?;
+        Ok(())
+    }
+}
+
+/// Change the number of webapp replicas of a running stack.
+#[derive(clap::Args)]
+pub struct Scale {
+    /// New number of webapp replicas.
+    pub replicas: u32,
+    /// Compose project name.
+    #[arg(long, short = 'p', env = "WEBSTACK_PROJECT", default_value = DEFAULT_PROJECT)]
+    pub project: String,
+    /// Seconds to wait for the new replicas to be healthy.
+    #[arg(long, default_value_t = DEFAULT_HEALTHY_TIMEOUT_SECS)]
+    pub timeout_secs: u64,
+}
+
+impl Scale {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if self.replicas == 0 {
+            bail!("scale to at least 1 replica; `cargo xtask down` stops the stack");
+        }
+        require_docker(sh)?;
+        let Some(port) = published_proxy_port(sh, &self.project) else {
+            bail!(
+                "project {} is not running: start it with `cargo xtask up --replicas {}`",
+                self.project,
+                self.replicas
+            );
+        };
+        let project = ComposeProject::new(sh, &self.project, port)?;
+        prepare_files()?;
+        let scale = format!("{WEBAPP}={}", self.replicas);
+        // Only the webapp: --no-deps and --no-recreate leave db and proxy
+        // (and the replicas that stay) untouched; nginx finds the new set
+        // through DNS.
+        project
+            .command(
+                sh,
+                &[
+                    "up",
+                    "--detach",
+                    "--no-deps",
+                    "--no-recreate",
+                    "--scale",
+                    &scale,
+                    WEBAPP,
+                ],
+            )
+            .run()
+            .with_context(|| format!("scale {WEBAPP} of project {}", self.project))?;
+        wait_until_healthy(
+            sh,
+            &self.project,
+            &expected_containers(self.replicas as usize),
+            Duration::from_secs(self.timeout_secs),
+        )?;
+        eprintln!("scale: {} webapp replica(s) healthy", self.replicas);
+        Ok(())
+    }
+}
