@@ -13,6 +13,7 @@ mod images;
 mod render;
 mod secrets;
 mod stack;
+mod swarm;
 
 use std::path::{Path, PathBuf};
 
@@ -50,6 +51,14 @@ enum Command {
     Logs(compose::Logs),
     /// Change the number of webapp replicas of the running Compose stack.
     Scale(compose::Scale),
+    /// Deploy the stack to Docker Swarm (single-node swarm if none) and wait until it is healthy.
+    SwarmDeploy(swarm::deploy::SwarmDeploy),
+    /// Roll the Swarm stack to freshly built images; fails, saying why, if it rolled back.
+    SwarmUpdate(swarm::update::SwarmUpdate),
+    /// Show the Swarm stack's services, tasks and last rolling update.
+    SwarmStatus(swarm::status::SwarmStatus),
+    /// Remove the Swarm stack (--volumes: its data too); leave the swarm if xtask created it.
+    SwarmRm(swarm::remove::SwarmRm),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,6 +77,10 @@ fn main() -> anyhow::Result<()> {
         Command::Status(cmd) => cmd.run(&sh),
         Command::Logs(cmd) => cmd.run(&sh),
         Command::Scale(cmd) => cmd.run(&sh),
+        Command::SwarmDeploy(cmd) => cmd.run(&sh),
+        Command::SwarmUpdate(cmd) => cmd.run(&sh),
+        Command::SwarmStatus(cmd) => cmd.run(&sh),
+        Command::SwarmRm(cmd) => cmd.run(&sh),
     }
 }
 

@@ -1,0 +1,155 @@
+//! `cargo xtask e2e --swarm`: deploys the stack to Swarm under a unique name
+//! and a free port, runs the Swarm end-to-end tests (`tests/tests/swarm.rs`)
+//! against it, then always removes it and leaves the engine as it found it.
+
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+use super::engine::{self, SwarmOrigin};
+use super::remove::remove_stack;
+
+/// Variables the Swarm tests read; the tests fail, naming this command, when
+/// they are missing.
+pub const STACK_VARIABLE: &str = "WEBSTACK_SWARM_STACK";
+pub const URL_VARIABLE: &str = "WEBSTACK_SWARM_URL";
+pub const WEBAPP_IMAGE_VARIABLE: &str = "WEBSTACK_SWARM_WEBAPP_IMAGE";
+
+/// Images the tests make with `docker commit` carry this label with the
+/// stack name as value, so that cleanup finds exactly those.
+pub const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
+
+/// Deploy, test, remove. Returns the tests' verdict after cleanup.
+pub fn run_swarm_e2e(sh: &Shell) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let origin = engine::ensure_manager(sh)?;
+    let stack = format!("webstack-e2e-{}", unique_suffix());
+    let port = free_port()?;
+    eprintln!("swarm e2e: stack {stack} on port {port}");
+
+    let outcome = deploy_and_test(sh, &stack, port);
+    if outcome.is_err() {
+        print_service_logs(sh, &stack);
+    }
+
+    let cleanup = cleanup(sh, &stack, origin);
+    eprintln!(
+        "swarm e2e: finished in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    match (outcome, cleanup) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(error), Ok(())) => Err(error),
+        (Ok(()), Err(error)) => {
+            Err(error.context("the Swarm tests passed, but cleaning up failed"))
+        }
+        (Err(error), Err(cleanup_error)) => {
+            eprintln!("swarm e2e: cleaning up failed as well: {cleanup_error:#}");
+            Err(error)
+        }
+    }
+}
+
+fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
+    let deploy_started = Instant::now();
+    let images = super::deploy::deploy_and_wait(
+        sh,
+        stack,
+        port,
+        Duration::from_secs(super::deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
+    )?;
+    eprintln!(
+        "swarm e2e: stack converged {:.1}s after the deploy started",
+        deploy_started.elapsed().as_secs_f64()
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    // One test at a time: they share one stack, and the counter and rollout
+    // checks would disturb each other. --nocapture shows the measured counts.
+    cmd!(
+        sh,
+        "cargo test --package stack-tests --test swarm -- --test-threads=1 --nocapture"
+    )
+    .env(STACK_VARIABLE, stack)
+    .env(URL_VARIABLE, &url)
+    .env(WEBAPP_IMAGE_VARIABLE, &images.webapp)
+    .run()
+    .context("the Swarm end-to-end tests failed (output above)")?;
+    Ok(())
+}
+
+fn cleanup(sh: &Shell, stack: &str, origin: SwarmOrigin) -> anyhow::Result<()> {
+    remove_stack(sh, stack, true)?;
+    remove_test_images(sh, stack)?;
+    // Leave the engine as it was found: in a swarm only if it was in one.
+    if origin == SwarmOrigin::CreatedNow {
+        engine::leave_swarm_if_created_by_xtask(sh)?;
+    }
+    Ok(())
+}
+
+/// Deletes the images the tests committed for this stack (by label).
+fn remove_test_images(sh: &Shell, stack: &str) -> anyhow::Result<()> {
+    let filter = format!("label={TEST_IMAGE_LABEL}={stack}");
+    let format = "{{.Repository}}:{{.Tag}}";
+    let references = cmd!(sh, "docker images --filter {filter} --format {format}")
+        .quiet()
+        .read()
+        .context("list the images the tests made")?;
+    let references: Vec<&str> = references
+        .split_whitespace()
+        .filter(|reference| !reference.contains("<none>"))
+        .collect();
+    if references.is_empty() {
+        return Ok(());
+    }
+    let to_delete = references.clone();
+    cmd!(sh, "docker rmi {to_delete...}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("delete the images the tests made")?;
+    eprintln!("swarm e2e: deleted test images {}", references.join(", "));
+    Ok(())
+}
+
+/// The last log lines of every service, printed when a step failed.
+fn print_service_logs(sh: &Shell, stack: &str) {
+    let Ok(services) = super::stack_services(sh, stack) else {
+        return;
+    };
+    for service in services {
+        let name = &service.spec.name;
+        eprintln!("swarm e2e: ---- last log lines of {name} ----");
+        let _ = cmd!(sh, "docker service logs --no-trunc --tail 30 {name}")
+            .quiet()
+            .ignore_status()
+            .run();
+    }
+}
+
+/// A port nothing listens on right now; the proxy publishes on all addresses.
+fn free_port() -> anyhow::Result<u16> {
+    let listener =
+        TcpListener::bind(("0.0.0.0", 0)).context("find a free host port for the proxy")?;
+    let port = listener.local_addr()?.port();
+    if port == 0 {
+        bail!("the kernel handed out port 0");
+    }
+    Ok(port)
+}
+
+/// A suffix that makes names of test stacks unique on a shared engine,
+/// from the standard library's per-process random hasher keys.
+pub fn unique_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() as u32)
+}

@@ -1,0 +1,88 @@
+//! `cargo xtask swarm-status`: where a deployed stack stands, service by
+//! service: replicas ready, image, the last rolling update, the URL.
+
+use xshell::{cmd, Shell};
+
+use super::{engine, DEFAULT_STACK_NAME};
+
+/// Show the stack's services, their tasks and their last rolling update.
+#[derive(clap::Args)]
+pub struct SwarmStatus {
+    /// Stack name given to `swarm-deploy`.
+    #[arg(long, default_value = DEFAULT_STACK_NAME)]
+    pub stack: String,
+}
+
+impl SwarmStatus {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        engine::require_docker(sh)?;
+        let info = engine::swarm_info(sh)?;
+        if info.local_node_state != "active" {
+            println!(
+                "This engine is in no swarm (state {}): `cargo xtask swarm-deploy` creates one.",
+                info.local_node_state
+            );
+            return Ok(());
+        }
+        if !info.control_available {
+            println!("This engine is a swarm worker: run swarm-status against a manager.");
+            return Ok(());
+        }
+        let created_by_xtask = engine::swarm_created_by_xtask(sh)?;
+        println!(
+            "Swarm: active, this engine is a manager{}.",
+            if created_by_xtask {
+                " (created by xtask; `cargo xtask swarm-rm` leaves it once no stack is left)"
+            } else {
+                " (not created by xtask; it will not be left)"
+            }
+        );
+        let stack = &self.stack;
+        let services = super::stack_services(sh, stack)?;
+        if services.is_empty() {
+            println!("No stack named {stack}.");
+            return Ok(());
+        }
+        let progress = super::stack_progress(sh, stack)?;
+        println!();
+        println!(
+            "{:<32} {:>7}  {:<10} {:<40} LAST UPDATE",
+            "SERVICE", "READY", "CONVERGED", "IMAGE"
+        );
+        for (service, progress) in services.iter().zip(&progress) {
+            let update = service
+                .update_status
+                .as_ref()
+                .map_or_else(String::new, |status| {
+                    format!(
+                        "{} ({})",
+                        status.state,
+                        status.message.as_deref().unwrap_or("")
+                    )
+                });
+            println!(
+                "{:<32} {:>7}  {:<10} {:<40} {}",
+                service.spec.name,
+                format!("{}/{}", progress.ready, progress.desired),
+                if progress.converged() { "yes" } else { "no" },
+                service.spec.task_template.container_spec.image,
+                update
+            );
+            for pending in &progress.pending {
+                println!("    not ready: {pending}");
+            }
+        }
+        println!();
+        // The tasks meant to run, with node and error columns, as Docker
+        // prints them.
+        cmd!(sh, "docker stack ps --filter desired-state=running {stack}").run()?;
+        if let Some(port) = services
+            .iter()
+            .find_map(super::Service::published_host_port)
+        {
+            println!();
+            println!("URL: http://localhost:{port}/");
+        }
+        Ok(())
+    }
+}

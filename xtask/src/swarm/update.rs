@@ -1,0 +1,188 @@
+//! `cargo xtask swarm-update`: roll a deployed stack to freshly built images
+//! or a changed stack file, and wait until the rolling update has finished or
+//! Swarm has rolled it back.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use super::{engine, render, StackImages, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
+
+/// Roll the running stack to freshly built images (or a changed stack file)
+/// and wait for the rollout to finish; fails, saying why, if it rolled back.
+#[derive(clap::Args)]
+pub struct SwarmUpdate {
+    /// Stack name given to `swarm-deploy`.
+    #[arg(long, default_value = DEFAULT_STACK_NAME)]
+    pub stack: String,
+    /// Roll webapp to this image instead of the freshly built one (it must
+    /// exist on every node, e.g. an image made with `docker commit`).
+    #[arg(long, value_name = "IMAGE")]
+    pub webapp_image: Option<String>,
+    /// Seconds to wait for the rollout (or the rollback) to finish.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+impl SwarmUpdate {
+    pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        engine::require_docker(sh)?;
+        let info = engine::swarm_info(sh)?;
+        if info.local_node_state != "active" || !info.control_available {
+            bail!(
+                "this engine is not a swarm manager, so there is no stack to update: run `cargo xtask swarm-deploy` first"
+            );
+        }
+        let stack = &self.stack;
+        let services = super::stack_services(sh, stack)?;
+        if services.is_empty() {
+            bail!("there is no stack named {stack}: deploy it with `cargo xtask swarm-deploy --stack {stack}`");
+        }
+        // Keep the port the stack was deployed with.
+        let port = services
+            .iter()
+            .find_map(super::Service::published_host_port)
+            .unwrap_or(DEFAULT_PORT);
+        let before: BTreeMap<String, (serde_json::Value, Option<UpdateStatus>)> = services
+            .iter()
+            .map(|service| {
+                (
+                    service.spec.name.clone(),
+                    (task_template_json(service), service.update_status.clone()),
+                )
+            })
+            .collect();
+
+        super::ensure_redis_password_placeholder(sh).context("create the Redis password")?;
+        render::ensure_stack_file_is_fresh()?;
+        let mut images = StackImages::from_built(
+            &crate::images::ensure_images(sh).context("build and load the images")?,
+        )?;
+        if let Some(webapp_image) = &self.webapp_image {
+            images.webapp = webapp_image.clone();
+        }
+        let tasks_before = super::known_task_ids(sh, stack)?;
+        let started = Instant::now();
+        super::deploy_stack(sh, stack, port, &images)?;
+
+        let timeout = Duration::from_secs(self.timeout_secs);
+        let mut rolled_back = Vec::new();
+        for service in super::stack_services(sh, stack)? {
+            let name = &service.spec.name;
+            let Some((template_before, status_before)) = before.get(name) else {
+                eprintln!("swarm: {name} is new");
+                continue;
+            };
+            if *template_before == task_template_json(&service) {
+                eprintln!("swarm: {name} unchanged");
+                continue;
+            }
+            eprintln!(
+                "swarm: {name} rolling to {}",
+                service.spec.task_template.container_spec.image
+            );
+            let outcome = wait_for_rollout(sh, name, status_before.as_ref(), timeout)?;
+            match outcome.state.as_str() {
+                "completed" => eprintln!(
+                    "swarm: {name} rolled out in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                ),
+                _ => {
+                    eprintln!(
+                        "swarm: {name} did not roll out ({}): {}",
+                        outcome.state,
+                        outcome.message.as_deref().unwrap_or("no message")
+                    );
+                    let failures = super::new_failed_tasks(sh, name, &tasks_before)?;
+                    super::print_task_failures(sh, &failures);
+                    rolled_back.push(format!(
+                        "{name}: {}",
+                        outcome.message.as_deref().unwrap_or(&outcome.state)
+                    ));
+                }
+            }
+        }
+        super::wait_until_converged(sh, stack, &tasks_before, timeout)?;
+        if !rolled_back.is_empty() {
+            bail!(
+                "the update was rolled back ({}); the stack still runs the previous version. \
+                 The failing tasks' errors and logs are above",
+                rolled_back.join("; ")
+            );
+        }
+        eprintln!("swarm: stack {stack} is up to date: http://localhost:{port}/");
+        Ok(())
+    }
+}
+
+fn task_template_json(service: &super::Service) -> serde_json::Value {
+    let template = &service.spec.task_template;
+    let mut value = serde_json::Value::Object(template.rest.clone());
+    value["ContainerSpec"] = serde_json::json!({
+        "Image": template.container_spec.image,
+        "Rest": template.container_spec.rest,
+    });
+    value
+}
+
+/// How long to wait for Swarm to record that a rollout began before
+/// concluding that the spec change needs no new tasks.
+const ROLLOUT_START_GRACE: Duration = Duration::from_secs(15);
+
+/// Waits until `service` has a rolling update newer than `before` in a
+/// final state (completed, rolled back, paused) and returns that state.
+pub fn wait_for_rollout(
+    sh: &Shell,
+    service: &str,
+    before: Option<&UpdateStatus>,
+    timeout: Duration,
+) -> anyhow::Result<UpdateStatus> {
+    let started = Instant::now();
+    let mut last_state = String::new();
+    loop {
+        let current = super::inspect_service(sh, service)?.update_status;
+        let is_new = current.as_ref().is_some_and(|status| {
+            before.is_none_or(|before| before.started_at != status.started_at)
+        });
+        match current {
+            Some(status) if is_new => {
+                if status.state != last_state {
+                    eprintln!(
+                        "swarm: [{:>3}s] {service}: {} ({})",
+                        started.elapsed().as_secs(),
+                        status.state,
+                        status.message.as_deref().unwrap_or("")
+                    );
+                    last_state = status.state.clone();
+                }
+                if matches!(
+                    status.state.as_str(),
+                    "completed" | "rollback_completed" | "paused" | "rollback_paused"
+                ) {
+                    return Ok(status);
+                }
+            }
+            _ if started.elapsed() > ROLLOUT_START_GRACE => {
+                // Some spec changes (labels of the task template, say) do
+                // not replace tasks, so Swarm starts no rollout at all.
+                return Ok(UpdateStatus {
+                    state: String::from("completed"),
+                    started_at: None,
+                    completed_at: None,
+                    message: Some(String::from("no task needed replacing")),
+                });
+            }
+            _ => {}
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "the rollout of {service} did not finish within {}s (last state {last_state:?}); \
+                 see `cargo xtask swarm-status` and `docker service ps {service}`",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
