@@ -27,6 +27,8 @@ use std::{
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+use crate::compose;
+
 use self::{
     oha::Amount,
     redis_row::{BenchmarkBinary, RedisTarget},
@@ -44,16 +46,20 @@ const DEFAULT_REQUESTS_PER_ROW: u64 = 50_000;
 /// every row, meaningless as a measurement.
 const SMOKE_REQUESTS_PER_ROW: u64 = 1_000;
 
+/// Seconds `up` and `scale` may take to get every container healthy.
+const HEALTHY_TIMEOUT_SECS: u64 = 180;
+
 /// Measure the stack: proxy ceiling, `GET /`, `GET /api/hits`, Redis INCR.
 #[derive(clap::Args, Debug)]
 pub struct Bench {
-    /// Base URL of the proxy's published port. If nothing answers there, the
-    /// bench starts the stack itself and stops it afterwards.
-    #[arg(long, default_value = "http://127.0.0.1:8070")]
-    url: String,
-    /// Compose project of the running stack (its containers are sampled and
-    /// its db is the target of the Redis row).
-    #[arg(long, default_value = "webstack")]
+    /// Base URL of a running stack's proxy [default: the published port of
+    /// the running --project]. When the project is not running, the bench
+    /// starts it (`cargo xtask up`) and removes it afterwards.
+    #[arg(long)]
+    url: Option<String>,
+    /// Compose project: its containers are sampled and its db is the target
+    /// of the Redis row.
+    #[arg(long, short = 'p', env = "WEBSTACK_PROJECT", default_value = compose::DEFAULT_PROJECT)]
     project: String,
     /// Concurrent connections, the same for every row.
     #[arg(long, default_value_t = DEFAULT_CONNECTIONS)]
@@ -65,19 +71,21 @@ pub struct Bench {
     /// sends as many requests as the proxy ceiling row finished).
     #[arg(long)]
     duration: Option<u64>,
-    /// Webapp replicas. When the bench starts the stack it starts this many
-    /// [default: 1]; a stack that is already up must run this many.
+    /// Webapp replicas [default: 1 when the bench starts the stack, else as
+    /// many as run]. A running stack is scaled to this many for the run and
+    /// back afterwards.
     #[arg(long)]
     replicas: Option<u32>,
     /// A few seconds in total at the default connection count: checks that
     /// every row works and the counter is exact, measures nothing. Results go
-    /// to target/bench/smoke/.
+    /// to target/bench/smoke/. With no stack running it starts its own under
+    /// a unique project name and a free port, so it never meets another run.
     #[arg(long, conflicts_with_all = ["requests", "duration", "connections", "output_dir"])]
     smoke: bool,
-    /// File with the stack's Redis password (for the Redis row); a missing
-    /// file means Redis takes no password.
-    #[arg(long, default_value = ".secrets/redis-password")]
-    redis_password_file: PathBuf,
+    /// File with the stack's Redis password, for the Redis row
+    /// [default: .secrets/redis_password, what `cargo xtask up` generates].
+    #[arg(long)]
+    redis_password_file: Option<PathBuf>,
     /// Where results.json, results.md and latency.svg go.
     #[arg(long, default_value = "target/bench")]
     output_dir: PathBuf,
@@ -94,10 +102,38 @@ pub struct StackUnderTest {
     pub redis_password_file: PathBuf,
 }
 
+impl StackUnderTest {
+    /// The stack `cargo xtask up` (or `e2e`) runs as `compose_project` on `port`.
+    pub fn compose(compose_project: &str, port: u16) -> StackUnderTest {
+        StackUnderTest {
+            base_url: format!("http://127.0.0.1:{port}"),
+            compose_project: compose_project.to_string(),
+            redis_password_file: default_password_file(),
+        }
+    }
+}
+
+fn default_password_file() -> PathBuf {
+    crate::secrets::secrets_dir().join(crate::stack::REDIS_PASSWORD_SECRET)
+}
+
+/// What the bench changed to get the stack it measures, undone afterwards.
+enum Preparation {
+    /// A stack that was up stays as it was.
+    None,
+    /// Scaled a running stack's webapp; scale back to this many.
+    Scaled { original_replicas: u32 },
+    /// Started the project; remove it (and its volume if it created it).
+    Started { created_volume: bool },
+}
+
 impl Bench {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         if self.connections == 0 {
             bail!("--connections must be at least 1");
+        }
+        if self.replicas == Some(0) {
+            bail!("--replicas must be at least 1");
         }
         let amount = match (self.requests, self.duration) {
             (Some(0), _) => bail!("--requests must be at least 1"),
@@ -106,34 +142,160 @@ impl Bench {
             (None, Some(seconds)) => Amount::Duration(seconds),
             (None, None) => Amount::Requests(DEFAULT_REQUESTS_PER_ROW),
         };
-        let oha = oha::ensure_oha(sh)?;
-        let stack = StackUnderTest {
-            base_url: self.url.trim_end_matches('/').to_string(),
-            compose_project: self.project.clone(),
-            redis_password_file: project_relative(&self.redis_password_file),
-        };
+        compose::require_docker(sh)?;
+        oha::ensure_oha(sh)?;
 
-        if !stack_answers(&stack.base_url) {
-            bail!(
-                "nothing answers at {}/nginx/health: start the stack with `cargo xtask up` first",
-                stack.base_url
-            );
-        }
-        check_replicas(sh, &stack.compose_project, self.replicas)?;
-        eprintln!(
-            "bench: measuring the stack that is up at {}",
-            stack.base_url
-        );
-        if self.smoke {
-            let report = smoke(sh, &stack)?;
-            print!("{}", report.to_markdown());
-            return Ok(());
-        }
-        let report = measure(sh, &oha, &stack, self.connections, amount, false)?;
-        write_results(&report, &project_relative(&self.output_dir))?;
+        let (stack, preparation) = self.prepare_stack(sh)?;
+        let outcome = self.measure_prepared(sh, &stack, amount);
+        let cleanup = undo_preparation(sh, &stack.compose_project, preparation);
+        let report = outcome?;
+        cleanup?;
         print!("{}", report.to_markdown());
         check_report(&report)
     }
+
+    fn measure_prepared(
+        &self,
+        sh: &Shell,
+        stack: &StackUnderTest,
+        amount: Amount,
+    ) -> anyhow::Result<Report> {
+        if !stack_answers(&stack.base_url) {
+            bail!(
+                "nothing answers at {}/nginx/health: is --url right? `cargo xtask status -p {}` shows the stack",
+                stack.base_url,
+                stack.compose_project
+            );
+        }
+        eprintln!(
+            "bench: measuring the stack at {} (project {})",
+            stack.base_url, stack.compose_project
+        );
+        if self.smoke {
+            return smoke(sh, stack);
+        }
+        let oha = oha::ensure_oha(sh)?;
+        let report = measure(sh, &oha, stack, self.connections, amount, false)?;
+        write_results(&report, &project_relative(&self.output_dir))?;
+        Ok(report)
+    }
+
+    /// Finds the stack to measure, scaling or starting it as asked.
+    fn prepare_stack(&self, sh: &Shell) -> anyhow::Result<(StackUnderTest, Preparation)> {
+        let password_file = self
+            .redis_password_file
+            .as_deref()
+            .map(project_relative)
+            .unwrap_or_else(default_password_file);
+        let running_url = match (&self.url, compose::published_proxy_port(sh, &self.project)) {
+            (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
+            (None, Some(port)) => Some(format!("http://127.0.0.1:{port}")),
+            (None, None) => None,
+        };
+        if let Some(base_url) = running_url {
+            let stack = StackUnderTest {
+                base_url,
+                compose_project: self.project.clone(),
+                redis_password_file: password_file,
+            };
+            let running = webapp_replicas(sh, &self.project)?;
+            let preparation = match self.replicas {
+                Some(wanted) if wanted != running => {
+                    eprintln!("bench: scaling project {} from {running} to {wanted} webapp replica(s) for the run", self.project);
+                    scale(sh, &self.project, wanted)?;
+                    Preparation::Scaled {
+                        original_replicas: running,
+                    }
+                }
+                _ => Preparation::None,
+            };
+            return Ok((stack, preparation));
+        }
+
+        // Nothing runs: start the stack. A smoke run uses its own project and
+        // a free port, so it can run while the user's stack (or a test) is up.
+        let (project, port) = if self.smoke {
+            (
+                format!("webstack-bench-{}", crate::e2e::unique_suffix()),
+                free_host_port()?,
+            )
+        } else {
+            (self.project.clone(), crate::stack::DEFAULT_HOST_PORT)
+        };
+        let created_volume = !volume_exists(sh, &project);
+        let replicas = self.replicas.unwrap_or(1);
+        eprintln!("bench: project {project} is not running; starting it with {replicas} webapp replica(s) on port {port}");
+        let started = compose::Up {
+            replicas,
+            port,
+            project: project.clone(),
+            skip_images: false,
+            timeout_secs: HEALTHY_TIMEOUT_SECS,
+        }
+        .run(sh);
+        let preparation = Preparation::Started { created_volume };
+        if let Err(error) = started {
+            let _ = undo_preparation(sh, &project, preparation);
+            return Err(error).context("start the stack to measure");
+        }
+        let stack = StackUnderTest {
+            redis_password_file: password_file,
+            ..StackUnderTest::compose(&project, port)
+        };
+        Ok((stack, preparation))
+    }
+}
+
+fn scale(sh: &Shell, compose_project: &str, replicas: u32) -> anyhow::Result<()> {
+    compose::Scale {
+        replicas,
+        project: compose_project.to_string(),
+        timeout_secs: HEALTHY_TIMEOUT_SECS,
+    }
+    .run(sh)
+    .with_context(|| format!("scale project {compose_project} to {replicas} webapp replica(s)"))
+}
+
+fn undo_preparation(
+    sh: &Shell,
+    compose_project: &str,
+    preparation: Preparation,
+) -> anyhow::Result<()> {
+    match preparation {
+        Preparation::None => Ok(()),
+        Preparation::Scaled { original_replicas } => {
+            eprintln!("bench: scaling project {compose_project} back to {original_replicas} webapp replica(s)");
+            scale(sh, compose_project, original_replicas)
+        }
+        Preparation::Started { created_volume } => {
+            eprintln!("bench: removing project {compose_project}, which the bench started");
+            compose::Down {
+                // Never delete data the bench did not create.
+                volumes: created_volume,
+                project: compose_project.to_string(),
+            }
+            .run(sh)
+            .with_context(|| format!("remove project {compose_project}"))
+        }
+    }
+}
+
+/// Whether the project's data volume exists (Compose names it
+/// `<project>_<volume>`).
+fn volume_exists(sh: &Shell, compose_project: &str) -> bool {
+    let volume = format!("{compose_project}_{}", crate::stack::DB_DATA_VOLUME);
+    cmd!(sh, "docker volume inspect {volume}")
+        .quiet()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()
+        .is_ok()
+}
+
+/// A port nothing listens on right now, picked by the kernel.
+fn free_host_port() -> anyhow::Result<u16> {
+    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).context("find a free host port")?;
+    Ok(listener.local_addr().context("read the free port")?.port())
 }
 
 /// A few seconds of every row against a stack that is up, checked for a
@@ -178,16 +340,6 @@ fn check_report(report: &Report) -> anyhow::Result<()> {
 
 fn stack_answers(base_url: &str) -> bool {
     matches!(http::get(base_url, "/nginx/health"), Ok((200, _)))
-}
-
-fn check_replicas(sh: &Shell, compose_project: &str, wanted: Option<u32>) -> anyhow::Result<()> {
-    let running = webapp_replicas(sh, compose_project)?;
-    if let Some(wanted) = wanted {
-        if running != wanted {
-            bail!("the running stack has {running} webapp replica(s), not {wanted}: restart it with that many (`cargo xtask up --replicas {wanted}`) or drop --replicas");
-        }
-    }
-    Ok(())
 }
 
 fn webapp_replicas(sh: &Shell, compose_project: &str) -> anyhow::Result<u32> {
