@@ -106,12 +106,21 @@ mod tests {
         let base_url = format!("http://{}", listener.local_addr()?);
         let server = std::thread::spawn(move || -> std::io::Result<String> {
             let (mut stream, _) = listener.accept()?;
-            let mut request = [0u8; 1024];
-            let read = stream.read(&mut request)?;
+            // Read the whole request first: closing with unread bytes would
+            // reset the connection instead of ending it.
+            let mut request = Vec::new();
+            let mut buffer = [0u8; 1024];
+            while !request.ends_with(b"\r\n\r\n") {
+                let read = stream.read(&mut buffer)?;
+                if read == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buffer[..read]);
+            }
             stream.write_all(
                 b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"hits\":42,\"replica\":\"a\"}",
             )?;
-            Ok(String::from_utf8_lossy(&request[..read]).into_owned())
+            Ok(String::from_utf8_lossy(&request).into_owned())
         });
 
         let hits = read_hit_counter(&base_url)?;
