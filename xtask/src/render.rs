@@ -161,6 +161,8 @@ struct ComposeLogging {
 struct ComposeNetwork {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     internal: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver_opts: Option<Mapping<&'static str>>,
 }
 
 #[derive(Serialize)]
@@ -271,6 +273,13 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                         network.name.to_string(),
                         ComposeNetwork {
                             internal: network.internal,
+                            // The bridge driver's switch for "no host address".
+                            driver_opts: (!network.host_address).then(|| {
+                                Mapping(vec![(
+                                    "com.docker.network.bridge.inhibit_ipv4".to_string(),
+                                    "true",
+                                )])
+                            }),
                         },
                     )
                 })

@@ -30,7 +30,11 @@ pub const DB: &str = "db";
 pub const WEBAPP: &str = "webapp";
 pub const PROXY: &str = "proxy";
 
-/// Network names.
+/// Network names. Only `edge` has an address on the host, which the
+/// proxy's published port needs; `frontend` (proxy ↔ webapp) and `backend`
+/// (webapp ↔ db) are internal and addressless on the host, so neither the
+/// webapp nor the db can be reached from the host, only through the proxy.
+pub const EDGE: &str = "edge";
 pub const FRONTEND: &str = "frontend";
 pub const BACKEND: &str = "backend";
 
@@ -60,6 +64,10 @@ pub struct Network {
     pub name: &'static str,
     /// No route to or from outside the network: only its members talk.
     pub internal: bool,
+    /// Whether the host gets an address on the network's bridge. On Linux
+    /// that address lets any host process reach every container on the
+    /// network directly, internal or not; without it the host has no route.
+    pub host_address: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -332,7 +340,7 @@ pub fn stack() -> Stack {
         },
         command: Vec::new(),
         environment: Vec::new(),
-        networks: vec![FRONTEND],
+        networks: vec![EDGE, FRONTEND],
         published_ports: vec![PublishedPort {
             variable: PORT_VARIABLE,
             default_host_port: DEFAULT_HOST_PORT,
@@ -362,12 +370,19 @@ pub fn stack() -> Stack {
         services: vec![db, webapp, proxy],
         networks: vec![
             Network {
-                name: FRONTEND,
+                name: EDGE,
                 internal: false,
+                host_address: true,
+            },
+            Network {
+                name: FRONTEND,
+                internal: true,
+                host_address: false,
             },
             Network {
                 name: BACKEND,
                 internal: true,
+                host_address: false,
             },
         ],
         volumes: vec![Volume {
@@ -432,5 +447,28 @@ mod tests {
             .networks
             .iter()
             .any(|network| network.name == BACKEND && network.internal));
+    }
+
+    #[test]
+    fn db_and_webapp_are_only_on_networks_without_a_host_address() {
+        let stack = stack();
+        for service in stack
+            .services
+            .iter()
+            .filter(|service| service.name != PROXY)
+        {
+            for name in &service.networks {
+                let network = stack
+                    .networks
+                    .iter()
+                    .find(|network| network.name == *name)
+                    .expect("declared network");
+                assert!(
+                    network.internal && !network.host_address,
+                    "{} is on {name}, which the host can reach",
+                    service.name
+                );
+            }
+        }
     }
 }
