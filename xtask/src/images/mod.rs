@@ -469,14 +469,13 @@ fn mebibytes(bytes: u64) -> String {
 
 fn print_table(artifacts: &[ImageArtifact]) {
     println!(
-        "{:<16} {:<73} {:>11} {:>13} {:>8}",
+        "{:<8} {:<71} {:>11} {:>13} {:>8}",
         "image", "digest (image id)", "compressed", "uncompressed", "budget"
     );
     for artifact in artifacts {
         println!(
-            "{:<16} sha256:{:<66} {:>11} {:>13} {:>8}",
-            format!("{}:{}", artifact.repository(), artifact.content_tag())
-                .replace("webstack/", ""),
+            "{:<8} sha256:{:<64} {:>11} {:>13} {:>8}",
+            artifact.name,
             artifact.config_digest_hex,
             mebibytes(artifact.compressed_size),
             mebibytes(artifact.uncompressed_size),
@@ -533,9 +532,18 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
         },
     };
     eprintln!("images --check: first build");
+    let started = std::time::Instant::now();
     let first_artifacts = build_all(sh, root, &first, nginx_dir)?;
-    eprintln!("images --check: second build, fresh cargo target dir (a full release build)");
+    eprintln!(
+        "images --check: first build took {:.0?}; second build, fresh cargo target dir (a full release build)",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
     let second_artifacts = build_all(sh, root, &second, nginx_dir)?;
+    eprintln!(
+        "images --check: second build took {:.0?}",
+        started.elapsed()
+    );
     print_table(&first_artifacts);
     let mut differences = Vec::new();
     for (first, second) in first_artifacts.iter().zip(&second_artifacts) {
