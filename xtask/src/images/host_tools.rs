@@ -50,8 +50,7 @@ struct MaterialisedRootfs {
     rootfs: Rootfs,
 }
 
-/// The image's Debian files as a real tree, named after the lock entries so
-/// a lock change gives a new tree and an unchanged lock reuses the old one.
+/// The image's Debian files as a real tree under target/tools/rootfs/.
 fn materialise(
     sh: &Shell,
     root: &Path,
@@ -61,8 +60,11 @@ fn materialise(
 ) -> anyhow::Result<MaterialisedRootfs> {
     let rootfs = super::debian_rootfs(sh, root, cache, contents)?;
     let lock = debian::LockFile::read(root)?;
+    // Keyed by the pins and the chosen paths: a lock or selection change
+    // gives a new tree, an unchanged one reuses the old tree.
+    let paths: Vec<&String> = rootfs.entries().keys().collect();
     let key = sha256_hex(
-        serde_json::to_string(&lock.images.get(contents.image))
+        serde_json::to_string(&(lock.images.get(contents.image), paths))
             .context("serialise lock entries")?
             .as_bytes(),
     );
