@@ -57,7 +57,13 @@ pub fn compose_file_path() -> PathBuf {
 /// Every rendered file with its expected contents.
 pub fn rendered_files() -> anyhow::Result<Vec<(PathBuf, String)>> {
     let stack = stack::stack();
-    Ok(vec![(compose_file_path(), render_compose(&stack)?)])
+    Ok(vec![
+        (compose_file_path(), render_compose(&stack)?),
+        (
+            crate::swarm::stack_file_path(),
+            crate::swarm::render::render_stack(&stack)?,
+        ),
+    ])
 }
 
 /// Writes `contents` to `path` unless it already holds them (keeping

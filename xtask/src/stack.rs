@@ -272,7 +272,10 @@ pub fn stack() -> Stack {
         depends_on_healthy: Vec::new(),
         restart: Restart::UnlessStopped,
         replicas: 1,
-        dns_round_robin: false,
+        // The webapp reaches `db` by name; on Swarm a virtual IP would need
+        // IPVS in the kernel, which not every host has, so the name resolves
+        // to the task's own address instead.
+        dns_round_robin: true,
         update: None,
         user: NONROOT_USER,
         read_only_root_filesystem: true,

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use super::{engine, render, StackImages, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use super::{engine, StackImages, DEFAULT_PORT, DEFAULT_STACK_NAME};
 
 /// How long a first deploy may take to converge by default: image loads are
 /// done by then, so this covers start periods and health checks.
@@ -55,8 +55,7 @@ pub fn deploy_and_wait(
     timeout: Duration,
 ) -> anyhow::Result<StackImages> {
     check_port_is_free(sh, stack, port)?;
-    super::ensure_redis_password_placeholder(sh).context("create the Redis password")?;
-    render::ensure_stack_file_is_fresh()?;
+    super::prepare_files()?;
     let images = StackImages::from_built(
         &crate::images::ensure_images(sh).context("build and load the images")?,
     )?;

@@ -33,22 +33,23 @@ use crate::images::BuiltImage;
 pub const DEFAULT_STACK_NAME: &str = "webstack";
 
 /// Host port the proxy publishes when none is given (the Compose stack's too).
-pub const DEFAULT_PORT: u16 = 8070;
+pub const DEFAULT_PORT: u16 = crate::stack::DEFAULT_HOST_PORT;
 
 /// The label `docker stack deploy` puts on every object of a stack.
 const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
-/// Environment variables the stack file reads (with `${NAME:-default}`
-/// substitution, which `docker stack deploy` performs). The defaults are the
-/// stable `:local` tags and port 8070, so the file also deploys by hand.
-pub const WEBAPP_IMAGE_VARIABLE: &str = "WEBSTACK_WEBAPP_IMAGE";
-pub const DB_IMAGE_VARIABLE: &str = "WEBSTACK_DB_IMAGE";
-pub const PROXY_IMAGE_VARIABLE: &str = "WEBSTACK_PROXY_IMAGE";
-pub const PORT_VARIABLE: &str = "WEBSTACK_PORT";
-
 /// Where the rendered, checked-in Swarm stack file lives.
 pub fn stack_file_path() -> PathBuf {
     crate::project_root().join("deploy").join("stack.yaml")
+}
+
+/// Makes sure the checked-in stack file is the rendered one and the secret
+/// files it names exist (the same `.secrets/` files Compose uses).
+pub fn prepare_files() -> anyhow::Result<()> {
+    let rendered = render::render_stack(&crate::stack::stack())?;
+    crate::render::write_file(&stack_file_path(), &rendered)?;
+    crate::secrets::ensure_redis_secrets().context("create the Redis password")?;
+    Ok(())
 }
 
 /// The three image references one deployment uses.
@@ -64,6 +65,18 @@ pub struct StackImages {
 }
 
 impl StackImages {
+    /// The image for a service of the stack description.
+    pub fn for_service(&self, service: &str) -> anyhow::Result<&str> {
+        match service {
+            crate::stack::WEBAPP => Ok(&self.webapp),
+            crate::stack::DB => Ok(&self.db),
+            crate::stack::PROXY => Ok(&self.proxy),
+            other => bail!(
+                "the stack description has a service {other:?} that xtask builds no image for"
+            ),
+        }
+    }
+
     pub fn from_built(built: &[BuiltImage]) -> anyhow::Result<StackImages> {
         let content_tag_of = |name: &str| {
             built
@@ -96,7 +109,15 @@ pub fn deploy_stack(
             stack_file.display()
         );
     }
-    let port = port.to_string();
+    // The stack file names its images `${WEBSTACK_WEBAPP_IMAGE:-…:local}`
+    // and so on: pin the content tags through those variables.
+    let mut variables = vec![(crate::stack::PORT_VARIABLE.to_string(), port.to_string())];
+    for service in crate::stack::stack().services {
+        variables.push((
+            service.image.variable.to_string(),
+            images.for_service(service.name)?.to_string(),
+        ));
+    }
     // `--resolve-image never`: the images are local, there is no registry to
     // ask for a digest. `--prune` removes services no longer in the file.
     // No `--detach`: older CLIs lack the flag, and the newer default is
@@ -105,10 +126,7 @@ pub fn deploy_stack(
         sh,
         "docker stack deploy --resolve-image never --prune --compose-file {stack_file} {stack}"
     )
-    .env(WEBAPP_IMAGE_VARIABLE, &images.webapp)
-    .env(DB_IMAGE_VARIABLE, &images.db)
-    .env(PROXY_IMAGE_VARIABLE, &images.proxy)
-    .env(PORT_VARIABLE, &port)
+    .envs(variables)
     .run()
     .with_context(|| format!("docker stack deploy {stack}"))?;
     Ok(())
@@ -545,9 +563,4 @@ pub fn print_task_failures(sh: &Shell, tasks: &[Task]) {
             Err(error) => eprintln!("swarm:   (could not read its logs: {error})"),
         }
     }
-}
-
-/// Placeholder until the Compose part's password generation lands.
-pub fn ensure_redis_password_placeholder(_sh: &Shell) -> anyhow::Result<()> {
-    Ok(())
 }

@@ -1,14 +1,488 @@
 //! Renders `deploy/stack.yaml`, the `docker stack deploy` form of the stack,
-//! from the same typed description as `deploy/compose.yaml`.
+//! from the same typed description (`xtask/src/stack.rs`) as
+//! `deploy/compose.yaml`, so the two files cannot disagree about images,
+//! commands, networks, secrets, health or limits.
+//!
+//! What differs is what the tools understand. Swarm reads `deploy:`
+//! (replicas, rolling updates, restart policy, limits) and ignores or
+//! rejects several Compose keys: `depends_on` with conditions is an error,
+//! `restart`, `tmpfs`, `mem_limit`, `security_opt` are ignored. The
+//! description's intent is mapped onto the Swarm equivalents where they
+//! exist; the rest is left out and said so here.
 
-use anyhow::bail;
+use std::time::Duration;
 
-/// Fails when the checked-in stack file is missing (placeholder until the
-/// typed description lands).
-pub fn ensure_stack_file_is_fresh() -> anyhow::Result<()> {
-    let path = super::stack_file_path();
-    if !path.exists() {
-        bail!("{} is missing: run `cargo xtask render`", path.display());
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::render::{quote_yaml_1_1_booleans, Empty, Mapping, GENERATED_HEADER};
+use crate::stack::{docker_duration, Restart, Service, Stack};
+
+/// How the proxy publishes its port. `host` binds the port on the node
+/// running the proxy task, without Swarm's ingress routing mesh: the mesh
+/// needs IPVS in the kernel, which some hosts (this project's CI machine
+/// among them) lack, and then refuses every connection. On a multi-node
+/// swarm with IPVS, `ingress` lets any node accept the traffic.
+const PROXY_PUBLISH_MODE: &str = "host";
+
+/// Pause between replacing one webapp replica and the next. nginx caches the
+/// service name's addresses for 5 s (`valid=5s` in nginx/webapp-upstream.conf);
+/// spacing the replacements by more than that means no cached answer ever
+/// holds two stopped replicas, so a retry on the next address succeeds.
+const UPDATE_DELAY: Duration = Duration::from_secs(6);
+
+/// Pause before Swarm restarts a failed task, so a crash loop does not spin.
+const RESTART_DELAY: Duration = Duration::from_secs(2);
+
+/// Swarm has no "unless stopped" (`docker stop` on a task container is a
+/// failure it heals), so every restart policy of the description maps to
+/// restarting on any exit.
+fn restart_condition(restart: Restart) -> &'static str {
+    match restart {
+        Restart::UnlessStopped => "any",
     }
-    Ok(())
+}
+
+#[derive(Serialize)]
+struct StackFile {
+    /// Docker CLIs before 26 require a version; 3.9 is the first with
+    /// `resources.limits.pids`.
+    version: &'static str,
+    services: Mapping<StackService>,
+    networks: Mapping<StackNetwork>,
+    volumes: Mapping<Empty>,
+    secrets: Mapping<StackSecret>,
+}
+
+#[derive(Serialize)]
+struct StackService {
+    image: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    command: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    environment: Option<Mapping<String>>,
+    networks: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<StackPort>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<StackMount>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    secrets: Vec<StackSecretMount>,
+    healthcheck: StackHealthcheck,
+    user: &'static str,
+    read_only: bool,
+    cap_drop: Vec<&'static str>,
+    stop_grace_period: String,
+    logging: StackLogging,
+    deploy: StackDeploy,
+}
+
+#[derive(Serialize)]
+struct StackPort {
+    target: u16,
+    /// `${WEBSTACK_PORT:-8070}`: interpolated by `docker stack deploy`.
+    published: String,
+    protocol: &'static str,
+    mode: &'static str,
+}
+
+/// Long volume syntax: Swarm ignores the service-level `tmpfs:` key, so
+/// tmpfs mounts are volumes of type `tmpfs` here.
+#[derive(Serialize)]
+struct StackMount {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+    target: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tmpfs: Option<StackTmpfs>,
+}
+
+#[derive(Serialize)]
+struct StackTmpfs {
+    size: u64,
+}
+
+/// Unlike Compose's bind-mounted file secrets, Swarm secrets get an owner
+/// and a mode: readable by the non-root user only.
+#[derive(Serialize)]
+struct StackSecretMount {
+    source: &'static str,
+    target: &'static str,
+    uid: String,
+    gid: String,
+    /// Decimal in YAML (256 is 0o400): YAML has no portable octal.
+    mode: u32,
+}
+
+#[derive(Serialize)]
+struct StackHealthcheck {
+    test: Vec<String>,
+    interval: String,
+    timeout: String,
+    retries: u32,
+    start_period: String,
+}
+
+#[derive(Serialize)]
+struct StackLogging {
+    driver: &'static str,
+    options: Mapping<&'static str>,
+}
+
+#[derive(Serialize)]
+struct StackDeploy {
+    /// `dnsrr`: the service name resolves to every task's address, with no
+    /// virtual IP. nginx then balances per request over all webapp replicas
+    /// (a VIP balances connections, and nginx's keep-alive would pin them),
+    /// and nothing depends on IPVS, which a VIP needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_mode: Option<&'static str>,
+    replicas: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    update_config: Option<StackUpdateConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollback_config: Option<StackUpdateConfig>,
+    restart_policy: StackRestartPolicy,
+    resources: StackResources,
+}
+
+#[derive(Serialize)]
+struct StackUpdateConfig {
+    parallelism: u32,
+    delay: String,
+    failure_action: &'static str,
+    monitor: String,
+    order: &'static str,
+}
+
+#[derive(Serialize)]
+struct StackRestartPolicy {
+    condition: &'static str,
+    delay: String,
+}
+
+#[derive(Serialize)]
+struct StackResources {
+    limits: StackLimits,
+}
+
+#[derive(Serialize)]
+struct StackLimits {
+    cpus: String,
+    memory: String,
+    pids: u32,
+}
+
+#[derive(Serialize)]
+struct StackNetwork {
+    driver: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    internal: bool,
+}
+
+#[derive(Serialize)]
+struct StackSecret {
+    file: String,
+}
+
+/// `deploy/stack.yaml` for `docker stack deploy`.
+pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
+    let mut services = Vec::new();
+    for service in &stack.services {
+        services.push((service.name.to_string(), stack_service(service)?));
+    }
+    let file = StackFile {
+        version: "3.9",
+        services: Mapping(services),
+        networks: Mapping(
+            stack
+                .networks
+                .iter()
+                .map(|network| {
+                    (
+                        network.name.to_string(),
+                        StackNetwork {
+                            // Spans every node of the swarm.
+                            driver: "overlay",
+                            internal: network.internal,
+                        },
+                    )
+                })
+                .collect(),
+        ),
+        volumes: Mapping(
+            stack
+                .volumes
+                .iter()
+                .map(|volume| (volume.name.to_string(), Empty {}))
+                .collect(),
+        ),
+        // `docker stack deploy` creates the Swarm secrets (named
+        // `<stack>_<name>`) from the files xtask generates; relative paths
+        // are relative to this file's directory, deploy/.
+        secrets: Mapping(
+            stack
+                .secrets
+                .iter()
+                .map(|secret| {
+                    (
+                        secret.name.to_string(),
+                        StackSecret {
+                            file: format!("../{}", secret.file_from_root),
+                        },
+                    )
+                })
+                .collect(),
+        ),
+    };
+    let yaml = yaml_serde::to_string(&file).context("serialize the Swarm stack file")?;
+    Ok(format!(
+        "{GENERATED_HEADER}{}",
+        quote_yaml_1_1_booleans(&yaml)
+    ))
+}
+
+fn stack_service(service: &Service) -> anyhow::Result<StackService> {
+    let environment = (!service.environment.is_empty()).then(|| {
+        Mapping(
+            service
+                .environment
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
+        )
+    });
+    let mut volumes: Vec<StackMount> = service
+        .volumes
+        .iter()
+        .map(|mount| StackMount {
+            kind: "volume",
+            source: Some(mount.volume),
+            target: mount.target,
+            tmpfs: None,
+        })
+        .collect();
+    for tmpfs in &service.tmpfs {
+        volumes.push(tmpfs_mount(tmpfs)?);
+    }
+    let update_config = service.update.as_ref().map(|update| StackUpdateConfig {
+        parallelism: update.parallelism,
+        delay: docker_duration(UPDATE_DELAY),
+        failure_action: if update.rollback_on_failure {
+            "rollback"
+        } else {
+            "pause"
+        },
+        monitor: docker_duration(update.monitor),
+        order: if update.start_first {
+            "start-first"
+        } else {
+            "stop-first"
+        },
+    });
+    // Rolling back goes the same careful way, and a rollback that fails
+    // itself pauses for a person rather than flapping.
+    let rollback_config = service.update.as_ref().map(|update| StackUpdateConfig {
+        parallelism: update.parallelism,
+        delay: docker_duration(Duration::ZERO),
+        failure_action: "pause",
+        monitor: docker_duration(update.monitor),
+        order: if update.start_first {
+            "start-first"
+        } else {
+            "stop-first"
+        },
+    });
+    Ok(StackService {
+        image: service.image.reference_with_override(),
+        command: service.command.clone(),
+        environment,
+        networks: service.networks.clone(),
+        ports: service
+            .published_ports
+            .iter()
+            .map(|port| StackPort {
+                target: port.container_port,
+                published: format!("${{{}:-{}}}", port.variable, port.default_host_port),
+                protocol: "tcp",
+                mode: PROXY_PUBLISH_MODE,
+            })
+            .collect(),
+        volumes,
+        secrets: service
+            .secrets
+            .iter()
+            .map(|mount| StackSecretMount {
+                source: mount.secret,
+                target: mount.secret,
+                uid: mount.uid.to_string(),
+                gid: mount.gid.to_string(),
+                mode: mount.mode,
+            })
+            .collect(),
+        healthcheck: StackHealthcheck {
+            test: std::iter::once("CMD".to_string())
+                .chain(service.healthcheck.command.iter().cloned())
+                .collect(),
+            interval: docker_duration(service.healthcheck.interval),
+            timeout: docker_duration(service.healthcheck.timeout),
+            retries: service.healthcheck.retries,
+            start_period: docker_duration(service.healthcheck.start_period),
+        },
+        user: service.user,
+        read_only: service.read_only_root_filesystem,
+        cap_drop: vec!["ALL"],
+        // No `security_opt: [no-new-privileges]`: Swarm services cannot set
+        // it (docker stack deploy ignores the key). The non-root user, no
+        // capabilities and no setuid binaries in the images cover the same
+        // ground.
+        stop_grace_period: docker_duration(service.stop_grace_period),
+        logging: StackLogging {
+            driver: "json-file",
+            options: Mapping(vec![
+                ("max-size".to_string(), "10m"),
+                ("max-file".to_string(), "3"),
+            ]),
+        },
+        deploy: StackDeploy {
+            endpoint_mode: service.dns_round_robin.then_some("dnsrr"),
+            replicas: service.replicas,
+            update_config,
+            rollback_config,
+            restart_policy: StackRestartPolicy {
+                condition: restart_condition(service.restart),
+                delay: docker_duration(RESTART_DELAY),
+            },
+            resources: StackResources {
+                limits: StackLimits {
+                    cpus: format!(
+                        "{}.{:02}",
+                        service.cpu_limit_hundredths / 100,
+                        service.cpu_limit_hundredths % 100
+                    ),
+                    memory: format!("{}M", service.memory_limit_bytes / (1024 * 1024)),
+                    pids: service.pids_limit,
+                },
+            },
+        },
+    })
+}
+
+/// `/tmp:size=16m,mode=1777` (Compose's tmpfs syntax) as a Swarm tmpfs
+/// mount. Swarm mounts tmpfs world-writable with the sticky bit by default,
+/// the mode the description asks for; the size carries over.
+fn tmpfs_mount(spec: &'static str) -> anyhow::Result<StackMount> {
+    let (target, options) = spec.split_once(':').unwrap_or((spec, ""));
+    let mut size = None;
+    for option in options.split(',').filter(|option| !option.is_empty()) {
+        match option.split_once('=') {
+            Some(("size", value)) => size = Some(parse_size(value)?),
+            Some(("mode", "1777")) => {}
+            _ => bail!(
+                "tmpfs option {option:?} of {spec:?} has no Swarm equivalent in the stack renderer: add one in xtask/src/swarm/render.rs"
+            ),
+        }
+    }
+    Ok(StackMount {
+        kind: "tmpfs",
+        source: None,
+        target,
+        tmpfs: size.map(|size| StackTmpfs { size }),
+    })
+}
+
+/// `16m`, `512k`, `1g` or bytes.
+fn parse_size(value: &str) -> anyhow::Result<u64> {
+    let (digits, multiplier) = match value.char_indices().last() {
+        Some((index, 'k')) => (&value[..index], 1024),
+        Some((index, 'm')) => (&value[..index], 1024 * 1024),
+        Some((index, 'g')) => (&value[..index], 1024 * 1024 * 1024),
+        _ => (value, 1),
+    };
+    let number: u64 = digits
+        .parse()
+        .with_context(|| format!("tmpfs size {value:?} is not a number with k, m or g"))?;
+    Ok(number * multiplier)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stack;
+
+    fn rendered() -> yaml_serde::Value {
+        let text = render_stack(&stack::stack()).expect("render the stack file");
+        assert!(text.starts_with(GENERATED_HEADER));
+        yaml_serde::from_str(&text).expect("the stack file is valid YAML")
+    }
+
+    #[test]
+    fn stack_file_has_no_depends_on_which_docker_stack_deploy_rejects() {
+        let file = rendered();
+        let services = file["services"].as_mapping().expect("services");
+        assert_eq!(services.len(), 3);
+        for (name, service) in services {
+            assert!(
+                service.get("depends_on").is_none(),
+                "{name:?} has depends_on"
+            );
+        }
+    }
+
+    #[test]
+    fn webapp_rolls_one_replica_at_a_time_starting_the_new_one_first_and_rolls_back_on_failure() {
+        let file = rendered();
+        let deploy = &file["services"]["webapp"]["deploy"];
+        assert_eq!(deploy["replicas"].as_u64(), Some(3));
+        assert_eq!(deploy["endpoint_mode"].as_str(), Some("dnsrr"));
+        let update = &deploy["update_config"];
+        assert_eq!(update["parallelism"].as_u64(), Some(1));
+        assert_eq!(update["order"].as_str(), Some("start-first"));
+        assert_eq!(update["failure_action"].as_str(), Some("rollback"));
+        assert!(update["monitor"].as_str().is_some());
+        assert!(deploy["rollback_config"].is_mapping());
+        assert!(deploy["resources"]["limits"]["memory"].is_string());
+    }
+
+    #[test]
+    fn only_the_proxy_publishes_its_port_in_host_mode() {
+        let file = rendered();
+        for (name, service) in file["services"].as_mapping().expect("services") {
+            let published = service.get("ports").is_some();
+            assert_eq!(published, name.as_str() == Some("proxy"), "{name:?}");
+        }
+        let port = &file["services"]["proxy"]["ports"][0];
+        assert_eq!(port["mode"].as_str(), Some("host"));
+        assert_eq!(port["published"].as_str(), Some("${WEBSTACK_PORT:-8070}"));
+        assert_eq!(port["target"].as_u64(), Some(80));
+    }
+
+    #[test]
+    fn secrets_are_readable_by_the_non_root_user_only() {
+        let file = rendered();
+        for name in ["db", "webapp"] {
+            let secrets = file["services"][name]["secrets"]
+                .as_sequence()
+                .expect("secrets");
+            assert!(!secrets.is_empty(), "{name} mounts no secret");
+            for secret in secrets {
+                assert_eq!(secret["uid"].as_str(), Some("65532"));
+                assert_eq!(secret["gid"].as_str(), Some("65532"));
+                assert_eq!(secret["mode"].as_u64(), Some(0o400));
+            }
+        }
+    }
+
+    #[test]
+    fn tmpfs_sizes_are_read_with_their_unit() {
+        assert_eq!(parse_size("16m").expect("size"), 16 * 1024 * 1024);
+        assert_eq!(parse_size("4096").expect("size"), 4096);
+        assert!(parse_size("lots").is_err());
+        let mount = tmpfs_mount("/tmp:size=16m,mode=1777").expect("mount");
+        assert_eq!(mount.target, "/tmp");
+        assert_eq!(mount.tmpfs.map(|tmpfs| tmpfs.size), Some(16 * 1024 * 1024));
+        assert!(tmpfs_mount("/tmp:noexec").is_err());
+    }
 }

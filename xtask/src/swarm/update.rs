@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use super::{engine, render, StackImages, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use super::{engine, StackImages, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
 
 /// Roll the running stack to freshly built images (or a changed stack file)
 /// and wait for the rollout to finish; fails, saying why, if it rolled back.
@@ -55,8 +55,7 @@ impl SwarmUpdate {
             })
             .collect();
 
-        super::ensure_redis_password_placeholder(sh).context("create the Redis password")?;
-        render::ensure_stack_file_is_fresh()?;
+        super::prepare_files()?;
         let mut images = StackImages::from_built(
             &crate::images::ensure_images(sh).context("build and load the images")?,
         )?;
