@@ -1,0 +1,879 @@
+//! End-to-end tests of the Compose stack (proxy → webapp → db), through the
+//! real nginx, webapp replicas and Redis in Docker.
+//!
+//! `cargo xtask e2e` starts a fresh stack under a unique project name and a
+//! free host port, runs these tests with the `WEBSTACK_E2E_*` variables set
+//! (see xtask/src/e2e.rs), and removes the stack afterwards. Run without
+//! those variables, every test fails saying so.
+//!
+//! The tests share one stack and change it (stop the db, kill a replica,
+//! scale, down/up), so they take turns ([`ONE_TEST_AT_A_TIME`]) and each
+//! leaves it as it found it: db, proxy and three healthy webapp replicas.
+//! Each prints what it measured, prefixed with `[e2e]`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Set by `cargo xtask e2e` (xtask/src/e2e.rs has the same names).
+const URL_VARIABLE: &str = "WEBSTACK_E2E_URL";
+const PROJECT_VARIABLE: &str = "WEBSTACK_E2E_PROJECT";
+const PORT_VARIABLE: &str = "WEBSTACK_E2E_PORT";
+const COMPOSE_FILE_VARIABLE: &str = "WEBSTACK_E2E_COMPOSE_FILE";
+const XTASK_VARIABLE: &str = "WEBSTACK_E2E_XTASK";
+
+/// Replicas `cargo xtask e2e` starts, and every test leaves running.
+const WEBAPP_REPLICAS: usize = 3;
+
+/// Generous bounds: they catch a hang, they do not measure speed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const HEALTHY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The tests change one shared stack: one at a time, whatever
+/// `--test-threads` says. tokio's mutex does not poison, so one failed test
+/// does not fail the others.
+static ONE_TEST_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The stack under test, from the variables `cargo xtask e2e` sets.
+struct ComposeStack {
+    url: String,
+    project: String,
+    port: u16,
+    compose_file: PathBuf,
+    xtask: PathBuf,
+}
+
+impl ComposeStack {
+    fn from_environment() -> ComposeStack {
+        let read = |variable: &str| {
+            std::env::var(variable).unwrap_or_else(|_| {
+                panic!(
+                    "{variable} is not set: these tests need a running stack; run them with `cargo xtask e2e`, which starts one, sets the WEBSTACK_E2E_* variables and removes it afterwards"
+                )
+            })
+        };
+        ComposeStack {
+            url: read(URL_VARIABLE),
+            project: read(PROJECT_VARIABLE),
+            port: read(PORT_VARIABLE)
+                .parse()
+                .expect("WEBSTACK_E2E_PORT is a port number"),
+            compose_file: PathBuf::from(read(COMPOSE_FILE_VARIABLE)),
+            xtask: PathBuf::from(read(XTASK_VARIABLE)),
+        }
+    }
+
+    fn network(&self, name: &str) -> String {
+        format!("{}_{name}", self.project)
+    }
+
+    /// `cargo xtask <args> --project <this project>`, through the xtask
+    /// binary that started the tests; its progress output is shown.
+    fn xtask(&self, args: &[&str]) {
+        let status = Command::new(&self.xtask)
+            .args(args)
+            .arg("--project")
+            .arg(&self.project)
+            .status()
+            .unwrap_or_else(|error| panic!("run xtask {args:?}: {error}"));
+        assert!(status.success(), "xtask {args:?} failed: {status}");
+    }
+
+    /// Containers of a service (all services when `None`), running or not.
+    fn containers(&self, service: Option<&str>) -> Vec<Value> {
+        let mut args = vec![
+            "ps".to_string(),
+            "--all".into(),
+            "--quiet".into(),
+            "--filter".into(),
+            format!("label=com.docker.compose.project={}", self.project),
+        ];
+        if let Some(service) = service {
+            args.push("--filter".into());
+            args.push(format!("label=com.docker.compose.service={service}"));
+        }
+        let ids = docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.is_empty() {
+            return Vec::new();
+        }
+        let mut inspect = vec!["inspect"];
+        inspect.extend(ids);
+        serde_json::from_str::<Vec<Value>>(&docker(&inspect)).expect("docker inspect gives JSON")
+    }
+
+    fn running(&self, service: &str) -> Vec<Value> {
+        self.containers(Some(service))
+            .into_iter()
+            .filter(|container| container["State"]["Status"] == "running")
+            .collect()
+    }
+
+    /// The only container of a single-replica service.
+    fn single(&self, service: &str) -> Value {
+        let mut containers = self.containers(Some(service));
+        assert_eq!(containers.len(), 1, "{service} has one container");
+        containers.remove(0)
+    }
+
+    /// Names the running webapp replicas answer with (their hostnames).
+    fn live_replicas(&self) -> BTreeSet<String> {
+        self.running("webapp")
+            .iter()
+            .map(|container| {
+                container["Config"]["Hostname"]
+                    .as_str()
+                    .expect("container has a hostname")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Waits until db, proxy and `webapp_replicas` webapps run healthy.
+    fn wait_until_healthy(&self, webapp_replicas: usize) {
+        let started = Instant::now();
+        loop {
+            let containers = self.containers(None);
+            let healthy = |service: &str| {
+                containers
+                    .iter()
+                    .filter(|container| {
+                        container["Config"]["Labels"]["com.docker.compose.service"] == service
+                            && container["State"]["Status"] == "running"
+                            && container["State"]["Health"]["Status"] == "healthy"
+                    })
+                    .count()
+            };
+            if healthy("db") == 1 && healthy("proxy") == 1 && healthy("webapp") == webapp_replicas {
+                return;
+            }
+            assert!(
+                started.elapsed() < HEALTHY_TIMEOUT,
+                "the stack did not become healthy within {HEALTHY_TIMEOUT:?} (db {}, webapp {}/{webapp_replicas}, proxy {})",
+                healthy("db"),
+                healthy("webapp"),
+                healthy("proxy")
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn redis_password(&self) -> String {
+        let root = self
+            .compose_file
+            .parent()
+            .and_then(|deploy| deploy.parent())
+            .expect("the compose file lives in <root>/deploy/");
+        let path = root.join(".secrets").join("redis_password");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|error| panic!("read {}: {error}", path.display()))
+            .trim_end()
+            .to_string()
+    }
+}
+
+/// Runs docker; panics with its stderr when it fails.
+fn docker(args: &[&str]) -> String {
+    let output = docker_output(args);
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs docker and returns whatever happened (for commands expected to fail).
+fn docker_output(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("run docker {args:?}: {error} (is Docker installed?)"))
+}
+
+fn id_of(container: &Value) -> String {
+    container["Id"]
+        .as_str()
+        .expect("container has an id")
+        .to_string()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("build the HTTP client")
+}
+
+/// Status (or the error) and body of one GET.
+async fn get(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(|error| error.to_string())?;
+    Ok((status, body))
+}
+
+async fn hits(client: &reqwest::Client, stack: &ComposeStack) -> u64 {
+    let (status, body) = get(client, &format!("{}/api/hits", stack.url))
+        .await
+        .expect("GET /api/hits answers");
+    assert_eq!(status, 200, "GET /api/hits: {body}");
+    let parsed: Value = serde_json::from_str(&body).expect("GET /api/hits gives JSON");
+    parsed["hits"].as_u64().expect("a hits number")
+}
+
+/// "Hello from <replica>! I have been seen <n> times." → (replica, n).
+fn parse_greeting(body: &str) -> (String, u64) {
+    let rest = body
+        .strip_prefix("Hello from ")
+        .unwrap_or_else(|| panic!("not a greeting: {body:?}"));
+    let (replica, rest) = rest
+        .split_once("! I have been seen ")
+        .unwrap_or_else(|| panic!("not a greeting: {body:?}"));
+    let count = rest
+        .trim_end_matches(" times.")
+        .parse()
+        .unwrap_or_else(|_| panic!("no count in {body:?}"));
+    (replica.to_string(), count)
+}
+
+/// Sends GET / in small concurrent batches until every replica in `live`
+/// has answered; fails on any non-200 answer, an answer from a replica not
+/// in `live`, or after `deadline`. Returns answers per replica and the time
+/// it took.
+async fn serve_until_every_replica_answers(
+    stack: &ComposeStack,
+    live: &BTreeSet<String>,
+    deadline: Duration,
+) -> (BTreeMap<String, u64>, Duration) {
+    let client = client();
+    let url = format!("{}/", stack.url);
+    let started = Instant::now();
+    let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+    while answers.len() < live.len() {
+        assert!(
+            started.elapsed() < deadline,
+            "after {deadline:?} only {:?} of {live:?} had answered",
+            answers.keys().collect::<Vec<_>>()
+        );
+        let batch: Vec<_> = (0..10)
+            .map(|_| {
+                let client = client.clone();
+                let url = url.clone();
+                tokio::spawn(async move { get(&client, &url).await })
+            })
+            .collect();
+        for request in batch {
+            let (status, body) = request.await.expect("request task").expect("GET / answers");
+            assert_eq!(status, 200, "GET /: {body}");
+            let (replica, _) = parse_greeting(&body);
+            assert!(
+                live.contains(&replica),
+                "{replica} answered, but the live replicas are {live:?}"
+            );
+            *answers.entry(replica).or_default() += 1;
+        }
+    }
+    (answers, started.elapsed())
+}
+
+// 1. The counter.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn get_root_answers_200_with_the_counter_and_200_concurrent_requests_raise_it_by_exactly_200()
+{
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = client();
+    let url = format!("{}/", stack.url);
+
+    let (status, body) = get(&client, &url).await.expect("GET / answers");
+    assert_eq!(status, 200, "GET /: {body}");
+    parse_greeting(&body);
+
+    let before = hits(&client, &stack).await;
+    let started = Instant::now();
+    let requests: Vec<_> = (0..200)
+        .map(|_| {
+            let client = client.clone();
+            let url = url.clone();
+            tokio::spawn(async move { get(&client, &url).await })
+        })
+        .collect();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for request in requests {
+        let outcome = match request.await.expect("request task") {
+            Ok((status, _)) => status.to_string(),
+            Err(error) => format!("error: {error}"),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    let elapsed = started.elapsed();
+    let after = hits(&client, &stack).await;
+
+    eprintln!(
+        "[e2e] 200 concurrent GET /: {elapsed:.2?}, answers {outcomes:?}, counter {before} -> {after}"
+    );
+    assert_eq!(outcomes.get("200"), Some(&200), "answers: {outcomes:?}");
+    assert_eq!(after - before, 200);
+}
+
+// 2. Every replica serves, also after scaling down and up again.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_replica_serves_and_after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_restart(
+) {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let proxy_before = stack.single("proxy");
+
+    let live = stack.live_replicas();
+    assert_eq!(
+        live.len(),
+        WEBAPP_REPLICAS,
+        "replicas at the start: {live:?}"
+    );
+    let (answers, took) =
+        serve_until_every_replica_answers(&stack, &live, Duration::from_secs(30)).await;
+    eprintln!("[e2e] 3 replicas: all answered within {took:.2?}; answers per replica {answers:?}");
+
+    stack.xtask(&["scale", "1"]);
+    let live = stack.live_replicas();
+    assert_eq!(live.len(), 1, "replicas after scale 1: {live:?}");
+    // Right after scaling down, nginx may still hold the removed replicas'
+    // addresses (for the resolver's valid= time): those attempts must be
+    // retried on the live one, never reach the client as errors.
+    let client = client();
+    let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+    let started = Instant::now();
+    for _ in 0..30 {
+        let (status, body) = get(&client, &format!("{}/", stack.url))
+            .await
+            .expect("GET / answers after scale 1");
+        assert_eq!(status, 200, "GET / after scale 1: {body}");
+        *answers.entry(parse_greeting(&body).0).or_default() += 1;
+    }
+    eprintln!(
+        "[e2e] scale 1: 30 sequential GET / in {:.2?}, all 200, answers per replica {answers:?}",
+        started.elapsed()
+    );
+    assert!(answers.keys().all(|replica| live.contains(replica)));
+
+    stack.xtask(&["scale", "3"]);
+    let live = stack.live_replicas();
+    assert_eq!(
+        live.len(),
+        WEBAPP_REPLICAS,
+        "replicas after scale 3: {live:?}"
+    );
+    let (answers, took) =
+        serve_until_every_replica_answers(&stack, &live, Duration::from_secs(30)).await;
+    eprintln!(
+        "[e2e] scale 3: nginx reached every replica within {took:.2?} of the scale finishing; answers {answers:?}"
+    );
+
+    let proxy_after = stack.single("proxy");
+    assert_eq!(
+        id_of(&proxy_before),
+        id_of(&proxy_after),
+        "proxy container replaced"
+    );
+    assert_eq!(
+        proxy_before["State"]["StartedAt"], proxy_after["State"]["StartedAt"],
+        "proxy restarted"
+    );
+}
+
+// 3. Only the proxy is reachable.
+
+/// What a TCP client on the host gets from `address` after sending `probe`:
+/// the first bytes of the reply, or the connection error.
+fn first_reply_bytes(address: SocketAddr, probe: &[u8]) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(3))
+        .map_err(|error| format!("connect: {error}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|error| error.to_string())?;
+    stream
+        .write_all(probe)
+        .map_err(|error| format!("write: {error}"))?;
+    let mut reply = vec![0; 256];
+    let read = stream
+        .read(&mut reply)
+        .map_err(|error| format!("read: {error}"))?;
+    reply.truncate(read);
+    Ok(reply)
+}
+
+fn addresses_of(container: &Value) -> BTreeMap<String, String> {
+    container["NetworkSettings"]["Networks"]
+        .as_object()
+        .expect("container has networks")
+        .iter()
+        .map(|(network, settings)| {
+            (
+                network.clone(),
+                settings["IPAddress"]
+                    .as_str()
+                    .expect("an IP address")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `httpcheck URL` in a throwaway container on `network` (the proxy image
+/// has it; it reports connection errors and non-HTTP replies differently).
+fn probe_from_network(stack: &ComposeStack, network: &str, url: &str) -> String {
+    let image = stack.single("proxy")["Config"]["Image"]
+        .as_str()
+        .expect("proxy image")
+        .to_string();
+    let name = format!(
+        "{}-probe-{}",
+        stack.project,
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.subsec_nanos())
+    );
+    let output = docker_output(&[
+        "run",
+        "--rm",
+        "--name",
+        &name,
+        "--network",
+        network,
+        "--entrypoint",
+        "/usr/local/bin/httpcheck",
+        &image,
+        url,
+    ]);
+    format!(
+        "exit {:?}: {}{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_network() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let db = stack.single("db");
+    let webapps = stack.running("webapp");
+    let proxy = stack.single("proxy");
+
+    // Nothing but the proxy publishes a host port.
+    for container in webapps.iter().chain([&db]) {
+        let bindings = &container["HostConfig"]["PortBindings"];
+        assert!(
+            bindings.is_null() || bindings.as_object().is_some_and(|map| map.is_empty()),
+            "{} publishes {bindings}",
+            container["Name"]
+        );
+    }
+
+    // The db and the proxy share no network.
+    let db_networks: BTreeSet<String> = addresses_of(&db).into_keys().collect();
+    let proxy_networks: BTreeSet<String> = addresses_of(&proxy).into_keys().collect();
+    assert_eq!(db_networks, BTreeSet::from([stack.network("backend")]));
+    assert!(db_networks.is_disjoint(&proxy_networks));
+
+    // From the host, at the containers' own addresses: no Redis and no
+    // webapp answers. (A reply may still come from something else on the
+    // route, such as a sandbox's egress proxy, so the test looks at what
+    // answered, not just whether a connection opened.)
+    for address in addresses_of(&db).values() {
+        let socket: SocketAddr = format!("{address}:6379").parse().expect("address");
+        let reply = first_reply_bytes(socket, b"PING\r\n");
+        eprintln!(
+            "[e2e] host -> db {socket}: {:?}",
+            reply
+                .as_ref()
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned())
+        );
+        if let Ok(bytes) = reply {
+            assert!(
+                !bytes.starts_with(b"+PONG") && !bytes.starts_with(b"-NOAUTH"),
+                "Redis answered the host at {socket}"
+            );
+        }
+    }
+    for webapp in &webapps {
+        for address in addresses_of(webapp).values() {
+            let socket: SocketAddr = format!("{address}:5000").parse().expect("address");
+            let reply =
+                first_reply_bytes(socket, b"GET /api/hits HTTP/1.0\r\nHost: webapp\r\n\r\n");
+            let text = reply
+                .as_ref()
+                .map(|bytes| String::from_utf8_lossy(bytes).into_owned());
+            eprintln!(
+                "[e2e] host -> webapp {socket}: {:?}",
+                text.as_ref()
+                    .map(|text| text.lines().next().unwrap_or("").to_string())
+            );
+            if let Ok(text) = text {
+                assert!(
+                    !text.contains("\"hits\""),
+                    "the webapp answered the host at {socket}"
+                );
+            }
+        }
+    }
+
+    // From the proxy's networks the db's address is unreachable; from the
+    // backend network the same probe reaches Redis: the control that proves
+    // the probe would notice.
+    let db_address = &addresses_of(&db)[&stack.network("backend")];
+    let db_url = format!("http://{db_address}:6379/");
+    let from_frontend = probe_from_network(&stack, &stack.network("frontend"), &db_url);
+    let from_edge = probe_from_network(&stack, &stack.network("edge"), &db_url);
+    let by_name_from_frontend =
+        probe_from_network(&stack, &stack.network("frontend"), "http://db:6379/");
+    let from_backend = probe_from_network(&stack, &stack.network("backend"), &db_url);
+    eprintln!("[e2e] frontend -> db {db_url}: {from_frontend}");
+    eprintln!("[e2e] edge -> db {db_url}: {from_edge}");
+    eprintln!("[e2e] frontend -> http://db:6379/: {by_name_from_frontend}");
+    eprintln!("[e2e] backend (control) -> db {db_url}: {from_backend}");
+    // Redis drops an HTTP request unanswered or with an error line: httpcheck
+    // calls that "not an HTTP response". Anything else (no connection, or an
+    // HTTP answer from whatever the host routes the address to) is not Redis.
+    assert!(
+        from_backend.contains("not an HTTP response"),
+        "{from_backend}"
+    );
+    for outcome in [&from_frontend, &from_edge] {
+        assert!(!outcome.contains("not an HTTP response"), "{outcome}");
+    }
+    assert!(from_frontend.contains("connect to"), "{from_frontend}");
+    assert!(
+        by_name_from_frontend.contains("resolve"),
+        "{by_name_from_frontend}"
+    );
+}
+
+// 4. The db goes away and comes back.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_within_10_seconds_with_the_counter_kept(
+) {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = client();
+    let url = format!("{}/", stack.url);
+    let db = id_of(&stack.single("db"));
+    let before = hits(&client, &stack).await;
+
+    docker(&["stop", &db]);
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, body) = get(&client, &url)
+            .await
+            .expect("GET / answers with the db stopped");
+        let latency = started.elapsed();
+        latencies.push(latency);
+        assert_eq!(status, 503, "GET / with the db stopped: {body}");
+        assert!(
+            latency < Duration::from_secs(2),
+            "503 took {latency:?} (bound: 2 s)"
+        );
+    }
+    eprintln!("[e2e] db stopped: GET / gave 503 in {latencies:.2?}");
+
+    docker(&["start", &db]);
+    let started = Instant::now();
+    let mut failed_attempts = 0;
+    let first_count = loop {
+        match get(&client, &url).await {
+            Ok((200, body)) => break parse_greeting(&body).1,
+            _ => failed_attempts += 1,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no 200 within 10 s of starting the db"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!(
+        "[e2e] db started: first 200 after {:.2?} ({failed_attempts} attempts before it failed); counter {before} -> {first_count}",
+        started.elapsed()
+    );
+    assert_eq!(first_count, before + 1, "the counter did not go on");
+    stack.wait_until_healthy(WEBAPP_REPLICAS);
+}
+
+// 5. A replica dies under load.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_gone() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let victim = id_of(&stack.running("webapp")[0]);
+    let client = client();
+    let url = format!("{}/", stack.url);
+
+    struct Outcome {
+        started: Instant,
+        result: Result<u16, String>,
+    }
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url, outcomes, stop) =
+                (client.clone(), url.clone(), outcomes.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let result = get(&client, &url).await.map(|(status, _)| status);
+                    outcomes
+                        .lock()
+                        .expect("outcomes lock")
+                        .push(Outcome { started, result });
+                }
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let kill_sent = Instant::now();
+    docker(&["kill", &victim]);
+    let gone = Instant::now();
+    // Past nginx's DNS cache time (valid=5s), so requests also meet the
+    // state where nginx no longer knows the dead replica.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        worker.await.expect("load worker");
+    }
+
+    let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes lock"));
+    let failed = |outcome: &&Outcome| outcome.result != Ok(200);
+    let total = outcomes.len();
+    let failures: Vec<&Outcome> = outcomes.iter().filter(failed).collect();
+    let failures_after_gone = failures
+        .iter()
+        .filter(|outcome| outcome.started >= gone)
+        .count();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for failure in &failures {
+        let reason = match &failure.result {
+            Ok(status) => format!("status {status}"),
+            Err(error) => error.clone(),
+        };
+        *reasons.entry(reason).or_default() += 1;
+    }
+    eprintln!(
+        "[e2e] kill one of 3 replicas under load (8 concurrent clients, 10 s): {total} requests, {} failed ({failures_after_gone} of them sent after the kill returned, {:.0?} after it was sent); reasons {reasons:?}",
+        failures.len(),
+        gone - kill_sent
+    );
+    assert_eq!(
+        failures_after_gone, 0,
+        "requests sent after the replica was gone failed: {reasons:?}"
+    );
+
+    // `docker kill` counts as stopping on purpose: the restart policy
+    // leaves the replica down, so bring it back for the next test.
+    docker(&["start", &victim]);
+    stack.wait_until_healthy(WEBAPP_REPLICAS);
+}
+
+// 6. Data outlives `down`, not `down --volumes`.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = client();
+    let port = stack.port.to_string();
+    let replicas = WEBAPP_REPLICAS.to_string();
+    let up = [
+        "up",
+        "--skip-images",
+        "--port",
+        &port,
+        "--replicas",
+        &replicas,
+    ];
+
+    get(&client, &format!("{}/", stack.url))
+        .await
+        .expect("GET / answers");
+    let before = hits(&client, &stack).await;
+    assert!(before > 0);
+
+    let started = Instant::now();
+    stack.xtask(&["down"]);
+    stack.xtask(&up);
+    let after_down_up = hits(&client, &stack).await;
+    eprintln!(
+        "[e2e] down + up took {:.1?}: counter {before} -> {after_down_up}",
+        started.elapsed()
+    );
+    assert_eq!(after_down_up, before);
+
+    let started = Instant::now();
+    stack.xtask(&["down", "--volumes"]);
+    stack.xtask(&up);
+    let after_reset = hits(&client, &stack).await;
+    eprintln!(
+        "[e2e] down --volumes + up took {:.1?}: counter {after_down_up} -> {after_reset}",
+        started.elapsed()
+    );
+    assert_eq!(after_reset, 0);
+}
+
+// 7. Hardening.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_container_runs_as_non_root_with_a_read_only_root_filesystem_and_no_capabilities() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let containers = stack.containers(None);
+    assert_eq!(containers.len(), WEBAPP_REPLICAS + 2);
+    for container in &containers {
+        let name = container["Name"].as_str().expect("name");
+        assert_eq!(container["Config"]["User"], "65532:65532", "{name} user");
+        assert_eq!(
+            container["HostConfig"]["ReadonlyRootfs"], true,
+            "{name} root filesystem"
+        );
+        assert!(
+            container["HostConfig"]["CapDrop"]
+                .as_array()
+                .is_some_and(|caps| caps.iter().any(|cap| cap == "ALL")),
+            "{name} keeps capabilities"
+        );
+        assert!(
+            container["HostConfig"]["SecurityOpt"]
+                .as_array()
+                .is_some_and(|options| options.iter().any(|o| o == "no-new-privileges:true")),
+            "{name} may gain privileges"
+        );
+        // What the kernel says, not only what was asked for.
+        let top = docker(&["top", &id_of(container), "-o", "uid,pid,comm"]);
+        let uids: BTreeSet<&str> = top
+            .lines()
+            .skip(1)
+            .filter_map(|line| line.split_whitespace().next())
+            .collect();
+        eprintln!("[e2e] {name}: processes run as uid {uids:?}");
+        assert_eq!(uids, BTreeSet::from(["65532"]), "{name} processes: {top}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_them_inside() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = client();
+    for path in [
+        "/metrics",
+        "/metrics/",
+        "//metrics",
+        "/%6Detrics",
+        "/metrics?x=1",
+    ] {
+        let (status, body) = get(&client, &format!("{}{path}", stack.url))
+            .await
+            .expect("the proxy answers");
+        assert_eq!(status, 404, "{path}: {body}");
+        assert!(!body.contains("# TYPE"), "{path} leaked metrics");
+    }
+    // Control: the webapp does serve /metrics on the internal network.
+    let proxy = id_of(&stack.single("proxy"));
+    docker(&[
+        "exec",
+        &proxy,
+        "/usr/local/bin/httpcheck",
+        "http://webapp:5000/metrics",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_server_header_names_nginx_without_a_version() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = client();
+    for path in ["/", "/no-such-page", "/metrics", "/nginx/health"] {
+        let response = client
+            .get(format!("{}{path}", stack.url))
+            .send()
+            .await
+            .expect("the proxy answers");
+        let server = response
+            .headers()
+            .get("server")
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        assert_eq!(server, "nginx", "{path}");
+        let body = response.text().await.expect("body");
+        assert!(!body.contains("nginx/"), "{path} body names a version");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_refuses_commands_without_the_generated_password() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let db = id_of(&stack.single("db"));
+    let without = docker(&["exec", &db, "/usr/bin/redis-cli", "ping"]);
+    assert!(without.contains("NOAUTH"), "without a password: {without}");
+    let password = stack.redis_password();
+    let with = docker(&[
+        "exec",
+        &db,
+        "/usr/bin/redis-cli",
+        "--no-auth-warning",
+        "-a",
+        &password,
+        "ping",
+    ]);
+    assert_eq!(with.trim(), "PONG");
+}
+
+/// The proxy passes or creates a request id and answers with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_proxy_passes_a_request_id_through_and_makes_one_when_missing() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = client();
+    let response = client
+        .get(format!("{}/api/hits", stack.url))
+        .header("x-request-id", "e2e-request-1")
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert_eq!(
+        response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok()),
+        Some("e2e-request-1")
+    );
+    let response = client
+        .get(format!("{}/api/hits", stack.url))
+        .send()
+        .await
+        .expect("the proxy answers");
+    let generated = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert_eq!(generated.len(), 32, "generated id {generated:?}");
+}
