@@ -149,6 +149,46 @@ impl Rootfs {
         builder.into_inner().context("finish layer tar")
     }
 
+    /// A cheap digest of everything `to_tar` would read: paths, kinds, modes,
+    /// owners, inline bytes, and for host files their path, size and mtime
+    /// (not their contents: hashing ~30 MiB on every warm build is what this
+    /// avoids). Equal fingerprints mean an earlier archive can be reused.
+    pub fn fingerprint(&self) -> anyhow::Result<String> {
+        let mut hasher = Sha256::new();
+        for (path, entry) in &self.entries {
+            hasher.update(path.as_bytes());
+            match entry {
+                RootfsEntry::Directory { mode, owner } => {
+                    hasher.update(format!("\0dir {mode} {owner}\0").as_bytes())
+                }
+                RootfsEntry::Symlink { target } => {
+                    hasher.update(format!("\0link {target}\0").as_bytes())
+                }
+                RootfsEntry::File { contents, mode } => {
+                    hasher.update(format!("\0file {mode}\0").as_bytes());
+                    match contents {
+                        FileContents::Bytes(bytes) => hasher.update(sha256_hex(bytes).as_bytes()),
+                        FileContents::Path(source) => {
+                            let metadata = fs::metadata(source)
+                                .with_context(|| format!("stat {}", source.display()))?;
+                            let modified = metadata
+                                .modified()
+                                .ok()
+                                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                                .map(|duration| duration.as_nanos())
+                                .unwrap_or_default();
+                            hasher.update(
+                                format!("{} {} {modified}\0", source.display(), metadata.len())
+                                    .as_bytes(),
+                            )
+                        }
+                    }
+                }
+            }
+        }
+        Ok(hex::encode(hasher.finalize()))
+    }
+
     /// Writes the tree under `root` (which must not exist yet) with the same
     /// modes; owners are left to the caller (host tools run as the caller).
     pub fn write_to_dir(&self, root: &Path) -> anyhow::Result<()> {

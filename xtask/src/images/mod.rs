@@ -434,6 +434,18 @@ fn build_all(
         ("db", &db, &db_settings, DB_BUDGET),
         ("proxy", &proxy, &proxy_settings, PROXY_BUDGET),
     ] {
+        let archive_path = layout.output_dir.join(format!("{name}.tar"));
+        let record_path = layout.output_dir.join(format!("{name}.json"));
+        let fingerprint = build_fingerprint(rootfs, settings, epoch)?;
+        if let Some(artifact) = reusable_artifact(&record_path, &fingerprint, &archive_path) {
+            artifacts.push(ImageArtifact {
+                name,
+                budget,
+                archive_path,
+                ..artifact
+            });
+            continue;
+        }
         eprintln!("images: writing {name}");
         let blobs = oci::image_blobs(rootfs, settings, epoch)
             .with_context(|| format!("build image {name}"))?;
@@ -441,7 +453,6 @@ fn build_all(
         let config_digest_hex = blobs.config_digest_hex();
         let tags = vec![STABLE_TAG.to_string(), config_digest_hex[..12].to_string()];
         let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
-        let archive_path = layout.output_dir.join(format!("{name}.tar"));
         let temporary = layout
             .output_dir
             .join(debian::unique_temporary_name(&format!("{name}.tar")));
@@ -449,7 +460,7 @@ fn build_all(
             .with_context(|| format!("write {}", temporary.display()))?;
         fs::rename(&temporary, &archive_path)
             .with_context(|| format!("write {}", archive_path.display()))?;
-        artifacts.push(ImageArtifact {
+        let artifact = ImageArtifact {
             name,
             manifest_digest_hex: blobs.manifest_digest_hex(),
             archive_sha256_hex: layer::sha256_hex(&archive),
@@ -458,9 +469,89 @@ fn build_all(
             budget,
             config_digest_hex,
             archive_path,
-        });
+        };
+        write_build_record(&record_path, &fingerprint, &artifact, archive.len() as u64)?;
+        artifacts.push(artifact);
     }
     Ok(artifacts)
+}
+
+/// What `build_all` remembers about an archive it wrote, next to it.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BuildRecord {
+    fingerprint: String,
+    archive_size: u64,
+    config_digest_hex: String,
+    manifest_digest_hex: String,
+    archive_sha256_hex: String,
+    compressed_size: u64,
+    uncompressed_size: u64,
+}
+
+/// Inputs of one image: its files (see `Rootfs::fingerprint`), settings,
+/// source date, and the xtask binary itself (a changed writer must rewrite).
+fn build_fingerprint(
+    rootfs: &Rootfs,
+    settings: &RuntimeSettings,
+    epoch: u64,
+) -> anyhow::Result<String> {
+    let executable = std::env::current_exe()
+        .and_then(fs::metadata)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|duration| duration.as_nanos())
+        .unwrap_or_default();
+    Ok(layer::sha256_hex(
+        format!(
+            "{}\0{settings:?}\0{epoch}\0{executable}",
+            rootfs.fingerprint()?
+        )
+        .as_bytes(),
+    ))
+}
+
+/// The earlier artifact when its record matches `fingerprint` and its
+/// archive is still there, whole.
+fn reusable_artifact(
+    record_path: &Path,
+    fingerprint: &str,
+    archive_path: &Path,
+) -> Option<ImageArtifact> {
+    let record: BuildRecord = serde_json::from_slice(&fs::read(record_path).ok()?).ok()?;
+    let archive_size = fs::metadata(archive_path).ok()?.len();
+    if record.fingerprint != fingerprint || record.archive_size != archive_size {
+        return None;
+    }
+    Some(ImageArtifact {
+        name: "",
+        config_digest_hex: record.config_digest_hex,
+        manifest_digest_hex: record.manifest_digest_hex,
+        archive_sha256_hex: record.archive_sha256_hex,
+        compressed_size: record.compressed_size,
+        uncompressed_size: record.uncompressed_size,
+        budget: 0,
+        archive_path: archive_path.to_path_buf(),
+    })
+}
+
+fn write_build_record(
+    record_path: &Path,
+    fingerprint: &str,
+    artifact: &ImageArtifact,
+    archive_size: u64,
+) -> anyhow::Result<()> {
+    let record = BuildRecord {
+        fingerprint: fingerprint.to_string(),
+        archive_size,
+        config_digest_hex: artifact.config_digest_hex.clone(),
+        manifest_digest_hex: artifact.manifest_digest_hex.clone(),
+        archive_sha256_hex: artifact.archive_sha256_hex.clone(),
+        compressed_size: artifact.compressed_size,
+        uncompressed_size: artifact.uncompressed_size,
+    };
+    let bytes = serde_json::to_vec_pretty(&record).context("serialise build record")?;
+    fs::write(record_path, bytes).with_context(|| format!("write {}", record_path.display()))
 }
 
 fn mebibytes(bytes: u64) -> String {
