@@ -67,7 +67,10 @@ impl Images {
             update_lock(sh, &root)?;
         }
         if self.check {
-            return check_reproducible(sh, &root, &nginx_dir);
+            return match &self.nginx_config_dir {
+                None => check_reproducible_and_budgets(sh),
+                Some(_) => check_reproducible(sh, &root, &nginx_dir),
+            };
         }
         if self.host_tools {
             let tools: HostTools = host_tools(sh)?;
@@ -593,6 +596,13 @@ pub fn check_budgets(artifacts: &[ImageArtifact]) -> anyhow::Result<()> {
         bail!("image size budget exceeded: {}", over.join("; "))
     }
     Ok(())
+}
+
+/// What `cargo xtask images --check` does (for `cargo xtask ci`): two builds
+/// in fresh directories must give identical bytes, within the size budgets.
+pub fn check_reproducible_and_budgets(sh: &Shell) -> anyhow::Result<()> {
+    let root = crate::project_root();
+    check_reproducible(sh, &root, &root.join("nginx"))
 }
 
 fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Result<()> {
