@@ -78,8 +78,8 @@ pub struct Bench {
     replicas: Option<u32>,
     /// A few seconds in total at the default connection count: checks that
     /// every row works and the counter is exact, measures nothing. Results go
-    /// to target/bench/smoke/. With no stack running it starts its own under
-    /// a unique project name and a free port, so it never meets another run.
+    /// to target/bench/smoke/. Without --url it starts a stack of its own
+    /// under a unique project name and a free port, and removes it.
     #[arg(long, conflicts_with_all = ["requests", "duration", "connections", "output_dir"])]
     smoke: bool,
     /// File with the stack's Redis password, for the Redis row
@@ -187,7 +187,14 @@ impl Bench {
             .as_deref()
             .map(project_relative)
             .unwrap_or_else(default_password_file);
-        let running_url = match (&self.url, compose::published_proxy_port(sh, &self.project)) {
+        // A smoke run without --url always gets a fresh stack of its own, so
+        // it tests today's images and never adds load to someone's stack.
+        let running_port = if self.smoke && self.url.is_none() {
+            None
+        } else {
+            compose::published_proxy_port(sh, &self.project)
+        };
+        let running_url = match (&self.url, running_port) {
             (Some(url), _) => Some(url.trim_end_matches('/').to_string()),
             (None, Some(port)) => Some(format!("http://127.0.0.1:{port}")),
             (None, None) => None,
