@@ -51,7 +51,8 @@ pub fn latency_svg(report: &Report) -> String {
     let largest = positive.fold(0.0, f64::max);
     // Whole decades at both ends so the grid lines land on 0.1, 1, 10 ms.
     let (low_decade, high_decade) = if largest > 0.0 {
-        let low = smallest.log10().floor() as i32;
+        // Half the smallest value: a bar just above a grid line still shows.
+        let low = (smallest * 0.5).log10().floor() as i32;
         let high = (largest.log10().ceil() as i32).max(low + 1);
         (low, high)
     } else {
@@ -222,11 +223,14 @@ mod tests {
     fn svg_axis_spans_whole_decades_around_the_data() {
         let svg = latency_svg(&fixed_report());
 
-        // Fixed data runs from 1 ms (p50) to 12.5 ms (max): grid at 1, 10, 100.
+        // Fixed data runs from 1 ms (p50) to 12.5 ms (max): the axis starts a
+        // decade below the smallest bar so it stays visible, and ends at 100.
+        assert!(svg.contains(">0.1 ms</text>"));
         assert!(svg.contains(">1 ms</text>"));
         assert!(svg.contains(">10 ms</text>"));
         assert!(svg.contains(">100 ms</text>"));
-        assert!(!svg.contains(">0.1 ms</text>"));
+        assert!(!svg.contains(">0.01 ms</text>"));
+        assert!(!svg.contains(">1000 ms</text>"));
     }
 
     #[test]
