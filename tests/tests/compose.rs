@@ -652,7 +652,7 @@ async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_g
     let kill_sent = Instant::now();
     docker(&["kill", &victim]);
     let gone = Instant::now();
-    // Past nginx's DNS cache time (valid=5s), so requests also meet the
+    // Past nginx's DNS cache time (valid=3s), so requests also meet the
     // state where nginx no longer knows the dead replica.
     tokio::time::sleep(Duration::from_secs(8)).await;
     stop.store(true, Ordering::Relaxed);
