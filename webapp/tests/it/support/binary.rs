@@ -16,7 +16,20 @@ pub struct BinaryApp {
 
 impl BinaryApp {
     /// Starts `webapp` with `environment` on top of a loopback port; waits until /healthz answers.
+    ///
+    /// Retries on a fresh port if the probed one was taken before the app could bind it.
     pub fn start(environment: &[(&str, &str)]) -> BinaryApp {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match BinaryApp::try_start(environment) {
+                Ok(app) => return app,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("webapp did not start:\n{}", failures.join("\n"));
+    }
+
+    fn try_start(environment: &[(&str, &str)]) -> Result<BinaryApp, String> {
         let port = free_port();
         let mut command = Command::new(env!("CARGO_BIN_EXE_webapp"));
         command
@@ -56,21 +69,23 @@ impl BinaryApp {
             child,
             output,
         };
-        app.wait_until_live();
-        app
+        app.wait_until_live()?;
+        Ok(app)
     }
 
-    fn wait_until_live(&mut self) {
+    fn wait_until_live(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
+                // Give the output threads a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                return Err(format!(
                     "webapp exited with {status} while starting; output:\n{}",
                     self.output()
-                );
+                ));
             }
             if webapp::probe::check(&format!("http://127.0.0.1:{}/healthz", self.port)) == 0 {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,

@@ -23,16 +23,26 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts a server without a password.
     pub fn start() -> RedisServer {
-        let mut server = RedisServer::stopped(None);
-        server.restart();
-        server
+        RedisServer::start_on_some_free_port(None)
     }
 
     /// Starts a server that requires `password` (`requirepass`).
     pub fn start_with_password(password: &str) -> RedisServer {
-        let mut server = RedisServer::stopped(Some(password.to_owned()));
-        server.restart();
-        server
+        RedisServer::start_on_some_free_port(Some(password.to_owned()))
+    }
+
+    /// Another process may grab the "free" port between our probe and Redis binding it, so a
+    /// failed start is retried on a fresh port a few times.
+    fn start_on_some_free_port(password: Option<String>) -> RedisServer {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            let mut server = RedisServer::stopped(password.clone());
+            match server.try_restart() {
+                Ok(()) => return server,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("redis-server did not start:\n{}", failures.join("\n"));
     }
 
     /// Reserves a port and a directory but does not start the server yet.
@@ -63,6 +73,12 @@ impl RedisServer {
 
     /// (Re)starts the server on its port and waits until it answers PING.
     pub fn restart(&mut self) {
+        if let Err(failure) = self.try_restart() {
+            panic!("{failure}");
+        }
+    }
+
+    fn try_restart(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "redis-server is already running");
         let port = self.port.to_string();
         let log_path = self.log_path();
@@ -92,31 +108,32 @@ impl RedisServer {
             .spawn()
             .unwrap_or_else(|error| panic!("cannot start {}: {error}", self.binary.display()));
         self.child = Some(child);
-        self.wait_until_up();
+        self.wait_until_up()
     }
 
-    fn wait_until_up(&mut self) {
+    fn wait_until_up(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(child) = self.child.as_mut() {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
-                    panic!(
-                        "redis-server exited with {status} while starting; its log:\n{}",
+                    return Err(format!(
+                        "redis-server on port {} exited with {status} while starting; its log:\n{}",
+                        self.port,
                         self.log()
-                    );
+                    ));
                 }
             }
             if let Ok(reply) = self.try_command(&["PING"]) {
                 if reply == "PONG" || reply.starts_with("NOAUTH") {
-                    return;
+                    return Ok(());
                 }
             }
             if Instant::now() > deadline {
-                panic!(
+                return Err(format!(
                     "redis-server did not answer PING within 10 s; its log:\n{}",
                     self.log()
-                );
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
