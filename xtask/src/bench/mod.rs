@@ -318,9 +318,16 @@ pub fn smoke(sh: &Shell, stack: &StackUnderTest) -> anyhow::Result<Report> {
         Amount::Requests(SMOKE_REQUESTS_PER_ROW),
         true,
     )?;
-    write_results(&report, &crate::project_root().join("target/bench/smoke"))?;
-    check_report(&report)?;
-    Ok(report)
+    let output_dir = crate::project_root().join("target/bench/smoke");
+    write_results(&report, &output_dir)?;
+    // Check what a reader of the file gets, not only the in-memory report.
+    let json_path = output_dir.join("results.json");
+    let json = fs::read_to_string(&json_path)
+        .with_context(|| format!("read back {}", json_path.display()))?;
+    let written: Report = serde_json::from_str(&json)
+        .with_context(|| format!("{} is not a well-formed report", json_path.display()))?;
+    check_report(&written)?;
+    Ok(written)
 }
 
 /// Fails when the report is incomplete or the counter check failed; targets
@@ -683,4 +690,45 @@ pub fn unique_suffix() -> String {
         .map(|elapsed| elapsed.subsec_nanos())
         .unwrap_or(0);
     format!("{}-{nanos:08x}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::report::tests::fixed_report;
+
+    #[test]
+    fn check_report_accepts_a_complete_report_with_an_exact_counter() {
+        assert!(check_report(&fixed_report()).is_ok());
+    }
+
+    #[test]
+    fn check_report_fails_when_the_counter_missed_increments() {
+        let mut report = fixed_report();
+        report.counter_check = CounterCheck::new(5, 10_004, 10_000);
+
+        let error = check_report(&report).err().map(|error| error.to_string());
+
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|error| error.contains("rose from 5 to 10004")),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn check_report_fails_when_a_row_is_missing() {
+        let mut report = fixed_report();
+        report.rows.retain(|row| row.kind != RowKind::RedisIncr);
+
+        let error = check_report(&report).err().map(|error| error.to_string());
+
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|error| error.contains("RedisIncr")),
+            "{error:?}"
+        );
+    }
 }
