@@ -31,10 +31,17 @@ pub struct E2e {
     /// with `cargo xtask down --volumes -p <project>`).
     #[arg(long)]
     keep: bool,
+    /// Test the stack on Docker Swarm instead (deploy/stack.yaml; creates a
+    /// single-node swarm if needed and leaves it again afterwards).
+    #[arg(long, conflicts_with = "keep")]
+    swarm: bool,
 }
 
 impl E2e {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if self.swarm {
+            return crate::swarm::e2e::run_swarm_e2e(sh);
+        }
         let started = Instant::now();
         compose::require_docker(sh)?;
         eprintln!("e2e: building and loading the images");

@@ -89,28 +89,43 @@ fn cleanup(sh: &Shell, stack: &str, origin: SwarmOrigin) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Deletes the images the tests committed for this stack (by label).
+/// Deletes the images the tests committed for this stack (by label), by id:
+/// a tag may have moved on. `docker images` lists the newest first, so an
+/// image committed from another test image goes before its parent.
 fn remove_test_images(sh: &Shell, stack: &str) -> anyhow::Result<()> {
     let filter = format!("label={TEST_IMAGE_LABEL}={stack}");
-    let format = "{{.Repository}}:{{.Tag}}";
-    let references = cmd!(sh, "docker images --filter {filter} --format {format}")
+    let listed = cmd!(sh, "docker images --all --quiet --filter {filter}")
         .quiet()
         .read()
         .context("list the images the tests made")?;
-    let references: Vec<&str> = references
-        .split_whitespace()
-        .filter(|reference| !reference.contains("<none>"))
-        .collect();
-    if references.is_empty() {
-        return Ok(());
+    let mut image_ids: Vec<&str> = Vec::new();
+    for id in listed.split_whitespace() {
+        if !image_ids.contains(&id) {
+            image_ids.push(id);
+        }
     }
-    let to_delete = references.clone();
-    cmd!(sh, "docker rmi {to_delete...}")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context("delete the images the tests made")?;
-    eprintln!("swarm e2e: deleted test images {}", references.join(", "));
+    let mut deleted = 0;
+    for image_id in image_ids {
+        // Deleting an image also deletes its untagged parents, which may be
+        // further down the list.
+        let exists = cmd!(sh, "docker image inspect {image_id}")
+            .quiet()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()
+            .is_ok();
+        if exists {
+            cmd!(sh, "docker rmi {image_id}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .with_context(|| format!("delete the test image {image_id}"))?;
+            deleted += 1;
+        }
+    }
+    if deleted > 0 {
+        eprintln!("swarm e2e: deleted {deleted} test image(s)");
+    }
     Ok(())
 }
 

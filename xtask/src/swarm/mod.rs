@@ -10,8 +10,6 @@
 //! stored).
 
 pub mod deploy;
-// FIXME: wired into `cargo xtask e2e --swarm` once the Compose part's e2e command lands.
-#[allow(dead_code)]
 pub mod e2e;
 pub mod engine;
 pub mod remove;
