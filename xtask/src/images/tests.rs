@@ -443,3 +443,28 @@ fn an_unreachable_docker_engine_is_reported_with_how_to_start_it() {
     assert!(message.contains("not reachable"), "{message}");
     assert!(message.contains("systemctl start docker"), "{message}");
 }
+
+#[test]
+fn an_image_over_its_compressed_size_budget_fails_naming_it() {
+    let artifact = |name: &'static str, compressed_size: u64| super::ImageArtifact {
+        name,
+        config_digest_hex: "0".repeat(64),
+        manifest_digest_hex: "0".repeat(64),
+        archive_sha256_hex: "0".repeat(64),
+        compressed_size,
+        uncompressed_size: compressed_size * 2,
+        budget: 4 * 1024 * 1024,
+        archive_path: std::path::PathBuf::new(),
+    };
+
+    let within = super::check_budgets(&[artifact("webapp", 4 * 1024 * 1024)]);
+    let over = super::check_budgets(&[
+        artifact("webapp", 1024),
+        artifact("db", 4 * 1024 * 1024 + 1),
+    ]);
+
+    assert!(within.is_ok());
+    let message = format!("{:#}", over.unwrap_err());
+    assert!(message.contains("db is 4.00 MiB compressed"), "{message}");
+    assert!(!message.contains("webapp"), "{message}");
+}
