@@ -246,6 +246,8 @@ pub struct TaskStatus {
 pub struct ContainerStatus {
     #[serde(rename = "ContainerID", default)]
     pub container_id: Option<String>,
+    #[serde(default)]
+    pub exit_code: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +270,20 @@ impl Task {
             .container_id
             .as_deref()
             .filter(|id| !id.is_empty())
+    }
+
+    /// Whether the task stopped without being asked to: it failed, was
+    /// rejected, or exited on its own. (A task Swarm replaced on purpose
+    /// ends in "shutdown".)
+    pub fn ended_unexpectedly(&self) -> bool {
+        matches!(
+            self.status.state.as_str(),
+            "failed" | "rejected" | "complete" | "orphaned"
+        ) || self
+            .status
+            .err
+            .as_deref()
+            .is_some_and(|error| !error.is_empty())
     }
 
     /// The task's error, else its status message: what to show a person.
@@ -510,7 +526,9 @@ pub fn wait_until_converged(
     }
 }
 
-/// Tasks of `service` that failed or were rejected and are not in `before`.
+/// Tasks of `service` that are not in `before` and ended while Swarm wanted
+/// them running: failed, rejected, or "complete" (exited 0, which is what a
+/// webapp stopped for being unhealthy does: it shuts down gracefully).
 pub fn new_failed_tasks(
     sh: &Shell,
     service: &str,
@@ -519,8 +537,18 @@ pub fn new_failed_tasks(
     Ok(service_tasks(sh, service)?
         .into_iter()
         .filter(|task| !before.contains(&task.id))
-        .filter(|task| matches!(task.status.state.as_str(), "failed" | "rejected"))
+        .filter(Task::ended_unexpectedly)
         .collect())
+}
+
+/// One healthcheck run as `docker inspect` records it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthcheckRun {
+    #[serde(default)]
+    exit_code: i64,
+    #[serde(default)]
+    output: String,
 }
 
 /// How many log lines of a failed task to show.
@@ -530,13 +558,44 @@ const FAILED_TASK_LOG_LINES: &str = "20";
 /// needs to see to fix a failed deploy or rollout.
 pub fn print_task_failures(sh: &Shell, tasks: &[Task]) {
     for task in tasks {
+        let exit_code = task
+            .status
+            .container_status
+            .as_ref()
+            .and_then(|status| status.exit_code)
+            .map_or_else(String::new, |code| format!(", exit code {code}"));
         eprintln!(
-            "swarm: task {} ({}) {}: {}",
+            "swarm: task {} ({}) {}{exit_code}: {}",
             task.id,
             task.spec.container_spec.image,
             task.status.state,
             task.error_text()
         );
+        // Why Docker stopped it, when the container is on this node: the
+        // last healthcheck runs say what the check saw.
+        if let Some(container_id) = task.container_id() {
+            let format =
+                "{{if .State.Health}}{{.State.Health.Status}} {{json .State.Health.Log}}{{end}}";
+            let health = cmd!(
+                sh,
+                "docker inspect --type container --format {format} {container_id}"
+            )
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .unwrap_or_default();
+            if let Some((status, log)) = health.trim().split_once(' ') {
+                eprintln!("swarm:   health: {status}");
+                let checks: Vec<HealthcheckRun> = serde_json::from_str(log).unwrap_or_default();
+                for check in checks.iter().rev().take(3).rev() {
+                    eprintln!(
+                        "swarm:   healthcheck exit {}: {}",
+                        check.exit_code,
+                        check.output.trim()
+                    );
+                }
+            }
+        }
         let task_id = &task.id;
         // `docker service logs` takes a task id and works on any node of the
         // swarm, unlike `docker logs`.

@@ -67,10 +67,10 @@ impl SwarmUpdate {
         super::deploy_stack(sh, stack, port, &images)?;
 
         let timeout = Duration::from_secs(self.timeout_secs);
-        let mut rolled_back = Vec::new();
+        let mut rolling = Vec::new();
         for service in super::stack_services(sh, stack)? {
-            let name = &service.spec.name;
-            let Some((template_before, status_before)) = before.get(name) else {
+            let name = service.spec.name.clone();
+            let Some((template_before, status_before)) = before.get(&name) else {
                 eprintln!("swarm: {name} is new");
                 continue;
             };
@@ -82,26 +82,39 @@ impl SwarmUpdate {
                 "swarm: {name} rolling to {}",
                 service.spec.task_template.container_spec.image
             );
-            let outcome = wait_for_rollout(sh, name, status_before.as_ref(), timeout)?;
-            match outcome.state.as_str() {
-                "completed" => eprintln!(
-                    "swarm: {name} rolled out in {:.1}s",
-                    started.elapsed().as_secs_f64()
-                ),
-                _ => {
-                    eprintln!(
-                        "swarm: {name} did not roll out ({}): {}",
-                        outcome.state,
-                        outcome.message.as_deref().unwrap_or("no message")
-                    );
-                    let failures = super::new_failed_tasks(sh, name, &tasks_before)?;
-                    super::print_task_failures(sh, &failures);
-                    rolled_back.push(format!(
-                        "{name}: {}",
-                        outcome.message.as_deref().unwrap_or(&outcome.state)
-                    ));
-                }
+            rolling.push(Rollout {
+                service: name,
+                previous_status: status_before.clone(),
+                outcome: None,
+                rollback_reason: None,
+            });
+        }
+        wait_for_rollouts(sh, &mut rolling, started, timeout)?;
+        let mut rolled_back = Vec::new();
+        for rollout in &rolling {
+            let Some(outcome) = &rollout.outcome else {
+                continue;
+            };
+            let name = &rollout.service;
+            if outcome.state == "completed" {
+                continue;
             }
+            // Swarm says which task made it roll back only while the
+            // rollback runs ("update rolled back due to failure or early
+            // termination of task …"); afterwards the message is just
+            // "rollback completed".
+            let reason = rollout
+                .rollback_reason
+                .clone()
+                .or_else(|| outcome.message.clone())
+                .unwrap_or_else(|| outcome.state.clone());
+            eprintln!(
+                "swarm: {name} did not roll out ({}): {reason}",
+                outcome.state
+            );
+            let failures = super::new_failed_tasks(sh, name, &tasks_before)?;
+            super::print_task_failures(sh, &failures);
+            rolled_back.push(format!("{name}: {reason}"));
         }
         super::wait_until_converged(sh, stack, &tasks_before, timeout)?;
         if !rolled_back.is_empty() {
@@ -130,58 +143,96 @@ fn task_template_json(service: &super::Service) -> serde_json::Value {
 /// concluding that the spec change needs no new tasks.
 const ROLLOUT_START_GRACE: Duration = Duration::from_secs(15);
 
-/// Waits until `service` has a rolling update newer than `before` in a
-/// final state (completed, rolled back, paused) and returns that state.
-pub fn wait_for_rollout(
+/// One service whose spec changed, and what became of its rolling update.
+struct Rollout {
+    service: String,
+    /// The update status before the deploy: a rollout is new when its start
+    /// time differs.
+    previous_status: Option<UpdateStatus>,
+    /// The final state, once reached.
+    outcome: Option<UpdateStatus>,
+    /// The message Swarm gave when it started rolling back.
+    rollback_reason: Option<String>,
+}
+
+/// Final states of a rolling update.
+fn is_final(state: &str) -> bool {
+    matches!(
+        state,
+        "completed" | "rollback_completed" | "paused" | "rollback_paused"
+    )
+}
+
+/// Watches all rollouts at once (Swarm runs them in parallel) until each
+/// has reached a final state, printing every state change.
+fn wait_for_rollouts(
     sh: &Shell,
-    service: &str,
-    before: Option<&UpdateStatus>,
+    rollouts: &mut [Rollout],
+    started: Instant,
     timeout: Duration,
-) -> anyhow::Result<UpdateStatus> {
-    let started = Instant::now();
-    let mut last_state = String::new();
+) -> anyhow::Result<()> {
+    let mut last_states: BTreeMap<String, String> = BTreeMap::new();
     loop {
-        let current = super::inspect_service(sh, service)?.update_status;
-        let is_new = current.as_ref().is_some_and(|status| {
-            before.is_none_or(|before| before.started_at != status.started_at)
-        });
-        match current {
-            Some(status) if is_new => {
-                if status.state != last_state {
-                    eprintln!(
-                        "swarm: [{:>3}s] {service}: {} ({})",
-                        started.elapsed().as_secs(),
-                        status.state,
-                        status.message.as_deref().unwrap_or("")
-                    );
-                    last_state = status.state.clone();
-                }
-                if matches!(
-                    status.state.as_str(),
-                    "completed" | "rollback_completed" | "paused" | "rollback_paused"
-                ) {
-                    return Ok(status);
-                }
-            }
-            _ if started.elapsed() > ROLLOUT_START_GRACE => {
+        let mut pending = Vec::new();
+        for rollout in rollouts
+            .iter_mut()
+            .filter(|rollout| rollout.outcome.is_none())
+        {
+            let service = &rollout.service;
+            let current = super::inspect_service(sh, service)?.update_status;
+            let new_status = current.filter(|status| {
+                rollout
+                    .previous_status
+                    .as_ref()
+                    .is_none_or(|previous| previous.started_at != status.started_at)
+            });
+            let Some(status) = new_status else {
                 // Some spec changes (labels of the task template, say) do
                 // not replace tasks, so Swarm starts no rollout at all.
-                return Ok(UpdateStatus {
-                    state: String::from("completed"),
-                    started_at: None,
-                    completed_at: None,
-                    message: Some(String::from("no task needed replacing")),
-                });
+                if started.elapsed() > ROLLOUT_START_GRACE {
+                    eprintln!("swarm: {service}: no task needed replacing");
+                    rollout.outcome = Some(UpdateStatus {
+                        state: String::from("completed"),
+                        started_at: None,
+                        completed_at: None,
+                        message: None,
+                    });
+                } else {
+                    pending.push(service.clone());
+                }
+                continue;
+            };
+            if last_states.get(service) != Some(&status.state) {
+                eprintln!(
+                    "swarm: [{:>3}s] {service}: {} ({})",
+                    started.elapsed().as_secs(),
+                    status.state,
+                    status.message.as_deref().unwrap_or("")
+                );
+                last_states.insert(service.clone(), status.state.clone());
             }
-            _ => {}
+            if status.state.starts_with("rollback") && rollout.rollback_reason.is_none() {
+                rollout.rollback_reason = status
+                    .message
+                    .clone()
+                    .filter(|message| message.contains("rolled back due to"));
+            }
+            if is_final(&status.state) {
+                rollout.outcome = Some(status);
+            } else {
+                pending.push(service.clone());
+            }
+        }
+        if pending.is_empty() {
+            return Ok(());
         }
         if started.elapsed() > timeout {
             bail!(
-                "the rollout of {service} did not finish within {}s (last state {last_state:?}); \
-                 see `cargo xtask swarm-status` and `docker service ps {service}`",
+                "the rollout of {} did not finish within {}s; see `cargo xtask swarm-status` and `docker service ps <service>`",
+                pending.join(", "),
                 timeout.as_secs()
             );
         }
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(250));
     }
 }
