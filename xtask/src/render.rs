@@ -140,6 +140,8 @@ struct ComposeService {
     cpus: f64,
     pids_limit: u32,
     stop_grace_period: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sysctls: Option<Mapping<&'static str>>,
     logging: ComposeLogging,
 }
 
@@ -256,6 +258,15 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 cpus: f64::from(service.cpu_limit_hundredths) / 100.0,
                 pids_limit: service.pids_limit,
                 stop_grace_period: docker_duration(service.stop_grace_period),
+                sysctls: (!service.sysctls.is_empty()).then(|| {
+                    Mapping(
+                        service
+                            .sysctls
+                            .iter()
+                            .map(|(name, value)| (name.to_string(), *value))
+                            .collect(),
+                    )
+                }),
                 // Bounded logs: a chatty replica cannot fill the host's disk.
                 logging: ComposeLogging {
                     driver: "json-file",

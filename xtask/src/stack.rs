@@ -199,6 +199,8 @@ pub struct Service {
     pub cpu_limit_hundredths: u32,
     pub pids_limit: u32,
     pub stop_grace_period: Duration,
+    /// Kernel settings of the container's own network namespace.
+    pub sysctls: Vec<(&'static str, &'static str)>,
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -284,6 +286,7 @@ pub fn stack() -> Stack {
         cpu_limit_hundredths: 100,
         pids_limit: 64,
         stop_grace_period: Duration::from_secs(10),
+        sysctls: Vec::new(),
     };
 
     let webapp = Service {
@@ -333,6 +336,7 @@ pub fn stack() -> Stack {
         cpu_limit_hundredths: 100,
         pids_limit: 128,
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        sysctls: Vec::new(),
     };
 
     let proxy = Service {
@@ -367,6 +371,16 @@ pub fn stack() -> Stack {
         // nginx drains on SIGQUIT (the image's stop signal); a request may
         // wait up to proxy_read_timeout for the webapp.
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        // nginx opens a new connection to the webapp per request (see
+        // nginx/webapp-upstream.conf), leaving one TIME_WAIT socket each.
+        // With the defaults a few seconds of load use up the ~28k local ports
+        // per replica and throughput collapses (measured: from 3,500 to 310
+        // requests/s on the second 8 s oha run); reusing TIME_WAIT ports for
+        // new outgoing connections and a wider port range keep it steady.
+        sysctls: vec![
+            ("net.ipv4.tcp_tw_reuse", "1"),
+            ("net.ipv4.ip_local_port_range", "1024 65535"),
+        ],
     };
 
     Stack {
