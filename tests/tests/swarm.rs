@@ -31,7 +31,8 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(180);
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(240);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long nginx may serve from a stale lookup of the replicas' addresses:
-/// its 5 s cache, with margin.
+/// its cache time (`valid=` in nginx/webapp-upstream.conf, a few seconds),
+/// with a wide margin.
 const NGINX_RERESOLVE_BOUND: Duration = Duration::from_secs(20);
 
 /// The tests change one shared stack (counter, images, containers): one at a
@@ -134,7 +135,7 @@ async fn every_webapp_replica_serves_requests_and_only_the_proxy_is_published() 
         "expected {WEBAPP_REPLICAS} running webapp tasks, found {replica_hostnames:?}"
     );
     // nginx picks the next replica per request, among the addresses its
-    // last lookup of `webapp` returned; a lookup is reused for 5 s
+    // last lookup of `webapp` returned; a lookup is reused for a few seconds
     // (nginx/webapp-upstream.conf), per nginx worker, so a replica that a
     // previous test replaced may take that long to be seen everywhere.
     let deadline = Instant::now() + NGINX_RERESOLVE_BOUND;

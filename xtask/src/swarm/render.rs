@@ -26,10 +26,11 @@ use crate::stack::{docker_duration, Restart, Service, Stack};
 const PROXY_PUBLISH_MODE: &str = "host";
 
 /// Pause between replacing one webapp replica and the next. nginx caches the
-/// service name's addresses for 5 s (`valid=5s` in nginx/webapp-upstream.conf);
-/// spacing the replacements by more than that means no cached answer ever
-/// holds two stopped replicas, so a retry on the next address succeeds.
-const UPDATE_DELAY: Duration = Duration::from_secs(6);
+/// service name's addresses for a few seconds (`valid=` in
+/// nginx/webapp-upstream.conf; a test keeps this pause longer); spacing the
+/// replacements by more than that means no cached answer ever holds two
+/// stopped replicas, so a retry on the next address succeeds.
+const UPDATE_DELAY: Duration = Duration::from_secs(5);
 
 /// Pause before Swarm restarts a failed task, so a crash loop does not spin.
 const RESTART_DELAY: Duration = Duration::from_secs(2);
@@ -473,6 +474,29 @@ mod tests {
                 assert_eq!(secret["mode"].as_u64(), Some(0o400));
             }
         }
+    }
+
+    #[test]
+    fn webapp_replicas_are_replaced_slower_than_nginx_forgets_their_addresses() {
+        let path = crate::project_root()
+            .join("nginx")
+            .join("webapp-upstream.conf");
+        let config = std::fs::read_to_string(&path).expect("read nginx/webapp-upstream.conf");
+        let valid_seconds: u64 = config
+            .lines()
+            .map(str::trim)
+            .filter(|line| line.starts_with("resolver "))
+            .find_map(|line| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix("valid="))
+                    .and_then(|value| value.trim_end_matches(';').strip_suffix('s'))
+                    .and_then(|seconds| seconds.parse().ok())
+            })
+            .expect("nginx/webapp-upstream.conf sets `resolver ... valid=<N>s`");
+        assert!(
+            UPDATE_DELAY > Duration::from_secs(valid_seconds),
+            "UPDATE_DELAY ({UPDATE_DELAY:?}) must exceed nginx's DNS cache time ({valid_seconds}s)"
+        );
     }
 
     #[test]
