@@ -48,8 +48,8 @@ pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
             "the docker CLI could not be run ({error}): install Docker Engine (`apt-get install docker.io`)"
         ),
         Ok(output) if !output.status.success() => bail!(
-            "the Docker engine is not reachable: {}. Start it (`systemctl start docker`, or `dockerd &` without systemd) \
-             and make sure this user may use /var/run/docker.sock",
+            "the Docker engine is not reachable ({}): start it (`systemctl start docker`, or `dockerd &` without systemd), \
+             and check DOCKER_HOST and that this user may use /var/run/docker.sock",
             String::from_utf8_lossy(&output.stderr).trim()
         ),
         Ok(_) => Ok(()),
@@ -219,5 +219,28 @@ fn remove_gwbridge_network(sh: &Shell) -> anyhow::Result<()> {
             );
         }
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_docker_is_reported_with_how_to_start_it() {
+        let sh = Shell::new().expect("shell");
+        sh.set_var(
+            "DOCKER_HOST",
+            "unix:///nonexistent/webstack-test-docker.sock",
+        );
+        let error = require_docker(&sh).expect_err("no engine listens on that socket");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("not reachable") && message.contains("systemctl start docker"),
+            "{message}"
+        );
+        // The swarm commands probe before anything else.
+        let error = ensure_manager(&sh).expect_err("no engine listens on that socket");
+        assert!(format!("{error:#}").contains("not reachable"));
     }
 }
