@@ -135,6 +135,14 @@ pub struct Container {
     pub name: String,
     pub config: ContainerConfig,
     pub state: ContainerState,
+    pub network_settings: NetworkSettings,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkSettings {
+    #[serde(default)]
+    pub networks: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,6 +281,14 @@ pub fn wait_until_healthy(
             all_healthy &= healthy == *count && running == *count;
             report.push(format!("{service} {healthy}/{count} healthy"));
             for container in &of_service {
+                if container.state.status == "running"
+                    && container.network_settings.networks.is_empty()
+                {
+                    bail!(
+                        "{} ({service}) runs without any network: the engine dropped its network endpoints, which Docker 20.10 does to containers when it leaves a swarm (`docker swarm leave`) while they start; run `cargo xtask down` and `cargo xtask up` again",
+                        container.short_name()
+                    );
+                }
                 let condition = container.condition();
                 let failed = condition == "unhealthy"
                     || condition.starts_with("exited")
@@ -401,6 +417,14 @@ impl Up {
             for container in project_containers(sh, &self.project)? {
                 if container.condition() != "healthy" {
                     print_container_logs(sh, &container);
+                }
+                if container.state.status == "running"
+                    && container.network_settings.networks.is_empty()
+                {
+                    eprintln!(
+                        "up: {} runs without any network: the engine dropped its network endpoints (Docker 20.10 does that to containers starting while it leaves a swarm); run `cargo xtask down` and `cargo xtask up` again",
+                        container.short_name()
+                    );
                 }
             }
             return Err(error).context(format!(

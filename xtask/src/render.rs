@@ -253,7 +253,8 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 read_only: service.read_only_root_filesystem,
                 tmpfs: service.tmpfs.clone(),
                 cap_drop: vec!["ALL"],
-                security_opt: vec!["no-new-privileges:true"],
+                // `=`, not `:`: Docker logs the `:` form as deprecated.
+                security_opt: vec!["no-new-privileges=true"],
                 mem_limit: format!("{}m", service.memory_limit_bytes / (1024 * 1024)),
                 cpus: f64::from(service.cpu_limit_hundredths) / 100.0,
                 pids_limit: service.pids_limit,
