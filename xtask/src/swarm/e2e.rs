@@ -25,7 +25,7 @@ pub const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
 pub fn run_swarm_e2e(sh: &Shell) -> anyhow::Result<()> {
     let started = Instant::now();
     let origin = engine::ensure_manager(sh)?;
-    let stack = format!("webstack-e2e-{}", unique_suffix());
+    let stack = format!("webstack-swarm-e2e-{}", unique_suffix());
     let port = free_port()?;
     eprintln!("swarm e2e: stack {stack} on port {port}");
 
