@@ -3,7 +3,7 @@
 //!
 //! The subcommands (`swarm-deploy`, `swarm-update`, `swarm-status`,
 //! `swarm-rm`) and `cargo xtask e2e --swarm` share what is here: probing the
-//! engine, joining or creating a single-node swarm, deploying with
+//! engine, creating a single-node swarm when there is none, deploying with
 //! content-derived image tags, and deciding when a stack has converged by
 //! looking at every task and container ourselves rather than trusting
 //! `docker stack deploy`'s exit code (it returns as soon as the specs are
@@ -119,7 +119,7 @@ pub fn deploy_stack(
     // `--resolve-image never`: the images are local, there is no registry to
     // ask for a digest. `--prune` removes services no longer in the file.
     // No `--detach`: older CLIs lack the flag, and the newer default is
-    // detached anyway; convergence is watched below.
+    // detached anyway; callers wait with `wait_until_converged`.
     cmd!(
         sh,
         "docker stack deploy --resolve-image never --prune --compose-file {stack_file} {stack}"
