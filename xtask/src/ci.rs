@@ -1,23 +1,82 @@
-//! `cargo xtask ci`: formatting, lints and every test suite, in the order a
-//! failure is cheapest to find.
+//! `cargo xtask ci`: every check and test suite the project has, in the order
+//! a failure is cheapest to find. `.ci/run` runs exactly this, so a new user
+//! and CI run the same thing.
+//!
+//! It fetches what the tests need by itself: the pinned redis-server (from
+//! the same Debian packages the db image is built from), `nix-instantiate`
+//! for the flake check, and the load tool for the bench smoke test.
 
+use std::time::Instant;
+
+use anyhow::Context;
 use xshell::{cmd, Shell};
 
+/// Run every check and test suite (needs the Docker engine).
 #[derive(clap::Args)]
-pub struct Ci {}
+pub struct Ci {
+    /// Skip the Swarm end-to-end run (it creates and leaves a single-node swarm).
+    #[arg(long)]
+    no_swarm: bool,
+}
 
 impl Ci {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        step("cargo fmt --check");
-        cmd!(sh, "cargo fmt --all --check").run()?;
-        step("cargo clippy");
-        cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
-        step("cargo test");
-        cmd!(sh, "cargo test --workspace").run()?;
+        let started = Instant::now();
+        let mut timings = Vec::new();
+        let mut step = |name: &'static str, body: &mut dyn FnMut() -> anyhow::Result<()>| {
+            eprintln!("\n==> ci: {name}");
+            let step_started = Instant::now();
+            let outcome = body().with_context(|| format!("ci step `{name}` failed"));
+            timings.push((name, step_started.elapsed().as_secs()));
+            outcome
+        };
+
+        step("cargo fmt --check", &mut || {
+            cmd!(sh, "cargo fmt --all --check").run()?;
+            Ok(())
+        })?;
+        step("cargo clippy", &mut || {
+            cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+            Ok(())
+        })?;
+        step("flake.nix parses", &mut || crate::flake::check(sh))?;
+        // Builds every image twice from scratch-ish dirs and compares digests;
+        // the first build also warms the cache `ensure_images` uses later.
+        step("images are reproducible and within budget", &mut || {
+            crate::images::check_reproducible_and_budgets(sh)
+        })?;
+        step("unit and integration tests", &mut || {
+            let tools = crate::images::host_tools(sh)?;
+            // The end-to-end suites in `stack-tests` need a running stack;
+            // `cargo xtask e2e` runs them below.
+            cmd!(sh, "cargo test --workspace --exclude stack-tests")
+                .env("REDIS_SERVER_BIN", &tools.redis_server)
+                .run()?;
+            Ok(())
+        })?;
+        // The remaining steps are xtask commands of their own; running this
+        // same binary keeps their output and exit codes exactly as a user
+        // sees them.
+        let xtask = std::env::current_exe().context("locate the running xtask binary")?;
+        step("Compose end to end", &mut || {
+            cmd!(sh, "{xtask} e2e").run()?;
+            Ok(())
+        })?;
+        step("bench smoke test", &mut || {
+            cmd!(sh, "{xtask} bench --smoke").run()?;
+            Ok(())
+        })?;
+        if !self.no_swarm {
+            step("Swarm end to end", &mut || {
+                cmd!(sh, "{xtask} e2e --swarm").run()?;
+                Ok(())
+            })?;
+        }
+
+        eprintln!("\nci: all steps passed in {}s", started.elapsed().as_secs());
+        for (name, seconds) in &timings {
+            eprintln!("  {seconds:>5}s  {name}");
+        }
         Ok(())
     }
-}
-
-fn step(name: &str) {
-    eprintln!("\n==> {name}");
 }
