@@ -21,7 +21,10 @@ use clap::{Parser, Subcommand};
 use xshell::Shell;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Build, run and test the proxy → webapp → Redis stack")]
+#[command(
+    name = "cargo xtask",
+    about = "Build, run and test the proxy → webapp → Redis stack"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
