@@ -7,7 +7,7 @@
 //! connections alive like a browser, takes a fixed request count (so the
 //! counter check is exact) and prints machine-readable JSON.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
@@ -19,20 +19,16 @@ use super::report::{Latency, Row, RowKind};
 /// release on crates.io when the bench was written (`cargo info oha`).
 pub const OHA_VERSION: &str = "1.16.0";
 
-/// The oha binary, installed into `target/tools/bin` if it is not there yet at
-/// the pinned version. The first install compiles oha (a few minutes on two
-/// cores); later runs reuse it.
+/// The oha binary: one on `PATH` at the pinned version (the Nix dev shell's,
+/// if nixpkgs has that version), else the one in `target/tools/bin`,
+/// installed there first if missing. The first install compiles oha (a few
+/// minutes on two cores); later runs reuse it.
 pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
     let root = crate::project_root().join("target").join("tools");
-    let binary = root.join("bin").join("oha");
-    if binary.exists() {
-        let version = cmd!(sh, "{binary} --version")
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .unwrap_or_default();
-        if version.split_whitespace().any(|word| word == OHA_VERSION) {
-            return Ok(binary);
+    let installed = root.join("bin").join("oha");
+    for candidate in [PathBuf::from("oha"), installed.clone()] {
+        if is_pinned_version(sh, &candidate) {
+            return Ok(candidate);
         }
     }
     cmd!(sh, "cargo --version")
@@ -53,13 +49,22 @@ pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
     )
     .run()
     .with_context(|| format!("install oha {OHA_VERSION} with cargo install"))?;
-    if !binary.exists() {
+    if !is_pinned_version(sh, &installed) {
         bail!(
-            "cargo install oha finished but {} does not exist",
-            binary.display()
+            "cargo install oha finished but {} does not answer `--version` with {OHA_VERSION}",
+            installed.display()
         );
     }
-    Ok(binary)
+    Ok(installed)
+}
+
+/// Whether `program --version` runs and names the pinned version.
+fn is_pinned_version(sh: &Shell, program: &Path) -> bool {
+    cmd!(sh, "{program} --version")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .is_ok_and(|version| version.split_whitespace().any(|word| word == OHA_VERSION))
 }
 
 /// How much load one row gets.
