@@ -873,9 +873,9 @@ async fn redis_refuses_commands_without_the_generated_password() {
     assert_eq!(with.trim(), "PONG");
 }
 
-/// The proxy passes or creates a request id and answers with it.
+/// The proxy passes or creates a request id, answers with it and logs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn the_proxy_passes_a_request_id_through_and_makes_one_when_missing() {
+async fn the_proxy_passes_a_request_id_through_makes_one_when_missing_and_logs_it_as_json() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let client = client();
@@ -903,4 +903,31 @@ async fn the_proxy_passes_a_request_id_through_and_makes_one_when_missing() {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     assert_eq!(generated.len(), 32, "generated id {generated:?}");
+
+    // The access log has one JSON object per request, with the id, the
+    // replica that answered and the timings.
+    let proxy = id_of(&stack.single("proxy"));
+    let logs = docker_output(&["logs", "--tail", "200", &proxy]);
+    let stdout = String::from_utf8_lossy(&logs.stdout);
+    let line = stdout
+        .lines()
+        .find(|line| line.contains("\"e2e-request-1\""))
+        .unwrap_or_else(|| panic!("no access log line for e2e-request-1 in:\n{stdout}"));
+    let entry: Value = serde_json::from_str(line).expect("the access log line is JSON");
+    eprintln!("[e2e] access log line: {line}");
+    assert_eq!(entry["request_id"], "e2e-request-1");
+    assert_eq!(entry["status"], 200);
+    assert!(
+        entry["upstream_addr"]
+            .as_str()
+            .is_some_and(|address| address.ends_with(":5000")),
+        "{line}"
+    );
+    assert!(entry["request_time"].is_number(), "{line}");
+    assert!(
+        entry["upstream_response_time"]
+            .as_str()
+            .is_some_and(|time| !time.is_empty()),
+        "{line}"
+    );
 }
