@@ -53,8 +53,9 @@ const HEALTHY_TIMEOUT_SECS: u64 = 180;
 #[derive(clap::Args, Debug)]
 pub struct Bench {
     /// Base URL of a running stack's proxy [default: the published port of
-    /// the running --project]. When the project is not running, the bench
-    /// starts it (`cargo xtask up`) and removes it afterwards.
+    /// the running --project]. Without --url, when the project is not
+    /// running, the bench starts it (`cargo xtask up`) and removes it
+    /// afterwards.
     #[arg(long)]
     url: Option<String>,
     /// Compose project: its containers are sampled and its db is the target
