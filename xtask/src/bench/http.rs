@@ -5,6 +5,7 @@
 //! library: the whole response is read until the server closes.
 
 use std::{
+    collections::BTreeMap,
     io::{Read, Write},
     net::{TcpStream, ToSocketAddrs},
     time::Duration,
@@ -85,6 +86,31 @@ pub fn read_hit_counter(base_url: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("GET /api/hits body has no \"hits\" number: {body}"))
 }
 
+/// Hits per replica, from `GET /api/replicas` (`{"<replica>": hits, ...}`).
+pub fn read_hits_per_replica(base_url: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    let (status, body) = get(base_url, "/api/replicas")?;
+    if status != 200 {
+        bail!("GET /api/replicas answered {status}: {body}");
+    }
+    serde_json::from_str(&body)
+        .with_context(|| format!("GET /api/replicas body is not a map of counts: {body}"))
+}
+
+/// `after - before` per replica, leaving out replicas that served nothing.
+pub fn hits_between(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    after
+        .iter()
+        .map(|(replica, hits)| {
+            let earlier = before.get(replica).copied().unwrap_or(0);
+            (replica.clone(), hits.saturating_sub(earlier))
+        })
+        .filter(|(_, hits)| *hits > 0)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +160,22 @@ mod tests {
             "{request}"
         );
         Ok(())
+    }
+
+    #[test]
+    fn hits_between_counts_only_what_each_replica_served_in_between() {
+        let before = BTreeMap::from([(String::from("a"), 10), (String::from("b"), 5)]);
+        let after = BTreeMap::from([
+            (String::from("a"), 15),
+            (String::from("b"), 5),
+            (String::from("c"), 7),
+        ]);
+
+        let spread = hits_between(&before, &after);
+
+        assert_eq!(
+            spread,
+            BTreeMap::from([(String::from("a"), 5), (String::from("c"), 7)])
+        );
     }
 }

@@ -417,6 +417,7 @@ fn measure(
 
     let before =
         http::read_hit_counter(base_url).context("read the hit counter before GET / load")?;
+    let replicas_before = http::read_hits_per_replica(base_url)?;
     let hit_counter = measure_http_row(
         sh,
         oha,
@@ -429,6 +430,8 @@ fn measure(
     )?;
     let after =
         http::read_hit_counter(base_url).context("read the hit counter after GET / load")?;
+    let hits_per_replica =
+        http::hits_between(&replicas_before, &http::read_hits_per_replica(base_url)?);
     let counter_check = CounterCheck::new(before, after, hit_counter.successful);
 
     let hits_read = measure_http_row(
@@ -484,6 +487,7 @@ fn measure(
         },
         rows: vec![ceiling, hit_counter, hits_read, redis],
         counter_check,
+        hits_per_replica,
         targets: Vec::new(),
     };
     report.finish();

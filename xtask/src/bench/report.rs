@@ -5,7 +5,7 @@
 //! The types here are plain data so the rendering can be tested from a fixed
 //! input without Docker or a load tool.
 
-use std::fmt::Write as _;
+use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,9 @@ pub struct Report {
     /// ceiling every other row is compared with.
     pub rows: Vec<Row>,
     pub counter_check: CounterCheck,
+    /// How the `GET /` row's hits spread over the webapp replicas (from
+    /// `/api/replicas` before and after): shows the proxy's balancing.
+    pub hits_per_replica: BTreeMap<String, u64>,
     /// The targets for `GET /`, evaluated (reported, never asserted).
     pub targets: Vec<TargetCheck>,
 }
@@ -302,6 +305,14 @@ impl Report {
             check.successful_hit_requests,
             if check.passed { "exact" } else { "MISMATCH" }
         );
+        if !self.hits_per_replica.is_empty() {
+            let spread: Vec<String> = self
+                .hits_per_replica
+                .iter()
+                .map(|(replica, hits)| format!("{replica} {hits}"))
+                .collect();
+            let _ = writeln!(out, "Spread over the replicas: {}.", spread.join(", "));
+        }
 
         let _ = writeln!(out, "\n## Targets for `GET /` (reported, not asserted)\n");
         let _ = writeln!(out, "| target | wanted | measured | met |");
@@ -446,6 +457,7 @@ pub(crate) mod tests {
                 redis,
             ],
             counter_check: CounterCheck::new(5, 10_005, 10_000),
+            hits_per_replica: BTreeMap::from([(String::from("0a1b2c3d4e5f"), 10_000)]),
             targets: Vec::new(),
         };
         report.finish();
@@ -554,6 +566,7 @@ pub(crate) mod tests {
             markdown.contains("| GET / (hit counter) | webstack-webapp-1 | webapp | 12.0 | 60 |")
         );
         assert!(markdown.contains("rose by 10000, successful `GET /` responses 10000: exact."));
+        assert!(markdown.contains("Spread over the replicas: 0a1b2c3d4e5f 10000."));
         assert!(markdown.contains("| p99 latency | ≤ 5 ms | 6.00 ms | no |"));
     }
 }
