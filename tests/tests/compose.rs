@@ -906,13 +906,25 @@ async fn the_proxy_passes_a_request_id_through_makes_one_when_missing_and_logs_i
 
     // The access log has one JSON object per request, with the id, the
     // replica that answered and the timings.
+    // nginx buffers its access log and flushes it within a second.
     let proxy = id_of(&stack.single("proxy"));
-    let logs = docker_output(&["logs", "--tail", "200", &proxy]);
-    let stdout = String::from_utf8_lossy(&logs.stdout);
-    let line = stdout
-        .lines()
-        .find(|line| line.contains("\"e2e-request-1\""))
-        .unwrap_or_else(|| panic!("no access log line for e2e-request-1 in:\n{stdout}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let line = loop {
+        let logs = docker_output(&["logs", "--tail", "200", &proxy]);
+        let stdout = String::from_utf8_lossy(&logs.stdout).into_owned();
+        let found = stdout
+            .lines()
+            .find(|line| line.contains("\"e2e-request-1\""))
+            .map(str::to_owned);
+        match found {
+            Some(line) => break line,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            None => panic!("no access log line for e2e-request-1 within 5 s in:\n{stdout}"),
+        }
+    };
+    let line = line.as_str();
     let entry: Value = serde_json::from_str(line).expect("the access log line is JSON");
     eprintln!("[e2e] access log line: {line}");
     assert_eq!(entry["request_id"], "e2e-request-1");
