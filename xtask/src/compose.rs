@@ -105,18 +105,7 @@ impl ComposeProject {
     }
 }
 
-/// Fails with an actionable sentence when the Docker engine cannot be reached.
-pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
-    let format = "{{.ServerVersion}}";
-    let probe = cmd!(sh, "docker info --format {format}")
-        .quiet()
-        .ignore_stderr()
-        .read();
-    match probe {
-        Ok(version) if !version.trim().is_empty() => Ok(()),
-        _ => bail!("the Docker engine is not reachable: start it (e.g. `service docker start` or `dockerd &`), or check DOCKER_HOST and your access to /var/run/docker.sock (`docker info` shows the error)"),
-    }
-}
+pub use crate::docker::require_docker;
 
 /// Makes sure the checked-in Compose file is the rendered one and the
 /// secrets it names exist.

@@ -5,13 +5,13 @@
 //! The suite finds the stack through the `WEBSTACK_E2E_*` variables set
 //! here; run on its own it fails, saying to use this command.
 
-use std::net::TcpListener;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::compose::{self, ComposeProject, Up};
+use crate::docker;
 
 /// Variables the suite reads (tests/tests/compose.rs has the same names).
 pub const URL_VARIABLE: &str = "WEBSTACK_E2E_URL";
@@ -47,8 +47,8 @@ impl E2e {
         eprintln!("e2e: building and loading the images");
         crate::images::ensure_images(sh).context("build and load the images")?;
 
-        let project_name = format!("webstack-e2e-{}", unique_suffix());
-        let port = free_host_port()?;
+        let project_name = format!("webstack-e2e-{}", docker::unique_suffix());
+        let port = docker::free_host_port()?;
         let project = ComposeProject::new(sh, &project_name, port)?;
         eprintln!("e2e: project {project_name} on host port {port}");
 
@@ -116,26 +116,4 @@ fn start_and_test(sh: &Shell, project: &ComposeProject) -> anyhow::Result<()> {
         bail!("the end-to-end suite failed: see the test output above");
     }
     Ok(())
-}
-
-/// A port nothing listens on right now, on every interface (where Docker
-/// publishes). The kernel picks it; the tiny window until Compose binds it
-/// is acceptable for a test run.
-fn free_host_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind(("0.0.0.0", 0)).context("find a free host port")?;
-    Ok(listener.local_addr().context("read the free port")?.port())
-}
-
-/// Eight hex digits from the clock and the process id: enough to keep
-/// concurrent runs on one engine apart.
-pub fn unique_suffix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    format!("{:08x}", hasher.finish() as u32)
 }

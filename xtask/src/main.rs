@@ -7,6 +7,7 @@
 mod bench;
 mod ci;
 mod compose;
+mod docker;
 mod e2e;
 mod flake;
 mod images;

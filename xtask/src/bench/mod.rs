@@ -224,8 +224,8 @@ impl Bench {
         // a free port, so it can run while the user's stack (or a test) is up.
         let (project, port) = if self.smoke {
             (
-                format!("webstack-bench-{}", crate::e2e::unique_suffix()),
-                free_host_port()?,
+                format!("webstack-bench-{}", crate::docker::unique_suffix()),
+                crate::docker::free_host_port()?,
             )
         } else {
             (self.project.clone(), crate::stack::DEFAULT_HOST_PORT)
@@ -298,12 +298,6 @@ fn volume_exists(sh: &Shell, compose_project: &str) -> bool {
         .ignore_stderr()
         .run()
         .is_ok()
-}
-
-/// A port nothing listens on right now, picked by the kernel.
-fn free_host_port() -> anyhow::Result<u16> {
-    let listener = std::net::TcpListener::bind(("0.0.0.0", 0)).context("find a free host port")?;
-    Ok(listener.local_addr().context("read the free port")?.port())
 }
 
 /// A few seconds of every row against a stack that is up, checked for a
@@ -685,16 +679,6 @@ fn project_relative(path: &Path) -> PathBuf {
     } else {
         crate::project_root().join(path)
     }
-}
-
-/// A suffix for the names of the throw-away containers this run creates, so
-/// concurrent runs (and other helpers' containers) never collide.
-pub fn unique_suffix() -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}-{nanos:08x}", std::process::id())
 }
 
 #[cfg(test)]

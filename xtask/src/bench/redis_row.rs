@@ -54,7 +54,7 @@ pub fn run_redis_row(
     connections: u32,
     requests: u64,
 ) -> anyhow::Result<Row> {
-    let suffix = super::unique_suffix();
+    let suffix = crate::docker::unique_suffix();
     // Start from zero so the value read back is this run's count only.
     redis_cli(
         sh,

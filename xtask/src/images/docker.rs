@@ -5,26 +5,6 @@ use xshell::{cmd, Shell};
 
 use super::{BuiltImage, ImageArtifact, STABLE_TAG};
 
-/// Fails with how to start Docker when the engine does not answer.
-pub fn require_engine(sh: &Shell) -> anyhow::Result<()> {
-    let format = "{{.Server.Version}}";
-    let output = cmd!(sh, "docker version --format {format}")
-        .quiet()
-        .ignore_status()
-        .output();
-    match output {
-        Err(error) => bail!(
-            "the docker CLI could not be run ({error}): install Docker Engine (`apt-get install docker.io`)"
-        ),
-        Ok(output) if !output.status.success() => bail!(
-            "the Docker engine is not reachable: {}. Start it (`systemctl start docker`, or `dockerd &` without systemd) \
-             and make sure this user may use /var/run/docker.sock",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Ok(_) => Ok(()),
-    }
-}
-
 /// The image id a tag points at, if the tag exists.
 pub fn image_id(sh: &Shell, reference: &str) -> Option<String> {
     let format = "{{.Id}}";

@@ -147,7 +147,7 @@ fn ensure_images_with(
     nginx_dir: &Path,
 ) -> anyhow::Result<Vec<BuiltImage>> {
     // Probe first: no point in minutes of building for an engine we cannot reach.
-    docker::require_engine(sh)?;
+    crate::docker::require_docker(sh)?;
     let layout = BuildLayout::regular(root);
     let artifacts = build_all(sh, root, &layout, nginx_dir)?;
     let mut images = Vec::new();

@@ -433,18 +433,6 @@ fn a_lock_missing_the_package_of_a_needed_library_names_the_library() {
 }
 
 #[test]
-fn an_unreachable_docker_engine_is_reported_with_how_to_start_it() {
-    let sh = shell();
-    sh.set_var("DOCKER_HOST", "unix:///nonexistent/docker.sock");
-
-    let error = super::docker::require_engine(&sh).unwrap_err();
-
-    let message = format!("{error:#}");
-    assert!(message.contains("not reachable"), "{message}");
-    assert!(message.contains("systemctl start docker"), "{message}");
-}
-
-#[test]
 fn an_image_over_its_compressed_size_budget_fails_naming_it() {
     let artifact = |name: &'static str, compressed_size: u64| super::ImageArtifact {
         name,

@@ -2,10 +2,9 @@
 //! and a free port, runs the Swarm end-to-end tests (`tests/tests/swarm.rs`)
 //! against it, then always removes it and leaves the engine as it found it.
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use super::engine::{self, SwarmOrigin};
@@ -25,8 +24,8 @@ pub const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
 pub fn run_swarm_e2e(sh: &Shell) -> anyhow::Result<()> {
     let started = Instant::now();
     let origin = engine::ensure_manager(sh)?;
-    let stack = format!("webstack-swarm-e2e-{}", unique_suffix());
-    let port = free_port()?;
+    let stack = format!("webstack-swarm-e2e-{}", crate::docker::unique_suffix());
+    let port = crate::docker::free_host_port()?;
     eprintln!("swarm e2e: stack {stack} on port {port}");
 
     let outcome = deploy_and_test(sh, &stack, port);
@@ -142,29 +141,4 @@ fn print_service_logs(sh: &Shell, stack: &str) {
             .ignore_status()
             .run();
     }
-}
-
-/// A port nothing listens on right now; the proxy publishes on all addresses.
-fn free_port() -> anyhow::Result<u16> {
-    let listener =
-        TcpListener::bind(("0.0.0.0", 0)).context("find a free host port for the proxy")?;
-    let port = listener.local_addr()?.port();
-    if port == 0 {
-        bail!("the kernel handed out port 0");
-    }
-    Ok(port)
-}
-
-/// A suffix that makes names of test stacks unique on a shared engine,
-/// from the standard library's per-process random hasher keys.
-pub fn unique_suffix() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |elapsed| elapsed.as_nanos()),
-    );
-    hasher.write_u32(std::process::id());
-    format!("{:08x}", hasher.finish() as u32)
 }

@@ -36,25 +36,7 @@ pub struct SwarmInfo {
     pub error: String,
 }
 
-/// Fails with how to start Docker when the engine does not answer.
-pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
-    let format = "{{.Server.Version}}";
-    let output = cmd!(sh, "docker version --format {format}")
-        .quiet()
-        .ignore_status()
-        .output();
-    match output {
-        Err(error) => bail!(
-            "the docker CLI could not be run ({error}): install Docker Engine (`apt-get install docker.io`)"
-        ),
-        Ok(output) if !output.status.success() => bail!(
-            "the Docker engine is not reachable ({}): start it (`systemctl start docker`, or `dockerd &` without systemd), \
-             and check DOCKER_HOST and that this user may use /var/run/docker.sock",
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Ok(_) => Ok(()),
-    }
-}
+pub use crate::docker::require_docker;
 
 pub fn swarm_info(sh: &Shell) -> anyhow::Result<SwarmInfo> {
     let format = "{{json .Swarm}}";
@@ -227,19 +209,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn unreachable_docker_is_reported_with_how_to_start_it() {
+    fn swarm_commands_report_an_unreachable_docker_first() {
         let sh = Shell::new().expect("shell");
         sh.set_var(
             "DOCKER_HOST",
             "unix:///nonexistent/webstack-test-docker.sock",
         );
-        let error = require_docker(&sh).expect_err("no engine listens on that socket");
-        let message = format!("{error:#}");
-        assert!(
-            message.contains("not reachable") && message.contains("systemctl start docker"),
-            "{message}"
-        );
-        // The swarm commands probe before anything else.
+        // The swarm commands probe the engine before anything else.
         let error = ensure_manager(&sh).expect_err("no engine listens on that socket");
         assert!(format!("{error:#}").contains("not reachable"));
     }

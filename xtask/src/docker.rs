@@ -1,0 +1,75 @@
+//! What every Docker-driving command needs first: a reachable engine, and
+//! names and ports that do not collide with anything else on that engine.
+
+use std::net::TcpListener;
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+/// Fails with how to start Docker when the engine does not answer.
+pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
+    let format = "{{.Server.Version}}";
+    let output = cmd!(sh, "docker version --format {format}")
+        .quiet()
+        .ignore_status()
+        .output();
+    match output {
+        Err(error) => bail!(
+            "the docker CLI could not be run ({error}): install Docker Engine (`apt-get install docker.io`)"
+        ),
+        Ok(output) if !output.status.success() => bail!(
+            "the Docker engine is not reachable ({}): start it (`systemctl start docker`, or `dockerd &` without systemd), \
+             and check DOCKER_HOST and that this user may use /var/run/docker.sock",
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Ok(_) => Ok(()),
+    }
+}
+
+/// A port nothing listens on right now, on every interface (where Docker
+/// publishes). The kernel picks it; the tiny window until Docker binds it is
+/// acceptable for a test run.
+pub fn free_host_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind(("0.0.0.0", 0)).context("find a free host port")?;
+    Ok(listener.local_addr().context("read the free port")?.port())
+}
+
+/// Eight hex digits from the clock, the process id and the standard
+/// library's per-process random hasher keys: enough to keep the projects,
+/// stacks and containers of concurrent runs on one engine apart.
+pub fn unique_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreachable_docker_is_reported_with_how_to_start_it() {
+        let sh = Shell::new().expect("shell");
+        sh.set_var(
+            "DOCKER_HOST",
+            "unix:///nonexistent/webstack-test-docker.sock",
+        );
+        let error = require_docker(&sh).expect_err("no engine listens on that socket");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("not reachable") && message.contains("systemctl start docker"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn unique_suffixes_differ_between_calls() {
+        assert_ne!(unique_suffix(), unique_suffix());
+    }
+}
