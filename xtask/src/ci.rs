@@ -40,8 +40,8 @@ impl Ci {
             Ok(())
         })?;
         step("flake.nix parses", &mut || crate::flake::check(sh))?;
-        // Builds every image twice from scratch-ish dirs and compares digests;
-        // the first build also warms the cache `ensure_images` uses later.
+        // Builds every image twice, each time from scratch in directories
+        // of its own, and compares the digests.
         step("images are reproducible and within budget", &mut || {
             crate::images::check_reproducible_and_budgets(sh)
         })?;

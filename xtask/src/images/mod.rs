@@ -612,18 +612,18 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
             .with_context(|| format!("remove the previous check in {}", check_dir.display()))?;
     }
     let regular = BuildLayout::regular(root);
-    // First build: the everyday cargo target dir and .deb cache (incremental),
-    // fresh output and unpack dirs.
+    // Two builds from scratch, in fresh directories and with fresh cargo
+    // target dirs at different paths, so absolute paths or stale artefacts
+    // leaking into the bytes show up. Only the .deb download cache is shared:
+    // its files are checked against the lock's sha256 on every use.
     let first = BuildLayout {
         output_dir: check_dir.join("first"),
-        cargo_target_dir: regular.cargo_target_dir.clone(),
+        cargo_target_dir: check_dir.join("first-cargo-target"),
         cache: DebianCache {
             deb_dir: regular.cache.deb_dir.clone(),
             unpack_dir: check_dir.join("first-unpacked"),
         },
     };
-    // Second build: everything fresh, the cargo target dir at another path, so
-    // absolute paths or stale artefacts leaking into the bytes show up.
     let second = BuildLayout {
         output_dir: check_dir.join("second"),
         cargo_target_dir: check_dir.join("second-cargo-target"),
@@ -632,7 +632,7 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
             unpack_dir: check_dir.join("second-unpacked"),
         },
     };
-    eprintln!("images --check: first build");
+    eprintln!("images --check: first build, fresh cargo target dir (a full release build)");
     let started = std::time::Instant::now();
     let first_artifacts = build_all(sh, root, &first, nginx_dir)?;
     eprintln!(
@@ -670,9 +670,11 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
     }
     check_budgets(&first_artifacts)?;
     println!("images --check: both builds gave identical bytes for all images, all within budget");
-    // The fresh target dir is ~1 GiB; the evidence is in the archives.
-    fs::remove_dir_all(&second.cargo_target_dir)
-        .with_context(|| format!("remove {}", second.cargo_target_dir.display()))?;
+    // The fresh target dirs are ~1 GiB each; the evidence is in the archives.
+    for layout in [&first, &second] {
+        fs::remove_dir_all(&layout.cargo_target_dir)
+            .with_context(|| format!("remove {}", layout.cargo_target_dir.display()))?;
+    }
     Ok(())
 }
 
