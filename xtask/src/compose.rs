@@ -376,6 +376,11 @@ impl Up {
             bail!("--replicas must be at least 1: the proxy needs a webapp to send requests to");
         }
         require_docker(sh)?;
+        crate::docker::require_no_other_deployment(
+            sh,
+            &self.project,
+            crate::docker::Orchestrator::Compose,
+        )?;
         let project = ComposeProject::new(sh, &self.project, self.port)?;
         if !self.skip_images {
             eprintln!("up: building and loading the images");

@@ -26,6 +26,48 @@ pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
     }
 }
 
+/// Refuses to start `name` under one orchestrator while containers of the
+/// same name run under the other. A Compose project and a Swarm stack of one
+/// name use the same local volume for Redis (`<name>_db-data`), and two
+/// redis-servers appending to one file would corrupt it.
+pub fn require_no_other_deployment(
+    sh: &Shell,
+    name: &str,
+    starting: Orchestrator,
+) -> anyhow::Result<()> {
+    let (label, other, remove) = match starting {
+        Orchestrator::Compose => (
+            "com.docker.stack.namespace",
+            "Swarm stack",
+            format!("cargo xtask swarm-rm --stack {name}"),
+        ),
+        Orchestrator::Swarm => (
+            "com.docker.compose.project",
+            "Compose project",
+            format!("cargo xtask down -p {name}"),
+        ),
+    };
+    let filter = format!("label={label}={name}");
+    let running = cmd!(sh, "docker ps --quiet --filter {filter}")
+        .quiet()
+        .read()
+        .with_context(|| format!("list the containers of {other} {name}"))?;
+    if !running.trim().is_empty() {
+        bail!(
+            "a {other} named {name} is running and would share its Redis volume {name}_db-data: \
+             remove it first (`{remove}`; its data stays) or pick another name"
+        );
+    }
+    Ok(())
+}
+
+/// Who runs the containers of a deployment.
+#[derive(Debug, Clone, Copy)]
+pub enum Orchestrator {
+    Compose,
+    Swarm,
+}
+
 /// A port nothing listens on right now, on every interface (where Docker
 /// publishes). The kernel picks it; the tiny window until Docker binds it is
 /// acceptable for a test run.

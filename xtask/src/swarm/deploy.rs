@@ -30,6 +30,13 @@ pub struct SwarmDeploy {
 
 impl SwarmDeploy {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        // Before a swarm is created for nothing.
+        engine::require_docker(sh)?;
+        crate::docker::require_no_other_deployment(
+            sh,
+            &self.stack,
+            crate::docker::Orchestrator::Swarm,
+        )?;
         engine::ensure_manager(sh)?;
         deploy_and_wait(
             sh,
