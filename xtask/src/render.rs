@@ -109,7 +109,7 @@ struct ComposeFile {
     services: Mapping<ComposeService>,
     networks: Mapping<ComposeNetwork>,
     volumes: Mapping<Empty>,
-    secrets: Mapping<ComposeSecret>,
+    secrets: Mapping<FileSecret>,
 }
 
 #[derive(Serialize)]
@@ -173,9 +173,43 @@ struct ComposeNetwork {
     driver_opts: Option<Mapping<&'static str>>,
 }
 
+/// A secret read from a file, in the form both Compose and
+/// `docker stack deploy` take at top level.
 #[derive(Serialize)]
-struct ComposeSecret {
+pub struct FileSecret {
     file: String,
+}
+
+/// The top-level `volumes:` of either file: named volumes with the default
+/// driver.
+pub fn named_volumes(stack: &Stack) -> Mapping<Empty> {
+    Mapping(
+        stack
+            .volumes
+            .iter()
+            .map(|volume| (volume.name.to_string(), Empty {}))
+            .collect(),
+    )
+}
+
+/// The top-level `secrets:` of either file. Relative paths are relative to
+/// the file's directory, deploy/; `docker stack deploy` creates the Swarm
+/// secrets (named `<stack>_<name>`) from the same files.
+pub fn file_secrets(stack: &Stack) -> Mapping<FileSecret> {
+    Mapping(
+        stack
+            .secrets
+            .iter()
+            .map(|secret| {
+                (
+                    secret.name.to_string(),
+                    FileSecret {
+                        file: format!("../{}", secret.file_from_root),
+                    },
+                )
+            })
+            .collect(),
+    )
 }
 
 /// `deploy/compose.yaml`: for `docker-compose` 1.29 and `docker compose` v2
@@ -303,29 +337,8 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 })
                 .collect(),
         ),
-        volumes: Mapping(
-            stack
-                .volumes
-                .iter()
-                .map(|volume| (volume.name.to_string(), Empty {}))
-                .collect(),
-        ),
-        // Relative paths in a Compose file are relative to the file's
-        // directory, deploy/.
-        secrets: Mapping(
-            stack
-                .secrets
-                .iter()
-                .map(|secret| {
-                    (
-                        secret.name.to_string(),
-                        ComposeSecret {
-                            file: format!("../{}", secret.file_from_root),
-                        },
-                    )
-                })
-                .collect(),
-        ),
+        volumes: named_volumes(stack),
+        secrets: file_secrets(stack),
     };
     let yaml = yaml_serde::to_string(&file).context("serialize the Compose file")?;
     Ok(format!(

@@ -15,7 +15,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::render::{quote_yaml_1_1_booleans, Empty, Mapping, GENERATED_HEADER};
+use crate::render::{
+    file_secrets, named_volumes, quote_yaml_1_1_booleans, Empty, FileSecret, Mapping,
+    GENERATED_HEADER,
+};
 use crate::stack::{docker_duration, Restart, Service, Stack};
 
 /// How the proxy publishes its port. `host` binds the port on the node
@@ -52,7 +55,7 @@ struct StackFile {
     services: Mapping<StackService>,
     networks: Mapping<StackNetwork>,
     volumes: Mapping<Empty>,
-    secrets: Mapping<StackSecret>,
+    secrets: Mapping<FileSecret>,
 }
 
 #[derive(Serialize)]
@@ -183,11 +186,6 @@ struct StackNetwork {
     internal: bool,
 }
 
-#[derive(Serialize)]
-struct StackSecret {
-    file: String,
-}
-
 /// `deploy/stack.yaml` for `docker stack deploy`.
 pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
     let mut services = Vec::new();
@@ -213,30 +211,8 @@ pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
                 })
                 .collect(),
         ),
-        volumes: Mapping(
-            stack
-                .volumes
-                .iter()
-                .map(|volume| (volume.name.to_string(), Empty {}))
-                .collect(),
-        ),
-        // `docker stack deploy` creates the Swarm secrets (named
-        // `<stack>_<name>`) from the files xtask generates; relative paths
-        // are relative to this file's directory, deploy/.
-        secrets: Mapping(
-            stack
-                .secrets
-                .iter()
-                .map(|secret| {
-                    (
-                        secret.name.to_string(),
-                        StackSecret {
-                            file: format!("../{}", secret.file_from_root),
-                        },
-                    )
-                })
-                .collect(),
-        ),
+        volumes: named_volumes(stack),
+        secrets: file_secrets(stack),
     };
     let yaml = yaml_serde::to_string(&file).context("serialize the Swarm stack file")?;
     Ok(format!(
