@@ -128,7 +128,7 @@ struct ComposeService {
     volumes: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<&'static str>,
-    healthcheck: ComposeHealthcheck,
+    healthcheck: HealthcheckSection,
     restart: &'static str,
     user: &'static str,
     read_only: bool,
@@ -142,7 +142,7 @@ struct ComposeService {
     stop_grace_period: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sysctls: Option<Mapping<&'static str>>,
-    logging: ComposeLogging,
+    logging: LoggingSection,
 }
 
 #[derive(Serialize)]
@@ -150,8 +150,10 @@ struct ComposeDependency {
     condition: &'static str,
 }
 
+/// A service's `healthcheck:`, the same in both files: exec form, since no
+/// image has a shell.
 #[derive(Serialize)]
-struct ComposeHealthcheck {
+pub struct HealthcheckSection {
     test: Vec<String>,
     interval: String,
     timeout: String,
@@ -159,10 +161,38 @@ struct ComposeHealthcheck {
     start_period: String,
 }
 
+impl HealthcheckSection {
+    pub fn of(healthcheck: &stack::Healthcheck) -> HealthcheckSection {
+        HealthcheckSection {
+            test: std::iter::once("CMD".to_string())
+                .chain(healthcheck.command.iter().cloned())
+                .collect(),
+            interval: docker_duration(healthcheck.interval),
+            timeout: docker_duration(healthcheck.timeout),
+            retries: healthcheck.retries,
+            start_period: docker_duration(healthcheck.start_period),
+        }
+    }
+}
+
+/// A service's `logging:`, the same in both files.
 #[derive(Serialize)]
-struct ComposeLogging {
+pub struct LoggingSection {
     driver: &'static str,
     options: Mapping<&'static str>,
+}
+
+impl LoggingSection {
+    /// Bounded logs: a chatty replica cannot fill the host's disk.
+    pub fn bounded() -> LoggingSection {
+        LoggingSection {
+            driver: "json-file",
+            options: Mapping(vec![
+                ("max-size".to_string(), "10m"),
+                ("max-file".to_string(), "3"),
+            ]),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -271,15 +301,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 // (it is a bind mount), so xtask writes the host file readable
                 // by the non-root user.
                 secrets: service.secrets.iter().map(|mount| mount.secret).collect(),
-                healthcheck: ComposeHealthcheck {
-                    test: std::iter::once("CMD".to_string())
-                        .chain(service.healthcheck.command.iter().cloned())
-                        .collect(),
-                    interval: docker_duration(service.healthcheck.interval),
-                    timeout: docker_duration(service.healthcheck.timeout),
-                    retries: service.healthcheck.retries,
-                    start_period: docker_duration(service.healthcheck.start_period),
-                },
+                healthcheck: HealthcheckSection::of(&service.healthcheck),
                 restart: match service.restart {
                     Restart::UnlessStopped => "unless-stopped",
                 },
@@ -302,14 +324,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                             .collect(),
                     )
                 }),
-                // Bounded logs: a chatty replica cannot fill the host's disk.
-                logging: ComposeLogging {
-                    driver: "json-file",
-                    options: Mapping(vec![
-                        ("max-size".to_string(), "10m"),
-                        ("max-file".to_string(), "3"),
-                    ]),
-                },
+                logging: LoggingSection::bounded(),
             };
             (service.name.to_string(), compose_service)
         })

@@ -16,8 +16,8 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::render::{
-    file_secrets, named_volumes, quote_yaml_1_1_booleans, Empty, FileSecret, Mapping,
-    GENERATED_HEADER,
+    file_secrets, named_volumes, quote_yaml_1_1_booleans, Empty, FileSecret, HealthcheckSection,
+    LoggingSection, Mapping, GENERATED_HEADER,
 };
 use crate::stack::{docker_duration, Restart, Service, Stack};
 
@@ -72,12 +72,12 @@ struct StackService {
     volumes: Vec<StackMount>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     secrets: Vec<StackSecretMount>,
-    healthcheck: StackHealthcheck,
+    healthcheck: HealthcheckSection,
     user: &'static str,
     read_only: bool,
     cap_drop: Vec<&'static str>,
     stop_grace_period: String,
-    logging: StackLogging,
+    logging: LoggingSection,
     deploy: StackDeploy,
 }
 
@@ -118,21 +118,6 @@ struct StackSecretMount {
     gid: String,
     /// Decimal in YAML (256 is 0o400): YAML has no portable octal.
     mode: u32,
-}
-
-#[derive(Serialize)]
-struct StackHealthcheck {
-    test: Vec<String>,
-    interval: String,
-    timeout: String,
-    retries: u32,
-    start_period: String,
-}
-
-#[derive(Serialize)]
-struct StackLogging {
-    driver: &'static str,
-    options: Mapping<&'static str>,
 }
 
 #[derive(Serialize)]
@@ -299,15 +284,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
                 mode: mount.mode,
             })
             .collect(),
-        healthcheck: StackHealthcheck {
-            test: std::iter::once("CMD".to_string())
-                .chain(service.healthcheck.command.iter().cloned())
-                .collect(),
-            interval: docker_duration(service.healthcheck.interval),
-            timeout: docker_duration(service.healthcheck.timeout),
-            retries: service.healthcheck.retries,
-            start_period: docker_duration(service.healthcheck.start_period),
-        },
+        healthcheck: HealthcheckSection::of(&service.healthcheck),
         user: service.user,
         read_only: service.read_only_root_filesystem,
         cap_drop: vec!["ALL"],
@@ -316,13 +293,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
         // capabilities and no setuid binaries in the images cover the same
         // ground.
         stop_grace_period: docker_duration(service.stop_grace_period),
-        logging: StackLogging {
-            driver: "json-file",
-            options: Mapping(vec![
-                ("max-size".to_string(), "10m"),
-                ("max-file".to_string(), "3"),
-            ]),
-        },
+        logging: LoggingSection::bounded(),
         deploy: StackDeploy {
             endpoint_mode: service.dns_round_robin.then_some("dnsrr"),
             replicas: service.replicas,
