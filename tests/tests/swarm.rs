@@ -60,9 +60,12 @@ impl SwarmStack {
         };
         // Read all three so a half-set environment fails here, not later.
         let _ = read(WEBAPP_IMAGE_VARIABLE);
+        let url = read(URL_VARIABLE).trim_end_matches('/').to_owned();
+        // Test traffic stays on this machine: the published port on loopback.
+        stack_tests::netguard::check_url(&url, &[]).unwrap_or_else(|refused| panic!("{refused}"));
         SwarmStack {
             name: read(STACK_VARIABLE),
-            url: read(URL_VARIABLE).trim_end_matches('/').to_owned(),
+            url,
         }
     }
 

@@ -100,6 +100,7 @@ fn start_and_test(sh: &Shell, project: &ComposeProject) -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     let url = format!("http://127.0.0.1:{}", project.port);
+    stack_tests::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
     eprintln!("e2e: running the suite (cargo test -p stack-tests --test compose) against {url}");
     let suite = cmd!(
         sh,

@@ -161,6 +161,11 @@ impl Bench {
         stack: &StackUnderTest,
         amount: Amount,
     ) -> anyhow::Result<Report> {
+        // Test traffic stays on this machine: the bench's own URLs are on
+        // loopback and checked; a --url is the user's explicit choice.
+        if self.url.is_none() {
+            stack_tests::netguard::check_url(&stack.base_url, &[]).map_err(anyhow::Error::msg)?;
+        }
         if !stack_answers(&stack.base_url) {
             bail!(
                 "nothing answers at {}/nginx/health: is --url right? `cargo xtask status -p {}` shows the stack",

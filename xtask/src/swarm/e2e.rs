@@ -64,6 +64,7 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
         deploy_started.elapsed().as_secs_f64()
     );
     let url = format!("http://127.0.0.1:{port}");
+    stack_tests::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
     // One test at a time: they share one stack, and the counter and rollout
     // checks would disturb each other. --nocapture shows the measured counts.
     cmd!(
