@@ -83,26 +83,83 @@ pub struct ComposeProject {
     pub file: PathBuf,
     /// Substituted for `${WEBSTACK_PORT}` in the file.
     pub port: u16,
+    /// `WEBSTACK_*_IMAGE` variable → image, substituted in the file.
+    image_pins: Vec<(String, String)>,
 }
 
 impl ComposeProject {
+    /// The project as it runs: its services keep the images their
+    /// containers run (so `scale` adds replicas of the same build, whatever
+    /// `:local` points at now); a project with no containers uses the file's
+    /// defaults until [`ComposeProject::pin_images`].
     pub fn new(sh: &Shell, name: &str, port: u16) -> anyhow::Result<ComposeProject> {
-        Ok(ComposeProject {
+        let mut project = ComposeProject {
             tool: ComposeTool::detect(sh)?,
             name: name.to_string(),
             file: crate::render::compose_file_path(),
             port,
-        })
+            image_pins: Vec::new(),
+        };
+        project.image_pins = running_images(sh, name)?;
+        Ok(project)
     }
 
-    /// `docker compose -p NAME -f FILE ARGS...` with the port variable set.
+    /// Pins every service to the content-tagged image just built, so two
+    /// builds on one engine (two checkouts, a test run beside a user's
+    /// stack) never swap each other's images through the shared `:local` tag.
+    pub fn pin_images(&mut self, images: &crate::swarm::StackImages) -> anyhow::Result<()> {
+        self.image_pins.clear();
+        for service in stack::stack().services {
+            self.image_pins.push((
+                service.image.variable.to_string(),
+                images.for_service(service.name)?.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `docker compose -p NAME -f FILE ARGS...` with the port and image variables set.
     pub fn command<'a>(&self, sh: &'a Shell, args: &[&str]) -> xshell::Cmd<'a> {
         let (program, leading) = self.tool.program_and_leading_arguments();
         let name = &self.name;
         let file = &self.file;
         cmd!(sh, "{program} {leading...} -p {name} -f {file} {args...}")
             .env(PORT_VARIABLE, self.port.to_string())
+            .envs(
+                self.image_pins
+                    .iter()
+                    .map(|(variable, image)| (variable, image)),
+            )
     }
+}
+
+/// The image each service's containers of project `name` run, as
+/// `WEBSTACK_*_IMAGE` variable → image reference.
+fn running_images(sh: &Shell, name: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let filter = format!("label=com.docker.compose.project={name}");
+    let format = "{{.Label \"com.docker.compose.service\"}} {{.Image}}";
+    let listed = cmd!(sh, "docker ps --all --filter {filter} --format {format}")
+        .quiet()
+        .read()
+        .with_context(|| format!("list the containers of project {name}"))?;
+    let mut pins: Vec<(String, String)> = Vec::new();
+    for line in listed.lines() {
+        let Some((service, image)) = line.split_once(' ') else {
+            continue;
+        };
+        let Some(described) = stack::stack()
+            .services
+            .into_iter()
+            .find(|described| described.name == service)
+        else {
+            continue;
+        };
+        let variable = described.image.variable.to_string();
+        if !pins.iter().any(|(known, _)| *known == variable) {
+            pins.push((variable, image.to_string()));
+        }
+    }
+    Ok(pins)
 }
 
 pub use crate::docker::require_docker;
@@ -368,6 +425,9 @@ pub struct Up {
     /// Seconds to wait for every service to be healthy.
     #[arg(long, default_value_t = DEFAULT_HEALTHY_TIMEOUT_SECS)]
     pub timeout_secs: u64,
+    /// Images already built and loaded by the caller (not a flag).
+    #[arg(skip)]
+    pub images: Option<crate::swarm::StackImages>,
 }
 
 impl Up {
@@ -381,10 +441,13 @@ impl Up {
             &self.project,
             crate::docker::Orchestrator::Compose,
         )?;
-        let project = ComposeProject::new(sh, &self.project, self.port)?;
-        if !self.skip_images {
+        let mut project = ComposeProject::new(sh, &self.project, self.port)?;
+        if let Some(images) = &self.images {
+            project.pin_images(images)?;
+        } else if !self.skip_images {
             eprintln!("up: building and loading the images");
-            crate::images::ensure_images(sh).context("build and load the images")?;
+            let built = crate::images::ensure_images(sh).context("build and load the images")?;
+            project.pin_images(&crate::swarm::StackImages::from_built(&built)?)?;
         }
         let secrets = prepare_files()?;
         eprintln!(

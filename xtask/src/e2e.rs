@@ -45,14 +45,15 @@ impl E2e {
         let started = Instant::now();
         compose::require_docker(sh)?;
         eprintln!("e2e: building and loading the images");
-        crate::images::ensure_images(sh).context("build and load the images")?;
+        let built = crate::images::ensure_images(sh).context("build and load the images")?;
+        let images = crate::swarm::StackImages::from_built(&built)?;
 
         let project_name = format!("webstack-e2e-{}", docker::unique_suffix());
         let port = docker::free_host_port()?;
         let project = ComposeProject::new(sh, &project_name, port)?;
         eprintln!("e2e: project {project_name} on host port {port}");
 
-        let outcome = start_and_test(sh, &project);
+        let outcome = start_and_test(sh, &project, images);
         if outcome.is_err() {
             eprintln!("e2e: failed; the stack's recent logs follow");
             let _ = project
@@ -82,13 +83,18 @@ impl E2e {
     }
 }
 
-fn start_and_test(sh: &Shell, project: &ComposeProject) -> anyhow::Result<()> {
+fn start_and_test(
+    sh: &Shell,
+    project: &ComposeProject,
+    images: crate::swarm::StackImages,
+) -> anyhow::Result<()> {
     Up {
         replicas: E2E_REPLICAS,
         port: project.port,
         project: project.name.clone(),
         skip_images: true,
         timeout_secs: 180,
+        images: Some(images),
     }
     .run(sh)
     .context("start the stack under test")?;

@@ -244,6 +244,7 @@ impl Bench {
             project: project.clone(),
             skip_images: false,
             timeout_secs: HEALTHY_TIMEOUT_SECS,
+            images: None,
         }
         .run(sh);
         let preparation = Preparation::Started { created_volume };
