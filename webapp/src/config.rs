@@ -47,6 +47,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
     pub request_timeout_secs: u64,
 
+    /// Most entries the cache holds at once; a PUT of a new key beyond it answers 507. With
+    /// values of at most 64 KiB this bounds the cache's share of Redis's memory, so a full cache
+    /// can never stop the hit counter.
+    #[arg(long, env = "WEBAPP_CACHE_MAX_ENTRIES", default_value_t = 1024,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub cache_max_entries: u64,
+
     #[command(flatten)]
     pub redis: RedisSettings,
 }

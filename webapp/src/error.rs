@@ -25,17 +25,43 @@ pub enum AppError {
     KeyNotFound,
     /// No route matches the path.
     RouteNotFound,
+    /// A query parameter is unknown, repeated, or not written canonically; names it.
+    InvalidQuery(String),
+    /// The cache holds its quota of entries and the key is new.
+    CacheFull { max_entries: u64 },
     /// The service is shutting down and should get no new work.
     ShuttingDown,
-    /// Redis is unreachable, paused, refusing our credentials, or the pool is exhausted.
-    RedisUnavailable(RedisFailure),
+    /// A Redis operation failed; [`RedisFailure::kind`] tells whether Redis was unreachable
+    /// (503), out of memory (507) or refused the command (500).
+    Redis(RedisFailure),
 }
 
-/// Why a Redis operation failed; `kind` labels the `webapp_redis_errors_total` metric.
+/// Why a Redis operation failed; `kind` labels the `webapp_redis_errors_total` metric:
+/// `connection`, `timeout`, `pool_exhausted`, `auth`, `busy` and `other` mean Redis could not
+/// be used (503, retry shortly); `oom` that it is up but full (507); `reply` that it refused the
+/// command (500).
 #[derive(Debug, Clone)]
 pub struct RedisFailure {
     pub kind: &'static str,
     pub detail: String,
+}
+
+impl RedisFailure {
+    fn status(&self) -> StatusCode {
+        match self.kind {
+            "oom" => StatusCode::INSUFFICIENT_STORAGE,
+            "reply" => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn public_message(&self) -> &'static str {
+        match self.kind {
+            "oom" => "redis is out of memory: the write was refused",
+            "reply" => "redis refused the command",
+            _ => "redis unavailable, retry shortly",
+        }
+    }
 }
 
 /// Internal detail attached to error responses for the request log; never sent to the client.
@@ -45,19 +71,20 @@ pub struct ErrorDetail(pub String);
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            AppError::InvalidKey | AppError::InvalidTtl | AppError::InvalidBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            AppError::InvalidKey
+            | AppError::InvalidTtl
+            | AppError::InvalidBody(_)
+            | AppError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
+            AppError::CacheFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::KeyNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
-            AppError::ShuttingDown | AppError::RedisUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Redis(failure) => failure.status(),
         }
     }
 
-    fn public_message(&self) -> &'static str {
-        match self {
+    fn public_message(&self) -> std::borrow::Cow<'static, str> {
+        let fixed = match self {
             AppError::InvalidKey => "key must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
             AppError::InvalidTtl => "ttl must be an integer number of seconds from 1 to 86400",
             AppError::InvalidBody(_) => "could not read the request body",
@@ -65,15 +92,24 @@ impl AppError {
             AppError::KeyNotFound => "key not found",
             AppError::RouteNotFound => "not found",
             AppError::ShuttingDown => "shutting down",
-            AppError::RedisUnavailable(_) => "redis unavailable, retry shortly",
-        }
+            AppError::Redis(failure) => failure.public_message(),
+            AppError::InvalidQuery(message) => return message.clone().into(),
+            AppError::CacheFull { max_entries } => {
+                return format!(
+                    "cache full: it holds at most {max_entries} entries; delete one or wait for entries to expire"
+                )
+                .into()
+            }
+        };
+        fixed.into()
     }
 }
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut response = (status, Json(ErrorBody::new(self.public_message()))).into_response();
+        let message = self.public_message();
+        let mut response = (status, Json(ErrorBody::new(&message))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -81,7 +117,7 @@ impl IntoResponse for AppError {
             );
         }
         let detail = match self {
-            AppError::RedisUnavailable(failure) => Some(failure.detail),
+            AppError::Redis(failure) => Some(failure.detail),
             AppError::InvalidBody(detail) => Some(detail),
             _ => None,
         };

@@ -30,7 +30,9 @@ use tower::ServiceBuilder;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 
-use crate::middleware::{observe_request, MakeSequentialRequestId, REQUEST_ID_HEADER};
+use crate::middleware::{
+    discard_unused_body, observe_request, MakeSequentialRequestId, REQUEST_ID_HEADER,
+};
 use crate::routes::{cache, counter, health};
 pub use crate::state::AppState;
 
@@ -65,6 +67,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(cache::MAX_VALUE_BYTES))
+        .layer(axum::middleware::from_fn(discard_unused_body))
         .layer(layers)
         .with_state(state)
 }

@@ -131,3 +131,21 @@ fn with_json_error_body(response: Response) -> Response {
     }
     Response::from_parts(parts, Body::new(body.into_body()))
 }
+
+/// Reads the body of every request but `PUT` (the only method that takes one) to its end, at
+/// most [`crate::routes::cache::MAX_VALUE_BYTES`], and hands the handler an empty one.
+///
+/// A client may send a body with any request. A handler that answers without reading it makes
+/// the server close a socket that still holds unread bytes, which resets the connection while
+/// the proxy may still be sending: nginx then sees a failed request and retries it on another
+/// replica, after the first one had already answered (and counted) it.
+pub async fn discard_unused_body(request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::PUT || request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, crate::routes::cache::MAX_VALUE_BYTES).await {
+        Ok(_) => next.run(Request::from_parts(parts, Body::empty())).await,
+        Err(_) => crate::error::AppError::PayloadTooLarge.into_response(),
+    }
+}

@@ -21,6 +21,8 @@ pub struct AppState {
     pub readyz_timeout: Duration,
     /// Per-request deadline enforced by the timeout layer.
     pub request_timeout: Duration,
+    /// Most cache entries at once (`WEBAPP_CACHE_MAX_ENTRIES`).
+    pub cache_max_entries: u64,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -37,6 +39,7 @@ impl AppState {
             redis_timeout: Duration::from_millis(settings.redis.redis_command_timeout_ms),
             readyz_timeout: Duration::from_millis(settings.redis.readyz_timeout_ms),
             request_timeout: settings.request_timeout(),
+            cache_max_entries: settings.cache_max_entries,
             shutting_down: Arc::new(AtomicBool::new(false)),
         })
     }

@@ -2,7 +2,7 @@
 //!
 //! Every Redis operation goes through [`query`], which puts a hard deadline on getting a
 //! pooled connection plus running the command, and turns every failure into
-//! [`AppError::RedisUnavailable`] (a 503). So a dead, paused or misconfigured Redis can slow a
+//! [`AppError::Redis`] (a 503, or 507/500 when Redis answered with an error). So a dead, paused or misconfigured Redis can slow a
 //! request down by at most the command timeout, never hang it, and the pool reconnects by itself
 //! when Redis is back.
 
@@ -26,8 +26,12 @@ pub struct Keys {
     pub hits: String,
     /// Hash replica name -> hits served by that replica.
     pub replica_hits: String,
+    /// Sorted set of the live cache entries' keys, scored by expiry time (ms): the quota's count.
+    pub cache_index: String,
     /// Cache entries are `<prefix>cache:<key>`.
     cache_prefix: String,
+    /// `<prefix>counted:<idempotency key>` marks a `GET /` as counted, for a short while.
+    counted_prefix: String,
 }
 
 impl Keys {
@@ -35,8 +39,14 @@ impl Keys {
         Keys {
             hits: format!("{prefix}hits"),
             replica_hits: format!("{prefix}replica-hits"),
+            cache_index: format!("{prefix}cache-index"),
             cache_prefix: format!("{prefix}cache:"),
+            counted_prefix: format!("{prefix}counted:"),
         }
+    }
+
+    pub fn counted(&self, idempotency_key: &str) -> String {
+        format!("{}{idempotency_key}", self.counted_prefix)
     }
 
     pub fn cache(&self, key: &str) -> String {
@@ -136,7 +146,8 @@ pub fn describe_address(url: &str) -> String {
 /// Runs `pipeline` (one round trip) on a pooled connection, all within `deadline`.
 ///
 /// Single commands go through a one-command pipeline too: same cost, one code path.
-/// Failures are counted in the metrics and become [`AppError::RedisUnavailable`] (503).
+/// Failures are counted in the metrics by kind and become [`AppError::Redis`]: 503 when Redis
+/// is unreachable or busy, 507 when it is out of memory, 500 when it refuses the command.
 pub async fn query<T: FromRedisValue>(
     pool: &Pool,
     metrics: &Metrics,
@@ -165,7 +176,7 @@ pub async fn query<T: FromRedisValue>(
         },
     };
     metrics.count_redis_error(failure.kind);
-    Err(AppError::RedisUnavailable(failure))
+    Err(AppError::Redis(failure))
 }
 
 fn classify_pool_error(error: PoolError) -> RedisFailure {
@@ -191,8 +202,16 @@ fn classify_pool_error(error: PoolError) -> RedisFailure {
 }
 
 fn classify_redis_error(error: &redis::RedisError) -> RedisFailure {
+    // An error reply: Redis is up and answered, but refused the command. In a pipeline the
+    // replies are wrapped; the first failing command's code stands for all.
+    let code = error.code().map(str::to_owned).or_else(|| {
+        error
+            .clone()
+            .into_server_errors()
+            .and_then(|errors| errors.first().map(|(_, server)| server.code().to_owned()))
+    });
     let is_auth = error.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"));
+        || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS"));
     if is_auth {
         return RedisFailure {
             kind: "auth",
@@ -200,6 +219,27 @@ fn classify_redis_error(error: &redis::RedisError) -> RedisFailure {
                 "Redis refused authentication: check the password in REDIS_PASSWORD_FILE ({error})"
             ),
         };
+    }
+    match code.as_deref() {
+        Some("OOM") => {
+            return RedisFailure {
+                kind: "oom",
+                detail: format!("Redis is out of memory (maxmemory reached): {error}"),
+            }
+        }
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "READONLY") => {
+            return RedisFailure {
+                kind: "busy",
+                detail: format!("Redis cannot serve right now: {error}"),
+            }
+        }
+        Some(_) => {
+            return RedisFailure {
+                kind: "reply",
+                detail: format!("Redis refused the command: {error}"),
+            }
+        }
+        None => {}
     }
     let kind = if error.is_timeout() {
         "timeout"
@@ -225,6 +265,8 @@ mod tests {
         assert_eq!(keys.hits, "test:hits");
         assert_eq!(keys.replica_hits, "test:replica-hits");
         assert_eq!(keys.cache("a.b"), "test:cache:a.b");
+        assert_eq!(keys.cache_index, "test:cache-index");
+        assert_eq!(keys.counted("r-1"), "test:counted:r-1");
     }
 
     #[test]

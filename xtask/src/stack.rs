@@ -241,13 +241,14 @@ pub fn stack() -> Stack {
             "",
             "--dir",
             "/data",
-            // Below the container's memory limit, so Redis refuses writes
-            // instead of being OOM-killed; nothing is evicted: the counter
-            // must not vanish.
+            // Below the container's memory limit, so Redis is never
+            // OOM-killed. At the limit it evicts only keys with a TTL: cache
+            // entries always have one, the counters never, so a full cache
+            // gives way and the counter keeps counting.
             "--maxmemory",
             "192mb",
             "--maxmemory-policy",
-            "noeviction",
+            "volatile-lru",
         ]
         .iter()
         .map(|argument| argument.to_string())

@@ -98,7 +98,7 @@ async fn every_key_the_app_writes_is_under_its_prefix() {
     app.put("/api/cache/some.key", "value").await;
     let keys = redis.command(&["KEYS", "*"]);
     let keys: Vec<&str> = keys.lines().collect();
-    assert_eq!(keys.len(), 3, "{keys:?}");
+    assert_eq!(keys.len(), 4, "{keys:?}");
     for key in keys {
         assert!(
             key.starts_with(&app.key_prefix),

@@ -3,6 +3,7 @@
 //! Everything except `router` runs against a real `redis-server` process started on a free
 //! loopback port per test (see `support::redis_server`); nothing is mocked.
 
+mod abuse;
 mod auth;
 mod cache;
 mod counter;
