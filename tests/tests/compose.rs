@@ -1038,6 +1038,35 @@ fn tally(outcomes: &[Timed]) -> BTreeMap<String, usize> {
     counts
 }
 
+/// Sends `request` as raw bytes to the proxy's published port (loopback,
+/// checked by the guard) and returns the status and body of the answer.
+fn raw_request(stack: &ComposeStack, request: &[u8]) -> (u16, String) {
+    use std::io::{Read, Write};
+    let address: std::net::SocketAddr = format!("127.0.0.1:{}", stack.port)
+        .parse()
+        .expect("address");
+    netguard::check_destination(address.ip(), &[]).unwrap_or_else(|refused| panic!("{refused}"));
+    let mut stream =
+        std::net::TcpStream::connect_timeout(&address, REQUEST_TIMEOUT).expect("connect");
+    stream
+        .set_read_timeout(Some(REQUEST_TIMEOUT))
+        .expect("read timeout");
+    stream.write_all(request).expect("send");
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_string();
+    (status, body)
+}
+
 /// `redis-cli <args>` in the db container, authenticated.
 fn redis_cli(stack: &ComposeStack, args: &[&str]) -> String {
     let db = id_of(&stack.single("db"));
@@ -1347,6 +1376,39 @@ async fn small_things_json_errors_nosniff_strict_queries_one_request_id_and_head
             .and_then(|value| value.to_str().ok()),
         Some("application/json")
     );
+
+    // What the webapp's own HTTP parser would refuse with a bare 400 or 431
+    // never reaches it: nginx refuses odd request lines itself, with JSON,
+    // and passes no client header on.
+    let odd_header =
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Odd: a\x01b\r\nConnection: close\r\n\r\n".to_vec();
+    let mut many_headers = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for index in 0..150 {
+        many_headers.extend_from_slice(format!("X-Header-{index}: v\r\n").as_bytes());
+    }
+    many_headers.extend_from_slice(b"Connection: close\r\n\r\n");
+    for (request, expected) in [
+        (
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            b"GET /?a<b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(),
+            400,
+        ),
+        (odd_header, 200),
+        (many_headers, 200),
+    ] {
+        let (status, body) = raw_request(&stack, &request);
+        let shown = String::from_utf8_lossy(&request[..request.len().min(40)]).into_owned();
+        assert_eq!(status, expected, "{shown:?}: {body}");
+        if expected == 400 {
+            assert!(
+                body.contains("\"error\""),
+                "{shown:?}: a bare {status}: {body:?}"
+            );
+        }
+    }
 
     let before = hits(&client, &stack).await;
     let head = client
