@@ -28,10 +28,7 @@ const SERVICE_LABEL: &str = "com.docker.compose.service";
 /// Log lines shown for a service that failed to come up.
 const FAILURE_LOG_LINES: &str = "40";
 
-/// How long `up` and `scale` wait for every container to be healthy: image
-/// loading is done by then, so this is only start-up plus a few healthcheck
-/// intervals.
-const DEFAULT_HEALTHY_TIMEOUT_SECS: u64 = 180;
+use crate::docker::HEALTHY_TIMEOUT_SECS as DEFAULT_HEALTHY_TIMEOUT_SECS;
 
 /// Which Compose implementation runs the project.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,11 @@ use std::net::TcpListener;
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+/// How long commands wait for a deployment to become healthy (Compose) or
+/// converge (Swarm): images are loaded by then, so this is start-up plus a
+/// few healthcheck intervals, with room for a busy machine.
+pub const HEALTHY_TIMEOUT_SECS: u64 = 180;
+
 /// Fails with how to start Docker when the engine does not answer.
 pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
     let format = "{{.Server.Version}}";

@@ -18,7 +18,6 @@ pub const URL_VARIABLE: &str = "WEBSTACK_E2E_URL";
 pub const PROJECT_VARIABLE: &str = "WEBSTACK_E2E_PROJECT";
 pub const PORT_VARIABLE: &str = "WEBSTACK_E2E_PORT";
 pub const COMPOSE_FILE_VARIABLE: &str = "WEBSTACK_E2E_COMPOSE_FILE";
-pub const COMPOSE_COMMAND_VARIABLE: &str = "WEBSTACK_E2E_COMPOSE_COMMAND";
 pub const XTASK_VARIABLE: &str = "WEBSTACK_E2E_XTASK";
 
 /// Replicas the suite starts with (it checks that all of them serve).
@@ -93,18 +92,13 @@ fn start_and_test(
         port: project.port,
         project: project.name.clone(),
         skip_images: true,
-        timeout_secs: 180,
+        timeout_secs: docker::HEALTHY_TIMEOUT_SECS,
         images: Some(images),
     }
     .run(sh)
     .context("start the stack under test")?;
 
     let xtask = std::env::current_exe().context("locate the running xtask binary")?;
-    let (program, leading) = project.tool.program_and_leading_arguments();
-    let compose_command = std::iter::once(program)
-        .chain(leading.iter().copied())
-        .collect::<Vec<_>>()
-        .join(" ");
     let url = format!("http://127.0.0.1:{}", project.port);
     stack_tests::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
     eprintln!("e2e: running the suite (cargo test -p stack-tests --test compose) against {url}");
@@ -116,7 +110,6 @@ fn start_and_test(
     .env(PROJECT_VARIABLE, &project.name)
     .env(PORT_VARIABLE, project.port.to_string())
     .env(COMPOSE_FILE_VARIABLE, &project.file)
-    .env(COMPOSE_COMMAND_VARIABLE, compose_command)
     .env(XTASK_VARIABLE, xtask)
     .run();
     if suite.is_err() {

@@ -521,7 +521,7 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
         let printed = evaluate_flake_with_stand_in_nixpkgs(&readme_names, result_expression)?;
 
         let images: Vec<&str> = printed.split(';').collect();
-        // CONTRACTS.md and xtask/src/images: names, the `:local` tag,
+        // As xtask/src/images builds them: names, the `:local` tag,
         // 65532:65532, entrypoints, healthcheck commands, working directories
         // and stop signals of the Debian-based images. The proxy differs only
         // by naming its configuration file (see flake.nix).

@@ -19,11 +19,10 @@ use crate::stack::NONROOT_ID;
 /// guessing, and safe in a redis.conf line without quoting.
 const PASSWORD_BYTES: usize = 32;
 
+/// The files both deploy files name as secrets (the password, and the
+/// `requirepass` line redis-server includes next to it).
 pub struct RedisSecretFiles {
     pub password_file: PathBuf,
-    // The Swarm deploy creates its secrets from the same files.
-    #[allow(dead_code)]
-    pub config_file: PathBuf,
 }
 
 pub fn secrets_dir() -> PathBuf {
@@ -73,10 +72,7 @@ pub fn ensure_redis_secrets() -> anyhow::Result<RedisSecretFiles> {
     }
     make_readable_by_containers(&config_file)?;
 
-    Ok(RedisSecretFiles {
-        password_file,
-        config_file,
-    })
+    Ok(RedisSecretFiles { password_file })
 }
 
 fn random_password() -> anyhow::Result<String> {

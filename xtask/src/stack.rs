@@ -16,7 +16,7 @@ pub const DEFAULT_HOST_PORT: u16 = 8070;
 /// (`${WEBSTACK_PORT:-8070}`), so one file serves any port.
 pub const PORT_VARIABLE: &str = "WEBSTACK_PORT";
 
-/// uid:gid of every image's `nonroot` user (see CONTRACTS.md).
+/// uid:gid of every image's `nonroot` user (the images, deploy files and flake.nix all use it).
 pub const NONROOT_USER: &str = "65532:65532";
 pub const NONROOT_ID: u32 = 65532;
 
@@ -89,8 +89,6 @@ pub struct Secret {
 /// the file with its host owner and mode, so xtask makes the host file
 /// readable by the non-root user instead.
 #[derive(Debug, Clone)]
-// uid/gid/mode are read by the Swarm renderer (deploy/stack.yaml) only.
-#[allow(dead_code)]
 pub struct SecretMount {
     pub secret: &'static str,
     pub uid: u32,
@@ -153,9 +151,8 @@ pub enum Restart {
 }
 
 /// Settings for rolling updates, used where the orchestrator rolls (Swarm).
+/// Read by the Swarm renderer (deploy/stack.yaml); Compose does not roll.
 #[derive(Debug, Clone)]
-// Read by the Swarm renderer (deploy/stack.yaml); Compose does not roll.
-#[allow(dead_code)]
 pub struct RollingUpdate {
     pub parallelism: u32,
     /// Start the new task before stopping the old one.
@@ -185,10 +182,8 @@ pub struct Service {
     /// Replicas are reached by name through DNS round robin (one address
     /// per replica) rather than through a virtual IP: nginx balances per
     /// request itself.
-    // This and `update` are read by the Swarm renderer only.
-    #[allow(dead_code)]
+    /// Read by the Swarm renderer only, like `update`.
     pub dns_round_robin: bool,
-    #[allow(dead_code)]
     pub update: Option<RollingUpdate>,
     pub user: &'static str,
     pub read_only_root_filesystem: bool,

@@ -28,6 +28,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::compose;
+use crate::docker::HEALTHY_TIMEOUT_SECS;
 
 use self::{
     oha::Amount,
@@ -45,9 +46,6 @@ const DEFAULT_REQUESTS_PER_ROW: u64 = 20_000;
 /// Requests per row for `--smoke`: a few seconds in total, enough to produce
 /// every row, meaningless as a measurement.
 const SMOKE_REQUESTS_PER_ROW: u64 = 1_000;
-
-/// Seconds `up` and `scale` may take to get every container healthy.
-const HEALTHY_TIMEOUT_SECS: u64 = 180;
 
 /// Measure the stack: proxy ceiling, `GET /`, `GET /api/hits`, Redis INCR.
 #[derive(clap::Args, Debug)]

@@ -11,7 +11,7 @@ use super::{engine, StackImages, DEFAULT_PORT, DEFAULT_STACK_NAME};
 
 /// How long a first deploy may take to converge by default: image loads are
 /// done by then, so this covers start periods and health checks.
-pub const DEFAULT_CONVERGE_TIMEOUT_SECS: u64 = 180;
+pub const DEFAULT_CONVERGE_TIMEOUT_SECS: u64 = crate::docker::HEALTHY_TIMEOUT_SECS;
 
 /// Deploy the stack to Docker Swarm (creating a single-node swarm if the
 /// engine is in none), wait until every replica runs and is healthy.

@@ -400,48 +400,52 @@ impl ServiceProgress {
 
 /// Looks at every task of every service of `stack`.
 pub fn stack_progress(sh: &Shell, stack: &str) -> anyhow::Result<Vec<ServiceProgress>> {
-    let mut progress = Vec::new();
-    for service in stack_services(sh, stack)? {
-        let spec_image = &service.spec.task_template.container_spec.image;
-        let mut ready = 0;
-        let mut pending = Vec::new();
-        for task in service_tasks(sh, &service.spec.name)? {
-            if task.desired_state != "running" {
-                continue;
-            }
-            let slot = task
-                .slot
-                .map_or_else(String::new, |slot| format!(".{slot}"));
-            let label = format!("{}{slot}", service.spec.name);
-            if task.status.state != "running" {
-                pending.push(format!("{label}: {}", task.status.state));
-                continue;
-            }
-            // Compare the image *name* as deployed; Swarm may append a digest.
-            if !same_image_reference(&task.spec.container_spec.image, spec_image) {
-                pending.push(format!(
-                    "{label}: still on {}",
-                    task.spec.container_spec.image
-                ));
-                continue;
-            }
-            let health = task
-                .container_id()
-                .and_then(|id| local_container_health(sh, id));
-            match health.as_deref() {
-                None | Some("healthy") | Some("none") => ready += 1,
-                Some(other) => pending.push(format!("{label}: {other}")),
-            }
+    stack_services(sh, stack)?
+        .iter()
+        .map(|service| service_progress(sh, service))
+        .collect()
+}
+
+/// Looks at every task of one inspected service.
+pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<ServiceProgress> {
+    let spec_image = &service.spec.task_template.container_spec.image;
+    let mut ready = 0;
+    let mut pending = Vec::new();
+    for task in service_tasks(sh, &service.spec.name)? {
+        if task.desired_state != "running" {
+            continue;
         }
-        progress.push(ServiceProgress {
-            name: service.spec.name.clone(),
-            desired: service.desired_replicas(),
-            ready,
-            pending,
-            update_status: service.update_status.clone(),
-        });
+        let slot = task
+            .slot
+            .map_or_else(String::new, |slot| format!(".{slot}"));
+        let label = format!("{}{slot}", service.spec.name);
+        if task.status.state != "running" {
+            pending.push(format!("{label}: {}", task.status.state));
+            continue;
+        }
+        // Compare the image *name* as deployed; Swarm may append a digest.
+        if !same_image_reference(&task.spec.container_spec.image, spec_image) {
+            pending.push(format!(
+                "{label}: still on {}",
+                task.spec.container_spec.image
+            ));
+            continue;
+        }
+        let health = task
+            .container_id()
+            .and_then(|id| local_container_health(sh, id));
+        match health.as_deref() {
+            None | Some("healthy") | Some("none") => ready += 1,
+            Some(other) => pending.push(format!("{label}: {other}")),
+        }
     }
-    Ok(progress)
+    Ok(ServiceProgress {
+        name: service.spec.name.clone(),
+        desired: service.desired_replicas(),
+        ready,
+        pending,
+        update_status: service.update_status.clone(),
+    })
 }
 
 fn same_image_reference(task_image: &str, spec_image: &str) -> bool {

@@ -77,6 +77,9 @@ struct StackService {
     read_only: bool,
     cap_drop: Vec<&'static str>,
     stop_grace_period: String,
+    /// Swarm applies these since Engine 19.03 (API 1.40), as Compose does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sysctls: Option<Mapping<&'static str>>,
     logging: LoggingSection,
     deploy: StackDeploy,
 }
@@ -293,6 +296,15 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
         // capabilities and no setuid binaries in the images cover the same
         // ground.
         stop_grace_period: docker_duration(service.stop_grace_period),
+        sysctls: (!service.sysctls.is_empty()).then(|| {
+            Mapping(
+                service
+                    .sysctls
+                    .iter()
+                    .map(|(name, value)| (name.to_string(), *value))
+                    .collect(),
+            )
+        }),
         logging: LoggingSection::bounded(),
         deploy: StackDeploy {
             endpoint_mode: service.dns_round_robin.then_some("dnsrr"),
@@ -444,6 +456,28 @@ mod tests {
             UPDATE_DELAY > Duration::from_secs(valid_seconds),
             "UPDATE_DELAY ({UPDATE_DELAY:?}) must exceed nginx's DNS cache time ({valid_seconds}s)"
         );
+    }
+
+    #[test]
+    fn every_sysctl_of_the_model_reaches_the_stack_file() {
+        // The proxy's port range and TIME_WAIT reuse keep per-request
+        // upstream connections from exhausting ports: Swarm needs them too.
+        let stack = crate::stack::stack();
+        let rendered = render_stack(&stack).expect("render");
+        let parsed: yaml_serde::Value = yaml_serde::from_str(&rendered).expect("YAML");
+        let mut checked = 0;
+        for service in &stack.services {
+            for (name, value) in &service.sysctls {
+                assert_eq!(
+                    parsed["services"][service.name]["sysctls"][*name].as_str(),
+                    Some(*value),
+                    "{} sysctl {name}",
+                    service.name
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 0, "the model has sysctls to check");
     }
 
     #[test]

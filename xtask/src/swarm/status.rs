@@ -43,13 +43,15 @@ impl SwarmStatus {
             println!("No stack named {stack}.");
             return Ok(());
         }
-        let progress = super::stack_progress(sh, stack)?;
         println!();
         println!(
             "{:<32} {:>7}  {:<10} {:<40} LAST UPDATE",
             "SERVICE", "READY", "CONVERGED", "IMAGE"
         );
-        for (service, progress) in services.iter().zip(&progress) {
+        // Each row from one inspection of its service: a service that
+        // appears or goes meanwhile cannot shift the rows.
+        for service in &services {
+            let progress = super::service_progress(sh, service)?;
             let update = service
                 .update_status
                 .as_ref()
