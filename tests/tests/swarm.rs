@@ -81,7 +81,9 @@ impl SwarmStack {
 // ---------------------------------------------------------------------------
 // The checks.
 
-#[tokio::test]
+// Multi-threaded: the load runs on its own workers while the test thread
+// blocks on `docker` calls and sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn counter_rises_by_exactly_200_under_200_concurrent_requests() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -121,7 +123,9 @@ async fn counter_rises_by_exactly_200_under_200_concurrent_requests() {
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the load runs on its own workers while the test thread
+// blocks on `docker` calls and sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_webapp_replica_serves_requests_and_only_the_proxy_is_published() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -230,7 +234,9 @@ async fn every_webapp_replica_serves_requests_and_only_the_proxy_is_published() 
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the load runs on its own workers while the test thread
+// blocks on `docker` calls and sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rolling_update_of_webapp_under_load_fails_no_request() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -250,6 +256,7 @@ async fn rolling_update_of_webapp_under_load_fails_no_request() {
     // Keep the load on a moment after the last old replica went away.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let report = load.stop().await;
+    report.assert_rate_held();
 
     println!(
         "rolling update: {} in {:.1}s; load {} requests ({} ok, {} failed) in {:.1}s, {:.0} requests/s",
@@ -286,7 +293,9 @@ async fn rolling_update_of_webapp_under_load_fails_no_request() {
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the load runs on its own workers while the test thread
+// blocks on `docker` calls and sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -311,6 +320,7 @@ async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving
     let rollback_duration = started.elapsed();
     wait_until_service_converged(&stack.webapp());
     let report = load.stop().await;
+    report.assert_rate_held();
 
     println!(
         "failed update: {} after {:.1}s ({}); load {} requests ({} ok, {} failed)",
@@ -351,7 +361,9 @@ async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving
     );
 }
 
-#[tokio::test]
+// Multi-threaded: the load runs on its own workers while the test thread
+// blocks on `docker` calls and sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -400,6 +412,7 @@ async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let report = load.stop().await;
+    report.assert_rate_held();
 
     println!(
         "removed container: healed in {:.1}s; load {} requests ({} ok, {} failed)",
@@ -444,6 +457,7 @@ struct Load {
     first_failures: Arc<Mutex<Vec<String>>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     started: Instant,
+    per_second: u32,
 }
 
 struct LoadReport {
@@ -451,11 +465,24 @@ struct LoadReport {
     failed: u64,
     first_failures: Vec<String>,
     duration: Duration,
+    asked_per_second: u32,
 }
 
 impl LoadReport {
     fn sent(&self) -> u64 {
         self.succeeded + self.failed
+    }
+
+    /// A generator that stalled (while the test waited on Docker, say) sent
+    /// fewer requests than asked, and a check of "no request failed" would
+    /// then hide failures it never had a chance to see.
+    fn assert_rate_held(&self) {
+        let realised = self.sent() as f64 / self.duration.as_secs_f64();
+        let asked = f64::from(self.asked_per_second);
+        assert!(
+            (realised - asked).abs() <= asked * 0.10,
+            "the load ran at {realised:.0} requests/s, asked {asked:.0} (more than 10 % apart): the generator stalled"
+        );
     }
 }
 
@@ -468,6 +495,7 @@ impl Load {
             first_failures: Arc::new(Mutex::new(Vec::new())),
             workers: Vec::new(),
             started: Instant::now(),
+            per_second,
         };
         let client = http_client();
         let period = Duration::from_secs_f64(f64::from(LOAD_WORKERS) / f64::from(per_second));
@@ -540,6 +568,7 @@ impl Load {
             failed: self.failed.load(Ordering::Relaxed),
             first_failures,
             duration: self.started.elapsed(),
+            asked_per_second: self.per_second,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! and a hybrid docker-archive/OCI tar (`oci`); `docker load` and tags
 //! (`docker`). `host_tools` runs the same redis and nginx on the host.
 
+#[cfg(test)]
+mod containerd;
 mod debian;
 mod docker;
 mod host_tools;
