@@ -194,7 +194,7 @@ pub fn download_verified(
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let temporary = directory.join(unique_temporary_name(&name));
-    let result = download_to(url, &temporary, Some(expected)).and_then(|()| {
+    let result = download_to(url, &temporary, expected).and_then(|()| {
         fs::rename(&temporary, destination)
             .with_context(|| format!("move {} into place", destination.display()))
             .map_err(FetchError::Failed)
@@ -242,10 +242,11 @@ fn get(url: &str) -> Result<ureq::http::Response<ureq::Body>, FetchError> {
     }
 }
 
-fn download_to(url: &str, path: &Path, expected: Option<Expected>) -> Result<(), FetchError> {
+fn download_to(url: &str, path: &Path, expected: Expected) -> Result<(), FetchError> {
     let response = get(url)?;
     let mut file = fs::File::create(path).with_context(|| format!("create {}", path.display()))?;
-    let limit = expected.map_or(u64::MAX, |expected| expected.size.saturating_add(1));
+    // One byte more than pinned is enough to tell a longer file.
+    let limit = expected.size.saturating_add(1);
     let mut reader = response.into_body().into_reader().take(limit);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -264,25 +265,23 @@ fn download_to(url: &str, path: &Path, expected: Option<Expected>) -> Result<(),
     }
     file.sync_all()
         .with_context(|| format!("write {}", path.display()))?;
-    if let Some(expected) = expected {
-        if size != expected.size {
-            return Err(FetchError::Failed(anyhow::anyhow!(
-                "{url}: got {size} bytes, the lock expects {} ({}); nothing was kept",
-                expected.size,
-                if size < expected.size {
-                    "a truncated download"
-                } else {
-                    "a different file"
-                }
-            )));
-        }
-        let actual = hex::encode(hasher.finalize());
-        if actual != expected.sha256 {
-            return Err(FetchError::Failed(anyhow::anyhow!(
-                "{url}: sha256 is {actual}, the lock expects {}; nothing was kept",
-                expected.sha256
-            )));
-        }
+    if size != expected.size {
+        return Err(FetchError::Failed(anyhow::anyhow!(
+            "{url}: got {size} bytes, the lock expects {} ({}); nothing was kept",
+            expected.size,
+            if size < expected.size {
+                "a truncated download"
+            } else {
+                "a different file"
+            }
+        )));
+    }
+    let actual = hex::encode(hasher.finalize());
+    if actual != expected.sha256 {
+        return Err(FetchError::Failed(anyhow::anyhow!(
+            "{url}: sha256 is {actual}, the lock expects {}; nothing was kept",
+            expected.sha256
+        )));
     }
     Ok(())
 }
