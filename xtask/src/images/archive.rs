@@ -193,6 +193,7 @@ pub fn download_verified(
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
+    remove_stale_temporaries(directory);
     let temporary = directory.join(unique_temporary_name(&name));
     let result = download_to(url, &temporary, expected).and_then(|()| {
         fs::rename(&temporary, destination)
@@ -203,6 +204,27 @@ pub fn download_verified(
         let _ = fs::remove_file(&temporary);
     }
     result
+}
+
+/// Removes temporary files (`<name>.tmp-<pid>-<n>`) that a process which is
+/// no longer running left in `directory`, e.g. one killed mid-download.
+fn remove_stale_temporaries(directory: &Path) {
+    let Ok(entries) = fs::read_dir(directory) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((_, suffix)) = name.rsplit_once(".tmp-") else {
+            continue;
+        };
+        let Some(pid) = suffix.split('-').next() else {
+            continue;
+        };
+        let alive = Path::new("/proc").join(pid).exists();
+        if !alive && entry.file_type().is_ok_and(|kind| kind.is_file()) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// GETs `url` into memory, at most `limit` bytes (for index files, whose

@@ -499,3 +499,26 @@ fn an_archive_key_file_with_another_key_is_refused() {
     assert!(message.contains(first), "{message}");
     assert!(message.contains("fingerprint"), "{message}");
 }
+
+#[test]
+fn a_download_killed_halfway_leaves_nothing_the_next_download_keeps() {
+    let bytes = demo_deb_bytes();
+    let server = LocalArchive::start(BTreeMap::from([(
+        POOL_PATH.to_string(),
+        Reply::Body(bytes.clone()),
+    )]));
+    let scratch = Scratch::new("stale");
+    let cache = scratch.cache(&server.base_url);
+    fs::create_dir_all(&cache.deb_dir).unwrap();
+    // What a killed process leaves: pid 0 is never a running process's.
+    let stale = cache.deb_dir.join("demo_1%3a1.0-1_amd64.deb.tmp-0-0");
+    fs::write(&stale, &bytes[..100]).unwrap();
+
+    let path = debian::ensure_locked_deb(&cache, &pinned(&bytes)).unwrap();
+
+    assert!(!stale.exists());
+    assert_eq!(
+        files_under(&cache.deb_dir),
+        vec![path.display().to_string()]
+    );
+}
