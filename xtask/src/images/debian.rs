@@ -1,15 +1,10 @@
-//! Debian packages as image contents: the lock file, `apt-get download` into
-//! a cache under target/, sha256 checks, unpacking, and choosing exactly the
-//! files the binaries need.
-//!
-//! `.deb`s are read with `dpkg-deb` (always present on Debian, where apt is)
-//! rather than an ar crate: data.tar inside a .deb is xz- or zstd-compressed,
-//! and dpkg-deb spares xtask two more decompressor dependencies.
+//! Debian packages as image contents: the lock file, downloads from
+//! Debian's archives into a cache under target/ (size and sha256 checked),
+//! unpacking in Rust, and choosing exactly the files the binaries need.
 //!
 //! The package set is derived from what the binaries really load (ELF
-//! `NEEDED` entries read with `readelf`, which comes with the linker cargo
-//! already needs), not from the `Depends` closure: redis-tools' closure is 65
-//! packages, its binaries need 15. A library is searched first in packages
+//! `NEEDED` entries), not from the `Depends` closure: redis-tools' closure is
+//! 65 packages, its binaries need 15. A library is searched first in packages
 //! already chosen, then in the `Depends` of the package whose ELF needs it, in
 //! the order Debian lists them, so the package Debian names wins.
 
@@ -18,14 +13,17 @@ use std::{
     fs,
     path::{Path, PathBuf},
     rc::Rc,
-    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    sync::atomic::{AtomicU64, Ordering},
 };
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
-use xshell::{cmd, Shell};
 
-use super::layer::{resolve_symlink_target, sha256_file_hex, FileContents, Rootfs};
+use super::{
+    archive::{self, Archives, FetchError},
+    deb,
+    layer::{resolve_symlink_target, sha256_file_hex, FileContents, Rootfs},
+};
 
 /// Where the lock lives, relative to the workspace root.
 pub const LOCK_PATH: &str = "deploy/images.lock.json";
@@ -38,11 +36,20 @@ const LIBRARY_DIRECTORIES: &[&str] = &[
     "usr/lib",
 ];
 
-/// One pinned package.
+/// One pinned package: what it is, where the archive keeps it, and what its
+/// bytes must be.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LockedPackage {
     pub package: String,
     pub version: String,
+    pub architecture: String,
+    /// "debian" or "debian-security": which base URL `filename` is under.
+    pub archive: String,
+    /// The suite whose signed index listed it (bookworm, bookworm-security, …).
+    pub suite: String,
+    /// The path in the archive, e.g. `pool/main/z/zlib/zlib1g_….deb`.
+    pub filename: String,
+    pub size: u64,
     pub sha256: String,
 }
 
@@ -64,11 +71,15 @@ impl LockFile {
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
     }
 
+    /// Writes the whole file or nothing (temporary file, then rename).
     pub fn write(&self, root: &Path) -> anyhow::Result<()> {
         let path = root.join(LOCK_PATH);
         let mut text = serde_json::to_string_pretty(self).context("serialise lock file")?;
         text.push('\n');
-        fs::write(&path, text).with_context(|| format!("write {}", path.display()))
+        let directory = path.parent().context("lock path has no directory")?;
+        let temporary = directory.join(unique_temporary_name(".images.lock.json"));
+        fs::write(&temporary, text).with_context(|| format!("write {}", temporary.display()))?;
+        fs::rename(&temporary, &path).with_context(|| format!("write {}", path.display()))
     }
 }
 
@@ -92,8 +103,9 @@ pub struct DebianContents {
 #[derive(Debug)]
 pub struct UnpackedPackage {
     pub locked: LockedPackage,
-    pub deb_path: PathBuf,
     pub unpacked_dir: PathBuf,
+    /// The package's control file, as in the .deb.
+    pub control: String,
     /// Pre-Depends then Depends, each a list of alternatives (names only).
     pub dependencies: Vec<Vec<String>>,
 }
@@ -104,21 +116,20 @@ impl UnpackedPackage {
     }
 }
 
-/// Paths of the caches under target/.
+/// Paths of the caches under target/, and the archives that fill them.
 #[derive(Clone, Debug)]
 pub struct DebianCache {
     /// Downloaded .debs, shared by every build (each use re-checks its sha256).
     pub deb_dir: PathBuf,
     /// Unpacked trees, keyed by package and sha256.
     pub unpack_dir: PathBuf,
+    /// Where missing .debs are downloaded from.
+    pub archives: Archives,
 }
 
-/// Set once `apt-get update` ran in this process: a stale package list is
-/// refreshed at most once.
-pub static APT_LISTS_REFRESHED: AtomicBool = AtomicBool::new(false);
 static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// A directory name unique within this machine's running processes.
+/// A file or directory name unique within this machine's running processes.
 pub fn unique_temporary_name(prefix: &str) -> String {
     format!(
         "{prefix}.tmp-{}-{}",
@@ -127,93 +138,49 @@ pub fn unique_temporary_name(prefix: &str) -> String {
     )
 }
 
-pub fn refresh_apt_lists(sh: &Shell) -> anyhow::Result<()> {
-    eprintln!("images: apt-get update");
-    cmd!(sh, "apt-get update -q")
-        .quiet()
-        .ignore_stdout()
-        .run()
-        .context(
-            "`apt-get update` failed: run it as root or fix /etc/apt/sources.list (Debian bookworm)",
-        )?;
-    APT_LISTS_REFRESHED.store(true, Ordering::SeqCst);
-    Ok(())
+/// The cache's name for a .deb: apt's, with the epoch colon escaped.
+pub fn deb_file_name(package: &str, version: &str, architecture: &str) -> String {
+    format!(
+        "{package}_{}_{architecture}.deb",
+        version.replace(':', "%3a")
+    )
 }
 
-/// Runs `apt-get download <spec>` in a fresh directory and returns the .deb
-/// path, or the error output.
-fn apt_get_download(
-    sh: &Shell,
-    cache: &DebianCache,
-    spec: &str,
-) -> anyhow::Result<Result<PathBuf, String>> {
-    let staging = cache.deb_dir.join(unique_temporary_name("download"));
-    fs::create_dir_all(&staging).with_context(|| format!("create {}", staging.display()))?;
-    let output = {
-        let _in_staging = sh.push_dir(&staging);
-        cmd!(sh, "apt-get download -q {spec}")
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("run apt-get (is this a Debian machine with apt?)")?
-    };
-    let debs: Vec<PathBuf> = fs::read_dir(&staging)
-        .with_context(|| format!("list {}", staging.display()))?
-        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
-        .filter(|path| path.extension().is_some_and(|extension| extension == "deb"))
-        .collect();
-    if output.status.success() && debs.len() == 1 {
-        return Ok(Ok(debs[0].clone()));
-    }
-    let _ = fs::remove_dir_all(&staging);
-    Ok(Err(String::from_utf8_lossy(&output.stderr)
-        .trim()
-        .to_string()))
-}
-
-fn deb_file_name(package: &str, version: &str) -> String {
-    format!("{package}_{}_amd64.deb", version.replace(':', "%3a"))
-}
-
-/// Moves a downloaded .deb into the cache under its canonical name.
-fn move_into_cache(downloaded: &Path, destination: &Path) -> anyhow::Result<()> {
-    fs::rename(downloaded, destination)
-        .with_context(|| format!("move {} into the cache", downloaded.display()))?;
-    if let Some(staging) = downloaded.parent() {
-        let _ = fs::remove_dir_all(staging);
-    }
-    Ok(())
-}
-
-/// The pinned .deb in the cache, downloading it if needed; refused if its
-/// sha256 is not the locked one.
-pub fn ensure_locked_deb(
-    sh: &Shell,
-    cache: &DebianCache,
-    locked: &LockedPackage,
-) -> anyhow::Result<PathBuf> {
+/// The pinned .deb in the cache, downloading it from its archive if needed
+/// (size and sha256 checked before it enters the cache); refused if a cached
+/// file's sha256 is not the locked one.
+pub fn ensure_locked_deb(cache: &DebianCache, locked: &LockedPackage) -> anyhow::Result<PathBuf> {
     let LockedPackage {
-        package, version, ..
+        package,
+        version,
+        architecture,
+        archive,
+        ..
     } = locked;
-    let deb_path = cache.deb_dir.join(deb_file_name(package, version));
+    let deb_path = cache
+        .deb_dir
+        .join(deb_file_name(package, version, architecture));
     if !deb_path.exists() {
-        fs::create_dir_all(&cache.deb_dir)
-            .with_context(|| format!("create {}", cache.deb_dir.display()))?;
-        eprintln!("images: apt-get download {package}={version}");
-        let spec = format!("{package}={version}");
-        let mut result = apt_get_download(sh, cache, &spec)?;
-        if result.is_err() && !APT_LISTS_REFRESHED.load(Ordering::SeqCst) {
-            // A fresh machine's package lists may predate the pin.
-            refresh_apt_lists(sh)?;
-            result = apt_get_download(sh, cache, &spec)?;
-        }
-        match result {
-            Ok(downloaded) => move_into_cache(&downloaded, &deb_path)?,
-            Err(message) => bail!(
-                "`apt-get download {spec}` failed for package {package} version {version}, pinned in {LOCK_PATH}: {message}\n\
-                 The apt sources no longer offer this version (Debian keeps only the newest security update); \
-                 run `cargo xtask images --update-lock` to move the pins"
+        let base_url = cache.archives.base_url(archive)?;
+        let url = format!("{base_url}/{}", locked.filename);
+        eprintln!("images: downloading {url}");
+        let expected = archive::Expected {
+            size: locked.size,
+            sha256: &locked.sha256,
+        };
+        match archive::download_verified(&url, &deb_path, expected) {
+            Ok(()) => {}
+            Err(FetchError::Gone { url, status }) => bail!(
+                "package {package} version {version} is gone from the {archive} archive \
+                 ({url} answered {status}); Debian's security archive keeps only the newest build of a package. \
+                 Run `cargo xtask images --update-lock` to move the pins in {LOCK_PATH} to what the archives offer now"
             ),
+            Err(FetchError::Failed(error)) => {
+                return Err(error.context(format!(
+                    "download package {package} version {version} from the {archive} archive ({} = {base_url})",
+                    Archives::variable(archive)
+                )))
+            }
         }
     }
     let actual = sha256_file_hex(&deb_path)?;
@@ -228,43 +195,8 @@ pub fn ensure_locked_deb(
     Ok(deb_path)
 }
 
-/// Downloads the version apt offers now (for `--update-lock`); `None` when
-/// apt has no such package (e.g. a virtual package in Depends).
-pub fn download_candidate(
-    sh: &Shell,
-    cache: &DebianCache,
-    package: &str,
-) -> anyhow::Result<Option<(LockedPackage, PathBuf)>> {
-    fs::create_dir_all(&cache.deb_dir)
-        .with_context(|| format!("create {}", cache.deb_dir.display()))?;
-    eprintln!("images: apt-get download {package}");
-    let downloaded = match apt_get_download(sh, cache, package)? {
-        Ok(path) => path,
-        Err(message) => {
-            eprintln!("images: (skipping {package}: {message})");
-            return Ok(None);
-        }
-    };
-    let version = cmd!(sh, "dpkg-deb --field {downloaded} Version")
-        .quiet()
-        .read()
-        .with_context(|| format!("read the version of {}", downloaded.display()))?;
-    let deb_path = cache.deb_dir.join(deb_file_name(package, &version));
-    move_into_cache(&downloaded, &deb_path)?;
-    let sha256 = sha256_file_hex(&deb_path)?;
-    Ok(Some((
-        LockedPackage {
-            package: package.to_string(),
-            version,
-            sha256,
-        },
-        deb_path,
-    )))
-}
-
 /// Unpacks a verified .deb (once; later calls reuse the tree).
 pub fn unpack(
-    sh: &Shell,
     cache: &DebianCache,
     locked: &LockedPackage,
     deb_path: &Path,
@@ -279,28 +211,27 @@ pub fn unpack(
         let staging = cache
             .unpack_dir
             .join(unique_temporary_name(&locked.package));
-        cmd!(sh, "dpkg-deb --extract {deb_path} {staging}")
-            .quiet()
-            .run()
-            .with_context(|| format!("unpack {}", deb_path.display()))?;
+        if let Err(error) = deb::extract_data(deb_path, &staging) {
+            let _ = fs::remove_dir_all(&staging);
+            return Err(error.context(format!("unpack {}", deb_path.display())));
+        }
         // Another build may have unpacked the same package meanwhile; its
         // tree is identical, so losing the race is fine.
         if fs::rename(&staging, &unpacked_dir).is_err() {
             let _ = fs::remove_dir_all(&staging);
         }
     }
+    let control = deb::control_file(deb_path)?;
     let mut dependencies = Vec::new();
     for field in ["Pre-Depends", "Depends"] {
-        let value = cmd!(sh, "dpkg-deb --field {deb_path} {field}")
-            .quiet()
-            .read()
-            .with_context(|| format!("read {field} of {}", deb_path.display()))?;
-        dependencies.extend(parse_dependency_field(&value));
+        if let Some(value) = deb::control_field(&control, field) {
+            dependencies.extend(parse_dependency_field(&value));
+        }
     }
     Ok(UnpackedPackage {
         locked: locked.clone(),
-        deb_path: deb_path.to_path_buf(),
         unpacked_dir,
+        control,
         dependencies,
     })
 }
@@ -324,12 +255,12 @@ pub fn parse_dependency_field(value: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Gives packages by name: from the lock for builds, from apt's current
-/// candidates for `--update-lock`.
+/// Gives packages by name: from the lock for builds, from the archives'
+/// current indexes for `--update-lock`.
 pub trait PackageSource {
     /// `Ok(None)`: this source has no such package (not an error by itself:
     /// most `Depends` entries are not needed).
-    fn fetch(&mut self, sh: &Shell, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>>;
+    fn fetch(&mut self, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>>;
 }
 
 pub struct LockedSource<'a> {
@@ -339,33 +270,39 @@ pub struct LockedSource<'a> {
 }
 
 impl PackageSource for LockedSource<'_> {
-    fn fetch(&mut self, sh: &Shell, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>> {
+    fn fetch(&mut self, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>> {
         if let Some(unpacked) = self.fetched.get(package) {
             return Ok(Some(unpacked.clone()));
         }
         let Some(locked) = self.locked.get(package) else {
             return Ok(None);
         };
-        let deb_path = ensure_locked_deb(sh, self.cache, locked)?;
-        let unpacked = Rc::new(unpack(sh, self.cache, locked, &deb_path)?);
+        let deb_path = ensure_locked_deb(self.cache, locked)?;
+        let unpacked = Rc::new(unpack(self.cache, locked, &deb_path)?);
         self.fetched.insert(package.to_string(), unpacked.clone());
         Ok(Some(unpacked))
     }
 }
 
+/// The newest version of each package the archives' verified indexes list
+/// (for `--update-lock`).
 pub struct CandidateSource<'a> {
     pub cache: &'a DebianCache,
-    /// `None` remembers packages apt does not have.
+    pub candidates: &'a BTreeMap<String, LockedPackage>,
+    /// `None` remembers packages the indexes do not have.
     pub fetched: BTreeMap<String, Option<Rc<UnpackedPackage>>>,
 }
 
 impl PackageSource for CandidateSource<'_> {
-    fn fetch(&mut self, sh: &Shell, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>> {
+    fn fetch(&mut self, package: &str) -> anyhow::Result<Option<Rc<UnpackedPackage>>> {
         if let Some(fetched) = self.fetched.get(package) {
             return Ok(fetched.clone());
         }
-        let fetched = match download_candidate(sh, self.cache, package)? {
-            Some((locked, deb_path)) => Some(Rc::new(unpack(sh, self.cache, &locked, &deb_path)?)),
+        let fetched = match self.candidates.get(package) {
+            Some(locked) => {
+                let deb_path = ensure_locked_deb(self.cache, locked)?;
+                Some(Rc::new(unpack(self.cache, locked, &deb_path)?))
+            }
             None => None,
         };
         self.fetched.insert(package.to_string(), fetched.clone());
@@ -379,42 +316,7 @@ pub struct ResolvedContents {
     pub packages: BTreeMap<String, Rc<UnpackedPackage>>,
 }
 
-/// ELF facts `readelf` tells us.
-struct ElfFacts {
-    needed: Vec<String>,
-    interpreter: Option<String>,
-}
-
-fn read_elf_facts(sh: &Shell, path: &Path) -> anyhow::Result<ElfFacts> {
-    let dynamic = cmd!(sh, "readelf --dynamic --wide {path}")
-        .quiet()
-        .read()
-        .with_context(|| format!("readelf --dynamic {} (install binutils)", path.display()))?;
-    let needed = dynamic
-        .lines()
-        .filter(|line| line.contains("(NEEDED)"))
-        .filter_map(|line| {
-            let start = line.find('[')?;
-            let end = line.rfind(']')?;
-            Some(line[start + 1..end].to_string())
-        })
-        .collect();
-    let program_headers = cmd!(sh, "readelf --program-headers --wide {path}")
-        .quiet()
-        .read()
-        .with_context(|| format!("readelf --program-headers {}", path.display()))?;
-    let interpreter = program_headers.lines().find_map(|line| {
-        let rest = line.split("program interpreter: ").nth(1)?;
-        Some(rest.trim_end_matches(']').to_string())
-    });
-    Ok(ElfFacts {
-        needed,
-        interpreter,
-    })
-}
-
 struct Resolver<'a, 'b> {
-    sh: &'a Shell,
     source: &'a mut dyn PackageSource,
     image: &'b str,
     chosen: BTreeMap<String, Rc<UnpackedPackage>>,
@@ -427,7 +329,7 @@ impl Resolver<'_, '_> {
         if let Some(chosen) = self.chosen.get(package) {
             return Ok(chosen.clone());
         }
-        let Some(unpacked) = self.source.fetch(self.sh, package)? else {
+        let Some(unpacked) = self.source.fetch(package)? else {
             bail!(
                 "{LOCK_PATH} has no entry for package {package} (image {}); run `cargo xtask images --update-lock`",
                 self.image
@@ -485,7 +387,7 @@ impl Resolver<'_, '_> {
         if !self.scanned.insert(path.to_string()) {
             return Ok(());
         }
-        let facts = read_elf_facts(self.sh, &owner.unpacked_dir.join(path))?;
+        let facts = deb::elf_facts(&owner.unpacked_dir.join(path))?;
         if let Some(interpreter) = facts.interpreter {
             let interpreter = super::layer::normalize_image_path(&interpreter);
             let found = self.find_path(
@@ -546,7 +448,7 @@ impl Resolver<'_, '_> {
                     continue;
                 }
                 tried.push(name.clone());
-                let Some(package) = self.source.fetch(self.sh, &name)? else {
+                let Some(package) = self.source.fetch(&name)? else {
                     continue;
                 };
                 if let Some(path) = first_in(&package) {
@@ -569,12 +471,10 @@ impl Resolver<'_, '_> {
 /// they load (and those libraries' libraries), the dynamic loader, the data
 /// files, and a dpkg status.d record for each package used.
 pub fn resolve_contents(
-    sh: &Shell,
     source: &mut dyn PackageSource,
     contents: &DebianContents,
 ) -> anyhow::Result<ResolvedContents> {
     let mut resolver = Resolver {
-        sh,
         source,
         image: contents.image,
         chosen: BTreeMap::new(),
@@ -608,18 +508,12 @@ pub fn resolve_contents(
             0o644,
         );
     }
-    let Resolver {
-        sh, rootfs, chosen, ..
-    } = resolver;
+    let Resolver { rootfs, chosen, .. } = resolver;
     let mut rootfs = rootfs;
     // What distroless does: one control record per package, so scanners
     // (trivy, grype, syft) can list and match the packages.
     for package in chosen.values() {
-        let deb_path = &package.deb_path;
-        let control = cmd!(sh, "dpkg-deb --field {deb_path}")
-            .quiet()
-            .read()
-            .with_context(|| format!("read control fields of {}", deb_path.display()))?;
+        let control = &package.control;
         rootfs.add_file(
             &format!("var/lib/dpkg/status.d/{}", package.locked.package),
             FileContents::Bytes(
@@ -657,7 +551,7 @@ mod tests {
     #[test]
     fn deb_file_names_escape_the_epoch_colon_like_apt() {
         assert_eq!(
-            deb_file_name("redis-tools", "5:7.0.15-1~deb12u10"),
+            deb_file_name("redis-tools", "5:7.0.15-1~deb12u10", "amd64"),
             "redis-tools_5%3a7.0.15-1~deb12u10_amd64.deb"
         );
     }

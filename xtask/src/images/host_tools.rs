@@ -1,7 +1,13 @@
 //! redis-server, redis-cli and nginx from the images' pinned Debian packages,
-//! runnable on the host without installing anything: each runs through the
-//! unpacked tree's own dynamic loader with `--library-path`, so the host's
-//! libraries (or their absence) do not matter.
+//! runnable on any x86_64 glibc Linux without installing anything: each runs
+//! through the unpacked tree's own dynamic loader with `--library-path` (the
+//! tree holds exactly the libraries the image has, found by ELF `NEEDED`) and
+//! `--inhibit-cache`, so neither the host's libraries, its ld.so.cache nor
+//! `LD_LIBRARY_PATH` matter.
+//!
+//! The wrappers are two-line `/bin/sh` scripts under target/tools/bin: a
+//! path to an executable is what `REDIS_SERVER_BIN` and the tests expect, and
+//! every Linux host has /bin/sh (the images, which have none, never see them).
 
 use std::{
     fs,
@@ -28,15 +34,15 @@ pub struct HostTools {
 
 /// Unpacks the db and proxy packages (once per lock content) under
 /// target/tools/rootfs/ and writes the wrapper scripts.
-pub fn host_tools(sh: &Shell) -> anyhow::Result<HostTools> {
+pub fn host_tools(_sh: &Shell) -> anyhow::Result<HostTools> {
     let root = crate::project_root();
     let tools_dir = root.join("target").join("tools");
     let bin_dir = tools_dir.join("bin");
     fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
     let cache = BuildLayout::regular(&root).cache;
 
-    let db_root = materialise(sh, &root, &tools_dir, &cache, &DB_CONTENTS)?;
-    let proxy_root = materialise(sh, &root, &tools_dir, &cache, &PROXY_CONTENTS)?;
+    let db_root = materialise(&root, &tools_dir, &cache, &DB_CONTENTS)?;
+    let proxy_root = materialise(&root, &tools_dir, &cache, &PROXY_CONTENTS)?;
     Ok(HostTools {
         redis_server: write_wrapper(&bin_dir, "redis-server", &db_root, "usr/bin/redis-server")?,
         redis_cli: write_wrapper(&bin_dir, "redis-cli", &db_root, "usr/bin/redis-cli")?,
@@ -52,13 +58,12 @@ struct MaterialisedRootfs {
 
 /// The image's Debian files as a real tree under target/tools/rootfs/.
 fn materialise(
-    sh: &Shell,
     root: &Path,
     tools_dir: &Path,
     cache: &debian::DebianCache,
     contents: &DebianContents,
 ) -> anyhow::Result<MaterialisedRootfs> {
-    let rootfs = super::debian_rootfs(sh, root, cache, contents)?;
+    let rootfs = super::debian_rootfs(root, cache, contents)?;
     let lock = debian::LockFile::read(root)?;
     // Keyed by the pins and the chosen paths: a lock or selection change
     // gives a new tree, an unchanged one reuses the old tree.
@@ -120,7 +125,7 @@ fn write_wrapper(
         "#!/bin/sh\n\
          # Written by `cargo xtask` (images::host_tools): {name} from the Debian packages pinned in\n\
          # deploy/images.lock.json, run with their own loader and libraries.\n\
-         exec {} --library-path {} {} \"$@\"\n",
+         exec {} --inhibit-cache --library-path {} {} \"$@\"\n",
         shell_quote(&loader),
         shell_quote(Path::new(&library_path)),
         shell_quote(&tree.join(program)),

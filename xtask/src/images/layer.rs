@@ -8,7 +8,6 @@
 use std::{
     collections::BTreeMap,
     fs,
-    io::Write,
     path::{Component, Path, PathBuf},
 };
 
@@ -217,16 +216,39 @@ impl Rootfs {
 }
 
 /// gzip with a fixed header (mtime 0, no file name, OS "unknown") and the
-/// pinned pure-Rust deflate (flate2's miniz_oxide backend, see
-/// xtask/Cargo.toml): the compressed bytes, and so the layer digests, depend
-/// on nothing but the input.
+/// pinned pure-Rust deflate, miniz_oxide at level 9, called directly: the
+/// compressed bytes, and so the layer digests, depend on nothing but the
+/// input. (Not through flate2: another dependency enabling flate2's zlib-rs
+/// feature would switch its backend, and every layer digest with it. These
+/// are the bytes flate2's miniz_oxide backend wrote with
+/// `GzBuilder::new().mtime(0).operating_system(255)` and `Compression::best()`.)
 pub fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut encoder = flate2::GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::new(), flate2::Compression::best());
-    encoder.write_all(bytes).context("gzip layer")?;
-    encoder.finish().context("finish gzip of layer")
+    use miniz_oxide::{
+        deflate::{core::CompressorOxide, stream::deflate},
+        DataFormat, MZFlush, MZStatus,
+    };
+    const LEVEL: u8 = 9;
+    // ID1 ID2, CM=deflate, FLG=0, MTIME=0, XFL=2 (best compression), OS=255.
+    let mut output = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 255];
+    let mut compressor = Box::<CompressorOxide>::default();
+    compressor.set_format_and_level(DataFormat::Raw, LEVEL);
+    let mut input = bytes;
+    let mut chunk = vec![0u8; 256 * 1024];
+    loop {
+        let result = deflate(&mut compressor, input, &mut chunk, MZFlush::Finish);
+        input = &input[result.bytes_consumed..];
+        output.extend_from_slice(&chunk[..result.bytes_written]);
+        match result.status {
+            Ok(MZStatus::StreamEnd) => break,
+            Ok(_) | Err(miniz_oxide::MZError::Buf) => continue,
+            Err(error) => anyhow::bail!("gzip layer: deflate failed: {error:?}"),
+        }
+    }
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(bytes);
+    output.extend_from_slice(&crc.finalize().to_le_bytes());
+    output.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    Ok(output)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -8,13 +8,18 @@
 //! and a hybrid docker-archive/OCI tar (`oci`); `docker load` and tags
 //! (`docker`). `host_tools` runs the same redis and nginx on the host.
 
+mod archive;
 #[cfg(test)]
 mod containerd;
+mod deb;
 mod debian;
 mod docker;
+#[cfg(test)]
+mod fetch_tests;
 mod host_tools;
 mod layer;
 mod oci;
+mod release;
 #[cfg(test)]
 mod tests;
 mod webapp_binary;
@@ -47,10 +52,18 @@ pub struct Images {
     /// image is over its size budget. Does not touch Docker.
     #[arg(long)]
     check: bool,
-    /// Move the Debian pins in deploy/images.lock.json to the versions apt
-    /// offers now and print what changed, then build.
+    /// Move the Debian pins in deploy/images.lock.json to the newest versions
+    /// the archives' signed indexes list now, print what changed, then build.
     #[arg(long)]
     update_lock: bool,
+    /// Base URL of Debian's main archive (default http://deb.debian.org/debian),
+    /// e.g. a local mirror or a snapshot archive.
+    #[arg(long, value_name = "URL", env = archive::DEBIAN_MIRROR_VARIABLE)]
+    debian_mirror: Option<String>,
+    /// Base URL of Debian's security archive (default
+    /// http://deb.debian.org/debian-security).
+    #[arg(long, value_name = "URL", env = archive::DEBIAN_SECURITY_MIRROR_VARIABLE)]
+    debian_security_mirror: Option<String>,
     /// nginx configuration directory copied to the proxy's /etc/nginx/
     /// (default: the repository's nginx/). For experiments only.
     #[arg(long, hide = true)]
@@ -65,8 +78,12 @@ impl Images {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let root = crate::project_root();
         let nginx_dir = (self.nginx_config_dir.clone()).unwrap_or_else(|| root.join("nginx"));
+        archive::set_flag_overrides(
+            self.debian_mirror.clone(),
+            self.debian_security_mirror.clone(),
+        );
         if self.update_lock {
-            update_lock(sh, &root)?;
+            update_lock(&root)?;
         }
         if self.check {
             return match &self.nginx_config_dir {
@@ -181,6 +198,7 @@ impl BuildLayout {
             cache: DebianCache {
                 deb_dir: images_dir.join("debs"),
                 unpack_dir: images_dir.join("unpacked"),
+                archives: archive::Archives::configured(),
             },
         }
     }
@@ -286,7 +304,6 @@ const PROXY_BUDGET: u64 = 7 * MEBIBYTE;
 
 /// The Debian contents of db or proxy from the pinned packages.
 fn debian_rootfs(
-    sh: &Shell,
     root: &Path,
     cache: &DebianCache,
     contents: &DebianContents,
@@ -307,7 +324,7 @@ fn debian_rootfs(
             .collect(),
         fetched: BTreeMap::new(),
     };
-    let resolved = debian::resolve_contents(sh, &mut source, contents)
+    let resolved = debian::resolve_contents(&mut source, contents)
         .with_context(|| format!("assemble the Debian files of image {}", contents.image))?;
     Ok(resolved.rootfs)
 }
@@ -358,16 +375,6 @@ fn build_all(
     layout: &BuildLayout,
     nginx_dir: &Path,
 ) -> anyhow::Result<Vec<ImageArtifact>> {
-    for tool in ["dpkg-deb", "apt-get", "readelf"] {
-        if cmd!(sh, "which {tool}")
-            .quiet()
-            .ignore_stdout()
-            .run()
-            .is_err()
-        {
-            bail!("{tool} not found: build the images on Debian (or Ubuntu) with binutils installed (`apt-get install binutils`)")
-        }
-    }
     let epoch = source_date_epoch(sh)?;
     let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir)
         .context("build the webapp binaries for the images")?;
@@ -393,7 +400,7 @@ fn build_all(
         working_dir: "/".into(),
     };
 
-    let mut db = debian_rootfs(sh, root, &layout.cache, &DB_CONTENTS)?;
+    let mut db = debian_rootfs(root, &layout.cache, &DB_CONTENTS)?;
     add_base_files(&mut db);
     // Named volumes mounted here copy this ownership, so Redis can write.
     db.add_directory("data", 0o755, NONROOT_ID);
@@ -408,7 +415,7 @@ fn build_all(
         working_dir: "/data".into(),
     };
 
-    let mut proxy = debian_rootfs(sh, root, &layout.cache, &PROXY_CONTENTS)?;
+    let mut proxy = debian_rootfs(root, &layout.cache, &PROXY_CONTENTS)?;
     add_base_files(&mut proxy);
     add_nginx_config(&mut proxy, nginx_dir)?;
     proxy.add_file(
@@ -624,6 +631,7 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
         cache: DebianCache {
             deb_dir: regular.cache.deb_dir.clone(),
             unpack_dir: check_dir.join("first-unpacked"),
+            archives: regular.cache.archives.clone(),
         },
     };
     let second = BuildLayout {
@@ -632,6 +640,7 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
         cache: DebianCache {
             deb_dir: regular.cache.deb_dir.clone(),
             unpack_dir: check_dir.join("second-unpacked"),
+            archives: regular.cache.archives.clone(),
         },
     };
     eprintln!("images --check: first build, fresh cargo target dir (a full release build)");
@@ -680,17 +689,43 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
     Ok(())
 }
 
-fn update_lock(sh: &Shell, root: &Path) -> anyhow::Result<()> {
-    debian::refresh_apt_lists(sh)?;
+/// `--update-lock`: the signed indexes first (any failure there changes
+/// nothing), then the candidates' .debs (each checked against the signed
+/// index before it enters the cache), then the lock, written whole.
+fn update_lock(root: &Path) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    update_lock_in(
+        root,
+        &BuildLayout::regular(root).cache,
+        &release::keys_dir(root),
+        release::SUITES,
+        now,
+    )
+}
+
+/// `update_lock` for the lock under `lock_root` and the given cache, keys
+/// and suites (tests point these at scratch directories and a local server).
+fn update_lock_in(
+    lock_root: &Path,
+    cache: &DebianCache,
+    keys_dir: &Path,
+    suites: &[release::Suite],
+    now_unix: u64,
+) -> anyhow::Result<()> {
+    let root = lock_root;
     let old = LockFile::read(root).unwrap_or_default();
-    let cache = BuildLayout::regular(root).cache;
+    let candidates = release::fetch_candidates(&cache.archives, keys_dir, suites, now_unix)?;
     let mut source = debian::CandidateSource {
-        cache: &cache,
+        cache,
+        candidates: &candidates,
         fetched: BTreeMap::new(),
     };
     let mut new = LockFile::default();
     for contents in [&DB_CONTENTS, &PROXY_CONTENTS] {
-        let resolved = debian::resolve_contents(sh, &mut source, contents)
+        let resolved = debian::resolve_contents(&mut source, contents)
             .with_context(|| format!("resolve the packages of image {}", contents.image))?;
         new.images.insert(
             contents.image.to_string(),

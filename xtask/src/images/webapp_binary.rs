@@ -61,14 +61,12 @@ pub fn build(sh: &Shell, root: &Path, cargo_target_dir: &Path) -> anyhow::Result
         httpcheck: release_dir.join("httpcheck"),
     };
     for binary in [&binaries.webapp, &binaries.httpcheck] {
-        let dynamic = cmd!(sh, "readelf --dynamic --wide {binary}")
-            .quiet()
-            .read()
-            .with_context(|| format!("readelf {}", binary.display()))?;
-        if dynamic.contains("(NEEDED)") {
+        let facts = super::deb::elf_facts(binary)?;
+        if !facts.needed.is_empty() {
             bail!(
-                "{} still needs shared libraries; the image has none. Is a dependency forcing dynamic linking (e.g. openssl)?",
-                binary.display()
+                "{} still needs shared libraries ({}); the image has none. Is a dependency forcing dynamic linking (e.g. openssl)?",
+                binary.display(),
+                facts.needed.join(", ")
             )
         }
     }
