@@ -63,8 +63,8 @@ impl Ci {
         // same binary keeps their output and exit codes exactly as a user
         // sees them.
         let xtask = std::env::current_exe().context("locate the running xtask binary")?;
-        step("Compose end to end", &mut || {
-            cmd!(sh, "{xtask} e2e").run()?;
+        step("Compose end to end (v1 and v2)", &mut || {
+            cmd!(sh, "{xtask} e2e --compose both").run()?;
             Ok(())
         })?;
         step("bench smoke test", &mut || {

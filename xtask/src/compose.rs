@@ -30,44 +30,85 @@ const FAILURE_LOG_LINES: &str = "40";
 
 use crate::docker::HEALTHY_TIMEOUT_SECS as DEFAULT_HEALTHY_TIMEOUT_SECS;
 
+/// Chooses the Compose implementation for every command: `v1` (a
+/// `docker-compose` 1.x on PATH), `v2` (the `docker compose` plugin, else the
+/// pinned Compose v2 from the lock), or `auto` (v2 if it can be had, else v1).
+pub const COMPOSE_VARIABLE: &str = "WEBSTACK_COMPOSE";
+
 /// Which Compose implementation runs the project.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ComposeTool {
     /// `docker compose`, the v2 CLI plugin.
     Plugin,
-    /// `docker-compose`, the standalone 1.x program.
-    Standalone,
+    /// A standalone program: `docker-compose` 1.x on PATH, or the pinned v2.
+    Standalone { program: PathBuf, v2: bool },
 }
 
 impl ComposeTool {
-    /// Prefers the v2 plugin, falls back to the standalone program.
+    /// As `WEBSTACK_COMPOSE` asks (default `auto`).
     pub fn detect(sh: &Shell) -> anyhow::Result<ComposeTool> {
-        if cmd!(sh, "docker compose version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-        {
-            return Ok(ComposeTool::Plugin);
+        let wanted = sh.var(COMPOSE_VARIABLE).unwrap_or_default();
+        match wanted.as_str() {
+            "v1" => Self::v1(sh),
+            "v2" => Self::v2(sh),
+            "" | "auto" => Self::v2(sh).or_else(|v2_error| {
+                Self::v1(sh).map_err(|v1_error| {
+                    anyhow::anyhow!(
+                        "no Compose found: {v2_error:#}; and {v1_error:#}. Install Docker's Compose plugin, or let xtask fetch the pinned one (it needs Debian's archive)"
+                    )
+                })
+            }),
+            other => bail!("{COMPOSE_VARIABLE}={other:?}: use v1, v2 or auto"),
         }
-        if cmd!(sh, "docker-compose version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok()
-        {
-            return Ok(ComposeTool::Standalone);
-        }
-        bail!("neither `docker compose` (the v2 plugin) nor `docker-compose` is installed: install one, e.g. `apt-get install docker-compose` on Debian")
     }
 
-    /// The program and its leading arguments: `docker` + `compose`.
-    pub fn program_and_leading_arguments(self) -> (&'static str, &'static [&'static str]) {
+    /// The `docker compose` plugin, else the pinned Compose v2.
+    pub fn v2(sh: &Shell) -> anyhow::Result<ComposeTool> {
+        let plugin = cmd!(sh, "docker compose version --short")
+            .quiet()
+            .ignore_stderr()
+            .read();
+        if plugin.is_ok_and(|version| version.trim_start_matches('v').starts_with('2')) {
+            return Ok(ComposeTool::Plugin);
+        }
+        let program = crate::images::pinned_compose_v2()
+            .context("get the pinned Compose v2 (no `docker compose` plugin is installed)")?;
+        Ok(ComposeTool::Standalone { program, v2: true })
+    }
+
+    /// `docker-compose` 1.x on PATH.
+    pub fn v1(sh: &Shell) -> anyhow::Result<ComposeTool> {
+        let version = cmd!(sh, "docker-compose version --short")
+            .quiet()
+            .ignore_stderr()
+            .read()
+            .context("`docker-compose` (Compose 1.x) is not on PATH")?;
+        if !version.trim().starts_with("1.") {
+            bail!(
+                "`docker-compose` on PATH is version {}, not 1.x",
+                version.trim()
+            );
+        }
+        Ok(ComposeTool::Standalone {
+            program: PathBuf::from("docker-compose"),
+            v2: false,
+        })
+    }
+
+    /// "v1" or "v2", for messages and reports.
+    pub fn generation(&self) -> &'static str {
         match self {
-            ComposeTool::Plugin => ("docker", &["compose"]),
-            ComposeTool::Standalone => ("docker-compose", &[]),
+            ComposeTool::Standalone { v2: false, .. } => "v1",
+            _ => "v2",
+        }
+    }
+
+    /// The program and its leading arguments: `docker` + `compose`, or the
+    /// standalone program.
+    pub fn program_and_leading_arguments(&self) -> (PathBuf, &'static [&'static str]) {
+        match self {
+            ComposeTool::Plugin => (PathBuf::from("docker"), &["compose"]),
+            ComposeTool::Standalone { program, .. } => (program.clone(), &[]),
         }
     }
 }

@@ -32,8 +32,21 @@ pub struct E2e {
     keep: bool,
     /// Test the stack on Docker Swarm instead (deploy/stack.yaml; creates a
     /// single-node swarm if needed and leaves it again afterwards).
-    #[arg(long, conflicts_with = "keep")]
+    #[arg(long, conflicts_with_all = ["keep", "compose"])]
     swarm: bool,
+    /// Which Compose runs the suite: v1 (`docker-compose` 1.29), v2 (the
+    /// plugin, else the pinned Compose v2), both one after the other, or
+    /// auto (v2 if it can be had).
+    #[arg(long, value_enum, default_value_t = ComposeChoice::Auto)]
+    compose: ComposeChoice,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ComposeChoice {
+    V1,
+    V2,
+    Both,
+    Auto,
 }
 
 impl E2e {
@@ -41,6 +54,29 @@ impl E2e {
         if self.swarm {
             return crate::swarm::e2e::run_swarm_e2e(sh);
         }
+        let generations: &[&str] = match self.compose {
+            ComposeChoice::V1 => &["v1"],
+            ComposeChoice::V2 => &["v2"],
+            ComposeChoice::Both => &["v1", "v2"],
+            ComposeChoice::Auto => &["auto"],
+        };
+        let mut timings = Vec::new();
+        for generation in generations {
+            // Every compose command of this run, and those the suite runs
+            // through xtask, use the same Compose.
+            sh.set_var(compose::COMPOSE_VARIABLE, generation);
+            let started = Instant::now();
+            self.run_with_current_compose(sh)
+                .with_context(|| format!("end-to-end tests with Compose {generation}"))?;
+            timings.push((generation, started.elapsed().as_secs_f64()));
+        }
+        for (generation, seconds) in timings {
+            eprintln!("e2e: Compose {generation}: passed in {seconds:.0}s");
+        }
+        Ok(())
+    }
+
+    fn run_with_current_compose(&self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
         compose::require_docker(sh)?;
         eprintln!("e2e: building and loading the images");
@@ -50,7 +86,11 @@ impl E2e {
         let project_name = format!("webstack-e2e-{}", docker::unique_suffix());
         let port = docker::free_host_port()?;
         let project = ComposeProject::new(sh, &project_name, port)?;
-        eprintln!("e2e: project {project_name} on host port {port}");
+        eprintln!(
+            "e2e: project {project_name} on host port {port}, Compose {} ({:?})",
+            project.tool.generation(),
+            project.tool.program_and_leading_arguments().0
+        );
 
         let outcome = start_and_test(sh, &project, images);
         if outcome.is_err() {

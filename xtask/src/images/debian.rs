@@ -57,6 +57,11 @@ pub struct LockedPackage {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LockFile {
     pub images: BTreeMap<String, Vec<LockedPackage>>,
+    /// Programs xtask runs on the host, by name: Compose v2 (`docker-compose`
+    /// from Debian 13), for hosts that have no Compose v2 of their own.
+    /// `--update-lock` keeps them as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tools: BTreeMap<String, LockedPackage>,
 }
 
 impl LockFile {

@@ -9,6 +9,7 @@
 //! (`docker`). `host_tools` runs the same redis and nginx on the host.
 
 mod archive;
+mod compose_v2;
 #[cfg(test)]
 mod containerd;
 mod deb;
@@ -33,6 +34,7 @@ use std::{
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
+pub use compose_v2::pinned_compose_v2;
 pub use host_tools::{host_tools, HostTools};
 
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
@@ -723,7 +725,10 @@ fn update_lock_in(
         candidates: &candidates,
         fetched: BTreeMap::new(),
     };
-    let mut new = LockFile::default();
+    let mut new = LockFile {
+        tools: old.tools.clone(),
+        ..LockFile::default()
+    };
     for contents in [&DB_CONTENTS, &PROXY_CONTENTS] {
         let resolved = debian::resolve_contents(&mut source, contents)
             .with_context(|| format!("resolve the packages of image {}", contents.image))?;
