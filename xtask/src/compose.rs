@@ -700,3 +700,39 @@ impl Scale {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_compose_choice_is_refused_naming_the_variable_and_the_choices() {
+        let sh = Shell::new().expect("shell");
+        sh.set_var(COMPOSE_VARIABLE, "v3");
+        let message = format!(
+            "{:#}",
+            ComposeTool::detect(&sh).expect_err("v3 is no choice")
+        );
+        assert!(message.contains("WEBSTACK_COMPOSE=\"v3\""), "{message}");
+        assert!(message.contains("v1, v2 or auto"), "{message}");
+    }
+
+    #[test]
+    fn the_standalone_v1_and_the_plugin_name_their_generation_and_program() {
+        let v1 = ComposeTool::Standalone {
+            program: PathBuf::from("docker-compose"),
+            v2: false,
+        };
+        assert_eq!(v1.generation(), "v1");
+        assert_eq!(
+            v1.program_and_leading_arguments().0,
+            PathBuf::from("docker-compose")
+        );
+        let plugin = ComposeTool::Plugin;
+        assert_eq!(plugin.generation(), "v2");
+        assert_eq!(
+            plugin.program_and_leading_arguments(),
+            (PathBuf::from("docker"), &["compose"][..])
+        );
+    }
+}
