@@ -293,6 +293,7 @@ async fn serve_until_every_replica_answers(
 // 1. The counter.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn get_root_answers_200_with_the_counter_and_200_concurrent_requests_raise_it_by_exactly_200()
 {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
@@ -334,6 +335,7 @@ async fn get_root_answers_200_with_the_counter_and_200_concurrent_requests_raise
 // 2. Every replica serves, also after scaling down and up again.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn every_replica_serves_and_after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_restart(
 ) {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
@@ -488,6 +490,7 @@ fn probe_from_network(stack: &ComposeStack, network: &str, url: &str) -> String 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_network() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -594,6 +597,7 @@ async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_n
 // 4. The db goes away and comes back.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_within_10_seconds_with_the_counter_kept(
 ) {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
@@ -645,6 +649,7 @@ async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_wi
 // 5. A replica dies under load.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_gone() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -722,6 +727,7 @@ async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_g
 // 6. Data outlives `down`, not `down --volumes`.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -767,6 +773,7 @@ async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
 // 7. Hardening.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn every_container_runs_as_non_root_with_a_read_only_root_filesystem_and_no_capabilities() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -831,6 +838,7 @@ async fn every_container_runs_as_non_root_with_a_read_only_root_filesystem_and_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_them_inside() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -859,6 +867,7 @@ async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_th
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn the_server_header_names_nginx_without_a_version() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -881,6 +890,7 @@ async fn the_server_header_names_nginx_without_a_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn redis_refuses_commands_without_the_generated_password() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -902,6 +912,7 @@ async fn redis_refuses_commands_without_the_generated_password() {
 
 /// The proxy passes or creates a request id, answers with it and logs it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn the_proxy_passes_a_request_id_through_makes_one_when_missing_and_logs_it_as_json() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -1084,6 +1095,7 @@ fn redis_cli(stack: &ComposeStack, args: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn a_cache_write_flood_is_rate_limited_and_get_root_keeps_answering_200() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -1177,6 +1189,7 @@ async fn a_cache_write_flood_is_rate_limited_and_get_root_keeps_answering_200() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn bodies_on_routes_that_take_none_give_the_apps_own_status_and_count_each_request_once() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -1248,6 +1261,7 @@ async fn bodies_on_routes_that_take_none_give_the_apps_own_status_and_count_each
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn a_frozen_replica_fails_no_request_and_delays_none_beyond_2_seconds() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
@@ -1308,6 +1322,7 @@ async fn a_frozen_replica_fails_no_request_and_delays_none_beyond_2_seconds() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn small_things_json_errors_nosniff_strict_queries_one_request_id_and_head_counts_nothing() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();

@@ -84,6 +84,7 @@ impl SwarmStack {
 // Multi-threaded: the load runs on its own workers while the test thread
 // blocks on `docker` calls and sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
 async fn counter_rises_by_exactly_200_under_200_concurrent_requests() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -126,6 +127,7 @@ async fn counter_rises_by_exactly_200_under_200_concurrent_requests() {
 // Multi-threaded: the load runs on its own workers while the test thread
 // blocks on `docker` calls and sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
 async fn every_webapp_replica_serves_requests_and_only_the_proxy_is_published() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -237,6 +239,7 @@ async fn every_webapp_replica_serves_requests_and_only_the_proxy_is_published() 
 // Multi-threaded: the load runs on its own workers while the test thread
 // blocks on `docker` calls and sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
 async fn rolling_update_of_webapp_under_load_fails_no_request() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -296,6 +299,7 @@ async fn rolling_update_of_webapp_under_load_fails_no_request() {
 // Multi-threaded: the load runs on its own workers while the test thread
 // blocks on `docker` calls and sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
 async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
@@ -364,6 +368,7 @@ async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving
 // Multi-threaded: the load runs on its own workers while the test thread
 // blocks on `docker` calls and sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
 async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();

@@ -144,7 +144,7 @@ fn start_and_test(
     eprintln!("e2e: running the suite (cargo test -p stack-tests --test compose) against {url}");
     let suite = cmd!(
         sh,
-        "cargo test -p stack-tests --test compose -- --test-threads=1 --nocapture"
+        "cargo test -p stack-tests --test compose -- --ignored --test-threads=1 --nocapture"
     )
     .env(URL_VARIABLE, &url)
     .env(PROJECT_VARIABLE, &project.name)

@@ -4,6 +4,7 @@
 use crate::support::{spawn_app_with, unique_prefix, BinaryApp, RedisServer, ScratchDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
 async fn password_from_redis_password_file_authenticates() {
     let redis = RedisServer::start_with_password("correct horse");
     let directory = ScratchDir::new("password");
@@ -24,6 +25,7 @@ async fn password_from_redis_password_file_authenticates() {
 }
 
 #[test]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
 fn wrong_password_gives_503s_and_a_clear_log_line_without_crashing() {
     let redis = RedisServer::start_with_password("correct horse");
     let directory = ScratchDir::new("password");

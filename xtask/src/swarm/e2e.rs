@@ -69,7 +69,7 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
     // checks would disturb each other. --nocapture shows the measured counts.
     cmd!(
         sh,
-        "cargo test --package stack-tests --test swarm -- --test-threads=1 --nocapture"
+        "cargo test --package stack-tests --test swarm -- --ignored --test-threads=1 --nocapture"
     )
     .env(STACK_VARIABLE, stack)
     .env(URL_VARIABLE, &url)
