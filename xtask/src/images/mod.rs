@@ -74,6 +74,11 @@ pub struct Images {
     /// into target/tools/ and print the wrapper scripts' directory.
     #[arg(long, conflicts_with_all = ["check", "update_lock"])]
     host_tools: bool,
+    /// After building, remove this project's older images from the engine:
+    /// every `webstack/{webapp,db,proxy}` tag that is neither this build's
+    /// nor `:local` nor used by a container (running or stopped).
+    #[arg(long, conflicts_with_all = ["check", "host_tools"])]
+    prune: bool,
 }
 
 impl Images {
@@ -109,11 +114,14 @@ impl Images {
             None => ensure_images(sh)?,
             Some(nginx_dir) => ensure_images_with(sh, &root, nginx_dir)?,
         };
-        for image in images {
+        for image in &images {
             println!(
                 "{} {} = {} ({})",
                 image.name, image.stable_tag, image.content_tag, image.digest
             );
+        }
+        if self.prune {
+            docker::prune_old_images(sh, &images)?;
         }
         Ok(())
     }
