@@ -569,6 +569,23 @@ impl Down {
     }
 }
 
+/// Fails, naming the command that creates them, when the secret files the
+/// Compose file names do not exist: then no project was started from this
+/// checkout, and nothing must be generated just to read.
+fn require_existing_secrets(project: &str) -> anyhow::Result<()> {
+    let dir = crate::secrets::secrets_dir();
+    for name in crate::secrets::SECRET_FILES {
+        let path = dir.join(name);
+        if !path.is_file() {
+            bail!(
+                "{} does not exist, so no stack was started from this checkout; `cargo xtask up -p {project}` starts one",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Show each container of the stack with its health.
 #[derive(clap::Args)]
 pub struct Status {
@@ -626,7 +643,10 @@ impl Logs {
         require_docker(sh)?;
         let port = published_proxy_port(sh, &self.project).unwrap_or(DEFAULT_HOST_PORT);
         let project = ComposeProject::new(sh, &self.project, port)?;
-        prepare_files()?;
+        // Read-only: no secret is generated and no file rewritten. Compose
+        // parses the secrets' paths even for `logs`, and a project started
+        // from this checkout has them.
+        require_existing_secrets(&self.project)?;
         let tail = format!("--tail={}", self.tail);
         let mut args = vec!["logs", "--no-color", tail.as_str()];
         if self.follow {
