@@ -178,7 +178,8 @@ fn ensure_images_with(
     // Probe first: no point in minutes of building for an engine we cannot reach.
     crate::docker::require_docker(sh)?;
     let layout = BuildLayout::regular(root);
-    let artifacts = build_all(sh, root, &layout, nginx_dir)?;
+    let epoch = source_date_epoch(sh)?;
+    let artifacts = build_all(sh, root, &layout, nginx_dir, epoch)?;
     let mut images = Vec::new();
     for artifact in &artifacts {
         images.push(docker::load_and_tag(sh, artifact)?);
@@ -384,9 +385,9 @@ fn build_all(
     root: &Path,
     layout: &BuildLayout,
     nginx_dir: &Path,
+    epoch: u64,
 ) -> anyhow::Result<Vec<ImageArtifact>> {
-    let epoch = source_date_epoch(sh)?;
-    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir)
+    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch)
         .context("build the webapp binaries for the images")?;
 
     let mut webapp = Rootfs::new();
@@ -653,15 +654,18 @@ fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Resu
             archives: regular.cache.archives.clone(),
         },
     };
+    // One source date for both builds: a commit made while they run must not
+    // make them differ.
+    let epoch = source_date_epoch(sh)?;
     eprintln!("images --check: first build, fresh cargo target dir (a full release build)");
     let started = std::time::Instant::now();
-    let first_artifacts = build_all(sh, root, &first, nginx_dir)?;
+    let first_artifacts = build_all(sh, root, &first, nginx_dir, epoch)?;
     eprintln!(
         "images --check: first build took {:.0?}; second build, fresh cargo target dir (a full release build)",
         started.elapsed()
     );
     let started = std::time::Instant::now();
-    let second_artifacts = build_all(sh, root, &second, nginx_dir)?;
+    let second_artifacts = build_all(sh, root, &second, nginx_dir, epoch)?;
     eprintln!(
         "images --check: second build took {:.0?}",
         started.elapsed()

@@ -28,7 +28,12 @@ fn cargo_home() -> anyhow::Result<PathBuf> {
 }
 
 /// Builds `webapp` and `httpcheck` in `cargo_target_dir` (incrementally).
-pub fn build(sh: &Shell, root: &Path, cargo_target_dir: &Path) -> anyhow::Result<WebappBinaries> {
+pub fn build(
+    sh: &Shell,
+    root: &Path,
+    cargo_target_dir: &Path,
+    source_date_epoch: u64,
+) -> anyhow::Result<WebappBinaries> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let cargo_home = cargo_home()?;
     // Later rules win when several prefixes match, so the target dir (inside
@@ -52,7 +57,7 @@ pub fn build(sh: &Shell, root: &Path, cargo_target_dir: &Path) -> anyhow::Result
     .env("CARGO_TARGET_DIR", cargo_target_dir)
     .env("CARGO_ENCODED_RUSTFLAGS", flags)
     .env_remove("RUSTFLAGS")
-    .env("SOURCE_DATE_EPOCH", super::source_date_epoch(sh)?.to_string())
+    .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
     .run()
     .context("`cargo build --release -p webapp` failed (see the compiler output above)")?;
     let release_dir = cargo_target_dir.join(TARGET_TRIPLE).join("release");
