@@ -44,7 +44,7 @@ pub fn require_no_other_deployment(
         Orchestrator::Compose => (
             "com.docker.stack.namespace",
             "Swarm stack",
-            format!("cargo xtask swarm-rm --stack {name}"),
+            format!("cargo xtask swarm rm -p {name}"),
         ),
         Orchestrator::Swarm => (
             "com.docker.compose.project",

@@ -39,7 +39,7 @@ enum Command {
     Ci(ci::Ci),
     /// Run the end-to-end tests against a fresh Compose stack, then remove it.
     E2e(e2e::E2e),
-    /// Parse-check flake.nix and every other tracked .nix file (installs nix-bin as root).
+    /// Parse-check flake.nix and every other tracked .nix file (with a Nix on PATH).
     FlakeCheck(flake::FlakeCheck),
     /// Build the webapp, db and proxy images reproducibly and load them into Docker.
     Images(images::Images),
@@ -55,14 +55,30 @@ enum Command {
     Logs(compose::Logs),
     /// Change the number of webapp replicas of the running Compose stack.
     Scale(compose::Scale),
-    /// Deploy the stack to Docker Swarm (single-node swarm if none) and wait until it is healthy.
+    /// Deploy, update, inspect or remove the stack on Docker Swarm.
+    #[command(subcommand)]
+    Swarm(SwarmCommand),
+    // The names before the `swarm` group, kept as aliases for one release.
+    #[command(hide = true)]
     SwarmDeploy(swarm::deploy::SwarmDeploy),
-    /// Roll the Swarm stack to freshly built images; fails, saying why, if it rolled back.
+    #[command(hide = true)]
     SwarmUpdate(swarm::update::SwarmUpdate),
-    /// Show the Swarm stack's services, tasks and last rolling update.
+    #[command(hide = true)]
     SwarmStatus(swarm::status::SwarmStatus),
-    /// Remove the Swarm stack (--volumes: its data too); leave the swarm if xtask created it.
+    #[command(hide = true)]
     SwarmRm(swarm::remove::SwarmRm),
+}
+
+#[derive(Subcommand)]
+enum SwarmCommand {
+    /// Deploy the stack (creating a single-node swarm if there is none) and wait until it is healthy.
+    Deploy(swarm::deploy::SwarmDeploy),
+    /// Roll the stack to freshly built images; fails, saying why, if it rolled back.
+    Update(swarm::update::SwarmUpdate),
+    /// Show the stack's services, tasks and last rolling update.
+    Status(swarm::status::SwarmStatus),
+    /// Remove the stack (--volumes: its data too); leave the swarm if xtask created it.
+    Rm(swarm::remove::SwarmRm),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -81,10 +97,10 @@ fn main() -> anyhow::Result<()> {
         Command::Status(cmd) => cmd.run(&sh),
         Command::Logs(cmd) => cmd.run(&sh),
         Command::Scale(cmd) => cmd.run(&sh),
-        Command::SwarmDeploy(cmd) => cmd.run(&sh),
-        Command::SwarmUpdate(cmd) => cmd.run(&sh),
-        Command::SwarmStatus(cmd) => cmd.run(&sh),
-        Command::SwarmRm(cmd) => cmd.run(&sh),
+        Command::Swarm(SwarmCommand::Deploy(cmd)) | Command::SwarmDeploy(cmd) => cmd.run(&sh),
+        Command::Swarm(SwarmCommand::Update(cmd)) | Command::SwarmUpdate(cmd) => cmd.run(&sh),
+        Command::Swarm(SwarmCommand::Status(cmd)) | Command::SwarmStatus(cmd) => cmd.run(&sh),
+        Command::Swarm(SwarmCommand::Rm(cmd)) | Command::SwarmRm(cmd) => cmd.run(&sh),
     }
 }
 
@@ -94,4 +110,26 @@ pub fn project_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn swarm_commands_take_the_grouped_and_the_old_names() {
+        for args in [
+            &["xtask", "swarm", "deploy", "-p", "demo"][..],
+            &["xtask", "swarm-deploy", "--stack", "demo"][..],
+            &["xtask", "swarm", "rm", "--project", "demo"][..],
+        ] {
+            Cli::try_parse_from(args).unwrap_or_else(|error| panic!("{args:?}: {error}"));
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask swarm-deploy`: the stack on Docker Swarm, from nothing to
+//! `cargo xtask swarm deploy`: the stack on Docker Swarm, from nothing to
 //! every replica running and healthy.
 
 use std::net::TcpListener;
@@ -18,7 +18,7 @@ pub const DEFAULT_CONVERGE_TIMEOUT_SECS: u64 = crate::docker::HEALTHY_TIMEOUT_SE
 #[derive(clap::Args)]
 pub struct SwarmDeploy {
     /// Stack name; services become NAME_proxy, NAME_webapp, NAME_db.
-    #[arg(long, default_value = DEFAULT_STACK_NAME)]
+    #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME", env = "WEBSTACK_PROJECT", default_value = DEFAULT_STACK_NAME)]
     pub stack: String,
     /// Host port the proxy publishes.
     #[arg(long, default_value_t = DEFAULT_PORT)]
@@ -45,8 +45,8 @@ impl SwarmDeploy {
             Duration::from_secs(self.timeout_secs),
         )?;
         eprintln!(
-            "swarm: stack {} is up: http://localhost:{}/ (`cargo xtask swarm-status --stack {}`, \
-             `cargo xtask swarm-rm --stack {}` to remove it)",
+            "swarm: stack {} is up: http://localhost:{}/ (`cargo xtask swarm status -p {}`, \
+             `cargo xtask swarm rm -p {}` to remove it)",
             self.stack, self.port, self.stack, self.stack
         );
         Ok(())

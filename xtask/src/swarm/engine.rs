@@ -97,7 +97,7 @@ fn create_single_node_swarm(sh: &Shell) -> anyhow::Result<()> {
     let gwbridge_existed = network_exists(sh, GWBRIDGE_NETWORK);
     eprintln!(
         "swarm: this Docker engine is in no swarm: creating a single-node swarm \
-         (`cargo xtask swarm-rm` leaves it again once no stack is left)"
+         (`cargo xtask swarm rm` leaves it again once no stack is left)"
     );
     // Loopback only: a single-node swarm needs no other host to reach its
     // management (2377) or gossip (7946) ports, so none are opened to the

@@ -522,7 +522,7 @@ pub fn wait_until_converged(
                 print_task_failures(sh, &failures);
             }
             bail!(
-                "stack {stack} did not converge within {}s (details above); `cargo xtask swarm-status --stack {stack}` shows where it stands",
+                "stack {stack} did not converge within {}s (details above); `cargo xtask swarm status -p {stack}` shows where it stands",
                 timeout.as_secs()
             );
         }

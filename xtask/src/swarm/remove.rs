@@ -1,4 +1,4 @@
-//! `cargo xtask swarm-rm`: remove a stack, wait until Swarm has really
+//! `cargo xtask swarm rm`: remove a stack, wait until Swarm has really
 //! removed it, keep or drop its data, and leave the swarm if xtask created it.
 
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use super::{engine, DEFAULT_STACK_NAME, STACK_NAMESPACE_LABEL};
 #[derive(clap::Args)]
 pub struct SwarmRm {
     /// Stack name given to `swarm-deploy`.
-    #[arg(long, default_value = DEFAULT_STACK_NAME)]
+    #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME", env = "WEBSTACK_PROJECT", default_value = DEFAULT_STACK_NAME)]
     pub stack: String,
     /// Also delete the stack's volumes (the Redis data: the counter restarts at 0).
     #[arg(long)]
@@ -62,7 +62,7 @@ pub fn remove_stack(sh: &Shell, stack: &str, drop_volumes: bool) -> anyhow::Resu
             if started.elapsed() > REMOVAL_TIMEOUT {
                 bail!(
                     "stack {stack} was not fully removed after {}s, still there: {}; \
-                     run `cargo xtask swarm-rm --stack {stack}` again",
+                     run `cargo xtask swarm rm -p {stack}` again",
                     REMOVAL_TIMEOUT.as_secs(),
                     remaining.join(", ")
                 );

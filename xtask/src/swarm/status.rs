@@ -1,4 +1,4 @@
-//! `cargo xtask swarm-status`: where a deployed stack stands, service by
+//! `cargo xtask swarm status`: where a deployed stack stands, service by
 //! service: replicas ready, image, the last rolling update, the URL.
 
 use xshell::{cmd, Shell};
@@ -9,7 +9,7 @@ use super::{engine, DEFAULT_STACK_NAME};
 #[derive(clap::Args)]
 pub struct SwarmStatus {
     /// Stack name given to `swarm-deploy`.
-    #[arg(long, default_value = DEFAULT_STACK_NAME)]
+    #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME", env = "WEBSTACK_PROJECT", default_value = DEFAULT_STACK_NAME)]
     pub stack: String,
 }
 
@@ -19,7 +19,7 @@ impl SwarmStatus {
         let info = engine::swarm_info(sh)?;
         if info.local_node_state != "active" {
             println!(
-                "This engine is in no swarm (state {}): `cargo xtask swarm-deploy` creates one.",
+                "This engine is in no swarm (state {}): `cargo xtask swarm deploy` creates one.",
                 info.local_node_state
             );
             return Ok(());
@@ -32,7 +32,7 @@ impl SwarmStatus {
         println!(
             "Swarm: active, this engine is a manager{}.",
             if created_by_xtask {
-                " (created by xtask; `cargo xtask swarm-rm` leaves it once no stack is left)"
+                " (created by xtask; `cargo xtask swarm rm` leaves it once no stack is left)"
             } else {
                 " (not created by xtask; it will not be left)"
             }

@@ -1,4 +1,4 @@
-//! `cargo xtask swarm-update`: roll a deployed stack to freshly built images
+//! `cargo xtask swarm update`: roll a deployed stack to freshly built images
 //! or a changed stack file, and wait until the rolling update has finished or
 //! Swarm has rolled it back.
 
@@ -15,7 +15,7 @@ use super::{engine, StackImages, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME}
 #[derive(clap::Args)]
 pub struct SwarmUpdate {
     /// Stack name given to `swarm-deploy`.
-    #[arg(long, default_value = DEFAULT_STACK_NAME)]
+    #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME", env = "WEBSTACK_PROJECT", default_value = DEFAULT_STACK_NAME)]
     pub stack: String,
     /// Roll webapp to this image instead of the freshly built one (it must
     /// exist on every node, e.g. an image made with `docker commit`).
@@ -32,13 +32,13 @@ impl SwarmUpdate {
         let info = engine::swarm_info(sh)?;
         if info.local_node_state != "active" || !info.control_available {
             bail!(
-                "this engine is not a swarm manager, so there is no stack to update: run `cargo xtask swarm-deploy` first"
+                "this engine is not a swarm manager, so there is no stack to update: run `cargo xtask swarm deploy` first"
             );
         }
         let stack = &self.stack;
         let services = super::stack_services(sh, stack)?;
         if services.is_empty() {
-            bail!("there is no stack named {stack}: deploy it with `cargo xtask swarm-deploy --stack {stack}`");
+            bail!("there is no stack named {stack}: deploy it with `cargo xtask swarm deploy -p {stack}`");
         }
         // Keep the port the stack was deployed with.
         let port = services
@@ -228,7 +228,7 @@ fn wait_for_rollouts(
         }
         if started.elapsed() > timeout {
             bail!(
-                "the rollout of {} did not finish within {}s; see `cargo xtask swarm-status` and `docker service ps <service>`",
+                "the rollout of {} did not finish within {}s; see `cargo xtask swarm status` and `docker service ps <service>`",
                 pending.join(", "),
                 timeout.as_secs()
             );
