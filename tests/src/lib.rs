@@ -1,7 +1,10 @@
 //! End-to-end tests against a running stack; see `cargo xtask e2e`.
 //!
-//! The library holds what the suites and xtask share. It depends on the
-//! standard library only, so xtask can use it without pulling in the
-//! suites' HTTP client and runtime.
+//! `netguard` depends on the standard library only, so xtask shares it
+//! without the suites' HTTP client and runtime; `harness` (the default
+//! feature) is what the suites share.
 
+pub mod contract;
+#[cfg(feature = "harness")]
+pub mod harness;
 pub mod netguard;

@@ -14,26 +14,23 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use stack_tests::contract::{
+    COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
+};
+use stack_tests::harness::{
+    docker, docker_output, get, http_client, parse_greeting, read_hits, tally, ClosedLoad, Timed,
+    REQUEST_TIMEOUT,
+};
 use stack_tests::netguard::{self, HostNetwork, Ipv4Net};
-
-/// Set by `cargo xtask e2e` (xtask/src/e2e.rs has the same names).
-const URL_VARIABLE: &str = "WEBSTACK_E2E_URL";
-const PROJECT_VARIABLE: &str = "WEBSTACK_E2E_PROJECT";
-const PORT_VARIABLE: &str = "WEBSTACK_E2E_PORT";
-const COMPOSE_FILE_VARIABLE: &str = "WEBSTACK_E2E_COMPOSE_FILE";
-const XTASK_VARIABLE: &str = "WEBSTACK_E2E_XTASK";
 
 /// Replicas `cargo xtask e2e` starts, and every test leaves running.
 const WEBAPP_REPLICAS: usize = 3;
 
-/// Generous bounds: they catch a hang, they do not measure speed.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A generous bound: it catches a hang, it does not measure speed.
 const HEALTHY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The tests change one shared stack: one at a time, whatever
@@ -181,25 +178,6 @@ impl ComposeStack {
     }
 }
 
-/// Runs docker; panics with its stderr when it fails.
-fn docker(args: &[&str]) -> String {
-    let output = docker_output(args);
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Runs docker and returns whatever happened (for commands expected to fail).
-fn docker_output(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("run docker {args:?}: {error} (is Docker installed?)"))
-}
-
 fn id_of(container: &Value) -> String {
     container["Id"]
         .as_str()
@@ -207,47 +185,8 @@ fn id_of(container: &Value) -> String {
         .to_string()
 }
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("build the HTTP client")
-}
-
-/// Status (or the error) and body of one GET.
-async fn get(client: &reqwest::Client, url: &str) -> Result<(u16, String), String> {
-    let response = client
-        .get(url)
-        .send()
-        .await
-        .map_err(|error| error.to_string())?;
-    let status = response.status().as_u16();
-    let body = response.text().await.map_err(|error| error.to_string())?;
-    Ok((status, body))
-}
-
 async fn hits(client: &reqwest::Client, stack: &ComposeStack) -> u64 {
-    let (status, body) = get(client, &format!("{}/api/hits", stack.url))
-        .await
-        .expect("GET /api/hits answers");
-    assert_eq!(status, 200, "GET /api/hits: {body}");
-    let parsed: Value = serde_json::from_str(&body).expect("GET /api/hits gives JSON");
-    parsed["hits"].as_u64().expect("a hits number")
-}
-
-/// "Hello from <replica>! I have been seen <n> times." → (replica, n).
-fn parse_greeting(body: &str) -> (String, u64) {
-    let rest = body
-        .strip_prefix("Hello from ")
-        .unwrap_or_else(|| panic!("not a greeting: {body:?}"));
-    let (replica, rest) = rest
-        .split_once("! I have been seen ")
-        .unwrap_or_else(|| panic!("not a greeting: {body:?}"));
-    let count = rest
-        .trim_end_matches(" times.")
-        .parse()
-        .unwrap_or_else(|_| panic!("no count in {body:?}"));
-    (replica.to_string(), count)
+    read_hits(client, &stack.url).await
 }
 
 /// Sends GET / in small concurrent batches until every replica in `live`
@@ -259,7 +198,7 @@ async fn serve_until_every_replica_answers(
     live: &BTreeSet<String>,
     deadline: Duration,
 ) -> (BTreeMap<String, u64>, Duration) {
-    let client = client();
+    let client = http_client();
     let url = format!("{}/", stack.url);
     let started = Instant::now();
     let mut answers: BTreeMap<String, u64> = BTreeMap::new();
@@ -298,7 +237,7 @@ async fn get_root_answers_200_with_the_counter_and_200_concurrent_requests_raise
 {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     let url = format!("{}/", stack.url);
 
     let (status, body) = get(&client, &url).await.expect("GET / answers");
@@ -358,7 +297,7 @@ async fn every_replica_serves_and_after_scale_1_then_scale_3_every_live_replica_
     // Right after scaling down, nginx may still hold the removed replicas'
     // addresses (for the resolver's valid= time): those attempts must be
     // retried on the live one, never reach the client as errors.
-    let client = client();
+    let client = http_client();
     let mut answers: BTreeMap<String, u64> = BTreeMap::new();
     let started = Instant::now();
     for _ in 0..30 {
@@ -602,7 +541,7 @@ async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_wi
 ) {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     let url = format!("{}/", stack.url);
     let db = id_of(&stack.single("db"));
     let before = hits(&client, &stack).await;
@@ -654,32 +593,10 @@ async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_g
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let victim = id_of(&stack.running("webapp")[0]);
-    let client = client();
+    let client = http_client();
     let url = format!("{}/", stack.url);
 
-    struct Outcome {
-        started: Instant,
-        result: Result<u16, String>,
-    }
-    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let workers: Vec<_> = (0..8)
-        .map(|_| {
-            let (client, url, outcomes, stop) =
-                (client.clone(), url.clone(), outcomes.clone(), stop.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let result = get(&client, &url).await.map(|(status, _)| status);
-                    outcomes
-                        .lock()
-                        .expect("outcomes lock")
-                        .push(Outcome { started, result });
-                }
-            })
-        })
-        .collect();
-
+    let load = ClosedLoad::start(&client, &url, 8);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let kill_sent = Instant::now();
     docker(&["kill", &victim]);
@@ -687,15 +604,10 @@ async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_g
     // Past nginx's DNS cache time (valid=3s), so requests also meet the
     // state where nginx no longer knows the dead replica.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await.expect("load worker");
-    }
-
-    let outcomes = std::mem::take(&mut *outcomes.lock().expect("outcomes lock"));
-    let failed = |outcome: &&Outcome| outcome.result != Ok(200);
+    let outcomes = load.stop().await;
+    let failed = |outcome: &&Timed| outcome.result != Ok(200);
     let total = outcomes.len();
-    let failures: Vec<&Outcome> = outcomes.iter().filter(failed).collect();
+    let failures: Vec<&Timed> = outcomes.iter().filter(failed).collect();
     let failures_after_gone = failures
         .iter()
         .filter(|outcome| outcome.started >= gone)
@@ -731,7 +643,7 @@ async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_g
 async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     let port = stack.port.to_string();
     let replicas = WEBAPP_REPLICAS.to_string();
     let up = [
@@ -842,7 +754,7 @@ async fn every_container_runs_as_non_root_with_a_read_only_root_filesystem_and_n
 async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_them_inside() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     for path in [
         "/metrics",
         "/metrics/",
@@ -871,7 +783,7 @@ async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_th
 async fn the_server_header_names_nginx_without_a_version() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     for path in ["/", "/no-such-page", "/metrics", "/nginx/health"] {
         let response = client
             .get(format!("{}{path}", stack.url))
@@ -916,7 +828,7 @@ async fn redis_refuses_commands_without_the_generated_password() {
 async fn the_proxy_passes_a_request_id_through_makes_one_when_missing_and_logs_it_as_json() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     let response = client
         .get(format!("{}/api/hits", stack.url))
         .header("x-request-id", "e2e-request-1")
@@ -984,71 +896,6 @@ async fn the_proxy_passes_a_request_id_through_makes_one_when_missing_and_logs_i
 
 // 9. Hostile clients and sick replicas.
 
-/// One request of a load run: when it started, how long it took, and its
-/// status or error.
-struct Timed {
-    started: Instant,
-    took: Duration,
-    result: Result<u16, String>,
-}
-
-/// `workers` clients sending `GET url` back to back until `stop` is set.
-fn start_get_load(
-    client: &reqwest::Client,
-    url: &str,
-    workers: usize,
-    stop: &Arc<AtomicBool>,
-) -> (Arc<Mutex<Vec<Timed>>>, Vec<tokio::task::JoinHandle<()>>) {
-    let outcomes: Arc<Mutex<Vec<Timed>>> = Arc::default();
-    let handles = (0..workers)
-        .map(|_| {
-            let (client, url, outcomes, stop) = (
-                client.clone(),
-                url.to_string(),
-                outcomes.clone(),
-                stop.clone(),
-            );
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let started = Instant::now();
-                    let result = get(&client, &url).await.map(|(status, _)| status);
-                    let took = started.elapsed();
-                    outcomes.lock().expect("outcomes lock").push(Timed {
-                        started,
-                        took,
-                        result,
-                    });
-                }
-            })
-        })
-        .collect();
-    (outcomes, handles)
-}
-
-async fn stop_load(
-    stop: &AtomicBool,
-    outcomes: &Mutex<Vec<Timed>>,
-    handles: Vec<tokio::task::JoinHandle<()>>,
-) -> Vec<Timed> {
-    stop.store(true, Ordering::Relaxed);
-    for handle in handles {
-        handle.await.expect("load worker");
-    }
-    std::mem::take(&mut *outcomes.lock().expect("outcomes lock"))
-}
-
-fn tally(outcomes: &[Timed]) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for outcome in outcomes {
-        let key = match &outcome.result {
-            Ok(status) => status.to_string(),
-            Err(error) => error.clone(),
-        };
-        *counts.entry(key).or_default() += 1;
-    }
-    counts
-}
-
 /// Sends `request` as raw bytes to the proxy's published port (loopback,
 /// checked by the guard) and returns the status and body of the answer.
 fn raw_request(stack: &ComposeStack, request: &[u8]) -> (u16, String) {
@@ -1099,15 +946,14 @@ fn redis_cli(stack: &ComposeStack, args: &[&str]) -> String {
 async fn a_cache_write_flood_is_rate_limited_and_get_root_keeps_answering_200() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
 
     // Cache entries carry a TTL and the counters none, so under memory
     // pressure Redis evicts cache entries, never the counters.
     let policy = redis_cli(&stack, &["config", "get", "maxmemory-policy"]);
     assert!(policy.contains("volatile-lru"), "{policy}");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (root_outcomes, root_load) = start_get_load(&client, &format!("{}/", stack.url), 2, &stop);
+    let root_load = ClosedLoad::start(&client, &format!("{}/", stack.url), 2);
     // 16 writers of 64 KiB values with a long TTL, as the attack did.
     let value = vec![b'v'; 64 * 1024];
     let deadline = Instant::now() + Duration::from_secs(4);
@@ -1146,7 +992,7 @@ async fn a_cache_write_flood_is_rate_limited_and_get_root_keeps_answering_200() 
             *statuses.entry(status).or_default() += count;
         }
     }
-    let root = stop_load(&stop, &root_outcomes, root_load).await;
+    let root = root_load.stop().await;
     let used = redis_cli(&stack, &["info", "memory"]);
     let used_memory = used
         .lines()
@@ -1193,7 +1039,7 @@ async fn a_cache_write_flood_is_rate_limited_and_get_root_keeps_answering_200() 
 async fn bodies_on_routes_that_take_none_give_the_apps_own_status_and_count_each_request_once() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     let before = hits(&client, &stack).await;
     let mut root_200s = 0;
     for size in [0, 1_000, 65_536, 70_000, 120_000, 131_072] {
@@ -1265,17 +1111,16 @@ async fn bodies_on_routes_that_take_none_give_the_apps_own_status_and_count_each
 async fn a_frozen_replica_fails_no_request_and_delays_none_beyond_2_seconds() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
     let victim = id_of(&stack.running("webapp")[0]);
     let before = hits(&client, &stack).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (outcomes, load) = start_get_load(&client, &format!("{}/", stack.url), 16, &stop);
+    let load = ClosedLoad::start(&client, &format!("{}/", stack.url), 16);
     tokio::time::sleep(Duration::from_secs(1)).await;
     docker(&["kill", "--signal", "STOP", &victim]);
     let frozen = Instant::now();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let outcomes = stop_load(&stop, &outcomes, load).await;
+    let outcomes = load.stop().await;
     docker(&["kill", "--signal", "CONT", &victim]);
 
     let during: Vec<&Timed> = outcomes
@@ -1326,7 +1171,7 @@ async fn a_frozen_replica_fails_no_request_and_delays_none_beyond_2_seconds() {
 async fn small_things_json_errors_nosniff_strict_queries_one_request_id_and_head_counts_nothing() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let client = client();
+    let client = http_client();
 
     let put = client
         .put(format!("{}/api/cache/e2e-small?ttl=30", stack.url))

@@ -13,12 +13,9 @@ use xshell::{cmd, Shell};
 use crate::compose::{self, ComposeProject, Up};
 use crate::docker;
 
-/// Variables the suite reads (tests/tests/compose.rs has the same names).
-pub const URL_VARIABLE: &str = "WEBSTACK_E2E_URL";
-pub const PROJECT_VARIABLE: &str = "WEBSTACK_E2E_PROJECT";
-pub const PORT_VARIABLE: &str = "WEBSTACK_E2E_PORT";
-pub const COMPOSE_FILE_VARIABLE: &str = "WEBSTACK_E2E_COMPOSE_FILE";
-pub const XTASK_VARIABLE: &str = "WEBSTACK_E2E_XTASK";
+use stack_tests::contract::{
+    COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
+};
 
 /// Replicas the suite starts with (it checks that all of them serve).
 const E2E_REPLICAS: u32 = 3;
