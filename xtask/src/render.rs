@@ -212,6 +212,19 @@ pub struct FileSecret {
 
 /// The top-level `volumes:` of either file: named volumes with the default
 /// driver.
+/// A service's `sysctls:` section (both files), absent when it sets none.
+pub fn sysctls(service: &crate::stack::Service) -> Option<Mapping<&'static str>> {
+    (!service.sysctls.is_empty()).then(|| {
+        Mapping(
+            service
+                .sysctls
+                .iter()
+                .map(|(name, value)| (name.to_string(), *value))
+                .collect(),
+        )
+    })
+}
+
 pub fn named_volumes(stack: &Stack) -> Mapping<Empty> {
     Mapping(
         stack
@@ -315,15 +328,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 cpus: f64::from(service.cpu_limit_hundredths) / 100.0,
                 pids_limit: service.pids_limit,
                 stop_grace_period: docker_duration(service.stop_grace_period),
-                sysctls: (!service.sysctls.is_empty()).then(|| {
-                    Mapping(
-                        service
-                            .sysctls
-                            .iter()
-                            .map(|(name, value)| (name.to_string(), *value))
-                            .collect(),
-                    )
-                }),
+                sysctls: sysctls(service),
                 logging: LoggingSection::bounded(),
             };
             (service.name.to_string(), compose_service)

@@ -296,15 +296,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
         // capabilities and no setuid binaries in the images cover the same
         // ground.
         stop_grace_period: docker_duration(service.stop_grace_period),
-        sysctls: (!service.sysctls.is_empty()).then(|| {
-            Mapping(
-                service
-                    .sysctls
-                    .iter()
-                    .map(|(name, value)| (name.to_string(), *value))
-                    .collect(),
-            )
-        }),
+        sysctls: crate::render::sysctls(service),
         logging: LoggingSection::bounded(),
         deploy: StackDeploy {
             endpoint_mode: service.dns_round_robin.then_some("dnsrr"),
