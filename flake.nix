@@ -279,7 +279,7 @@
           };
 
           devShell = pkgs.mkShell {
-            # Keep this list in step with the README's Nix section: a test in
+            # Keep this list in step with docs/nix.md: a test in
             # xtask/src/flake.rs compares the two.
             packages = [
               rustToolchain

@@ -7,11 +7,15 @@
 //! so in one line):
 //! - `check`: every tracked `.nix` file must parse (`nix-instantiate --parse`).
 //! - the tests below evaluate the flake's `outputs` function with a stand-in
-//!   for nixpkgs that knows only the tools the README promises, then compare
+//!   for nixpkgs that knows only the tools docs/nix.md promises, then compare
 //!   what the dev shell contains and which toolchain file the flake reads with
-//!   the README and `rust-toolchain.toml`.
+//!   docs/nix.md and `rust-toolchain.toml`.
 
 use std::path::{Path, PathBuf};
+
+/// The page that documents the Nix path: its tool list and version table are checked.
+#[cfg(test)]
+const NIX_DOC: &str = "docs/nix.md";
 
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
@@ -115,12 +119,12 @@ mod tests {
 
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    /// Markers around the README's machine-readable list of what `nix develop`
+    /// Markers around docs/nix.md's machine-readable list of what `nix develop`
     /// provides.
     const TOOL_LIST_START: &str = "<!-- nix-develop-tools -->";
     const TOOL_LIST_END: &str = "<!-- /nix-develop-tools -->";
 
-    /// The README's name for the Rust toolchain entry; the stand-in nixpkgs
+    /// docs/nix.md's name for the Rust toolchain entry; the stand-in nixpkgs
     /// gives the toolchain rust-overlay would build this name.
     const TOOLCHAIN_ENTRY: &str = "rust-toolchain";
 
@@ -154,7 +158,7 @@ mod tests {
         }
     }
 
-    /// One bullet of the README list: "- `name`: what it is".
+    /// One bullet of docs/nix.md list: "- `name`: what it is".
     #[derive(Debug)]
     struct ReadmeTool {
         name: String,
@@ -162,14 +166,13 @@ mod tests {
     }
 
     fn readme_tools() -> anyhow::Result<Vec<ReadmeTool>> {
-        let readme = read_project_file("README.md")?;
+        let readme = read_project_file(NIX_DOC)?;
         let start = readme
             .find(TOOL_LIST_START)
-            .with_context(|| format!("README.md has no {TOOL_LIST_START} marker"))?;
-        let end = readme[start..]
-            .find(TOOL_LIST_END)
-            .with_context(|| format!("README.md has no {TOOL_LIST_END} after {TOOL_LIST_START}"))?
-            + start;
+            .with_context(|| format!("docs/nix.md has no {TOOL_LIST_START} marker"))?;
+        let end = readme[start..].find(TOOL_LIST_END).with_context(|| {
+            format!("docs/nix.md has no {TOOL_LIST_END} after {TOOL_LIST_START}")
+        })? + start;
         let mut tools = Vec::new();
         for line in readme[start + TOOL_LIST_START.len()..end].lines() {
             let line = line.trim();
@@ -181,7 +184,7 @@ mod tests {
                 .and_then(|rest| rest.split_once('`'))
                 .map(|(name, _)| name.to_owned())
                 .with_context(|| {
-                    format!("README tool list line is not \"- `name`: description\": {line}")
+                    format!("docs/nix.md tool list line is not \"- `name`: description\": {line}")
                 })?;
             tools.push(ReadmeTool {
                 name,
@@ -189,24 +192,24 @@ mod tests {
             });
         }
         if tools.is_empty() {
-            bail!("README.md's nix-develop-tools list is empty");
+            bail!("docs/nix.md's nix-develop-tools list is empty");
         }
         Ok(tools)
     }
 
-    /// The Rust version the README's toolchain bullet states ("Rust 1.95.0").
+    /// The Rust version docs/nix.md's toolchain bullet states ("Rust 1.95.0").
     fn readme_rust_version(tools: &[ReadmeTool]) -> anyhow::Result<String> {
         let entry = tools
             .iter()
             .find(|tool| tool.name == TOOLCHAIN_ENTRY)
-            .with_context(|| format!("README tool list has no `{TOOLCHAIN_ENTRY}` entry"))?;
+            .with_context(|| format!("docs/nix.md tool list has no `{TOOLCHAIN_ENTRY}` entry"))?;
         let after = entry
             .line
             .split_once("Rust ")
             .map(|(_, after)| after)
             .with_context(|| {
                 format!(
-                    "README toolchain entry names no \"Rust X.Y.Z\": {}",
+                    "docs/nix.md toolchain entry names no \"Rust X.Y.Z\": {}",
                     entry.line
                 )
             })?;
@@ -217,7 +220,7 @@ mod tests {
         let version = version.trim_end_matches('.').to_owned();
         if version.split('.').count() != 3 {
             bail!(
-                "README toolchain entry's version is not X.Y.Z: {}",
+                "docs/nix.md toolchain entry's version is not X.Y.Z: {}",
                 entry.line
             );
         }
@@ -258,7 +261,7 @@ mod tests {
     /// `outputs` in scope) after calling the real flake.nix's `outputs` with a
     /// stand-in for nixpkgs, which cannot be fetched here. The stand-in has
     /// only the packages named in `known_tool_names` plus the functions the
-    /// dev shell and images are built with, so a package the README does not
+    /// dev shell and images are built with, so a package docs/nix.md does not
     /// list makes the evaluation fail with "attribute ... missing". Returns the
     /// string without its quotes; callers keep to plain names and paths, so no
     /// escapes need undoing.
@@ -409,7 +412,7 @@ builtins.concatStringsSep "|" [
         assert_eq!(
             readme_rust_version(&tools)?,
             pinned_channel,
-            "README.md's Nix section states another Rust version than rust-toolchain.toml pins"
+            "docs/nix.md's Nix section states another Rust version than rust-toolchain.toml pins"
         );
         Ok(())
     }
@@ -432,7 +435,7 @@ builtins.concatStringsSep "|" [
             .collect();
         assert!(
             missing_from_shell.is_empty(),
-            "README.md says `nix develop` provides {missing_from_shell:?}, but flake.nix's devShell packages are {:?}",
+            "docs/nix.md says `nix develop` provides {missing_from_shell:?}, but flake.nix's devShell packages are {:?}",
             shell.package_names
         );
         let missing_from_readme: Vec<&String> = shell
@@ -442,7 +445,7 @@ builtins.concatStringsSep "|" [
             .collect();
         assert!(
             missing_from_readme.is_empty(),
-            "flake.nix's devShell has {missing_from_readme:?}, which README.md's tool list does not name"
+            "flake.nix's devShell has {missing_from_readme:?}, which docs/nix.md's tool list does not name"
         );
         Ok(())
     }
@@ -524,22 +527,22 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
         Ok(())
     }
 
-    /// The Debian version in backticks on the README Nix section's table row
+    /// The Debian version in backticks on docs/nix.md Nix section's table row
     /// that starts with `| {row_name} |`.
     fn readme_debian_version(row_name: &str) -> anyhow::Result<String> {
-        let readme = read_project_file("README.md")?;
+        let readme = read_project_file(NIX_DOC)?;
         let section_start = readme
             .find("<!-- section:nix -->")
-            .context("README.md has no nix section")?;
+            .context("docs/nix.md has no nix section")?;
         let row_start = format!("| {row_name} |");
         let row = readme[section_start..]
             .lines()
             .find(|line| line.starts_with(&row_start))
-            .with_context(|| format!("README.md's Nix section has no table row {row_start}"))?;
+            .with_context(|| format!("docs/nix.md's Nix section has no table row {row_start}"))?;
         let version = row
             .split('`')
             .nth(1)
-            .with_context(|| format!("README row names no `version`: {row}"))?;
+            .with_context(|| format!("docs/nix.md row names no `version`: {row}"))?;
         Ok(version.to_owned())
     }
 
@@ -574,8 +577,8 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
             assert_eq!(
                 locked,
                 std::slice::from_ref(&stated),
-                "README.md's Nix section says the Debian images run {debian_package} {stated}, \
-                 deploy/images.lock.json pins {locked:?}: update the README table"
+                "docs/nix.md's Nix section says the Debian images run {debian_package} {stated}, \
+                 deploy/images.lock.json pins {locked:?}: update docs/nix.md table"
             );
         }
         Ok(())
