@@ -58,6 +58,7 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
         stack,
         port,
         Duration::from_secs(super::deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
+        &super::deploy::Target::ThisEngine,
     )?;
     eprintln!(
         "swarm e2e: stack converged {:.1}s after the deploy started",
