@@ -35,10 +35,17 @@ pub struct E2e {
     /// single-node swarm if needed and leaves it again afterwards).
     #[arg(long, conflicts_with = "keep")]
     swarm: bool,
+    /// With --swarm: test on a cluster of this many engines on this machine
+    /// (`cargo xtask cluster up`; root), removed afterwards.
+    #[arg(long, requires = "swarm")]
+    nodes: Option<u8>,
 }
 
 impl E2e {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if let Some(nodes) = self.nodes {
+            return crate::swarm::e2e::run_cluster_e2e(sh, nodes);
+        }
         if self.swarm {
             return crate::swarm::e2e::run_swarm_e2e(sh);
         }
