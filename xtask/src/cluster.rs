@@ -650,6 +650,19 @@ fn form_swarm(sh: &Shell, nodes: &[Node]) -> anyhow::Result<()> {
     }
 }
 
+/// Sets every node's link up again (after a test cut one off); best effort.
+pub fn connect_all_links(sh: &Shell) {
+    let hub = HUB_NAMESPACE;
+    for node in existing_nodes() {
+        let link = node.hub_link();
+        let _ = cmd!(sh, "ip -n {hub} link set {link} up")
+            .quiet()
+            .ignore_stderr()
+            .ignore_status()
+            .run();
+    }
+}
+
 /// A node as `docker node ls --format '{{json .}}'` prints it (the fields used).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -31,8 +31,12 @@ pub const CLUSTER_NETWORK_VARIABLE: &str = "WEBSTACK_CLUSTER_NETWORK";
 /// cluster test, and the cluster removed whatever happened.
 pub fn run_cluster_e2e(sh: &Shell, nodes: u8) -> anyhow::Result<()> {
     let started = Instant::now();
-    if !crate::cluster::find_leftovers(sh)?.is_empty() {
-        eprintln!("cluster e2e: removing what an earlier cluster left");
+    let leftovers = crate::cluster::find_leftovers(sh)?;
+    if !leftovers.is_empty() {
+        eprintln!(
+            "cluster e2e: removing what an earlier cluster left:{}",
+            leftovers.describe()
+        );
         crate::cluster::down(sh)?;
     }
     crate::cluster::up(sh, nodes)?;
@@ -61,6 +65,9 @@ fn deploy_and_test_cluster(sh: &Shell) -> anyhow::Result<()> {
     let stack = format!("webstack-cluster-e2e-{}", crate::docker::unique_suffix());
     let outcome = deploy_and_test_on_manager(sh, &manager, &stack);
     if outcome.is_err() {
+        // A failed test may have left a node cut off, and `docker service
+        // logs` waits for every node's part.
+        crate::cluster::connect_all_links(sh);
         print_service_logs(sh, &stack);
     }
     outcome
@@ -220,9 +227,13 @@ fn print_service_logs(sh: &Shell, stack: &str) {
     for service in services {
         let name = &service.spec.name;
         eprintln!("swarm e2e: ---- last log lines of {name} ----");
-        let _ = cmd!(sh, "docker service logs --no-trunc --tail 30 {name}")
-            .quiet()
-            .ignore_status()
-            .run();
+        // Bounded: the logs of a task on an unreachable node never come.
+        let _ = cmd!(
+            sh,
+            "timeout 30 docker service logs --no-trunc --tail 30 {name}"
+        )
+        .quiet()
+        .ignore_status()
+        .run();
     }
 }
