@@ -18,6 +18,10 @@ pub struct Ci {
     /// Skip the Swarm end-to-end run (it creates and leaves a single-node swarm).
     #[arg(long)]
     no_swarm: bool,
+    /// Skip the 3-node cluster end-to-end run (it needs root: it creates
+    /// network namespaces and starts three engines, and removes them again).
+    #[arg(long)]
+    no_cluster: bool,
 }
 
 impl Ci {
@@ -85,6 +89,12 @@ impl Ci {
         if !self.no_swarm {
             step("Swarm end to end", &mut || {
                 cmd!(sh, "{xtask} e2e --swarm").run()?;
+                Ok(())
+            })?;
+        }
+        if !self.no_cluster {
+            step("Swarm on a 3-node cluster end to end", &mut || {
+                cmd!(sh, "{xtask} e2e --swarm --nodes 3").run()?;
                 Ok(())
             })?;
         }

@@ -36,6 +36,10 @@ pub struct E2e {
     /// auto (v2 if it can be had).
     #[arg(long, value_enum, default_value_t = ComposeChoice::Auto)]
     compose: ComposeChoice,
+    /// With --swarm: test on a cluster of this many engines on this machine
+    /// (`cargo xtask cluster up`; root), removed afterwards.
+    #[arg(long, requires = "swarm")]
+    nodes: Option<u8>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -48,6 +52,9 @@ pub enum ComposeChoice {
 
 impl E2e {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if let Some(nodes) = self.nodes {
+            return crate::swarm::e2e::run_cluster_e2e(sh, nodes);
+        }
         if self.swarm {
             return crate::swarm::e2e::run_swarm_e2e(sh);
         }

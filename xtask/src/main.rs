@@ -6,6 +6,7 @@
 
 mod bench;
 mod ci;
+mod cluster;
 mod compose;
 mod docker;
 mod e2e;
@@ -37,6 +38,8 @@ enum Command {
     Bench(bench::Bench),
     /// Run every check and test the project has (what `.ci/run` runs).
     Ci(ci::Ci),
+    /// A Swarm of several engines on this machine, each in its own network namespace (root).
+    Cluster(cluster::Cluster),
     /// Run the end-to-end tests against a fresh Compose stack, then remove it.
     E2e(e2e::E2e),
     /// Parse-check flake.nix and every other tracked .nix file (with a Nix on PATH).
@@ -88,6 +91,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Bench(cmd) => cmd.run(&sh),
         Command::Ci(cmd) => cmd.run(&sh),
+        Command::Cluster(cmd) => cmd.run(&sh),
         Command::E2e(cmd) => cmd.run(&sh),
         Command::FlakeCheck(cmd) => cmd.run(&sh),
         Command::Images(cmd) => cmd.run(&sh),

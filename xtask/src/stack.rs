@@ -150,6 +150,25 @@ pub enum Restart {
     UnlessStopped,
 }
 
+/// The node label that marks the node holding the Redis volume: db runs
+/// there and nowhere else, since a local volume does not follow a task to
+/// another node. `swarm-deploy` puts it on the manager it deploys to when no
+/// node carries it yet.
+pub const DB_NODE_LABEL: &str = "webstack.db";
+
+/// Where Swarm places a service's tasks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// Spread over the nodes, evenly, with no cap per node: when a node is
+    /// lost or drained, the others take its replicas.
+    Spread,
+    /// Only on the node carrying [`DB_NODE_LABEL`]`=true`.
+    LabelledDbNode,
+    /// On a manager: where the published port is, and the address users are
+    /// given.
+    Manager,
+}
+
 /// Settings for rolling updates, used where the orchestrator rolls (Swarm).
 /// Read by the Swarm renderer (deploy/stack.yaml); Compose does not roll.
 #[derive(Debug, Clone)]
@@ -185,6 +204,9 @@ pub struct Service {
     /// Read by the Swarm renderer only, like `update`.
     pub dns_round_robin: bool,
     pub update: Option<RollingUpdate>,
+    /// Where Swarm may run the service's tasks (Compose has one host).
+    #[allow(dead_code)]
+    pub placement: Placement,
     pub user: &'static str,
     pub read_only_root_filesystem: bool,
     /// tmpfs mounts as `path:options`.
@@ -275,6 +297,7 @@ pub fn stack() -> Stack {
         // to the task's own address instead.
         dns_round_robin: true,
         update: None,
+        placement: Placement::LabelledDbNode,
         user: NONROOT_USER,
         read_only_root_filesystem: true,
         tmpfs: Vec::new(),
@@ -319,6 +342,7 @@ pub fn stack() -> Stack {
         restart: Restart::UnlessStopped,
         replicas: 3,
         dns_round_robin: true,
+        placement: Placement::Spread,
         update: Some(RollingUpdate {
             parallelism: 1,
             start_first: true,
@@ -357,6 +381,7 @@ pub fn stack() -> Stack {
         replicas: 1,
         dns_round_robin: false,
         update: None,
+        placement: Placement::Manager,
         user: NONROOT_USER,
         read_only_root_filesystem: true,
         // nginx's pid file and temp paths (see nginx/nginx.conf).

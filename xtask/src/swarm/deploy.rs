@@ -26,10 +26,35 @@ pub struct SwarmDeploy {
     /// Seconds to wait for every service to converge.
     #[arg(long, default_value_t = DEFAULT_CONVERGE_TIMEOUT_SECS)]
     pub timeout_secs: u64,
+    /// Deploy to the cluster of `cargo xtask cluster up` instead of the
+    /// engine DOCKER_HOST names: the images are loaded into every node.
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 impl SwarmDeploy {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if self.cluster {
+            let manager = crate::cluster::manager()?;
+            sh.set_var("DOCKER_HOST", manager.docker_host());
+            engine::require_docker(sh)?;
+            let target = Target::Cluster(cluster_engines());
+            deploy_and_wait(
+                sh,
+                &self.stack,
+                self.port,
+                Duration::from_secs(self.timeout_secs),
+                &target,
+            )?;
+            eprintln!(
+                "swarm: stack {} is up on the cluster: http://{}:{}/ (DOCKER_HOST={} for docker commands)",
+                self.stack,
+                manager.address(),
+                self.port,
+                manager.docker_host()
+            );
+            return Ok(());
+        }
         // Before a swarm is created for nothing.
         engine::require_docker(sh)?;
         crate::docker::require_no_other_deployment(
@@ -43,6 +68,7 @@ impl SwarmDeploy {
             &self.stack,
             self.port,
             Duration::from_secs(self.timeout_secs),
+            &Target::ThisEngine,
         )?;
         eprintln!(
             "swarm: stack {} is up: http://localhost:{}/ (`cargo xtask swarm status -p {}`, \
@@ -53,6 +79,24 @@ impl SwarmDeploy {
     }
 }
 
+/// Where a stack goes.
+pub enum Target {
+    /// The engine the shell points at (a single-node swarm, or a real
+    /// cluster's manager whose nodes get the images some other way).
+    ThisEngine,
+    /// The simulated cluster: the shell points at its manager, and the
+    /// images are loaded into every engine listed (`DOCKER_HOST` values).
+    Cluster(Vec<String>),
+}
+
+/// The `DOCKER_HOST` of every node of the cluster that is up.
+pub fn cluster_engines() -> Vec<String> {
+    crate::cluster::existing_nodes()
+        .iter()
+        .map(crate::cluster::Node::docker_host)
+        .collect()
+}
+
 /// Everything after the swarm exists: secret, stack file, images, deploy,
 /// convergence. Returns the images deployed. Shared with `e2e --swarm`.
 pub fn deploy_and_wait(
@@ -60,12 +104,24 @@ pub fn deploy_and_wait(
     stack: &str,
     port: u16,
     timeout: Duration,
+    target: &Target,
 ) -> anyhow::Result<StackImages> {
-    check_port_is_free(sh, stack, port)?;
-    super::prepare_files()?;
-    let images = StackImages::from_built(
-        &crate::images::ensure_images(sh).context("build and load the images")?,
-    )?;
+    let built = match target {
+        Target::ThisEngine => {
+            check_port_is_free(sh, stack, port)?;
+            super::prepare_files()?;
+            crate::images::ensure_images(sh).context("build and load the images")?
+        }
+        // The port is bound in the manager's own network namespace, where
+        // nothing else runs.
+        Target::Cluster(engines) => {
+            super::prepare_files()?;
+            crate::images::ensure_images_on_engines(sh, engines)
+                .context("build the images and load them into every node")?
+        }
+    };
+    let images = StackImages::from_built(&built)?;
+    super::ensure_db_node(sh)?;
     let tasks_before = super::known_task_ids(sh, stack)?;
     eprintln!(
         "swarm: deploying stack {stack} (webapp {}, db {}, proxy {})",

@@ -20,6 +20,95 @@ pub const WEBAPP_IMAGE_VARIABLE: &str = "WEBSTACK_SWARM_WEBAPP_IMAGE";
 /// stack name as value, so that cleanup finds exactly those.
 pub const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
 
+/// Variables the cluster test (tests/tests/cluster.rs) reads.
+pub const CLUSTER_URL_VARIABLE: &str = "WEBSTACK_CLUSTER_URL";
+pub const CLUSTER_STACK_VARIABLE: &str = "WEBSTACK_CLUSTER_STACK";
+pub const CLUSTER_XTASK_VARIABLE: &str = "WEBSTACK_CLUSTER_XTASK";
+pub const CLUSTER_NETWORK_VARIABLE: &str = "WEBSTACK_CLUSTER_NETWORK";
+
+/// `e2e --swarm --nodes N`: a fresh cluster of N engines (whatever an
+/// earlier run left is removed first), the stack deployed to it, the
+/// cluster test, and the cluster removed whatever happened.
+pub fn run_cluster_e2e(sh: &Shell, nodes: u8) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let leftovers = crate::cluster::find_leftovers(sh)?;
+    if !leftovers.is_empty() {
+        eprintln!(
+            "cluster e2e: removing what an earlier cluster left:{}",
+            leftovers.describe()
+        );
+        crate::cluster::down(sh)?;
+    }
+    crate::cluster::up(sh, nodes)?;
+    let outcome = deploy_and_test_cluster(sh);
+    let cleanup = crate::cluster::down(sh);
+    eprintln!(
+        "cluster e2e: finished in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    match (outcome, cleanup) {
+        (Ok(()), Ok(())) => Ok(()),
+        (Err(error), Ok(())) => Err(error),
+        (Ok(()), Err(error)) => {
+            Err(error.context("the cluster test passed, but cluster down failed"))
+        }
+        (Err(error), Err(cleanup_error)) => {
+            eprintln!("cluster e2e: cluster down failed as well: {cleanup_error:#}");
+            Err(error)
+        }
+    }
+}
+
+fn deploy_and_test_cluster(sh: &Shell) -> anyhow::Result<()> {
+    let manager = crate::cluster::manager()?;
+    let _engine = sh.push_env("DOCKER_HOST", manager.docker_host());
+    let stack = format!("webstack-cluster-e2e-{}", crate::docker::unique_suffix());
+    let outcome = deploy_and_test_on_manager(sh, &manager, &stack);
+    if outcome.is_err() {
+        // A failed test may have left a node cut off, and `docker service
+        // logs` waits for every node's part.
+        crate::cluster::connect_all_links(sh);
+        print_service_logs(sh, &stack);
+    }
+    outcome
+}
+
+fn deploy_and_test_on_manager(
+    sh: &Shell,
+    manager: &crate::cluster::Node,
+    stack: &str,
+) -> anyhow::Result<()> {
+    let port = super::DEFAULT_PORT;
+    let deploy_started = Instant::now();
+    super::deploy::deploy_and_wait(
+        sh,
+        stack,
+        port,
+        Duration::from_secs(super::deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
+        &super::deploy::Target::Cluster(super::deploy::cluster_engines()),
+    )?;
+    eprintln!(
+        "cluster e2e: stack {stack} converged {:.1}s after the deploy started",
+        deploy_started.elapsed().as_secs_f64()
+    );
+    let url = format!("http://{}:{port}", manager.address());
+    stack_tests::netguard::check_url(&url, &[crate::cluster::SUBNET])
+        .map_err(anyhow::Error::msg)?;
+    let xtask = std::env::current_exe().context("locate the running xtask binary")?;
+    let network = crate::cluster::SUBNET.to_string();
+    cmd!(
+        sh,
+        "cargo test --package stack-tests --test cluster -- --ignored --test-threads=1 --nocapture"
+    )
+    .env(CLUSTER_URL_VARIABLE, &url)
+    .env(CLUSTER_STACK_VARIABLE, stack)
+    .env(CLUSTER_XTASK_VARIABLE, xtask)
+    .env(CLUSTER_NETWORK_VARIABLE, network)
+    .run()
+    .context("the cluster end-to-end test failed (output above)")?;
+    Ok(())
+}
+
 /// Deploy, test, remove. Returns the tests' verdict after cleanup.
 pub fn run_swarm_e2e(sh: &Shell) -> anyhow::Result<()> {
     let started = Instant::now();
@@ -58,6 +147,7 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
         stack,
         port,
         Duration::from_secs(super::deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
+        &super::deploy::Target::ThisEngine,
     )?;
     eprintln!(
         "swarm e2e: stack converged {:.1}s after the deploy started",
@@ -137,9 +227,13 @@ fn print_service_logs(sh: &Shell, stack: &str) {
     for service in services {
         let name = &service.spec.name;
         eprintln!("swarm e2e: ---- last log lines of {name} ----");
-        let _ = cmd!(sh, "docker service logs --no-trunc --tail 30 {name}")
-            .quiet()
-            .ignore_status()
-            .run();
+        // Bounded: the logs of a task on an unreachable node never come.
+        let _ = cmd!(
+            sh,
+            "timeout 30 docker service logs --no-trunc --tail 30 {name}"
+        )
+        .quiet()
+        .ignore_status()
+        .run();
     }
 }

@@ -130,6 +130,40 @@ pub fn deploy_stack(
     Ok(())
 }
 
+/// Makes sure some node carries the db node label, so db (pinned there,
+/// with its volume) can be placed: when none does, labels the manager this
+/// command talks to, and says so.
+pub fn ensure_db_node(sh: &Shell) -> anyhow::Result<()> {
+    let label = crate::stack::DB_NODE_LABEL;
+    let filter = format!("node.label={label}=true");
+    let labelled = cmd!(sh, "docker node ls --quiet --filter {filter}")
+        .quiet()
+        .read()
+        .context("list the swarm nodes that hold the db volume")?;
+    if !labelled.trim().is_empty() {
+        return Ok(());
+    }
+    let format = "{{.Description.Hostname}}";
+    let hostname = cmd!(sh, "docker node inspect --format {format} self")
+        .quiet()
+        .read()
+        .context("read this swarm node's hostname")?;
+    eprintln!(
+        "swarm: no node is labelled {label}=true: labelling this manager ({}), so db and its volume live here \
+         (move it with `docker node update --label-rm/--label-add {label}=true`)",
+        hostname.trim()
+    );
+    let add = format!("{label}=true");
+    // `docker node update` does not take `self`, unlike `docker node inspect`.
+    let node_id = engine::swarm_info(sh)?.node_id;
+    cmd!(sh, "docker node update --label-add {add} {node_id}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .context("label this node as the one holding the db volume")?;
+    Ok(())
+}
+
 /// A service as `docker service inspect` shows it (only the fields used).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]

@@ -19,7 +19,7 @@ use crate::render::{
     file_secrets, named_volumes, quote_yaml_1_1_booleans, Empty, FileSecret, HealthcheckSection,
     LoggingSection, Mapping, GENERATED_HEADER,
 };
-use crate::stack::{docker_duration, Restart, Service, Stack};
+use crate::stack::{docker_duration, Placement, Restart, Service, Stack, DB_NODE_LABEL};
 
 /// How the proxy publishes its port. `host` binds the port on the node
 /// running the proxy task, without Swarm's ingress routing mesh: the mesh
@@ -132,12 +132,46 @@ struct StackDeploy {
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint_mode: Option<&'static str>,
     replicas: u32,
+    placement: StackPlacement,
     #[serde(skip_serializing_if = "Option::is_none")]
     update_config: Option<StackUpdateConfig>,
     #[serde(skip_serializing_if = "Option::is_none")]
     rollback_config: Option<StackUpdateConfig>,
     restart_policy: StackRestartPolicy,
     resources: StackResources,
+}
+
+/// `constraints` pin a task to nodes; `preferences` spread tasks over the
+/// values of a node attribute. No `max_replicas_per_node`: with one replica
+/// per node allowed, a lost node's replica would have nowhere to go.
+#[derive(Serialize)]
+struct StackPlacement {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    constraints: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    preferences: Vec<StackSpread>,
+}
+
+#[derive(Serialize)]
+struct StackSpread {
+    spread: &'static str,
+}
+
+fn placement(placement: Placement) -> StackPlacement {
+    match placement {
+        Placement::Spread => StackPlacement {
+            constraints: Vec::new(),
+            preferences: vec![StackSpread { spread: "node.id" }],
+        },
+        Placement::LabelledDbNode => StackPlacement {
+            constraints: vec![format!("node.labels.{DB_NODE_LABEL} == true")],
+            preferences: Vec::new(),
+        },
+        Placement::Manager => StackPlacement {
+            constraints: vec![String::from("node.role == manager")],
+            preferences: Vec::new(),
+        },
+    }
 }
 
 #[derive(Serialize)]
@@ -301,6 +335,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
         deploy: StackDeploy {
             endpoint_mode: service.dns_round_robin.then_some("dnsrr"),
             replicas: service.replicas,
+            placement: placement(service.placement),
             update_config,
             rollback_config,
             restart_policy: StackRestartPolicy {
@@ -470,6 +505,26 @@ mod tests {
             }
         }
         assert!(checked > 0, "the model has sysctls to check");
+    }
+
+    #[test]
+    fn webapp_spreads_over_nodes_db_stays_with_its_volume_and_proxy_on_a_manager() {
+        let file = rendered();
+        let placement = |service: &str| file["services"][service]["deploy"]["placement"].clone();
+        let webapp = placement("webapp");
+        assert_eq!(webapp["preferences"][0]["spread"].as_str(), Some("node.id"));
+        assert!(webapp.get("constraints").is_none());
+        assert!(file["services"]["webapp"]["deploy"]
+            .get("max_replicas_per_node")
+            .is_none());
+        assert_eq!(
+            placement("db")["constraints"][0].as_str(),
+            Some("node.labels.webstack.db == true")
+        );
+        assert_eq!(
+            placement("proxy")["constraints"][0].as_str(),
+            Some("node.role == manager")
+        );
     }
 
     #[test]

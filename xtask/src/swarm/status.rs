@@ -83,7 +83,16 @@ impl SwarmStatus {
             .find_map(super::Service::published_host_port)
         {
             println!();
-            println!("URL: http://localhost:{port}/");
+            // On the cluster of `cargo xtask cluster up`, the proxy listens
+            // on the manager's address, not on the host's loopback.
+            let manager = crate::cluster::Node { index: 1 };
+            let host = match std::env::var("DOCKER_HOST") {
+                Ok(docker_host) if docker_host == manager.docker_host() => {
+                    manager.address().to_string()
+                }
+                _ => String::from("localhost"),
+            };
+            println!("URL: http://{host}:{port}/");
         }
         Ok(())
     }
