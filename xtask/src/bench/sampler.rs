@@ -104,6 +104,7 @@ pub fn docker_host_processes(
         .collect();
     shims.sort_unstable();
     shims.dedup();
+    let daemons = the_engines_daemon(daemons);
     [
         ("docker-proxy", proxies),
         ("containerd-shim", shims),
@@ -115,6 +116,24 @@ pub fn docker_host_processes(
         pids,
     })
     .collect()
+}
+
+/// The dockerd the docker CLI talks to, when several run on the machine
+/// (e.g. extra engines with their own `--pidfile` and socket): the one whose
+/// pid is in the default pidfile, `/var/run/docker.pid`, unless `DOCKER_HOST`
+/// points the CLI elsewhere. Otherwise every dockerd found.
+fn the_engines_daemon(daemons: Vec<u32>) -> Vec<u32> {
+    if daemons.len() <= 1 || std::env::var_os("DOCKER_HOST").is_some() {
+        return daemons;
+    }
+    let default_daemon = fs::read_to_string("/var/run/docker.pid")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .filter(|pid| daemons.contains(pid));
+    match default_daemon {
+        Some(pid) => vec![pid],
+        None => daemons,
+    }
 }
 
 /// Whether a docker-proxy command line (NUL-separated) publishes `port`:
