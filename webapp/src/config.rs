@@ -37,6 +37,12 @@ pub struct Settings {
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Json, global = true)]
     pub log_format: LogFormat,
 
+    /// Milliseconds a log line may wait before it is written: lines go to stdout in batches, at
+    /// least this often (and whenever 64 KiB are waiting), and all at once at shutdown.
+    #[arg(long, env = "LOG_FLUSH_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=3_600_000), global = true)]
+    pub log_flush_interval_ms: u64,
+
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT before the process exits anyway.
     #[arg(long, env = "WEBAPP_SHUTDOWN_GRACE_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
@@ -136,6 +142,10 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    pub fn log_flush_interval(&self) -> Duration {
+        Duration::from_millis(self.log_flush_interval_ms)
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }

@@ -26,20 +26,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log filter unless `RUST_LOG` says otherwise: this crate's info lines, everyone's warnings.
+const DEFAULT_LOG_FILTER: &str = concat!(env!("CARGO_CRATE_NAME"), "=info,warn");
+
 fn serve(settings: Settings) -> anyhow::Result<()> {
-    let subscriber = telemetry::get_subscriber(
-        concat!(env!("CARGO_CRATE_NAME"), "=info,warn"),
-        settings.log_format,
-        std::io::stdout,
-    );
+    // Lines leave through a batching writer thread, so no request waits for stdout; the guard
+    // writes out what is still queued or batched when it drops, after the runtime has stopped.
+    let (writer, log_guard) = telemetry::batched(
+        std::io::stdout(),
+        telemetry::BatchSettings::new(
+            settings.log_flush_interval(),
+            DEFAULT_LOG_FILTER,
+            settings.log_format,
+        ),
+    )?;
+    telemetry::publish_dropped_lines(log_guard.dropped_lines());
+    let subscriber = telemetry::get_subscriber(DEFAULT_LOG_FILTER, settings.log_format, writer);
     telemetry::init_subscriber(subscriber)?;
+    let served = serve_until_shutdown(&settings);
+    drop(log_guard);
+    served
+}
+
+fn serve_until_shutdown(settings: &Settings) -> anyhow::Result<()> {
     // Multi-threaded: one worker per core, so a 2-core container uses both.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("start the tokio runtime")?;
     runtime.block_on(async {
-        let state = AppState::from_settings(&settings)?;
+        let state = AppState::from_settings(settings)?;
         let address = SocketAddr::new(settings.bind, settings.port);
         let listener = TcpListener::bind(address).await.with_context(|| {
             format!("listen on {address} (set WEBAPP_BIND / WEBAPP_PORT to change it)")

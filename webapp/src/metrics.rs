@@ -1,13 +1,18 @@
-//! Prometheus metrics: request counts and latency by matched route, Redis errors, pool gauges.
+//! Prometheus metrics: request counts and latency by matched route, Redis errors, pool gauges,
+//! dropped log lines.
 //!
 //! Each [`AppState`](crate::state::AppState) owns its own registry rather than a process-global
-//! one, so tests can run several apps in one process and read exact numbers.
+//! one, so tests can run several apps in one process and read exact numbers. The one exception is
+//! the dropped log lines: the log writer belongs to the process, so every registry reports the
+//! process's count ([`crate::telemetry::dropped_log_lines`]).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds: fine-grained below 10 ms, where a healthy request lands.
@@ -25,6 +30,9 @@ pub struct Metrics {
     pool_size: IntGauge,
     pool_available: IntGauge,
     pool_waiting: IntGauge,
+    log_lines_dropped: IntCounter,
+    /// Serialises bringing `log_lines_dropped` up to date, so concurrent scrapes add once.
+    log_lines_dropped_sync: Mutex<()>,
 }
 
 impl Metrics {
@@ -74,6 +82,11 @@ impl Metrics {
             "webapp_redis_pool_waiting",
             "Requests waiting for a Redis connection.",
         )?;
+        let log_lines_dropped = IntCounter::new(
+            "webapp_log_lines_dropped_total",
+            "Log lines dropped because the log writer fell behind (or stdout failed).",
+        )
+        .context("define webapp_log_lines_dropped_total")?;
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -82,6 +95,7 @@ impl Metrics {
             Box::new(pool_size.clone()),
             Box::new(pool_available.clone()),
             Box::new(pool_waiting.clone()),
+            Box::new(log_lines_dropped.clone()),
         ] {
             registry.register(collector).context("register a metric")?;
         }
@@ -94,6 +108,8 @@ impl Metrics {
             pool_size,
             pool_available,
             pool_waiting,
+            log_lines_dropped,
+            log_lines_dropped_sync: Mutex::new(()),
         })
     }
 
@@ -117,6 +133,12 @@ impl Metrics {
         self.pool_size.set(as_gauge(pool.size));
         self.pool_available.set(as_gauge(pool.available));
         self.pool_waiting.set(as_gauge(pool.waiting));
+        // A counter only goes up: add what the log writer dropped since the last scrape.
+        if let Ok(_sync) = self.log_lines_dropped_sync.lock() {
+            let dropped = crate::telemetry::dropped_log_lines();
+            self.log_lines_dropped
+                .inc_by(dropped.saturating_sub(self.log_lines_dropped.get()));
+        }
         let mut buffer = Vec::with_capacity(8 * 1024);
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buffer)

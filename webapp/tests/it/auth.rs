@@ -1,6 +1,8 @@
 //! Redis AUTH through `REDIS_PASSWORD_FILE`: the right password works, a wrong one gives 503s
 //! and a log line saying what to fix, and the process keeps running.
 
+use std::time::Duration;
+
 use crate::support::{spawn_app_with, unique_prefix, BinaryApp, RedisServer, ScratchDir};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,9 +56,13 @@ fn wrong_password_gives_503s_and_a_clear_log_line_without_crashing() {
         app.output()
     );
     assert_eq!(webapp::probe::check(&app.url("/healthz")), 0);
+    let logged = app.wait_for_output(
+        "Redis refused authentication: check the password in REDIS_PASSWORD_FILE",
+        Duration::from_secs(10),
+    );
     let output = app.output();
     assert!(
-        output.contains("Redis refused authentication: check the password in REDIS_PASSWORD_FILE"),
+        logged,
         "no clear authentication error in the log:\n{output}"
     );
     assert!(

@@ -129,7 +129,7 @@ pub fn latency_svg(report: &Report) -> String {
                         r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{} {name}: {milliseconds:.3} ms</title></rect>"#,
                         bar_width - 2.0,
                         (baseline - top).max(0.0),
-                        escape(row.kind.label()),
+                        escape(&row.label()),
                     );
                     let _ = writeln!(
                         svg,
@@ -154,7 +154,7 @@ pub fn latency_svg(report: &Report) -> String {
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
             group_left + group_width * 0.4,
             baseline + 18.0,
-            escape(row.kind.label())
+            escape(&row.label())
         );
         let _ = writeln!(
             svg,
@@ -206,12 +206,12 @@ mod tests {
 
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
-        // Four rows of four series, minus Redis's missing p90.
-        assert_eq!(svg.matches("<rect x=").count() - SERIES.len(), 15);
+        // Seven rows of four series, minus Redis's missing p90.
+        assert_eq!(svg.matches("<rect x=").count() - SERIES.len(), 27);
         assert_eq!(svg.matches(">n/a</text>").count(), 1);
         for row in &report.rows {
             assert!(
-                svg.contains(&escape(row.kind.label())),
+                svg.contains(&escape(&row.label())),
                 "no label for {:?}",
                 row.kind
             );

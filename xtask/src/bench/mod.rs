@@ -4,9 +4,12 @@
 //!
 //! Rows, in order: nginx answering `/nginx/ceiling` by itself (the ceiling of
 //! anything proxied through the same published port), `GET /` (one Redis
-//! MULTI/EXEC per request), `GET /api/hits` (one Redis GET), and Redis's INCR
-//! rate from inside the backend network. While `GET /` runs, the shared
-//! counter must rise by exactly the number of successful responses.
+//! MULTI/EXEC per request), `GET /` open loop at 25, 50 and 75 % of the rate
+//! just measured, `GET /api/hits` (one Redis GET), and Redis's INCR rate from
+//! inside the backend network. While `GET /` runs, the shared counter must
+//! rise by exactly the number of successful responses. Every row also gets
+//! the CPU per request of each container and of the Docker host processes
+//! working for the stack (docker-proxy, containerd-shim, dockerd).
 //!
 //! Results go to `target/bench/`: `results.json`, `results.md` (also printed)
 //! and `latency.svg`.
@@ -33,8 +36,8 @@ use crate::docker::HEALTHY_TIMEOUT_SECS;
 use self::{
     oha::Amount,
     redis_row::{BenchmarkBinary, RedisTarget},
-    report::{CounterCheck, Report, Row, RowKind, Settings},
-    sampler::{Sampler, WatchedContainer},
+    report::{CounterCheck, Report, Row, RowKind, Settings, FIXED_RATE_FRACTIONS},
+    sampler::{Sampler, WatchedContainer, WatchedProcesses},
 };
 
 /// The reference load: 64 concurrent connections.
@@ -46,6 +49,11 @@ const DEFAULT_REQUESTS_PER_ROW: u64 = 20_000;
 /// Requests per row for `--smoke`: a few seconds in total, enough to produce
 /// every row, meaningless as a measurement.
 const SMOKE_REQUESTS_PER_ROW: u64 = 1_000;
+
+/// Seconds of load per fixed-rate `GET /` row (requests = rate × seconds),
+/// and for `--smoke`.
+const FIXED_RATE_ROW_SECS: f64 = 10.0;
+const SMOKE_FIXED_RATE_ROW_SECS: f64 = 1.0;
 
 /// Measure the stack: proxy ceiling, `GET /`, `GET /api/hits`, Redis INCR.
 #[derive(clap::Args, Debug)]
@@ -383,6 +391,10 @@ fn measure(
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0);
     let containers = sampler::stack_containers(sh, compose_project)?;
+    let watched = Watched {
+        processes: sampler::docker_host_processes(&containers, url_port(base_url)),
+        containers,
+    };
     let redis_target = redis_target(sh, compose_project, &stack.redis_password_file)?;
     let benchmark_binary = redis_benchmark_binary(sh, &redis_target.image)?;
     let replicas = webapp_replicas(sh, compose_project)?;
@@ -398,6 +410,7 @@ fn measure(
             &format!("{base_url}{path}"),
             connections,
             warm_up,
+            None,
         )
         .with_context(|| format!("warm up {path}"))?;
     }
@@ -405,7 +418,7 @@ fn measure(
     let ceiling = measure_http_row(
         sh,
         oha,
-        &containers,
+        &watched,
         RowKind::ProxyCeiling,
         base_url,
         "/nginx/ceiling",
@@ -419,7 +432,7 @@ fn measure(
     let hit_counter = measure_http_row(
         sh,
         oha,
-        &containers,
+        &watched,
         RowKind::HitCounter,
         base_url,
         "/",
@@ -432,10 +445,40 @@ fn measure(
         http::hits_between(&replicas_before, &http::read_hits_per_replica(base_url)?);
     let counter_check = CounterCheck::new(before, after, hit_counter.successful);
 
+    // Open loop: fractions of the closed-loop rate just measured.
+    let mut fixed_rate_rows = Vec::with_capacity(FIXED_RATE_FRACTIONS.len());
+    for fraction in FIXED_RATE_FRACTIONS {
+        let rate = (hit_counter.requests_per_sec * fraction).max(1.0);
+        let row_amount = match amount {
+            Amount::Requests(_) => {
+                let seconds = if smoke {
+                    SMOKE_FIXED_RATE_ROW_SECS
+                } else {
+                    FIXED_RATE_ROW_SECS
+                };
+                Amount::Requests((rate * seconds).round().max(1.0) as u64)
+            }
+            Amount::Duration(seconds) => Amount::Duration(seconds),
+        };
+        let mut row = measure_http_row_at(
+            sh,
+            oha,
+            &watched,
+            RowKind::HitCounterFixedRate,
+            base_url,
+            "/",
+            connections,
+            row_amount,
+            Some(rate),
+        )?;
+        row.fraction_of_max = Some(fraction);
+        fixed_rate_rows.push(row);
+    }
+
     let hits_read = measure_http_row(
         sh,
         oha,
-        &containers,
+        &watched,
         RowKind::HitsReadOnly,
         base_url,
         "/api/hits",
@@ -451,7 +494,7 @@ fn measure(
         "bench: {} (redis-benchmark in the db image)",
         RowKind::RedisIncr.label()
     );
-    let sampler = Sampler::start(&containers);
+    let sampler = Sampler::start(&watched.containers, &watched.processes);
     let redis = redis_row::run_redis_row(
         sh,
         &redis_target,
@@ -461,7 +504,8 @@ fn measure(
     );
     let usage = sampler.finish()?;
     let mut redis = redis?;
-    redis.containers = usage;
+    redis.containers = usage.containers;
+    redis.host_processes = usage.host_processes;
 
     let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
@@ -483,7 +527,12 @@ fn measure(
             redis_load_tool: redis_benchmark_version(&redis_target, &benchmark_binary),
             smoke,
         },
-        rows: vec![ceiling, hit_counter, hits_read, redis],
+        rows: [
+            vec![ceiling, hit_counter],
+            fixed_rate_rows,
+            vec![hits_read, redis],
+        ]
+        .concat(),
         counter_check,
         hits_per_replica,
         targets: Vec::new(),
@@ -492,19 +541,61 @@ fn measure(
     Ok(report)
 }
 
+/// What the sampler watches during every row: the stack's containers and
+/// the Docker host processes working for them.
+struct Watched {
+    containers: Vec<WatchedContainer>,
+    processes: Vec<WatchedProcesses>,
+}
+
+/// The port of `http://host:port`, if the URL names one.
+fn url_port(base_url: &str) -> Option<u16> {
+    let authority = base_url.split_once("://")?.1.split('/').next()?;
+    authority.rsplit_once(':')?.1.parse().ok()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn measure_http_row(
     sh: &Shell,
     oha: &PathBuf,
-    containers: &[WatchedContainer],
+    watched: &Watched,
     kind: RowKind,
     base_url: &str,
     path: &str,
     connections: u32,
     amount: Amount,
 ) -> anyhow::Result<Row> {
-    eprintln!("bench: {} (GET {path})", kind.label());
-    let sampler = Sampler::start(containers);
+    measure_http_row_at(
+        sh,
+        oha,
+        watched,
+        kind,
+        base_url,
+        path,
+        connections,
+        amount,
+        None,
+    )
+}
+
+/// One oha row, closed loop or at a fixed `rate`, with the sampler running.
+#[allow(clippy::too_many_arguments)]
+fn measure_http_row_at(
+    sh: &Shell,
+    oha: &PathBuf,
+    watched: &Watched,
+    kind: RowKind,
+    base_url: &str,
+    path: &str,
+    connections: u32,
+    amount: Amount,
+    rate: Option<f64>,
+) -> anyhow::Result<Row> {
+    match rate {
+        Some(rate) => eprintln!("bench: {} (GET {path} at {rate:.0}/s)", kind.label()),
+        None => eprintln!("bench: {} (GET {path})", kind.label()),
+    }
+    let sampler = Sampler::start(&watched.containers, &watched.processes);
     let row = oha::run_http_row(
         sh,
         oha,
@@ -512,10 +603,12 @@ fn measure_http_row(
         &format!("{base_url}{path}"),
         connections,
         amount,
+        rate,
     );
     let usage = sampler.finish()?;
     let mut row = row?;
-    row.containers = usage;
+    row.containers = usage.containers;
+    row.host_processes = usage.host_processes;
     Ok(row)
 }
 
@@ -689,6 +782,13 @@ fn project_relative(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::bench::report::tests::fixed_report;
+
+    #[test]
+    fn url_port_reads_the_port_of_a_base_url() {
+        assert_eq!(url_port("http://127.0.0.1:8070"), Some(8070));
+        assert_eq!(url_port("http://127.0.0.1:18914/x"), Some(18914));
+        assert_eq!(url_port("http://localhost"), None);
+    }
 
     #[test]
     fn check_report_accepts_a_complete_report_with_an_exact_counter() {

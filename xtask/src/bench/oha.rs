@@ -78,6 +78,12 @@ pub enum Amount {
 
 /// Runs oha against `url` and turns its JSON summary into a row (ratio and
 /// containers are filled in by the caller).
+///
+/// With a `rate` (requests/s) the load is open loop: oha starts requests on
+/// that schedule whatever the answers do (`-q`), and with
+/// `--latency-correction` counts each request's latency from when it was due
+/// rather than from when a connection was free to send it, so a stall shows
+/// in the latencies of every request it delayed (no coordinated omission).
 pub fn run_http_row(
     sh: &Shell,
     oha: &PathBuf,
@@ -85,8 +91,17 @@ pub fn run_http_row(
     url: &str,
     connections: u32,
     amount: Amount,
+    rate: Option<f64>,
 ) -> anyhow::Result<Row> {
     let connections_text = connections.to_string();
+    let rate_args: Vec<String> = match rate {
+        Some(rate) => vec![
+            String::from("-q"),
+            format!("{:.0}", rate.max(1.0)),
+            String::from("--latency-correction"),
+        ],
+        None => Vec::new(),
+    };
     let amount_args: Vec<String> = match amount {
         Amount::Requests(requests) => vec![String::from("-n"), requests.to_string()],
         Amount::Duration(seconds) => {
@@ -99,12 +114,14 @@ pub fn run_http_row(
     };
     let output = cmd!(
         sh,
-        "{oha} --no-tui --output-format json -c {connections_text} {amount_args...} {url}"
+        "{oha} --no-tui --output-format json -c {connections_text} {amount_args...} {rate_args...} {url}"
     )
     .quiet()
     .read()
     .with_context(|| format!("run oha against {url}"))?;
-    parse_oha_json(&output, kind, format!("GET {url}"), connections)
+    let mut row = parse_oha_json(&output, kind, format!("GET {url}"), connections)?;
+    row.offered_rate_per_sec = rate;
+    Ok(row)
 }
 
 /// The parts of oha's `--output-format json` the report uses. Latencies are
@@ -181,10 +198,14 @@ fn parse_oha_json(
             p90: Some(percentile_ms("p90")?),
             p95: percentile_ms("p95")?,
             p99: percentile_ms("p99")?,
+            p99_9: Some(percentile_ms("p99.9")?),
             max: output.summary.slowest.unwrap_or(0.0) * 1000.0,
         },
         ratio_to_ceiling: 0.0,
         containers: Vec::new(),
+        offered_rate_per_sec: None,
+        fraction_of_max: None,
+        host_processes: Vec::new(),
     })
 }
 
@@ -219,6 +240,7 @@ mod tests {
                 p90: Some(2.0),
                 p95: 2.5,
                 p99: 4.0,
+                p99_9: Some(10.0),
                 max: 12.5
             }
         );

@@ -186,10 +186,14 @@ fn parse_redis_benchmark_csv(
             p90: None,
             p95,
             p99,
+            p99_9: None,
             max,
         },
         ratio_to_ceiling: 0.0,
         containers: Vec::new(),
+        offered_rate_per_sec: None,
+        fraction_of_max: None,
+        host_processes: Vec::new(),
     })
 }
 
@@ -212,6 +216,7 @@ mod tests {
                 p90: None,
                 p95: 1.335,
                 p99: 4.103,
+                p99_9: None,
                 max: 5.527
             }
         );

@@ -1,6 +1,10 @@
 //! Samples memory (RSS) and CPU of the stack's containers while a benchmark
 //! row runs, from their cgroup files, in a background thread.
 //!
+//! The Docker processes on the host that carry the stack's traffic and logs
+//! (docker-proxy of its published port, the containerd-shim of each of its
+//! containers, dockerd) are sampled for CPU too, from `/proc/<pid>/stat`.
+//!
 //! cgroup files rather than `docker stats`: one `docker stats --no-stream`
 //! call takes about two seconds (it waits for two readings), longer than a
 //! smoke row, while reading a cgroup file takes microseconds. The files are
@@ -23,7 +27,7 @@ use std::{
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use super::report::ContainerUsage;
+use super::report::{ContainerUsage, ProcessUsage};
 
 /// Often enough to catch a peak within a short smoke row, rarely enough that
 /// reading ~10 files costs nothing next to the load.
@@ -34,9 +38,161 @@ const SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 pub struct WatchedContainer {
     pub name: String,
     pub service: String,
+    /// The container's main process on the host (its parent is the
+    /// container's containerd-shim).
+    pub pid: u32,
     /// `memory.stat`: resident anonymous memory (`total_rss` in v1, `anon` in v2).
     memory_stat: PathBuf,
     cpu: CpuCounter,
+}
+
+/// A group of host processes whose CPU time is summed, e.g. every
+/// containerd-shim of the stack.
+#[derive(Debug, Clone)]
+pub struct WatchedProcesses {
+    pub name: String,
+    pids: Vec<u32>,
+}
+
+/// What one row used: each container, and each group of host processes.
+pub struct Usage {
+    pub containers: Vec<ContainerUsage>,
+    pub host_processes: Vec<ProcessUsage>,
+}
+
+/// The Docker processes on the host that work for the stack: the
+/// docker-proxy processes publishing `published_port` (none when traffic
+/// does not go through the userland proxy), the containerd-shim parent of
+/// each container, and dockerd (which serves every container on the
+/// machine, so other projects' activity shows up in it too).
+pub fn docker_host_processes(
+    containers: &[WatchedContainer],
+    published_port: Option<u16>,
+) -> Vec<WatchedProcesses> {
+    let mut proxies = Vec::new();
+    let mut daemons = Vec::new();
+    if let Ok(entries) = fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|name| name.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(comm) = fs::read_to_string(format!("/proc/{pid}/comm")) else {
+                continue;
+            };
+            match comm.trim_end() {
+                "dockerd" => daemons.push(pid),
+                "docker-proxy" => {
+                    let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                    if published_port.is_some_and(|port| proxies_port(&cmdline, port)) {
+                        proxies.push(pid);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut shims: Vec<u32> = containers
+        .iter()
+        .filter_map(|container| {
+            let stat = fs::read_to_string(format!("/proc/{}/stat", container.pid)).ok()?;
+            parse_stat(&stat).map(|stat| stat.parent)
+        })
+        .collect();
+    shims.sort_unstable();
+    shims.dedup();
+    let daemons = the_engines_daemon(daemons);
+    [
+        ("docker-proxy", proxies),
+        ("containerd-shim", shims),
+        ("dockerd", daemons),
+    ]
+    .into_iter()
+    .map(|(name, pids)| WatchedProcesses {
+        name: name.to_string(),
+        pids,
+    })
+    .collect()
+}
+
+/// The dockerd the docker CLI talks to, when several run on the machine
+/// (e.g. extra engines with their own `--pidfile` and socket): the one whose
+/// pid is in the default pidfile, `/var/run/docker.pid`, unless `DOCKER_HOST`
+/// points the CLI elsewhere. Otherwise every dockerd found.
+fn the_engines_daemon(daemons: Vec<u32>) -> Vec<u32> {
+    if daemons.len() <= 1 || std::env::var_os("DOCKER_HOST").is_some() {
+        return daemons;
+    }
+    let default_daemon = fs::read_to_string("/var/run/docker.pid")
+        .ok()
+        .and_then(|pid| pid.trim().parse::<u32>().ok())
+        .filter(|pid| daemons.contains(pid));
+    match default_daemon {
+        Some(pid) => vec![pid],
+        None => daemons,
+    }
+}
+
+/// Whether a docker-proxy command line (NUL-separated) publishes `port`:
+/// `docker-proxy -proto tcp -host-ip 127.0.0.1 -host-port 8070 ...`.
+fn proxies_port(cmdline: &[u8], port: u16) -> bool {
+    let port = port.to_string();
+    let arguments: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+    arguments
+        .windows(2)
+        .any(|pair| pair[0] == b"-host-port" && pair[1] == port.as_bytes())
+}
+
+/// The fields of `/proc/<pid>/stat` the sampler uses.
+struct ProcessStat {
+    parent: u32,
+    /// utime + stime, in clock ticks.
+    cpu_ticks: u64,
+}
+
+/// Parses `pid (comm) state ppid … utime stime …`; comm may hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+fn parse_stat(stat: &str) -> Option<ProcessStat> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    let parent = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(ProcessStat {
+        parent,
+        cpu_ticks: utime + stime,
+    })
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`,
+/// 100 on Linux unless the kernel says otherwise).
+fn clock_ticks_per_second() -> u64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .filter(|ticks| *ticks > 0)
+        .unwrap_or(100)
+}
+
+/// CPU ticks of each pid that still exists (None for one that is gone).
+fn read_process_ticks(group: &WatchedProcesses) -> Vec<Option<u64>> {
+    group
+        .pids
+        .iter()
+        .map(|pid| {
+            fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| parse_stat(&stat))
+                .map(|stat| stat.cpu_ticks)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone)]
@@ -73,9 +229,14 @@ pub fn stack_containers(
             .with_context(|| format!("read the cgroups of container {name} (pid {pid})"))?;
         let (memory_stat, cpu) = cgroup_files(&cgroups, &mounts)
             .with_context(|| format!("find the memory and CPU cgroup files of container {name}"))?;
+        let pid = pid
+            .trim()
+            .parse()
+            .with_context(|| format!("container {name} has no main process id ({pid:?})"))?;
         containers.push(WatchedContainer {
             name: name.to_string(),
             service: service.to_string(),
+            pid,
             memory_stat,
             cpu,
         });
@@ -199,19 +360,21 @@ fn stat_value(text: &str, key: &str) -> Option<u64> {
 /// A running background sampler; `finish` stops it and returns the usage.
 pub struct Sampler {
     stop: Arc<AtomicBool>,
-    handle: thread::JoinHandle<anyhow::Result<Vec<ContainerUsage>>>,
+    handle: thread::JoinHandle<anyhow::Result<Usage>>,
 }
 
 impl Sampler {
-    pub fn start(containers: &[WatchedContainer]) -> Sampler {
+    pub fn start(containers: &[WatchedContainer], processes: &[WatchedProcesses]) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let containers = containers.to_vec();
+        let processes = processes.to_vec();
         let stop_flag = Arc::clone(&stop);
-        let handle = thread::spawn(move || sample_until_stopped(&containers, &stop_flag));
+        let handle =
+            thread::spawn(move || sample_until_stopped(&containers, &processes, &stop_flag));
         Sampler { stop, handle }
     }
 
-    pub fn finish(self) -> anyhow::Result<Vec<ContainerUsage>> {
+    pub fn finish(self) -> anyhow::Result<Usage> {
         self.stop.store(true, Ordering::Relaxed);
         // Wake the thread from its pause so the measured window ends now.
         self.handle.thread().unpark();
@@ -224,13 +387,16 @@ impl Sampler {
 
 fn sample_until_stopped(
     containers: &[WatchedContainer],
+    processes: &[WatchedProcesses],
     stop: &AtomicBool,
-) -> anyhow::Result<Vec<ContainerUsage>> {
+) -> anyhow::Result<Usage> {
+    let ticks_per_second = clock_ticks_per_second();
     let started = Instant::now();
     let cpu_at_start = containers
         .iter()
         .map(|container| read_cpu_nanoseconds(&container.cpu))
         .collect::<anyhow::Result<Vec<u64>>>()?;
+    let ticks_at_start: Vec<Vec<Option<u64>>> = processes.iter().map(read_process_ticks).collect();
     let mut peak_rss = vec![0u64; containers.len()];
     let mut samples = 0u32;
     loop {
@@ -258,9 +424,33 @@ fn sample_until_stopped(
             peak_rss_mib: peak as f64 / (1024.0 * 1024.0),
             mean_cpu_percent: used as f64 / elapsed_nanoseconds * 100.0,
             samples,
+            cpu_ms: used as f64 / 1e6,
+            // Per request: filled in once the row's request count is known.
+            cpu_us_per_request: 0.0,
         });
     }
-    Ok(usage)
+    let host_processes = processes
+        .iter()
+        .zip(ticks_at_start)
+        .map(|(group, start)| {
+            // A process that ended (or started) during the row counts nothing.
+            let ticks: u64 = read_process_ticks(group)
+                .into_iter()
+                .zip(start)
+                .filter_map(|(end, start)| Some(end?.saturating_sub(start?)))
+                .sum();
+            ProcessUsage {
+                name: group.name.clone(),
+                processes: group.pids.len() as u32,
+                cpu_ms: ticks as f64 * 1000.0 / ticks_per_second as f64,
+                cpu_us_per_request: 0.0,
+            }
+        })
+        .collect();
+    Ok(Usage {
+        containers: usage,
+        host_processes,
+    })
 }
 
 #[cfg(test)]
@@ -339,23 +529,55 @@ mod tests {
         let container = WatchedContainer {
             name: String::from("this-test"),
             service: String::from("test"),
+            pid: std::process::id(),
             memory_stat,
             cpu,
         };
+        let this_process = WatchedProcesses {
+            name: String::from("this-process"),
+            pids: vec![std::process::id()],
+        };
 
-        let sampler = Sampler::start(std::slice::from_ref(&container));
+        let sampler = Sampler::start(
+            std::slice::from_ref(&container),
+            std::slice::from_ref(&this_process),
+        );
         let busy_until = Instant::now() + Duration::from_millis(300);
         let mut spin = 0u64;
         while Instant::now() < busy_until {
             spin = spin.wrapping_add(1);
         }
-        let usage = sampler.finish()?;
+        let Usage {
+            containers: usage,
+            host_processes,
+        } = sampler.finish()?;
 
         assert!(spin > 0);
         assert_eq!(usage.len(), 1);
         assert!(usage[0].samples >= 2, "{usage:?}");
         assert!(usage[0].peak_rss_mib > 0.0, "{usage:?}");
         assert!(usage[0].mean_cpu_percent > 0.0, "{usage:?}");
+        assert!(usage[0].cpu_ms > 0.0, "{usage:?}");
+        // 300 ms of spinning, in 10 ms ticks (fewer when other work shares the cores).
+        assert_eq!(host_processes.len(), 1);
+        assert!(host_processes[0].cpu_ms > 0.0, "{host_processes:?}");
         Ok(())
+    }
+
+    #[test]
+    fn proc_stat_fields_are_counted_from_the_last_parenthesis() {
+        let stat = "4242 (odd (name) x) S 17 4242 4242 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 9 0 1234 1000 200";
+
+        let parsed = parse_stat(stat).map(|stat| (stat.parent, stat.cpu_ticks));
+
+        assert_eq!(parsed, Some((17, 300)));
+    }
+
+    #[test]
+    fn docker_proxy_is_matched_by_its_host_port_argument() {
+        let cmdline = b"/usr/bin/docker-proxy\0-proto\0tcp\0-host-ip\x00127.0.0.1\0-host-port\08070\0-container-ip\x00172.18.0.2\0-container-port\x008070\0";
+
+        assert!(proxies_port(cmdline, 8070));
+        assert!(!proxies_port(cmdline, 80));
     }
 }

@@ -105,6 +105,20 @@ impl BinaryApp {
         self.output.lock().expect("output lock").clone()
     }
 
+    /// Waits until the output contains `needle`; false if it did not within `limit`.
+    /// Log lines are written in batches (at least every `LOG_FLUSH_INTERVAL_MS`), so a line
+    /// appears a moment after what it reports.
+    pub fn wait_for_output(&self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.output().contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
