@@ -150,10 +150,11 @@ impl Bench {
             (None, None) => Amount::Requests(DEFAULT_REQUESTS_PER_ROW),
         };
         compose::require_docker(sh)?;
-        oha::ensure_oha(sh)?;
+        // Before any stack is started or scaled: a missing load tool fails fast.
+        let oha = oha::ensure_oha(sh)?;
 
         let (stack, preparation) = self.prepare_stack(sh)?;
-        let outcome = self.measure_prepared(sh, &stack, amount);
+        let outcome = self.measure_prepared(sh, &oha, &stack, amount);
         let cleanup = undo_preparation(sh, &stack.compose_project, preparation);
         let report = outcome?;
         cleanup?;
@@ -164,6 +165,7 @@ impl Bench {
     fn measure_prepared(
         &self,
         sh: &Shell,
+        oha: &PathBuf,
         stack: &StackUnderTest,
         amount: Amount,
     ) -> anyhow::Result<Report> {
@@ -184,10 +186,9 @@ impl Bench {
             stack.base_url, stack.compose_project
         );
         if self.smoke {
-            return smoke(sh, stack);
+            return smoke(sh, oha, stack);
         }
-        let oha = oha::ensure_oha(sh)?;
-        let report = measure(sh, &oha, stack, self.connections, amount, false)?;
+        let report = measure(sh, oha, stack, self.connections, amount, false)?;
         write_results(&report, &project_relative(&self.output_dir))?;
         Ok(report)
     }
@@ -315,11 +316,10 @@ fn volume_exists(sh: &Shell, compose_project: &str) -> bool {
 /// A few seconds of every row against a stack that is up, checked for a
 /// complete, well-formed report and an exact counter; results are written to
 /// `target/bench/smoke/`. For test flows that already run a stack.
-pub fn smoke(sh: &Shell, stack: &StackUnderTest) -> anyhow::Result<Report> {
-    let oha = oha::ensure_oha(sh)?;
+fn smoke(sh: &Shell, oha: &PathBuf, stack: &StackUnderTest) -> anyhow::Result<Report> {
     let report = measure(
         sh,
-        &oha,
+        oha,
         stack,
         DEFAULT_CONNECTIONS,
         Amount::Requests(SMOKE_REQUESTS_PER_ROW),
