@@ -27,6 +27,14 @@ pub struct Ci {
 impl Ci {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
+        // The later steps are xtask commands of their own, run by this very
+        // binary so their output and exit codes are exactly what a user sees.
+        // `cargo test --workspace` below may rebuild target/debug/xtask with
+        // other features (cargo unifies them per build), so run a copy.
+        let xtask = crate::project_root().join("target").join("xtask-ci");
+        let running = std::env::current_exe().context("locate the running xtask binary")?;
+        std::fs::copy(&running, &xtask)
+            .with_context(|| format!("copy {} to {}", running.display(), xtask.display()))?;
         let mut timings = Vec::new();
         let mut step = |name: &'static str, body: &mut dyn FnMut() -> anyhow::Result<()>| {
             eprintln!("\n==> ci: {name}");
@@ -74,10 +82,6 @@ impl Ci {
                 Ok(())
             },
         )?;
-        // The remaining steps are xtask commands of their own; running this
-        // same binary keeps their output and exit codes exactly as a user
-        // sees them.
-        let xtask = std::env::current_exe().context("locate the running xtask binary")?;
         step("Compose end to end (v1 and v2)", &mut || {
             cmd!(sh, "{xtask} e2e --compose both").run()?;
             Ok(())
