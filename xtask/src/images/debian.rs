@@ -60,7 +60,7 @@ pub struct LockedPackage {
     pub architecture: String,
     /// "debian" or "debian-security": which base URL `filename` is under.
     pub archive: String,
-    /// The suite whose signed index listed it (bookworm, bookworm-security, …).
+    /// The suite whose signed index listed it (trixie, trixie-security, …).
     pub suite: String,
     /// The path in the archive, e.g. `pool/main/z/zlib/zlib1g_….deb`.
     pub filename: String,
