@@ -19,9 +19,9 @@ use sha2::{Digest, Sha256};
 
 use super::debian::unique_temporary_name;
 
-/// The lock's name for Debian's main archive (bookworm, bookworm-updates).
+/// The lock's name for Debian's main archive (trixie, trixie-updates).
 pub const DEBIAN: &str = "debian";
-/// The lock's name for Debian's security archive (bookworm-security).
+/// The lock's name for Debian's security archive (trixie-security).
 pub const DEBIAN_SECURITY: &str = "debian-security";
 
 pub const DEFAULT_DEBIAN_URL: &str = "http://deb.debian.org/debian";

@@ -36,6 +36,21 @@ const LIBRARY_DIRECTORIES: &[&str] = &[
     "usr/lib",
 ];
 
+/// Top-level directories that are links into /usr on a merged-/usr system
+/// (Debian 13: base-files ships `/lib64 -> usr/lib64` and the like, and
+/// packages ship their files under usr/ only).
+const USR_MERGED_DIRECTORIES: &[&str] = &["bin", "sbin", "lib", "lib64"];
+
+/// `lib64/ld-linux-x86-64.so.2` → (`lib64`, `usr/lib64/ld-linux-x86-64.so.2`):
+/// where a merged-/usr package keeps a file asked for by its unmerged path.
+fn usr_merged_alias(path: &str) -> Option<(&'static str, String)> {
+    let top = path.split('/').next()?;
+    let top = USR_MERGED_DIRECTORIES
+        .iter()
+        .find(|directory| **directory == top)?;
+    Some((top, format!("usr/{path}")))
+}
+
 /// One pinned package: what it is, where the archive keeps it, and what its
 /// bytes must be.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -45,7 +60,7 @@ pub struct LockedPackage {
     pub architecture: String,
     /// "debian" or "debian-security": which base URL `filename` is under.
     pub archive: String,
-    /// The suite whose signed index listed it (bookworm, bookworm-security, …).
+    /// The suite whose signed index listed it (trixie, trixie-security, …).
     pub suite: String,
     /// The path in the archive, e.g. `pool/main/z/zlib/zlib1g_….deb`.
     pub filename: String,
@@ -118,6 +133,17 @@ pub struct UnpackedPackage {
 impl UnpackedPackage {
     fn has_file(&self, path: &str) -> bool {
         fs::symlink_metadata(self.unpacked_dir.join(path)).is_ok()
+    }
+
+    /// Where this package keeps `path`: the path itself, else (a merged-/usr
+    /// package, Debian 13) its place under usr/, with the top-level directory
+    /// that the image must then link into /usr.
+    fn locate(&self, path: &str) -> Option<(String, Option<&'static str>)> {
+        if self.has_file(path) {
+            return Some((path.to_string(), None));
+        }
+        let (top, alias) = usr_merged_alias(path)?;
+        self.has_file(&alias).then_some((alias, Some(top)))
     }
 }
 
@@ -327,6 +353,9 @@ struct Resolver<'a, 'b> {
     chosen: BTreeMap<String, Rc<UnpackedPackage>>,
     rootfs: Rootfs,
     scanned: BTreeSet<String>,
+    /// Top-level directories a file was found through only by their /usr
+    /// alias: the image gets Debian's links for them (`lib64 -> usr/lib64`).
+    usr_merged: BTreeSet<&'static str>,
 }
 
 impl Resolver<'_, '_> {
@@ -344,12 +373,18 @@ impl Resolver<'_, '_> {
         Ok(unpacked)
     }
 
-    /// The chosen package holding `path`, if any.
-    fn chosen_package_with(&self, path: &str) -> Option<Rc<UnpackedPackage>> {
-        self.chosen
+    /// The chosen package holding `path` (itself first, then its /usr
+    /// alias), and the path it has.
+    fn chosen_package_with(&mut self, path: &str) -> Option<(Rc<UnpackedPackage>, String)> {
+        if let Some(package) = self.chosen.values().find(|package| package.has_file(path)) {
+            return Some((package.clone(), path.to_string()));
+        }
+        let (package, (found, top)) = self
+            .chosen
             .values()
-            .find(|package| package.has_file(path))
-            .cloned()
+            .find_map(|package| Some((package.clone(), package.locate(path)?)))?;
+        self.usr_merged.extend(top);
+        Some((package, found))
     }
 
     /// Copies `path` (following symlinks, each link copied too) from the
@@ -357,12 +392,13 @@ impl Resolver<'_, '_> {
     fn add_with_links(&mut self, path: &str) -> anyhow::Result<()> {
         let mut current = path.to_string();
         for _ in 0..16 {
-            let package = self.chosen_package_with(&current).with_context(|| {
+            let (package, found) = self.chosen_package_with(&current).with_context(|| {
                 format!(
                     "no chosen package of image {} contains /{current}",
                     self.image
                 )
             })?;
+            current = found;
             let host_path = package.unpacked_dir.join(&current);
             let metadata = fs::symlink_metadata(&host_path)
                 .with_context(|| format!("stat {}", host_path.display()))?;
@@ -435,14 +471,18 @@ impl Resolver<'_, '_> {
         what: &str,
         needed_by: &str,
     ) -> anyhow::Result<String> {
+        // A package's own paths first, then their /usr aliases: a Debian 12
+        // package is found exactly where it was before aliases existed.
         let first_in = |package: &UnpackedPackage| {
             candidates
                 .iter()
                 .find(|path| package.has_file(path))
-                .cloned()
+                .map(|path| (path.clone(), None))
+                .or_else(|| candidates.iter().find_map(|path| package.locate(path)))
         };
         for package in self.chosen.values() {
-            if let Some(path) = first_in(package) {
+            if let Some((path, top)) = first_in(package) {
+                self.usr_merged.extend(top);
                 return Ok(path);
             }
         }
@@ -456,7 +496,8 @@ impl Resolver<'_, '_> {
                 let Some(package) = self.source.fetch(&name)? else {
                     continue;
                 };
-                if let Some(path) = first_in(&package) {
+                if let Some((path, top)) = first_in(&package) {
+                    self.usr_merged.extend(top);
                     self.chosen.insert(name, package);
                     return Ok(path);
                 }
@@ -485,6 +526,7 @@ pub fn resolve_contents(
         chosen: BTreeMap::new(),
         rootfs: Rootfs::new(),
         scanned: BTreeSet::new(),
+        usr_merged: BTreeSet::new(),
     };
     for file in contents.binaries.iter().chain(contents.data_files) {
         resolver.require(file.package)?;
@@ -513,8 +555,29 @@ pub fn resolve_contents(
             0o644,
         );
     }
-    let Resolver { rootfs, chosen, .. } = resolver;
+    let Resolver {
+        rootfs,
+        chosen,
+        usr_merged,
+        ..
+    } = resolver;
     let mut rootfs = rootfs;
+    // Merged /usr (Debian 13): the binaries ask for /lib64/ld-linux-x86-64.so.2,
+    // libc6 has it under usr/; base-files' links make the old paths work.
+    for top in usr_merged {
+        if let Some(clash) = rootfs
+            .entries()
+            .keys()
+            .find(|path| *path == top || path.starts_with(&format!("{top}/")))
+        {
+            bail!(
+                "image {}: /{top} must be a link to usr/{top} (merged /usr), but /{clash} is a real path; \
+                 the pinned packages mix the merged and the split layout",
+                contents.image
+            )
+        }
+        rootfs.add_symlink(top, &format!("usr/{top}"));
+    }
     // What distroless does: one control record per package, so scanners
     // (trivy, grype, syft) can list and match the packages.
     for package in chosen.values() {
@@ -551,6 +614,51 @@ mod tests {
             ]
         );
         assert!(parse_dependency_field("").is_empty());
+    }
+
+    #[test]
+    fn a_merged_usr_package_is_found_by_the_unmerged_path_only_where_it_lacks_it() {
+        let directory = std::env::temp_dir().join(unique_temporary_name("xtask-locate"));
+        let unpacked = |files: &[&str]| {
+            for file in files {
+                let path = directory.join(file);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, b"").unwrap();
+            }
+            UnpackedPackage {
+                locked: LockedPackage {
+                    package: "libc6".into(),
+                    version: "1".into(),
+                    architecture: "amd64".into(),
+                    archive: "debian".into(),
+                    suite: "trixie".into(),
+                    filename: "pool/libc6.deb".into(),
+                    size: 1,
+                    sha256: "00".into(),
+                },
+                unpacked_dir: directory.clone(),
+                control: String::new(),
+                dependencies: Vec::new(),
+            }
+        };
+        // Debian 13's libc6: the loader only under usr/.
+        let merged = unpacked(&["usr/lib64/ld-linux-x86-64.so.2", "usr/bin/ldd"]);
+        assert_eq!(
+            merged.locate("lib64/ld-linux-x86-64.so.2"),
+            Some(("usr/lib64/ld-linux-x86-64.so.2".to_string(), Some("lib64")))
+        );
+        assert_eq!(merged.locate("etc/ld.so.conf"), None);
+        assert_eq!(
+            merged.locate("usr/bin/ldd"),
+            Some(("usr/bin/ldd".to_string(), None))
+        );
+        // Debian 12's: the path itself wins, no link is asked for.
+        let split = unpacked(&["lib64/ld-linux-x86-64.so.2"]);
+        assert_eq!(
+            split.locate("lib64/ld-linux-x86-64.so.2"),
+            Some(("lib64/ld-linux-x86-64.so.2".to_string(), None))
+        );
+        fs::remove_dir_all(&directory).unwrap();
     }
 
     #[test]

@@ -19,7 +19,7 @@ use xshell::Shell;
 
 use super::{
     debian::{self, DebianContents},
-    layer::{resolve_symlink_target, sha256_hex, Rootfs, RootfsEntry},
+    layer::{sha256_hex, Rootfs},
     BuildLayout, DB_CONTENTS, PROXY_CONTENTS,
 };
 
@@ -86,21 +86,6 @@ fn materialise(
     Ok(MaterialisedRootfs { directory, rootfs })
 }
 
-/// Follows symlinks inside the rootfs (an absolute link must not escape to
-/// the host's files).
-fn resolve_in_rootfs(rootfs: &Rootfs, path: &str) -> String {
-    let mut current = path.to_string();
-    for _ in 0..16 {
-        match rootfs.entries().get(&current) {
-            Some(RootfsEntry::Symlink { target }) => {
-                current = resolve_symlink_target(&current, target)
-            }
-            _ => break,
-        }
-    }
-    current
-}
-
 fn shell_quote(path: &Path) -> String {
     format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
 }
@@ -112,10 +97,9 @@ fn write_wrapper(
     program: &str,
 ) -> anyhow::Result<PathBuf> {
     let tree = &materialised.directory;
-    let loader = tree.join(resolve_in_rootfs(
-        &materialised.rootfs,
-        "lib64/ld-linux-x86-64.so.2",
-    ));
+    // Followed inside the tree: on Debian 13 /lib64 itself is a link to
+    // usr/lib64, and an absolute link must not lead to the host's files.
+    let loader = tree.join(materialised.rootfs.resolve("lib64/ld-linux-x86-64.so.2"));
     let library_path = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"]
         .iter()
         .map(|directory| tree.join(directory).display().to_string())

@@ -81,6 +81,42 @@ impl Rootfs {
         );
     }
 
+    /// The path `path` ends at once every symlink in it, in any component,
+    /// is followed inside this rootfs (an absolute target is taken from the
+    /// rootfs's `/`, never the host's). Stops after 40 links, as Linux does.
+    pub fn resolve(&self, path: &str) -> String {
+        let mut pending: std::collections::VecDeque<String> = normalize_image_path(path)
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .map(str::to_string)
+            .collect();
+        let mut resolved = String::new();
+        let mut links = 0;
+        while let Some(part) = pending.pop_front() {
+            let candidate = if resolved.is_empty() {
+                part
+            } else {
+                format!("{resolved}/{part}")
+            };
+            match self.entries.get(&candidate) {
+                Some(RootfsEntry::Symlink { target }) if links < 40 => {
+                    links += 1;
+                    let mut restart: std::collections::VecDeque<String> =
+                        resolve_symlink_target(&candidate, target)
+                            .split('/')
+                            .filter(|part| !part.is_empty())
+                            .map(str::to_string)
+                            .collect();
+                    restart.extend(pending);
+                    pending = restart;
+                    resolved.clear();
+                }
+                _ => resolved = candidate,
+            }
+        }
+        resolved
+    }
+
     /// Root-owned 0755 parents, as a package manager would leave them.
     fn add_parent_directories(&mut self, path: &str) {
         let mut prefix = String::new();
@@ -384,6 +420,43 @@ mod tests {
             "18aa3d2e32ebc251503177cd4c7f32d38aefbd42a0fe1c52844d9fba8bad72d7",
             "gzip bytes changed: was flate2's backend or compression level changed?"
         );
+    }
+
+    #[test]
+    fn resolve_follows_links_in_every_component_inside_the_rootfs() {
+        // Debian 13's layout: /lib64 is base-files' link to usr/lib64, and
+        // libc6's usr/lib64 loader is a link into the multiarch directory.
+        let mut rootfs = Rootfs::new();
+        rootfs.add_symlink("lib64", "usr/lib64");
+        rootfs.add_symlink("lib", "usr/lib");
+        rootfs.add_symlink(
+            "usr/lib64/ld-linux-x86-64.so.2",
+            "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        );
+        rootfs.add_file(
+            "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+            FileContents::Bytes(b"elf".to_vec()),
+            0o755,
+        );
+        assert_eq!(
+            rootfs.resolve("/lib64/ld-linux-x86-64.so.2"),
+            "usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+        );
+        // Debian 12's layout: real directories, a link in the last component.
+        let mut rootfs = Rootfs::new();
+        rootfs.add_symlink(
+            "lib64/ld-linux-x86-64.so.2",
+            "/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2",
+        );
+        assert_eq!(
+            rootfs.resolve("lib64/ld-linux-x86-64.so.2"),
+            "lib/x86_64-linux-gnu/ld-linux-x86-64.so.2"
+        );
+        // A loop ends instead of spinning.
+        let mut rootfs = Rootfs::new();
+        rootfs.add_symlink("a", "b");
+        rootfs.add_symlink("b", "a");
+        let _ = rootfs.resolve("a/x");
     }
 
     #[test]

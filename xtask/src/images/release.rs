@@ -70,20 +70,20 @@ pub struct Suite {
     pub name: &'static str,
 }
 
-/// The suites the images take packages from (what a Debian 12 machine's apt
+/// The suites the images take packages from (what a Debian 13 machine's apt
 /// sources list), in order of preference when two offer the same version.
 pub const SUITES: &[Suite] = &[
     Suite {
         archive: DEBIAN,
-        name: "bookworm",
+        name: "trixie",
     },
     Suite {
         archive: DEBIAN,
-        name: "bookworm-updates",
+        name: "trixie-updates",
     },
     Suite {
         archive: DEBIAN_SECURITY,
-        name: "bookworm-security",
+        name: "trixie-security",
     },
 ];
 const COMPONENT: &str = "main";
@@ -555,10 +555,10 @@ mod tests {
             ),
         ])
         .unwrap();
-        assert_eq!(candidates["libssl3"].suite, "bookworm-security");
+        assert_eq!(candidates["libssl3"].suite, SUITES[2].name);
         assert_eq!(candidates["libssl3"].archive, "debian-security");
         assert_eq!(
-            candidates["zlib1g"].suite, "bookworm",
+            candidates["zlib1g"].suite, SUITES[0].name,
             "a tie keeps the earlier suite"
         );
         assert_eq!(candidates["nginx-common"].architecture, "all");

@@ -474,9 +474,38 @@ fn host_tools_start_with_an_empty_environment_from_outside_the_checkout() {
         )
     };
 
-    assert!(run(&tools.redis_server, "--version").contains("Redis server v=7."));
-    assert!(run(&tools.redis_cli, "--version").contains("redis-cli 7."));
-    assert!(run(&tools.nginx, "-v").contains("nginx version: nginx/1."));
+    // The upstream versions the lock pins: `5:8.0.2-3+deb13u3` → `8.0.2`.
+    let lock = LockFile::read(&crate::project_root()).unwrap();
+    let upstream = |image: &str, package: &str| {
+        let locked = lock.images[image]
+            .iter()
+            .find(|locked| locked.package == package)
+            .unwrap_or_else(|| panic!("the lock has no {package} in image {image}"));
+        let version = locked
+            .version
+            .split_once(':')
+            .map_or(&*locked.version, |(_, rest)| rest);
+        version
+            .rsplit_once('-')
+            .map_or(version, |(upstream, _)| upstream)
+            .to_string()
+    };
+    let redis = upstream("db", "redis-tools");
+    let server = run(&tools.redis_server, "--version");
+    assert!(
+        server.contains(&format!("Redis server v={redis} ")),
+        "{server}"
+    );
+    let cli = run(&tools.redis_cli, "--version");
+    assert!(cli.contains(&format!("redis-cli {redis}")), "{cli}");
+    let nginx = run(&tools.nginx, "-v");
+    assert!(
+        nginx.contains(&format!(
+            "nginx version: nginx/{}",
+            upstream("proxy", "nginx")
+        )),
+        "{nginx}"
+    );
     let wrapper = std::fs::read_to_string(&tools.redis_server).unwrap();
     assert!(
         wrapper.contains("--inhibit-cache --library-path"),
