@@ -31,9 +31,16 @@ pub fn docker_output(args: &[&str]) -> Output {
 }
 
 /// The HTTP client of the suites, with [`REQUEST_TIMEOUT`].
+///
+/// It connects only where the URL says, which the suites have checked with
+/// [`crate::netguard`]: no proxy from `HTTP_PROXY`/`ALL_PROXY` (it would carry
+/// the request off the machine) and no redirect (its target was never
+/// checked).
 pub fn http_client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("build the HTTP client")
 }

@@ -37,7 +37,6 @@ const RETRIED_LATENCY: Duration = Duration::from_millis(450);
 const MIN_STEP: Duration = Duration::from_secs(5);
 /// Requests may fail only this soon after a node is cut off (see step 4).
 const LOSS_FAILURE_WINDOW: Duration = Duration::from_secs(3);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const STEP_TIMEOUT: Duration = Duration::from_secs(240);
 const WEBAPP_REPLICAS: usize = 3;
 
@@ -423,18 +422,39 @@ async fn roll(service: &str, args: &[&str]) {
     })
     .await;
     assert_eq!(
-        state, "completed",
-        "the rolling update of {service} did not complete"
+        state,
+        "completed",
+        "the rolling update of {service} did not complete: {}\ntasks:\n{}",
+        update_message(service),
+        task_history(service)
     );
     wait_for_replicas(service, None).await;
 }
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("HTTP client")
+/// What Swarm says about the service's last update ("update rolled back
+/// due to failure or early termination of task …").
+fn update_message(service: &str) -> String {
+    let json = docker(&["service", "inspect", service]);
+    let services: Vec<Value> = serde_json::from_str(&json).expect("service JSON");
+    services[0]["UpdateStatus"]["Message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }
+
+/// Every task of the service with its node, state and error: why a
+/// rollout failed.
+fn task_history(service: &str) -> String {
+    docker(&[
+        "service",
+        "ps",
+        "--no-trunc",
+        "--format",
+        "{{.Name}} {{.Node}} desired={{.DesiredState}} now={{.CurrentState}} error={{.Error}}",
+        service,
+    ])
+}
+
 
 async fn hits(client: &reqwest::Client, url: &str) -> u64 {
     let body = client
@@ -520,7 +540,7 @@ fn node_index(node: &SwarmNode) -> String {
 async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     let cluster = Cluster::from_environment();
     let service = cluster.webapp();
-    let client = http_client();
+    let client = stack_tests::harness::http_client();
     let hits_before = hits(&client, &cluster.url).await;
     let mut totals = Report::default();
     let add = |totals: &mut Report, report: Report| {

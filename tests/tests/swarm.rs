@@ -29,7 +29,6 @@ const WEBAPP_REPLICAS: usize = 3;
 /// Generous bounds: they catch a hang, they do not measure speed.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(180);
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(240);
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long nginx may serve from a stale lookup of the replicas' addresses:
 /// its cache time (`valid=` in nginx/webapp-upstream.conf, a few seconds),
 /// with a wide margin.
@@ -89,7 +88,7 @@ async fn counter_rises_by_exactly_200_under_200_concurrent_requests() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
     wait_until_service_converged(&stack.webapp());
-    let client = http_client();
+    let client = stack_tests::harness::http_client();
 
     let before = read_hits(&client, &stack.url).await;
     let mut requests = Vec::new();
@@ -132,7 +131,7 @@ async fn every_webapp_replica_serves_requests_and_only_the_proxy_is_published() 
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
     wait_until_service_converged(&stack.webapp());
-    let client = http_client();
+    let client = stack_tests::harness::http_client();
 
     let replica_hostnames: BTreeSet<String> = running_task_containers(&stack.webapp())
         .iter()
@@ -373,7 +372,7 @@ async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
     wait_until_service_converged(&stack.webapp());
-    let client = http_client();
+    let client = stack_tests::harness::http_client();
     let containers_before = running_task_containers(&stack.webapp());
     let victim = containers_before
         .first()
@@ -502,7 +501,7 @@ impl Load {
             started: Instant::now(),
             per_second,
         };
-        let client = http_client();
+        let client = stack_tests::harness::http_client();
         let period = Duration::from_secs_f64(f64::from(LOAD_WORKERS) / f64::from(per_second));
         let workers = (0..LOAD_WORKERS)
             .map(|_| {
@@ -581,12 +580,6 @@ impl Load {
 // ---------------------------------------------------------------------------
 // HTTP helpers.
 
-fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .expect("build the HTTP client")
-}
 
 async fn read_hits(client: &reqwest::Client, base_url: &str) -> u64 {
     let response = client

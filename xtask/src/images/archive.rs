@@ -99,6 +99,15 @@ pub fn proxy_for(url: &str, variable: &dyn Fn(&str) -> Option<String>) -> Option
         None => authority.split(':').next()?,
     }
     .to_ascii_lowercase();
+    // A mirror on this machine is reached directly, whatever the proxy
+    // variables say: a proxy would carry the request off the machine.
+    if host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+    {
+        return None;
+    }
     let get = |names: &[&str]| {
         names
             .iter()
@@ -322,7 +331,7 @@ mod tests {
     }
 
     #[test]
-    fn proxy_is_chosen_by_scheme_and_skipped_for_no_proxy_hosts() {
+    fn proxy_is_chosen_by_scheme_and_skipped_for_loopback_and_no_proxy_hosts() {
         let variables = [
             ("HTTP_PROXY", "http://proxy.example:3128"),
             ("HTTPS_PROXY", "http://secure-proxy.example:3128"),
@@ -367,6 +376,15 @@ mod tests {
             proxy_for("http://deb.debian.org/x", &environment(&[])),
             None
         );
+        let proxy_only = environment(&[("HTTP_PROXY", "http://p:1")]);
+        for local in [
+            "http://localhost:8000/debian",
+            "http://127.0.0.1:8000/debian",
+            "http://127.8.9.10/debian",
+            "http://[::1]:8000/debian",
+        ] {
+            assert_eq!(proxy_for(local, &proxy_only), None, "{local}");
+        }
     }
 
     #[test]

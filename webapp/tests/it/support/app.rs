@@ -76,6 +76,9 @@ pub async fn spawn_app_with(
         client: reqwest::Client::builder()
             // Generous: only to turn a hang into a failure, never a timing assertion.
             .timeout(Duration::from_secs(10))
+            // The app is on loopback; a proxy from the environment must not
+            // carry the tests' requests off the machine.
+            .no_proxy()
             .build()
             .expect("build the HTTP client"),
         state,
