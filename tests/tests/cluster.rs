@@ -455,7 +455,6 @@ fn task_history(service: &str) -> String {
     ])
 }
 
-
 async fn hits(client: &reqwest::Client, url: &str) -> u64 {
     let body = client
         .get(format!("{url}/api/hits"))

@@ -580,7 +580,6 @@ impl Load {
 // ---------------------------------------------------------------------------
 // HTTP helpers.
 
-
 async fn read_hits(client: &reqwest::Client, base_url: &str) -> u64 {
     let response = client
         .get(format!("{base_url}/api/hits"))

@@ -152,7 +152,7 @@ pub enum Restart {
 
 /// The node label that marks the node holding the Redis volume: db runs
 /// there and nowhere else, since a local volume does not follow a task to
-/// another node. `swarm-deploy` puts it on the manager it deploys to when no
+/// another node. `swarm deploy` puts it on the manager it deploys to when no
 /// node carries it yet.
 pub const DB_NODE_LABEL: &str = "webstack.db";
 
@@ -205,7 +205,6 @@ pub struct Service {
     pub dns_round_robin: bool,
     pub update: Option<RollingUpdate>,
     /// Where Swarm may run the service's tasks (Compose has one host).
-    #[allow(dead_code)]
     pub placement: Placement,
     pub user: &'static str,
     pub read_only_root_filesystem: bool,

@@ -4,7 +4,7 @@
 //!
 //! Rows, in order: nginx answering `/nginx/ceiling` by itself (the ceiling of
 //! anything proxied through the same published port), `GET /` (one Redis
-//! MULTI/EXEC per request), `GET /` open loop at 25, 50 and 75 % of the rate
+//! script call per request, which counts it once), `GET /` open loop at 25, 50 and 75 % of the rate
 //! just measured, `GET /api/hits` (one Redis GET), and Redis's INCR rate from
 //! inside the backend network. While `GET /` runs, the shared counter must
 //! rise by exactly the number of successful responses. Every row also gets

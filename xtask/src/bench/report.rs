@@ -61,7 +61,8 @@ pub struct Settings {
 pub enum RowKind {
     /// nginx answering by itself: the ceiling for anything proxied.
     ProxyCeiling,
-    /// `GET /` through the proxy: one Redis INCR per request.
+    /// `GET /` through the proxy: one Redis round trip per request (the
+    /// counting script: both counters, once per `Idempotency-Key`).
     HitCounter,
     /// `GET /` at a fixed request rate (open loop), a fraction of the
     /// `HitCounter` row's rate; latency counted from when each request was

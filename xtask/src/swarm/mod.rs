@@ -1,8 +1,8 @@
 //! Docker Swarm: the same stack as `deploy/compose.yaml`, deployed with
 //! `docker stack deploy` from `deploy/stack.yaml`, rolled, watched and removed.
 //!
-//! The subcommands (`swarm-deploy`, `swarm-update`, `swarm-status`,
-//! `swarm-rm`) and `cargo xtask e2e --swarm` share what is here: probing the
+//! The subcommands (`swarm deploy`, `swarm update`, `swarm status`,
+//! `swarm rm`) and `cargo xtask e2e --swarm` share what is here: probing the
 //! engine, creating a single-node swarm when there is none, deploying with
 //! content-derived image tags, and deciding when a stack has converged by
 //! looking at every task and container ourselves rather than trusting

@@ -12,7 +12,7 @@ use super::{engine, DEFAULT_STACK_NAME, STACK_NAMESPACE_LABEL};
 /// if xtask created it and no other stack runs in it.
 #[derive(clap::Args)]
 pub struct SwarmRm {
-    /// Stack name given to `swarm-deploy`.
+    /// Stack name given to `swarm deploy`.
     #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME", env = "WEBSTACK_PROJECT", default_value = DEFAULT_STACK_NAME)]
     pub stack: String,
     /// Also delete the stack's volumes (the Redis data: the counter restarts at 0).
@@ -29,7 +29,7 @@ impl SwarmRm {
             return Ok(());
         }
         if !info.control_available {
-            bail!("this engine is a swarm worker: run swarm-rm against a manager of the swarm");
+            bail!("this engine is a swarm worker: run `cargo xtask swarm rm` against a manager of the swarm");
         }
         remove_stack(sh, &self.stack, self.volumes)?;
         engine::leave_swarm_if_created_by_xtask(sh)
@@ -84,7 +84,7 @@ pub fn remove_stack(sh: &Shell, stack: &str, drop_volumes: bool) -> anyhow::Resu
     }
     if !drop_volumes {
         eprintln!(
-            "swarm: kept the data volume(s) {}: the next swarm-deploy of {stack} reuses them (`swarm-rm --volumes` deletes them)",
+            "swarm: kept the data volume(s) {}: the next `swarm deploy` of {stack} reuses them (`swarm rm --volumes` deletes them)",
             volumes.join(", ")
         );
         return Ok(());

@@ -8,7 +8,7 @@ use super::{engine, DEFAULT_STACK_NAME};
 /// Show the stack's services, their tasks and their last rolling update.
 #[derive(clap::Args)]
 pub struct SwarmStatus {
-    /// Stack name given to `swarm-deploy`.
+    /// Stack name given to `swarm deploy`.
     #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME", env = "WEBSTACK_PROJECT", default_value = DEFAULT_STACK_NAME)]
     pub stack: String,
 }
@@ -25,7 +25,9 @@ impl SwarmStatus {
             return Ok(());
         }
         if !info.control_available {
-            println!("This engine is a swarm worker: run swarm-status against a manager.");
+            println!(
+                "This engine is a swarm worker: run `cargo xtask swarm status` against a manager."
+            );
             return Ok(());
         }
         let created_by_xtask = engine::swarm_created_by_xtask(sh)?;

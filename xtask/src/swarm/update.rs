@@ -14,7 +14,7 @@ use super::{engine, StackImages, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME}
 /// and wait for the rollout to finish; fails, saying why, if it rolled back.
 #[derive(clap::Args)]
 pub struct SwarmUpdate {
-    /// Stack name given to `swarm-deploy`.
+    /// Stack name given to `swarm deploy`.
     #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME", env = "WEBSTACK_PROJECT", default_value = DEFAULT_STACK_NAME)]
     pub stack: String,
     /// Roll webapp to this image instead of the freshly built one (it must
