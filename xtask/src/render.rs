@@ -213,11 +213,10 @@ pub struct FileSecret {
 /// The top-level `volumes:` of either file: named volumes with the default
 /// driver.
 /// A service's `sysctls:` section (both files), absent when it sets none.
-pub fn sysctls(service: &crate::stack::Service) -> Option<Mapping<&'static str>> {
-    (!service.sysctls.is_empty()).then(|| {
+pub fn sysctls_section(sysctls: &[(&'static str, &'static str)]) -> Option<Mapping<&'static str>> {
+    (!sysctls.is_empty()).then(|| {
         Mapping(
-            service
-                .sysctls
+            sysctls
                 .iter()
                 .map(|(name, value)| (name.to_string(), *value))
                 .collect(),
@@ -264,19 +263,48 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
         .services
         .iter()
         .map(|service| {
-            let environment = (!service.environment.is_empty()).then(|| {
+            // Every field of the model, so that a new one cannot go missing
+            // from this file unnoticed: this does not compile until the
+            // field is rendered below or dropped here with the reason.
+            let stack::Service {
+                name,
+                image,
+                command,
+                environment,
+                networks,
+                published_ports,
+                volumes,
+                secrets,
+                healthcheck,
+                depends_on_healthy,
+                restart,
+                user,
+                read_only_root_filesystem,
+                tmpfs,
+                memory_limit_bytes,
+                cpu_limit_hundredths,
+                pids_limit,
+                stop_grace_period,
+                sysctls,
+                // `--scale` sets the number of replicas.
+                replicas: _,
+                // Compose gives every replica its own DNS answer anyway.
+                dns_round_robin: _,
+                // Compose does not roll updates, and has one host to place on.
+                update: _,
+                placement: _,
+            } = service;
+            let environment = (!environment.is_empty()).then(|| {
                 Mapping(
-                    service
-                        .environment
+                    environment
                         .iter()
                         .map(|(name, value)| (name.to_string(), value.clone()))
                         .collect(),
                 )
             });
-            let depends_on = (!service.depends_on_healthy.is_empty()).then(|| {
+            let depends_on = (!depends_on_healthy.is_empty()).then(|| {
                 Mapping(
-                    service
-                        .depends_on_healthy
+                    depends_on_healthy
                         .iter()
                         .map(|name| {
                             (
@@ -290,13 +318,12 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 )
             });
             let compose_service = ComposeService {
-                image: service.image.reference_with_override(),
-                command: service.command.clone(),
+                image: image.reference_with_override(),
+                command: command.clone(),
                 environment,
                 depends_on,
-                networks: service.networks.clone(),
-                ports: service
-                    .published_ports
+                networks: networks.clone(),
+                ports: published_ports
                     .iter()
                     .map(|port| {
                         format!(
@@ -305,33 +332,32 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                         )
                     })
                     .collect(),
-                volumes: service
-                    .volumes
+                volumes: volumes
                     .iter()
                     .map(|mount| format!("{}:{}", mount.volume, mount.target))
                     .collect(),
                 // Short form: Compose cannot set a file secret's owner or mode
                 // (it is a bind mount), so xtask writes the host file readable
                 // by the non-root user.
-                secrets: service.secrets.iter().map(|mount| mount.secret).collect(),
-                healthcheck: HealthcheckSection::of(&service.healthcheck),
-                restart: match service.restart {
+                secrets: secrets.iter().map(|mount| mount.secret).collect(),
+                healthcheck: HealthcheckSection::of(healthcheck),
+                restart: match restart {
                     Restart::UnlessStopped => "unless-stopped",
                 },
-                user: service.user,
-                read_only: service.read_only_root_filesystem,
-                tmpfs: service.tmpfs.clone(),
+                user: *user,
+                read_only: *read_only_root_filesystem,
+                tmpfs: tmpfs.clone(),
                 cap_drop: vec!["ALL"],
                 // `=`, not `:`: Docker logs the `:` form as deprecated.
                 security_opt: vec!["no-new-privileges=true"],
-                mem_limit: format!("{}m", service.memory_limit_bytes / (1024 * 1024)),
-                cpus: f64::from(service.cpu_limit_hundredths) / 100.0,
-                pids_limit: service.pids_limit,
-                stop_grace_period: docker_duration(service.stop_grace_period),
-                sysctls: sysctls(service),
+                mem_limit: format!("{}m", memory_limit_bytes / (1024 * 1024)),
+                cpus: f64::from(*cpu_limit_hundredths) / 100.0,
+                pids_limit: *pids_limit,
+                stop_grace_period: docker_duration(*stop_grace_period),
+                sysctls: sysctls_section(sysctls),
                 logging: LoggingSection::bounded(),
             };
-            (service.name.to_string(), compose_service)
+            (name.to_string(), compose_service)
         })
         .collect();
     let file = ComposeFile {

@@ -157,7 +157,7 @@ struct StackSpread {
     spread: &'static str,
 }
 
-fn placement(placement: Placement) -> StackPlacement {
+fn placement_section(placement: Placement) -> StackPlacement {
     match placement {
         Placement::Spread => StackPlacement {
             constraints: Vec::new(),
@@ -244,17 +244,44 @@ pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
 }
 
 fn stack_service(service: &Service) -> anyhow::Result<StackService> {
-    let environment = (!service.environment.is_empty()).then(|| {
+    // Every field of the model, so that a new one cannot go missing from
+    // this file unnoticed: this does not compile until the field is rendered
+    // below or dropped here with the reason.
+    let Service {
+        name: _,
+        image,
+        command,
+        environment,
+        networks,
+        published_ports,
+        volumes,
+        secrets,
+        healthcheck,
+        // Swarm ignores start order; every service copes without it.
+        depends_on_healthy: _,
+        restart,
+        replicas,
+        dns_round_robin,
+        update,
+        placement,
+        user,
+        read_only_root_filesystem,
+        tmpfs,
+        memory_limit_bytes,
+        cpu_limit_hundredths,
+        pids_limit,
+        stop_grace_period,
+        sysctls,
+    } = service;
+    let environment = (!environment.is_empty()).then(|| {
         Mapping(
-            service
-                .environment
+            environment
                 .iter()
                 .map(|(name, value)| (name.to_string(), value.clone()))
                 .collect(),
         )
     });
-    let mut volumes: Vec<StackMount> = service
-        .volumes
+    let mut volumes: Vec<StackMount> = volumes
         .iter()
         .map(|mount| StackMount {
             kind: "volume",
@@ -263,10 +290,10 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
             tmpfs: None,
         })
         .collect();
-    for tmpfs in &service.tmpfs {
-        volumes.push(tmpfs_mount(tmpfs)?);
+    for mount in tmpfs {
+        volumes.push(tmpfs_mount(mount)?);
     }
-    let update_config = service.update.as_ref().map(|update| StackUpdateConfig {
+    let update_config = update.as_ref().map(|update| StackUpdateConfig {
         parallelism: update.parallelism,
         delay: docker_duration(UPDATE_DELAY),
         failure_action: if update.rollback_on_failure {
@@ -283,7 +310,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
     });
     // Rolling back goes the same careful way, and a rollback that fails
     // itself pauses for a person rather than flapping.
-    let rollback_config = service.update.as_ref().map(|update| StackUpdateConfig {
+    let rollback_config = update.as_ref().map(|update| StackUpdateConfig {
         parallelism: update.parallelism,
         delay: docker_duration(Duration::ZERO),
         failure_action: "pause",
@@ -295,12 +322,11 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
         },
     });
     Ok(StackService {
-        image: service.image.reference_with_override(),
-        command: service.command.clone(),
+        image: image.reference_with_override(),
+        command: command.clone(),
         environment,
-        networks: service.networks.clone(),
-        ports: service
-            .published_ports
+        networks: networks.clone(),
+        ports: published_ports
             .iter()
             .map(|port| StackPort {
                 target: port.container_port,
@@ -310,8 +336,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
             })
             .collect(),
         volumes,
-        secrets: service
-            .secrets
+        secrets: secrets
             .iter()
             .map(|mount| StackSecretMount {
                 source: mount.secret,
@@ -321,36 +346,36 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
                 mode: mount.mode,
             })
             .collect(),
-        healthcheck: HealthcheckSection::of(&service.healthcheck),
-        user: service.user,
-        read_only: service.read_only_root_filesystem,
+        healthcheck: HealthcheckSection::of(healthcheck),
+        user: *user,
+        read_only: *read_only_root_filesystem,
         cap_drop: vec!["ALL"],
         // No `security_opt: [no-new-privileges]`: Swarm services cannot set
         // it (docker stack deploy ignores the key). The non-root user, no
         // capabilities and no setuid binaries in the images cover the same
         // ground.
-        stop_grace_period: docker_duration(service.stop_grace_period),
-        sysctls: crate::render::sysctls(service),
+        stop_grace_period: docker_duration(*stop_grace_period),
+        sysctls: crate::render::sysctls_section(sysctls),
         logging: LoggingSection::bounded(),
         deploy: StackDeploy {
-            endpoint_mode: service.dns_round_robin.then_some("dnsrr"),
-            replicas: service.replicas,
-            placement: placement(service.placement),
+            endpoint_mode: dns_round_robin.then_some("dnsrr"),
+            replicas: *replicas,
+            placement: placement_section(*placement),
             update_config,
             rollback_config,
             restart_policy: StackRestartPolicy {
-                condition: restart_condition(service.restart),
+                condition: restart_condition(*restart),
                 delay: docker_duration(RESTART_DELAY),
             },
             resources: StackResources {
                 limits: StackLimits {
                     cpus: format!(
                         "{}.{:02}",
-                        service.cpu_limit_hundredths / 100,
-                        service.cpu_limit_hundredths % 100
+                        cpu_limit_hundredths / 100,
+                        cpu_limit_hundredths % 100
                     ),
-                    memory: format!("{}M", service.memory_limit_bytes / (1024 * 1024)),
-                    pids: service.pids_limit,
+                    memory: format!("{}M", memory_limit_bytes / (1024 * 1024)),
+                    pids: *pids_limit,
                 },
             },
         },
