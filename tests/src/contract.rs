@@ -1,5 +1,6 @@
-//! The environment `cargo xtask e2e` hands the Compose suite
-//! (tests/tests/compose.rs): defined once, read by both sides.
+//! The environment `cargo xtask e2e` hands the suites: defined once, read
+//! by both sides. At the top the Compose suite's (tests/tests/compose.rs),
+//! then [`swarm`] and [`cluster`].
 
 /// The proxy's published URL on loopback, e.g. `http://127.0.0.1:43121`.
 pub const URL_VARIABLE: &str = "WEBSTACK_E2E_URL";
@@ -11,3 +12,28 @@ pub const PORT_VARIABLE: &str = "WEBSTACK_E2E_PORT";
 pub const COMPOSE_FILE_VARIABLE: &str = "WEBSTACK_E2E_COMPOSE_FILE";
 /// The xtask binary, for `scale`, `down` and `up` from the tests.
 pub const XTASK_VARIABLE: &str = "WEBSTACK_E2E_XTASK";
+
+/// `cargo xtask e2e --swarm` → tests/tests/swarm.rs.
+pub mod swarm {
+    /// The stack's name.
+    pub const STACK_VARIABLE: &str = "WEBSTACK_SWARM_STACK";
+    /// The proxy's published URL on loopback.
+    pub const URL_VARIABLE: &str = "WEBSTACK_SWARM_URL";
+    /// The webapp image the stack runs, which the tests derive others from.
+    pub const WEBAPP_IMAGE_VARIABLE: &str = "WEBSTACK_SWARM_WEBAPP_IMAGE";
+    /// Images the tests make with `docker commit` carry this label with the
+    /// stack name as value, so that cleanup finds exactly those.
+    pub const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
+}
+
+/// `cargo xtask e2e --swarm --nodes N` → tests/tests/cluster.rs.
+pub mod cluster {
+    /// The proxy's URL on the manager's cluster address.
+    pub const URL_VARIABLE: &str = "WEBSTACK_CLUSTER_URL";
+    /// The stack's name.
+    pub const STACK_VARIABLE: &str = "WEBSTACK_CLUSTER_STACK";
+    /// The xtask binary, for `cluster link` from the test.
+    pub const XTASK_VARIABLE: &str = "WEBSTACK_CLUSTER_XTASK";
+    /// The cluster's own network (CIDR), the only one its test may reach.
+    pub const NETWORK_VARIABLE: &str = "WEBSTACK_CLUSTER_NETWORK";
+}

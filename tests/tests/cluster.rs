@@ -17,12 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use stack_tests::contract::cluster::{
+    NETWORK_VARIABLE, STACK_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
+};
+use stack_tests::harness::docker;
 use stack_tests::netguard::Ipv4Net;
-
-const URL_VARIABLE: &str = "WEBSTACK_CLUSTER_URL";
-const STACK_VARIABLE: &str = "WEBSTACK_CLUSTER_STACK";
-const XTASK_VARIABLE: &str = "WEBSTACK_CLUSTER_XTASK";
-const NETWORK_VARIABLE: &str = "WEBSTACK_CLUSTER_NETWORK";
 
 /// The steady load every step runs under, and how far the rate actually
 /// sent may fall from it before the step proves nothing.
@@ -273,19 +272,6 @@ fn print_proxy_errors(proxy: &str, seconds: f64) {
 
 // ---------------------------------------------------------------------------
 // The swarm, through the docker CLI against the manager.
-
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("run docker {args:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 #[derive(Debug, Clone)]
 struct SwarmNode {

@@ -14,14 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-/// Set by `cargo xtask e2e --swarm` (see xtask/src/swarm/e2e.rs).
-const STACK_VARIABLE: &str = "WEBSTACK_SWARM_STACK";
-const URL_VARIABLE: &str = "WEBSTACK_SWARM_URL";
-const WEBAPP_IMAGE_VARIABLE: &str = "WEBSTACK_SWARM_WEBAPP_IMAGE";
-/// Label on every image these tests commit, valued with the stack name, so
-/// that xtask deletes exactly those after removing the stack.
-const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
+use stack_tests::contract::swarm::{
+    STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
+};
+use stack_tests::harness::docker;
 
 /// Replicas `deploy/stack.yaml` asks for.
 const WEBAPP_REPLICAS: usize = 3;
@@ -611,20 +607,6 @@ async fn replica_of_greeting(client: &reqwest::Client, base_url: &str) -> String
 
 // ---------------------------------------------------------------------------
 // Docker helpers: the real engine, through the docker CLI.
-
-/// Runs `docker ARGS`, returns stdout; panics with stderr when it fails.
-fn docker(args: &[&str]) -> String {
-    let output = Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|error| panic!("run docker {args:?}: {error}"));
-    assert!(
-        output.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr).trim()
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 fn inspect_service(service: &str) -> Value {
     let json = docker(&["service", "inspect", service]);

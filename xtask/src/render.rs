@@ -344,7 +344,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 restart: match restart {
                     Restart::UnlessStopped => "unless-stopped",
                 },
-                user: *user,
+                user,
                 read_only: *read_only_root_filesystem,
                 tmpfs: tmpfs.clone(),
                 cap_drop: vec!["ALL"],

@@ -10,21 +10,13 @@ use xshell::{cmd, Shell};
 use super::engine::{self, SwarmOrigin};
 use super::remove::remove_stack;
 
-/// Variables the Swarm tests read; the tests fail, naming this command, when
-/// they are missing.
-pub const STACK_VARIABLE: &str = "WEBSTACK_SWARM_STACK";
-pub const URL_VARIABLE: &str = "WEBSTACK_SWARM_URL";
-pub const WEBAPP_IMAGE_VARIABLE: &str = "WEBSTACK_SWARM_WEBAPP_IMAGE";
-
-/// Images the tests make with `docker commit` carry this label with the
-/// stack name as value, so that cleanup finds exactly those.
-pub const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
-
-/// Variables the cluster test (tests/tests/cluster.rs) reads.
-pub const CLUSTER_URL_VARIABLE: &str = "WEBSTACK_CLUSTER_URL";
-pub const CLUSTER_STACK_VARIABLE: &str = "WEBSTACK_CLUSTER_STACK";
-pub const CLUSTER_XTASK_VARIABLE: &str = "WEBSTACK_CLUSTER_XTASK";
-pub const CLUSTER_NETWORK_VARIABLE: &str = "WEBSTACK_CLUSTER_NETWORK";
+use stack_tests::contract::cluster::{
+    NETWORK_VARIABLE as CLUSTER_NETWORK_VARIABLE, STACK_VARIABLE as CLUSTER_STACK_VARIABLE,
+    URL_VARIABLE as CLUSTER_URL_VARIABLE, XTASK_VARIABLE as CLUSTER_XTASK_VARIABLE,
+};
+use stack_tests::contract::swarm::{
+    STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
+};
 
 /// `e2e --swarm --nodes N`: a fresh cluster of N engines (whatever an
 /// earlier run left is removed first), the stack deployed to it, the

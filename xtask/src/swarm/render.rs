@@ -347,7 +347,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
             })
             .collect(),
         healthcheck: HealthcheckSection::of(healthcheck),
-        user: *user,
+        user,
         read_only: *read_only_root_filesystem,
         cap_drop: vec!["ALL"],
         // No `security_opt: [no-new-privileges]`: Swarm services cannot set
