@@ -180,6 +180,7 @@ struct StackUpdateConfig {
     delay: String,
     failure_action: &'static str,
     monitor: String,
+    max_failure_ratio: f64,
     order: &'static str,
 }
 
@@ -302,6 +303,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
             "pause"
         },
         monitor: docker_duration(update.monitor),
+        max_failure_ratio: update.max_failure_ratio,
         order: if update.start_first {
             "start-first"
         } else {
@@ -315,6 +317,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
         delay: docker_duration(Duration::ZERO),
         failure_action: "pause",
         monitor: docker_duration(update.monitor),
+        max_failure_ratio: update.max_failure_ratio,
         order: if update.start_first {
             "start-first"
         } else {
