@@ -1,10 +1,11 @@
 //! What the end-to-end suites share, whichever orchestrator runs the stack:
-//! the docker CLI, an HTTP client, the greeting's parts, and a load
-//! generator that records each request's start, duration and outcome.
+//! the docker CLI, an HTTP client, the greeting's parts, a closed-loop load
+//! that records each request's start, duration and outcome, and a
+//! fixed-rate load that checks it really sent the rate asked.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -141,6 +142,175 @@ impl ClosedLoad {
     }
 }
 
+/// How far the rate a [`FixedRateLoad`] really sent may fall from the rate
+/// asked before a step proves nothing.
+pub const RATE_TOLERANCE: f64 = 0.10;
+/// A load stops by itself after this long, whatever happens to the test.
+pub const LOAD_MAX_DURATION: Duration = Duration::from_secs(300);
+/// Failures kept in full for assertion messages.
+const FAILURES_KEPT: usize = 10;
+
+/// `GET url` at a fixed rate (an open loop: a slow answer does not slow
+/// the sending), on the test's multi-threaded runtime, until
+/// [`FixedRateLoad::stop`] or [`LOAD_MAX_DURATION`].
+pub struct FixedRateLoad {
+    per_second: f64,
+    stop: Arc<AtomicBool>,
+    counts: Arc<RateCounts>,
+    first_failures: Arc<Mutex<Vec<String>>>,
+    started: Instant,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+struct RateCounts {
+    sent: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    slow: AtomicU64,
+    /// Milliseconds from the start to the first and the last failure
+    /// (`u64::MAX` and 0 while there is none).
+    first_failure_ms: AtomicU64,
+    last_failure_ms: AtomicU64,
+}
+
+/// What a [`FixedRateLoad`] did.
+#[derive(Debug, Clone, Default)]
+pub struct RateReport {
+    pub asked_per_second: f64,
+    pub sent: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    /// Successes that took at least the `slow` bound given to `start`.
+    pub slow: u64,
+    pub seconds: f64,
+    /// Seconds from the start to the first and the last failure.
+    pub failures_between: Option<(f64, f64)>,
+    pub first_failures: Vec<String>,
+}
+
+impl RateReport {
+    pub fn realised_per_second(&self) -> f64 {
+        self.sent as f64 / self.seconds
+    }
+
+    /// A generator that stalled (while the test waited on Docker, say) sent
+    /// fewer requests than asked, and "no request failed" would then hide
+    /// failures it never had a chance to see.
+    pub fn assert_rate_held(&self, what: &str) {
+        let (realised, asked) = (self.realised_per_second(), self.asked_per_second);
+        assert!(
+            (realised - asked).abs() <= asked * RATE_TOLERANCE,
+            "{what}: the load sent {realised:.1} requests/s, asked {asked:.1} (more than {:.0} % apart): \
+             the generator stalled, so the step proves nothing",
+            RATE_TOLERANCE * 100.0
+        );
+    }
+}
+
+impl FixedRateLoad {
+    pub fn start(client: &reqwest::Client, url: &str, per_second: f64, slow: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let counts = Arc::new(RateCounts {
+            sent: AtomicU64::new(0),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            first_failure_ms: AtomicU64::new(u64::MAX),
+            last_failure_ms: AtomicU64::new(0),
+        });
+        let first_failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let started = Instant::now();
+        let driver = {
+            let (stop, counts, first_failures) =
+                (stop.clone(), counts.clone(), first_failures.clone());
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+                // Catch up after a stall, so the rate check sees the
+                // sender, not the scheduler.
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut in_flight = tokio::task::JoinSet::new();
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < LOAD_MAX_DURATION {
+                    ticks.tick().await;
+                    counts.sent.fetch_add(1, Ordering::Relaxed);
+                    let (client, url, counts, first_failures) = (
+                        client.clone(),
+                        url.clone(),
+                        counts.clone(),
+                        first_failures.clone(),
+                    );
+                    in_flight.spawn(async move {
+                        let sent_at = Instant::now();
+                        let outcome = match get(&client, &url).await {
+                            Ok((200, _)) => Ok(()),
+                            Ok((status, body)) => Err(format!("status {status}: {body}")),
+                            Err(error) => Err(error),
+                        };
+                        match outcome {
+                            Ok(()) => {
+                                counts.succeeded.fetch_add(1, Ordering::Relaxed);
+                                if sent_at.elapsed() >= slow {
+                                    counts.slow.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                            Err(error) => {
+                                counts.failed.fetch_add(1, Ordering::Relaxed);
+                                let at = started.elapsed();
+                                let at_ms = at.as_millis() as u64;
+                                counts.first_failure_ms.fetch_min(at_ms, Ordering::Relaxed);
+                                counts.last_failure_ms.fetch_max(at_ms, Ordering::Relaxed);
+                                let mut kept = first_failures.lock().expect("failures lock");
+                                if kept.len() < FAILURES_KEPT {
+                                    kept.push(format!("at {:.1}s: {error}", at.as_secs_f64()));
+                                }
+                            }
+                        }
+                    });
+                    while in_flight.try_join_next().is_some() {}
+                }
+                while in_flight.join_next().await.is_some() {}
+            })
+        };
+        FixedRateLoad {
+            per_second,
+            stop,
+            counts,
+            first_failures,
+            started,
+            driver,
+        }
+    }
+
+    /// When the load started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Stops sending, waits for the answers still due.
+    pub async fn stop(self) -> RateReport {
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.stop.store(true, Ordering::Relaxed);
+        self.driver.await.expect("load driver panicked");
+        let counts = &self.counts;
+        let failed = counts.failed.load(Ordering::Relaxed);
+        RateReport {
+            asked_per_second: self.per_second,
+            sent: counts.sent.load(Ordering::Relaxed),
+            succeeded: counts.succeeded.load(Ordering::Relaxed),
+            failed,
+            slow: counts.slow.load(Ordering::Relaxed),
+            seconds,
+            failures_between: (failed > 0).then(|| {
+                (
+                    counts.first_failure_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                    counts.last_failure_ms.load(Ordering::Relaxed) as f64 / 1000.0,
+                )
+            }),
+            first_failures: self.first_failures.lock().expect("failures lock").clone(),
+        }
+    }
+}
+
 /// Outcomes counted by status, or by error text.
 pub fn tally(outcomes: &[Timed]) -> BTreeMap<String, usize> {
     let mut counts = BTreeMap::new();
@@ -164,6 +334,27 @@ mod tests {
             parse_greeting("Hello from 3f2a! I have been seen 42 times."),
             ("3f2a".to_string(), 42)
         );
+    }
+
+    fn report(sent: u64, seconds: f64) -> RateReport {
+        RateReport {
+            asked_per_second: 100.0,
+            sent,
+            seconds,
+            ..RateReport::default()
+        }
+    }
+
+    #[test]
+    fn a_rate_within_ten_percent_of_the_asked_one_holds() {
+        report(950, 10.0).assert_rate_held("slightly slow");
+        report(1_090, 10.0).assert_rate_held("slightly fast");
+    }
+
+    #[test]
+    #[should_panic(expected = "the generator stalled")]
+    fn a_load_that_sent_a_fifth_too_little_stalled() {
+        report(800, 10.0).assert_rate_held("stalled step");
     }
 
     #[test]

@@ -12,21 +12,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stack_tests::contract::cluster::{
     NETWORK_VARIABLE, STACK_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
-use stack_tests::harness::docker;
+use stack_tests::harness::{docker, FixedRateLoad, RateReport};
 use stack_tests::netguard::Ipv4Net;
 
-/// The steady load every step runs under, and how far the rate actually
-/// sent may fall from it before the step proves nothing.
+/// The steady load every step runs under (the harness checks that it was
+/// really sent).
 const RATE_PER_SECOND: f64 = 100.0;
-const RATE_TOLERANCE: f64 = 0.10;
 /// An answer this slow met a replica that did not answer and was retried
 /// on another: nginx gives a connect 500 ms and an answer 1 s
 /// (nginx/webapp-proxy.conf); a healthy answer takes milliseconds.
@@ -95,157 +92,54 @@ impl Cluster {
 }
 
 // ---------------------------------------------------------------------------
-// Load: an open loop at a fixed rate; a slow answer does not slow it down.
-
-#[derive(Default)]
-struct Counts {
-    sent: AtomicU64,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    /// Milliseconds from the start of the load to the first and the last
-    /// failure (`u64::MAX` and 0 while there is none).
-    first_failure_ms: AtomicU64,
-    last_failure_ms: AtomicU64,
-}
+// Load: the harness's fixed rate, with what each step prints.
 
 struct Load {
     /// The proxy service, whose log explains failures.
     proxy: String,
-    stop: Arc<AtomicBool>,
-    counts: Arc<Counts>,
-    failures: Arc<Mutex<Vec<String>>>,
-    started: Instant,
-    driver: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Report {
-    sent: u64,
-    succeeded: u64,
-    failed: u64,
-    retried: u64,
-    seconds: f64,
-    /// Seconds from the start of the load to the first and last failure.
-    failures_between: Option<(f64, f64)>,
+    load: FixedRateLoad,
 }
 
 impl Load {
     fn start(client: &reqwest::Client, url: &str, proxy: &str) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let counts = Arc::new(Counts {
-            first_failure_ms: AtomicU64::new(u64::MAX),
-            ..Counts::default()
-        });
-        let failures = Arc::new(Mutex::new(Vec::new()));
-        let started = Instant::now();
-        let driver = {
-            let (stop, counts, failures) = (stop.clone(), counts.clone(), failures.clone());
-            let client = client.clone();
-            let url = format!("{url}/");
-            tokio::spawn(async move {
-                let mut ticks =
-                    tokio::time::interval(Duration::from_secs_f64(1.0 / RATE_PER_SECOND));
-                // Catch up after a stall, so the rate check sees the sender,
-                // not the scheduler.
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                let mut in_flight = tokio::task::JoinSet::new();
-                while !stop.load(Ordering::Relaxed) {
-                    ticks.tick().await;
-                    counts.sent.fetch_add(1, Ordering::Relaxed);
-                    let (client, url, counts, failures) = (
-                        client.clone(),
-                        url.clone(),
-                        counts.clone(),
-                        failures.clone(),
-                    );
-                    in_flight.spawn(async move {
-                        let sent_at = Instant::now();
-                        let outcome = match client.get(&url).send().await {
-                            Ok(response) if response.status().as_u16() == 200 => response
-                                .bytes()
-                                .await
-                                .map(|_| ())
-                                .map_err(|error| error.to_string()),
-                            Ok(response) => Err(format!("status {}", response.status())),
-                            Err(error) => Err(format!("{error:?}")),
-                        };
-                        match outcome {
-                            Ok(()) => {
-                                counts.succeeded.fetch_add(1, Ordering::Relaxed);
-                                if sent_at.elapsed() >= RETRIED_LATENCY {
-                                    counts.retried.fetch_add(1, Ordering::Relaxed);
-                                }
-                            }
-                            Err(error) => {
-                                counts.failed.fetch_add(1, Ordering::Relaxed);
-                                let at = started.elapsed().as_millis() as u64;
-                                counts.first_failure_ms.fetch_min(at, Ordering::Relaxed);
-                                counts.last_failure_ms.fetch_max(at, Ordering::Relaxed);
-                                let mut kept = failures.lock().expect("failures lock");
-                                if kept.len() < 10 {
-                                    kept.push(format!(
-                                        "at {:.1}s: {error}",
-                                        started.elapsed().as_secs_f64()
-                                    ));
-                                }
-                            }
-                        }
-                    });
-                    while in_flight.try_join_next().is_some() {}
-                }
-                while in_flight.join_next().await.is_some() {}
-            })
-        };
         Load {
             proxy: proxy.to_owned(),
-            stop,
-            counts,
-            failures,
-            started,
-            driver,
+            load: FixedRateLoad::start(
+                client,
+                &format!("{url}/"),
+                RATE_PER_SECOND,
+                RETRIED_LATENCY,
+            ),
         }
     }
 
-    /// Stops sending, waits for the answers still due, checks the rate.
-    async fn stop(self, step: &str) -> Report {
-        if let Some(rest) = MIN_STEP.checked_sub(self.started.elapsed()) {
+    fn started(&self) -> Instant {
+        self.load.started()
+    }
+
+    /// Stops sending (after at least [`MIN_STEP`]), waits for the answers
+    /// still due, reports, checks the rate.
+    async fn stop(self, step: &str) -> RateReport {
+        if let Some(rest) = MIN_STEP.checked_sub(self.load.started().elapsed()) {
             tokio::time::sleep(rest).await;
         }
-        let seconds = self.started.elapsed().as_secs_f64();
-        self.stop.store(true, Ordering::Relaxed);
-        self.driver.await.expect("load driver panicked");
-        let report = Report {
-            sent: self.counts.sent.load(Ordering::Relaxed),
-            succeeded: self.counts.succeeded.load(Ordering::Relaxed),
-            failed: self.counts.failed.load(Ordering::Relaxed),
-            retried: self.counts.retried.load(Ordering::Relaxed),
-            seconds,
-            failures_between: None,
-        };
-        let report = Report {
-            failures_between: (report.failed > 0).then(|| {
-                (
-                    self.counts.first_failure_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-                    self.counts.last_failure_ms.load(Ordering::Relaxed) as f64 / 1000.0,
-                )
-            }),
-            ..report
-        };
-        let rate = report.sent as f64 / report.seconds;
+        let report = self.load.stop().await;
         println!(
-            "cluster e2e: {step}: {:.1}s, {} requests sent ({rate:.1}/s), {} failed, {} answered after a retry",
-            report.seconds, report.sent, report.failed, report.retried
+            "cluster e2e: {step}: {:.1}s, {} requests sent ({:.1}/s), {} failed, {} answered after a retry",
+            report.seconds,
+            report.sent,
+            report.realised_per_second(),
+            report.failed,
+            report.slow
         );
-        let failures = self.failures.lock().expect("failures lock").clone();
-        if !failures.is_empty() {
-            println!("cluster e2e: {step}: first failures: {failures:#?}");
-            print_proxy_errors(&self.proxy, seconds);
+        if !report.first_failures.is_empty() {
+            println!(
+                "cluster e2e: {step}: first failures: {:#?}",
+                report.first_failures
+            );
+            print_proxy_errors(&self.proxy, report.seconds);
         }
-        assert!(
-            (rate - RATE_PER_SECOND).abs() <= RATE_PER_SECOND * RATE_TOLERANCE,
-            "{step}: the load generator sent {rate:.1} requests/s, asked {RATE_PER_SECOND}: it stalled, so the step proves nothing"
-        );
+        report.assert_rate_held(step);
         report
     }
 }
@@ -535,12 +429,12 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     let service = cluster.webapp();
     let client = stack_tests::harness::http_client();
     let hits_before = hits(&client, &cluster.url).await;
-    let mut totals = Report::default();
-    let add = |totals: &mut Report, report: Report| {
+    let mut totals = RateReport::default();
+    let add = |totals: &mut RateReport, report: RateReport| {
         totals.sent += report.sent;
         totals.succeeded += report.succeeded;
         totals.failed += report.failed;
-        totals.retried += report.retried;
+        totals.slow += report.slow;
     };
 
     // 1. Replicas on several nodes, each answering through the proxy on
@@ -590,7 +484,7 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     let load = Load::start(&client, &cluster.url, &cluster.proxy());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let cut_at = Instant::now();
-    let cut_offset = cut_at.duration_since(load.started);
+    let cut_offset = cut_at.duration_since(load.started());
     cluster.set_link(&node_index(&lost), "down");
     let marked_down = wait_for(&format!("{} marked down", lost.hostname), || {
         swarm_nodes()
@@ -637,7 +531,7 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
             cut_offset.as_secs_f64()
         );
     }
-    let loss_report = report;
+    let loss_slow = report.slow;
     add(&mut totals, report);
 
     // 5. The node comes back and rejoins; a forced update spreads the
@@ -678,7 +572,7 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     let hits_after = hits(&client, &cluster.url).await;
     let counted = hits_after - hits_before;
     let succeeded = totals.succeeded;
-    let in_flight_bound = loss_report.retried + totals.failed;
+    let in_flight_bound = loss_slow + totals.failed;
     println!(
         "cluster e2e: counter rose by {counted}; {succeeded} requests succeeded; {} retried or failed while the node was lost \
          (bound on requests counted on the lost node whose answer never came back); difference {}",

@@ -9,15 +9,13 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stack_tests::contract::swarm::{
     STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
 };
-use stack_tests::harness::docker;
+use stack_tests::harness::{docker, FixedRateLoad};
 
 /// Replicas `deploy/stack.yaml` asks for.
 const WEBAPP_REPLICAS: usize = 3;
@@ -244,7 +242,7 @@ async fn rolling_update_of_webapp_under_load_fails_no_request() {
     // label, so a new image id that Swarm must roll out.
     let new_image = commit_test_image(&stack, &image_before, "rolled", &[]);
 
-    let load = Load::start(&stack.url, ROLLOUT_LOAD_PER_SECOND);
+    let load = start_load(&stack.url, ROLLOUT_LOAD_PER_SECOND);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rollout_started = Instant::now();
     let previous_start = update_webapp_image(&stack, &new_image);
@@ -254,17 +252,17 @@ async fn rolling_update_of_webapp_under_load_fails_no_request() {
     // Keep the load on a moment after the last old replica went away.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let report = load.stop().await;
-    report.assert_rate_held();
+    report.assert_rate_held("load during the rolling update");
 
     println!(
         "rolling update: {} in {:.1}s; load {} requests ({} ok, {} failed) in {:.1}s, {:.0} requests/s",
         outcome.state,
         rollout_duration.as_secs_f64(),
-        report.sent(),
+        report.sent,
         report.succeeded,
         report.failed,
-        report.duration.as_secs_f64(),
-        report.sent() as f64 / report.duration.as_secs_f64()
+        report.seconds,
+        report.sent as f64 / report.seconds
     );
     assert_eq!(
         outcome.state, "completed",
@@ -277,17 +275,14 @@ async fn rolling_update_of_webapp_under_load_fails_no_request() {
         "after the rollout, the tasks run {images_running:?}, expected only {new_image}"
     );
     assert!(
-        report.sent() >= MIN_REQUESTS_DURING_ROLLOUT,
+        report.sent >= MIN_REQUESTS_DURING_ROLLOUT,
         "only {} requests were sent during the rollout: the load generator did not keep up",
-        report.sent()
+        report.sent
     );
     assert_eq!(
-        report.failed,
-        0,
+        report.failed, 0,
         "{} of {} requests failed during the rolling update, first failures: {:?}",
-        report.failed,
-        report.sent(),
-        report.first_failures
+        report.failed, report.sent, report.first_failures
     );
 }
 
@@ -312,21 +307,21 @@ async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving
         &[r#"ENTRYPOINT ["/usr/local/bin/webapp", "--port", "5001"]"#],
     );
 
-    let load = Load::start(&stack.url, CHECK_LOAD_PER_SECOND);
+    let load = start_load(&stack.url, CHECK_LOAD_PER_SECOND);
     let started = Instant::now();
     let previous_start = update_webapp_image(&stack, &broken_image);
     let outcome = wait_for_update_to_finish(&stack.webapp(), previous_start).await;
     let rollback_duration = started.elapsed();
     wait_until_service_converged(&stack.webapp());
     let report = load.stop().await;
-    report.assert_rate_held();
+    report.assert_rate_held("load during the failed update and its rollback");
 
     println!(
         "failed update: {} after {:.1}s ({}); load {} requests ({} ok, {} failed)",
         outcome.state,
         rollback_duration.as_secs_f64(),
         outcome.message,
-        report.sent(),
+        report.sent,
         report.succeeded,
         report.failed
     );
@@ -351,12 +346,9 @@ async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving
         "after the rollback {WEBAPP_REPLICAS} replicas run"
     );
     assert_eq!(
-        report.failed,
-        0,
+        report.failed, 0,
         "{} of {} requests failed while the broken update rolled back, first failures: {:?}",
-        report.failed,
-        report.sent(),
-        report.first_failures
+        report.failed, report.sent, report.first_failures
     );
 }
 
@@ -375,7 +367,7 @@ async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
         .expect("webapp has running tasks")
         .clone();
 
-    let load = Load::start(&stack.url, CHECK_LOAD_PER_SECOND);
+    let load = start_load(&stack.url, CHECK_LOAD_PER_SECOND);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     docker(&["rm", "--force", &victim]);
@@ -412,12 +404,12 @@ async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let report = load.stop().await;
-    report.assert_rate_held();
+    report.assert_rate_held("load while the removed container is replaced");
 
     println!(
         "removed container: healed in {:.1}s; load {} requests ({} ok, {} failed)",
         healed_after.as_secs_f64(),
-        report.sent(),
+        report.sent,
         report.succeeded,
         report.failed
     );
@@ -429,7 +421,7 @@ async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
         report.failed, 0,
         "{} of {} requests failed while a webapp container was removed and replaced, first failures: {:?}",
         report.failed,
-        report.sent(),
+        report.sent,
         report.first_failures
     );
 }
@@ -443,134 +435,17 @@ const ROLLOUT_LOAD_PER_SECOND: u32 = 300;
 const CHECK_LOAD_PER_SECOND: u32 = 100;
 /// Below this the rollout check would prove little.
 const MIN_REQUESTS_DURING_ROLLOUT: u64 = 1_000;
-/// The load stops by itself after this long, whatever happens to the test.
-const LOAD_MAX_DURATION: Duration = Duration::from_secs(300);
-/// Concurrent request loops; each sends `rate / LOAD_WORKERS` per second.
-const LOAD_WORKERS: u32 = 20;
-/// Failures kept in full for the assertion message.
-const FAILURES_KEPT: usize = 10;
+/// A `GET /` answered this slowly is counted as slow (reported only).
+const SLOW_ANSWER: Duration = Duration::from_secs(1);
 
-struct Load {
-    stop: Arc<AtomicBool>,
-    succeeded: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    first_failures: Arc<Mutex<Vec<String>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-    started: Instant,
-    per_second: u32,
-}
-
-struct LoadReport {
-    succeeded: u64,
-    failed: u64,
-    first_failures: Vec<String>,
-    duration: Duration,
-    asked_per_second: u32,
-}
-
-impl LoadReport {
-    fn sent(&self) -> u64 {
-        self.succeeded + self.failed
-    }
-
-    /// A generator that stalled (while the test waited on Docker, say) sent
-    /// fewer requests than asked, and a check of "no request failed" would
-    /// then hide failures it never had a chance to see.
-    fn assert_rate_held(&self) {
-        let realised = self.sent() as f64 / self.duration.as_secs_f64();
-        let asked = f64::from(self.asked_per_second);
-        assert!(
-            (realised - asked).abs() <= asked * 0.10,
-            "the load ran at {realised:.0} requests/s, asked {asked:.0} (more than 10 % apart): the generator stalled"
-        );
-    }
-}
-
-impl Load {
-    fn start(base_url: &str, per_second: u32) -> Load {
-        let load = Load {
-            stop: Arc::new(AtomicBool::new(false)),
-            succeeded: Arc::new(AtomicU64::new(0)),
-            failed: Arc::new(AtomicU64::new(0)),
-            first_failures: Arc::new(Mutex::new(Vec::new())),
-            workers: Vec::new(),
-            started: Instant::now(),
-            per_second,
-        };
-        let client = stack_tests::harness::http_client();
-        let period = Duration::from_secs_f64(f64::from(LOAD_WORKERS) / f64::from(per_second));
-        let workers = (0..LOAD_WORKERS)
-            .map(|_| {
-                let client = client.clone();
-                let url = format!("{base_url}/");
-                let stop = load.stop.clone();
-                let succeeded = load.succeeded.clone();
-                let failed = load.failed.clone();
-                let first_failures = load.first_failures.clone();
-                let started = load.started;
-                tokio::spawn(async move {
-                    let mut ticks = tokio::time::interval(period);
-                    // A slow answer delays the next request rather than
-                    // bunching them up afterwards.
-                    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    while !stop.load(Ordering::Relaxed) && started.elapsed() < LOAD_MAX_DURATION {
-                        ticks.tick().await;
-                        let outcome = match client.get(&url).send().await {
-                            Ok(response) if response.status().as_u16() == 200 => {
-                                // Read the body so the connection is reused.
-                                response
-                                    .bytes()
-                                    .await
-                                    .map(|_| ())
-                                    .map_err(|error| error.to_string())
-                            }
-                            Ok(response) => {
-                                let status = response.status();
-                                let body = response.text().await.unwrap_or_default();
-                                Err(format!("status {status}: {body}"))
-                            }
-                            Err(error) => Err(format!("{error:?}")),
-                        };
-                        match outcome {
-                            Ok(()) => {
-                                succeeded.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(error) => {
-                                failed.fetch_add(1, Ordering::Relaxed);
-                                let mut kept = first_failures.lock().expect("failure list lock");
-                                if kept.len() < FAILURES_KEPT {
-                                    kept.push(format!(
-                                        "at {:.1}s: {error}",
-                                        started.elapsed().as_secs_f64()
-                                    ));
-                                }
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load { workers, ..load }
-    }
-
-    async fn stop(self) -> LoadReport {
-        self.stop.store(true, Ordering::Relaxed);
-        for worker in self.workers {
-            worker.await.expect("load worker panicked");
-        }
-        let first_failures = self
-            .first_failures
-            .lock()
-            .expect("failure list lock")
-            .clone();
-        LoadReport {
-            succeeded: self.succeeded.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            first_failures,
-            duration: self.started.elapsed(),
-            asked_per_second: self.per_second,
-        }
-    }
+/// A steady rate of `GET /` through the proxy (the harness's open loop).
+fn start_load(base_url: &str, per_second: u32) -> FixedRateLoad {
+    FixedRateLoad::start(
+        &stack_tests::harness::http_client(),
+        &format!("{base_url}/"),
+        f64::from(per_second),
+        SLOW_ANSWER,
+    )
 }
 
 // ---------------------------------------------------------------------------
