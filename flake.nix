@@ -207,6 +207,12 @@
               ExposedPorts = {
                 "6379/tcp" = { };
               };
+              # NOAUTH is an answer: it proves redis-server is alive without
+              # the password.
+              Healthcheck = healthcheckRunning [
+                "/usr/bin/redis-cli"
+                "ping"
+              ];
             };
           };
 
@@ -239,7 +245,7 @@
               };
               Healthcheck = healthcheckRunning [
                 "/usr/local/bin/httpcheck"
-                "http://127.0.0.1:80/nginx/health"
+                "http://127.0.0.1/nginx/health"
               ];
             };
           };

@@ -518,10 +518,10 @@ builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNa
                 "webapp-image|webstack/webapp:local|65532:65532|/usr/local/bin/webapp\
                  |CMD /usr/local/bin/webapp healthcheck||SIGTERM",
                 "db-image|webstack/db:local|65532:65532|/usr/bin/redis-server\
-                 |no healthcheck|/data|SIGTERM",
+                 |CMD /usr/bin/redis-cli ping|/data|SIGTERM",
                 "proxy-image|webstack/proxy:local|65532:65532\
                  |/usr/sbin/nginx -c /etc/nginx/nginx.conf -e stderr\
-                 |CMD /usr/local/bin/httpcheck http://127.0.0.1:80/nginx/health||SIGQUIT",
+                 |CMD /usr/local/bin/httpcheck http://127.0.0.1/nginx/health||SIGQUIT",
             ]
         );
         Ok(())

@@ -286,6 +286,8 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 pids_limit,
                 stop_grace_period,
                 sysctls,
+                // The image carries it.
+                stop_signal: _,
                 // `--scale` sets the number of replicas.
                 replicas: _,
                 // Compose gives every replica its own DNS answer anyway.

@@ -59,6 +59,17 @@ pub struct Stack {
     pub secrets: Vec<Secret>,
 }
 
+impl Stack {
+    /// The service of that name; `name` is one of [`DB`], [`WEBAPP`] and
+    /// [`PROXY`].
+    pub fn service(&self, name: &str) -> anyhow::Result<&Service> {
+        self.services
+            .iter()
+            .find(|service| service.name == name)
+            .ok_or_else(|| anyhow::anyhow!("the stack has no service {name:?}"))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Network {
     pub name: &'static str,
@@ -225,6 +236,10 @@ pub struct Service {
     pub cpu_limit_hundredths: u32,
     pub pids_limit: u32,
     pub stop_grace_period: Duration,
+    /// The signal that makes the main process stop gracefully. The image
+    /// carries it (`images` reads it from here), so the deploy files do not
+    /// repeat it.
+    pub stop_signal: &'static str,
     /// Kernel settings of the container's own network namespace.
     pub sysctls: Vec<(&'static str, &'static str)>,
 }
@@ -314,6 +329,7 @@ pub fn stack() -> Stack {
         cpu_limit_hundredths: 100,
         pids_limit: 64,
         stop_grace_period: Duration::from_secs(10),
+        stop_signal: "SIGTERM",
         sysctls: Vec::new(),
     };
 
@@ -367,6 +383,7 @@ pub fn stack() -> Stack {
         cpu_limit_hundredths: 100,
         pids_limit: 128,
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        stop_signal: "SIGTERM",
         sysctls: Vec::new(),
     };
 
@@ -403,6 +420,8 @@ pub fn stack() -> Stack {
         // nginx drains on SIGQUIT (the image's stop signal); a request may
         // wait up to proxy_read_timeout for the webapp.
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM.
+        stop_signal: "SIGQUIT",
         // nginx opens a new connection to the webapp per request (see
         // nginx/webapp-upstream.conf), leaving one TIME_WAIT socket each.
         // With the defaults a few seconds of load use up the ~28k local ports

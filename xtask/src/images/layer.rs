@@ -14,9 +14,6 @@ use std::{
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-/// uid and gid of the `nonroot` user every image runs as (distroless's choice).
-pub const NONROOT_ID: u64 = 65532;
-
 /// Where a regular file's bytes come from.
 #[derive(Clone, Debug)]
 pub enum FileContents {
@@ -363,7 +360,7 @@ mod tests {
             rootfs.add_file(path, FileContents::Bytes(bytes), 0o755);
         }
         rootfs.add_symlink("usr/lib/alpha.so", "alpha.so.1");
-        rootfs.add_directory("data", 0o755, NONROOT_ID);
+        rootfs.add_directory("data", 0o755, u64::from(crate::stack::NONROOT_ID));
         rootfs
     }
 
@@ -395,7 +392,7 @@ mod tests {
             entries.iter().all(|entry| entry.3.is_empty()),
             "{entries:?}"
         );
-        assert_eq!(entries[0].2, NONROOT_ID);
+        assert_eq!(entries[0].2, u64::from(crate::stack::NONROOT_ID));
     }
 
     #[test]

@@ -37,8 +37,9 @@ use xshell::{cmd, Shell};
 pub use compose_v2::pinned_compose_v2;
 pub use host_tools::{host_tools, HostTools};
 
+use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
-use layer::{FileContents, Rootfs, NONROOT_ID};
+use layer::{FileContents, Rootfs};
 use oci::RuntimeSettings;
 
 /// The tag deploy files use; the content tag is the config digest's first 12 hex.
@@ -263,17 +264,20 @@ pub fn source_date_epoch(sh: &Shell) -> anyhow::Result<u64> {
 
 /// `root` and `nonroot` only, so tools can name the image's user.
 fn add_base_files(rootfs: &mut Rootfs) {
+    let id = stack::NONROOT_ID;
     rootfs.add_file(
         "etc/passwd",
         FileContents::Bytes(
-            b"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n"
-                .to_vec(),
+            format!(
+                "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{id}:{id}:nonroot:/home/nonroot:/sbin/nologin\n"
+            )
+            .into_bytes(),
         ),
         0o644,
     );
     rootfs.add_file(
         "etc/group",
-        FileContents::Bytes(b"root:x:0:\nnonroot:x:65532:\n".to_vec()),
+        FileContents::Bytes(format!("root:x:0:\nnonroot:x:{id}:\n").into_bytes()),
         0o644,
     );
     // A mount point for `--tmpfs /tmp` on a read-only root.
@@ -297,7 +301,6 @@ fn labels(name: &str, description: &str) -> BTreeMap<String, String> {
     ])
 }
 
-const NONROOT_USER: &str = "65532:65532";
 const DEFAULT_PATH: &str = "PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin";
 
 /// The Debian part of the db image. The `redis-server` binary is the same
@@ -419,6 +422,12 @@ fn build_all(
     let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch)
         .context("build the webapp binaries for the images")?;
 
+    // What the containers run as and how they are checked and stopped comes
+    // from the one model the deploy files are rendered from.
+    let model = stack::stack();
+    let model_webapp = model.service(stack::WEBAPP)?;
+    let model_db = model.service(stack::DB)?;
+    let model_proxy = model.service(stack::PROXY)?;
     let mut webapp = Rootfs::new();
     add_base_files(&mut webapp);
     webapp.add_file(
@@ -430,28 +439,28 @@ fn build_all(
         entrypoint: vec!["/usr/local/bin/webapp".into()],
         environment: vec![DEFAULT_PATH.into()],
         exposed_ports: vec!["5000/tcp".into()],
-        healthcheck_command: Some(vec!["/usr/local/bin/webapp".into(), "healthcheck".into()]),
+        healthcheck_command: Some(model_webapp.healthcheck.command.clone()),
         labels: labels(
             "webapp",
             "The webstack web app: one static binary, nothing else",
         ),
-        stop_signal: Some("SIGTERM".into()),
-        user: NONROOT_USER.into(),
+        stop_signal: Some(model_webapp.stop_signal.into()),
+        user: model_webapp.user.into(),
         working_dir: "/".into(),
     };
 
     let mut db = debian_rootfs(root, &layout.cache, &DB_CONTENTS)?;
     add_base_files(&mut db);
     // Named volumes mounted here copy this ownership, so Redis can write.
-    db.add_directory("data", 0o755, NONROOT_ID);
+    db.add_directory("data", 0o755, u64::from(stack::NONROOT_ID));
     let db_settings = RuntimeSettings {
         entrypoint: vec!["/usr/bin/redis-server".into()],
         environment: vec![DEFAULT_PATH.into()],
         exposed_ports: vec!["6379/tcp".into()],
-        healthcheck_command: None,
+        healthcheck_command: Some(model_db.healthcheck.command.clone()),
         labels: labels("db", "Redis from pinned Debian packages, no shell"),
-        stop_signal: Some("SIGTERM".into()),
-        user: NONROOT_USER.into(),
+        stop_signal: Some(model_db.stop_signal.into()),
+        user: model_db.user.into(),
         working_dir: "/data".into(),
     };
 
@@ -467,14 +476,10 @@ fn build_all(
         entrypoint: vec!["/usr/sbin/nginx".into(), "-e".into(), "stderr".into()],
         environment: vec![DEFAULT_PATH.into()],
         exposed_ports: vec!["80/tcp".into()],
-        healthcheck_command: Some(vec![
-            "/usr/local/bin/httpcheck".into(),
-            "http://127.0.0.1:80/nginx/health".into(),
-        ]),
+        healthcheck_command: Some(model_proxy.healthcheck.command.clone()),
         labels: labels("proxy", "nginx from pinned Debian packages, no shell"),
-        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM.
-        stop_signal: Some("SIGQUIT".into()),
-        user: NONROOT_USER.into(),
+        stop_signal: Some(model_proxy.stop_signal.into()),
+        user: model_proxy.user.into(),
         working_dir: "/".into(),
     };
 

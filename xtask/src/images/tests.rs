@@ -24,9 +24,7 @@ use xshell::{cmd, Shell};
 
 use super::{
     debian::{self, LockFile, LockedSource},
-    ensure_images, host_tools,
-    layer::NONROOT_ID,
-    BuildLayout, BuiltImage, DB_CONTENTS,
+    ensure_images, host_tools, BuildLayout, BuiltImage, DB_CONTENTS,
 };
 
 fn shell() -> Shell {
@@ -174,7 +172,10 @@ fn webapp_image_answers_healthz_as_nonroot_on_a_read_only_root() {
         "webapp did not answer /healthz; logs:\n{}",
         container.logs()
     );
-    assert_eq!(container.main_process_uid(), NONROOT_ID);
+    assert_eq!(
+        container.main_process_uid(),
+        u64::from(crate::stack::NONROOT_ID)
+    );
 }
 
 #[test]
@@ -200,7 +201,10 @@ fn db_image_answers_ping_through_its_own_redis_cli_as_nonroot() {
     }
 
     assert_eq!(reply.trim(), "PONG", "logs:\n{}", container.logs());
-    assert_eq!(container.main_process_uid(), NONROOT_ID);
+    assert_eq!(
+        container.main_process_uid(),
+        u64::from(crate::stack::NONROOT_ID)
+    );
 }
 
 #[test]

@@ -273,6 +273,8 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
         pids_limit,
         stop_grace_period,
         sysctls,
+        // The image carries it.
+        stop_signal: _,
     } = service;
     let environment = (!environment.is_empty()).then(|| {
         Mapping(
