@@ -1,15 +1,8 @@
 //! The few single HTTP requests the bench makes besides the load itself
-//! (is the stack up, what does the counter say), over a plain `TcpStream`.
-//!
-//! HTTP/1.0 with `Connection: close` against our own proxy needs no HTTP
-//! library: the whole response is read until the server closes.
+//! (is the stack up, what does the counter say), through ureq, the HTTP
+//! client xtask already uses for Debian's archive.
 
-use std::{
-    collections::BTreeMap,
-    io::{Read, Write},
-    net::{TcpStream, ToSocketAddrs},
-    time::Duration,
-};
+use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{bail, Context};
 
@@ -34,43 +27,28 @@ pub fn host_and_port(base_url: &str) -> anyhow::Result<String> {
 }
 
 /// Status code and body of `GET {base_url}{path}`.
+///
+/// Straight to the address the bench checked (no proxy from the
+/// environment, no redirect), with every status an answer, not an error.
 pub fn get(base_url: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let authority = host_and_port(base_url)?;
-    let address = authority
-        .to_socket_addrs()
-        .with_context(|| format!("resolve {authority}"))?
-        .next()
-        .with_context(|| format!("{authority} resolves to no address"))?;
-    let mut stream = TcpStream::connect_timeout(&address, REQUEST_TIMEOUT)
-        .with_context(|| format!("connect to {authority}"))?;
-    stream
-        .set_read_timeout(Some(REQUEST_TIMEOUT))
-        .context("set read timeout")?;
-    stream
-        .set_write_timeout(Some(REQUEST_TIMEOUT))
-        .context("set write timeout")?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .with_context(|| format!("send GET {path} to {authority}"))?;
-    let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
+    let agent = ureq::Agent::config_builder()
+        .proxy(None)
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .timeout_global(Some(REQUEST_TIMEOUT))
+        .build()
+        .new_agent();
+    let mut response = agent
+        .get(format!("http://{authority}{path}"))
+        .call()
+        .with_context(|| format!("GET {path} from {authority}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
         .with_context(|| format!("read the answer to GET {path} from {authority}"))?;
-    parse_response(&response).with_context(|| format!("parse the answer to GET {path}"))
-}
-
-fn parse_response(response: &[u8]) -> anyhow::Result<(u16, String)> {
-    let text = String::from_utf8_lossy(response);
-    let (head, body) = text.split_once("\r\n\r\n").context("no end of headers")?;
-    let status_line = head.lines().next().context("empty response")?;
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("malformed status line {status_line:?}"))?;
-    Ok((status, body.to_string()))
+    Ok((status, body))
 }
 
 /// The shared hit counter, from `GET /api/hits` (`{"hits": N, ...}`).
@@ -114,6 +92,7 @@ pub fn hits_between(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
     use std::net::TcpListener;
 
     #[test]
@@ -143,9 +122,13 @@ mod tests {
                 }
                 request.extend_from_slice(&buffer[..read]);
             }
-            stream.write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{\"hits\":42,\"replica\":\"a\"}",
+            let body = br#"{"hits":42,"replica":"a"}"#;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                body.len()
             )?;
+            stream.write_all(body)?;
             Ok(String::from_utf8_lossy(&request).into_owned())
         });
 
@@ -156,7 +139,7 @@ mod tests {
 
         assert_eq!(hits, 42);
         assert!(
-            request.starts_with("GET /api/hits HTTP/1.0\r\n"),
+            request.starts_with("GET /api/hits HTTP/1.1\r\n"),
             "{request}"
         );
         Ok(())
