@@ -215,13 +215,63 @@ pub struct ContainerSpec {
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
+/// The state of a service's latest rolling update, as Swarm names it.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    Updating,
+    Paused,
+    Completed,
+    RollbackStarted,
+    RollbackPaused,
+    RollbackCompleted,
+    /// A state this code does not know (a newer engine's).
+    #[serde(other)]
+    Unknown,
+}
+
+impl UpdateState {
+    /// Swarm does nothing more on its own: done, rolled back, or paused for
+    /// a person.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::RollbackCompleted | Self::Paused | Self::RollbackPaused
+        )
+    }
+
+    pub fn is_rollback(self) -> bool {
+        matches!(
+            self,
+            Self::RollbackStarted | Self::RollbackPaused | Self::RollbackCompleted
+        )
+    }
+
+    /// Swarm's own word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Updating => "updating",
+            Self::Paused => "paused",
+            Self::Completed => "completed",
+            Self::RollbackStarted => "rollback_started",
+            Self::RollbackPaused => "rollback_paused",
+            Self::RollbackCompleted => "rollback_completed",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for UpdateState {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(self.as_str())
+    }
+}
+
 /// Swarm's record of the latest rolling update of a service.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct UpdateStatus {
-    /// updating, paused, completed, rollback_started, rollback_paused,
-    /// rollback_completed.
-    pub state: String,
+    pub state: UpdateState,
     #[serde(default)]
     pub started_at: Option<String>,
     #[serde(default)]
@@ -422,12 +472,10 @@ pub struct ServiceProgress {
 
 impl ServiceProgress {
     pub fn converged(&self) -> bool {
-        let rollout_finished = self.update_status.as_ref().is_none_or(|status| {
-            matches!(
-                status.state.as_str(),
-                "completed" | "rollback_completed" | "paused" | "rollback_paused"
-            )
-        });
+        let rollout_finished = self
+            .update_status
+            .as_ref()
+            .is_none_or(|status| status.state.is_final());
         self.ready == self.desired && self.pending.is_empty() && rollout_finished
     }
 }
@@ -657,5 +705,69 @@ pub fn print_task_failures(sh: &Shell, tasks: &[Task]) {
             }
             Err(error) => eprintln!("swarm:   (could not read its logs: {error})"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(state: UpdateState) -> UpdateStatus {
+        UpdateStatus {
+            state,
+            started_at: None,
+            completed_at: None,
+            message: None,
+        }
+    }
+
+    fn progress(ready: u64, pending: &[&str], update: Option<UpdateState>) -> ServiceProgress {
+        ServiceProgress {
+            name: String::from("demo_webapp"),
+            desired: 3,
+            ready,
+            pending: pending.iter().map(|task| task.to_string()).collect(),
+            update_status: update.map(status),
+        }
+    }
+
+    #[test]
+    fn update_states_parse_from_swarms_words_and_unknown_ones_do_not_fail() {
+        let parsed: UpdateStatus = serde_json::from_str(
+            r#"{"State":"rollback_completed","StartedAt":"2026-12-02T06:00:00Z","Message":"rollback completed"}"#,
+        )
+        .expect("an update status");
+        assert_eq!(parsed.state, UpdateState::RollbackCompleted);
+        assert_eq!(parsed.message.as_deref(), Some("rollback completed"));
+        let newer: UpdateStatus =
+            serde_json::from_str(r#"{"State":"frobnicating"}"#).expect("an unknown state");
+        assert_eq!(newer.state, UpdateState::Unknown);
+        assert_eq!(UpdateState::RollbackStarted.to_string(), "rollback_started");
+    }
+
+    #[test]
+    fn final_and_rollback_states() {
+        use UpdateState::*;
+        for state in [Completed, RollbackCompleted, Paused, RollbackPaused] {
+            assert!(state.is_final(), "{state}");
+        }
+        for state in [Updating, RollbackStarted, Unknown] {
+            assert!(!state.is_final(), "{state}");
+        }
+        for state in [RollbackStarted, RollbackPaused, RollbackCompleted] {
+            assert!(state.is_rollback(), "{state}");
+        }
+        assert!(!Completed.is_rollback() && !Paused.is_rollback());
+    }
+
+    #[test]
+    fn a_service_converged_when_every_replica_is_ready_and_no_rollout_runs() {
+        assert!(progress(3, &[], None).converged());
+        assert!(progress(3, &[], Some(UpdateState::Completed)).converged());
+        assert!(progress(3, &[], Some(UpdateState::RollbackCompleted)).converged());
+        assert!(!progress(3, &[], Some(UpdateState::Updating)).converged());
+        assert!(!progress(3, &[], Some(UpdateState::RollbackStarted)).converged());
+        assert!(!progress(2, &[], None).converged());
+        assert!(!progress(3, &["demo_webapp.2: starting"], None).converged());
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use super::{engine, StackImages, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use super::{engine, StackImages, UpdateState, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
 
 /// Roll the running stack to freshly built images (or a changed stack file)
 /// and wait for the rollout to finish; fails, saying why, if it rolled back.
@@ -96,7 +96,7 @@ impl SwarmUpdate {
                 continue;
             };
             let name = &rollout.service;
-            if outcome.state == "completed" {
+            if outcome.state == UpdateState::Completed {
                 continue;
             }
             // Swarm says which task made it roll back only while the
@@ -107,7 +107,7 @@ impl SwarmUpdate {
                 .rollback_reason
                 .clone()
                 .or_else(|| outcome.message.clone())
-                .unwrap_or_else(|| outcome.state.clone());
+                .unwrap_or_else(|| outcome.state.to_string());
             eprintln!(
                 "swarm: {name} did not roll out ({}): {reason}",
                 outcome.state
@@ -155,14 +155,6 @@ struct Rollout {
     rollback_reason: Option<String>,
 }
 
-/// Final states of a rolling update.
-fn is_final(state: &str) -> bool {
-    matches!(
-        state,
-        "completed" | "rollback_completed" | "paused" | "rollback_paused"
-    )
-}
-
 /// Watches all rollouts at once (Swarm runs them in parallel) until each
 /// has reached a final state, printing every state change.
 fn wait_for_rollouts(
@@ -171,7 +163,7 @@ fn wait_for_rollouts(
     started: Instant,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let mut last_states: BTreeMap<String, String> = BTreeMap::new();
+    let mut last_states: BTreeMap<String, UpdateState> = BTreeMap::new();
     loop {
         let mut pending = Vec::new();
         for rollout in rollouts
@@ -192,7 +184,7 @@ fn wait_for_rollouts(
                 if started.elapsed() > ROLLOUT_START_GRACE {
                     eprintln!("swarm: {service}: no task needed replacing");
                     rollout.outcome = Some(UpdateStatus {
-                        state: String::from("completed"),
+                        state: UpdateState::Completed,
                         started_at: None,
                         completed_at: None,
                         message: None,
@@ -209,15 +201,15 @@ fn wait_for_rollouts(
                     status.state,
                     status.message.as_deref().unwrap_or("")
                 );
-                last_states.insert(service.clone(), status.state.clone());
+                last_states.insert(service.clone(), status.state);
             }
-            if status.state.starts_with("rollback") && rollout.rollback_reason.is_none() {
+            if status.state.is_rollback() && rollout.rollback_reason.is_none() {
                 rollout.rollback_reason = status
                     .message
                     .clone()
                     .filter(|message| message.contains("rolled back due to"));
             }
-            if is_final(&status.state) {
+            if status.state.is_final() {
                 rollout.outcome = Some(status);
             } else {
                 pending.push(service.clone());
