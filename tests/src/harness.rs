@@ -83,6 +83,59 @@ pub fn parse_greeting(body: &str) -> (String, u64) {
     (replica.to_string(), count)
 }
 
+/// What [`concurrent_get_root_counts_each_request_once`] saw.
+pub struct CounterCheck {
+    pub elapsed: Duration,
+    /// Answers by status, or by error text.
+    pub outcomes: BTreeMap<String, usize>,
+    pub before: u64,
+    pub after: u64,
+}
+
+/// The check both orchestrators must pass: `requests` concurrent `GET /`
+/// all answer 200 and raise the shared counter by exactly `requests`.
+pub async fn concurrent_get_root_counts_each_request_once(
+    client: &reqwest::Client,
+    base_url: &str,
+    requests: usize,
+) -> CounterCheck {
+    let url = format!("{base_url}/");
+    let before = read_hits(client, base_url).await;
+    let started = Instant::now();
+    let in_flight: Vec<_> = (0..requests)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { get(&client, &url).await })
+        })
+        .collect();
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    for request in in_flight {
+        let outcome = match request.await.expect("request task") {
+            Ok((status, _)) => status.to_string(),
+            Err(error) => format!("error: {error}"),
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+    }
+    let elapsed = started.elapsed();
+    let after = read_hits(client, base_url).await;
+    assert_eq!(
+        outcomes.get("200"),
+        Some(&requests),
+        "{requests} concurrent GET /, answers: {outcomes:?}"
+    );
+    assert_eq!(
+        i128::from(after) - i128::from(before),
+        requests as i128,
+        "{requests} answers 200, but the counter went from {before} to {after}"
+    );
+    CounterCheck {
+        elapsed,
+        outcomes,
+        before,
+        after,
+    }
+}
+
 /// One request of a load run: when it started, how long it took, and its
 /// status or error.
 pub struct Timed {

@@ -244,31 +244,14 @@ async fn get_root_answers_200_with_the_counter_and_200_concurrent_requests_raise
     assert_eq!(status, 200, "GET /: {body}");
     parse_greeting(&body);
 
-    let before = hits(&client, &stack).await;
-    let started = Instant::now();
-    let requests: Vec<_> = (0..200)
-        .map(|_| {
-            let client = client.clone();
-            let url = url.clone();
-            tokio::spawn(async move { get(&client, &url).await })
-        })
-        .collect();
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    for request in requests {
-        let outcome = match request.await.expect("request task") {
-            Ok((status, _)) => status.to_string(),
-            Err(error) => format!("error: {error}"),
-        };
-        *outcomes.entry(outcome).or_default() += 1;
-    }
-    let elapsed = started.elapsed();
-    let after = hits(&client, &stack).await;
-
+    let check = stack_tests::harness::concurrent_get_root_counts_each_request_once(
+        &client, &stack.url, 200,
+    )
+    .await;
     eprintln!(
-        "[e2e] 200 concurrent GET /: {elapsed:.2?}, answers {outcomes:?}, counter {before} -> {after}"
+        "[e2e] 200 concurrent GET /: {:.2?}, answers {:?}, counter {} -> {}",
+        check.elapsed, check.outcomes, check.before, check.after
     );
-    assert_eq!(outcomes.get("200"), Some(&200), "answers: {outcomes:?}");
-    assert_eq!(after - before, 200);
 }
 
 // 2. Every replica serves, also after scaling down and up again.

@@ -84,36 +84,13 @@ async fn counter_rises_by_exactly_200_under_200_concurrent_requests() {
     wait_until_service_converged(&stack.webapp());
     let client = stack_tests::harness::http_client();
 
-    let before = read_hits(&client, &stack.url).await;
-    let mut requests = Vec::new();
-    for _ in 0..200 {
-        let client = client.clone();
-        let url = format!("{}/", stack.url);
-        requests.push(tokio::spawn(async move {
-            let response = client.get(&url).send().await?;
-            Ok::<_, reqwest::Error>(response.status().as_u16())
-        }));
-    }
-    let mut statuses = Vec::new();
-    for request in requests {
-        statuses.push(request.await.expect("request task panicked"));
-    }
-    let after = read_hits(&client, &stack.url).await;
-
-    let failures: Vec<String> = statuses
-        .iter()
-        .filter(|status| !matches!(status, Ok(200)))
-        .map(|status| format!("{status:?}"))
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of 200 concurrent requests failed: {failures:?}",
-        failures.len()
-    );
-    assert_eq!(
-        i128::from(after) - i128::from(before),
-        200,
-        "the counter went from {before} to {after}"
+    let check = stack_tests::harness::concurrent_get_root_counts_each_request_once(
+        &client, &stack.url, 200,
+    )
+    .await;
+    println!(
+        "200 concurrent GET /: {:.2?}, answers {:?}, counter {} -> {}",
+        check.elapsed, check.outcomes, check.before, check.after
     );
 }
 
@@ -451,33 +428,13 @@ fn start_load(base_url: &str, per_second: u32) -> FixedRateLoad {
 // ---------------------------------------------------------------------------
 // HTTP helpers.
 
-async fn read_hits(client: &reqwest::Client, base_url: &str) -> u64 {
-    let response = client
-        .get(format!("{base_url}/api/hits"))
-        .send()
-        .await
-        .expect("GET /api/hits");
-    assert_eq!(response.status().as_u16(), 200, "GET /api/hits");
-    let body: Value =
-        serde_json::from_str(&response.text().await.expect("read /api/hits")).expect("JSON");
-    body["hits"]
-        .as_u64()
-        .expect("/api/hits has a numeric `hits`")
-}
-
 /// `GET /` and the replica name from "Hello from NAME! I have been seen N times."
 async fn replica_of_greeting(client: &reqwest::Client, base_url: &str) -> String {
-    let response = client
-        .get(format!("{base_url}/"))
-        .send()
+    let (status, body) = stack_tests::harness::get(client, &format!("{base_url}/"))
         .await
-        .expect("GET /");
-    assert_eq!(response.status().as_u16(), 200, "GET /");
-    let body = response.text().await.expect("read GET / body");
-    body.strip_prefix("Hello from ")
-        .and_then(|rest| rest.split_once('!'))
-        .map(|(replica, _)| replica.to_owned())
-        .unwrap_or_else(|| panic!("unexpected greeting: {body:?}"))
+        .expect("GET / answers");
+    assert_eq!(status, 200, "GET /: {body}");
+    stack_tests::harness::parse_greeting(&body).0
 }
 
 // ---------------------------------------------------------------------------
