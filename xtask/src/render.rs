@@ -133,7 +133,7 @@ struct ComposeService {
     user: &'static str,
     read_only: bool,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    tmpfs: Vec<&'static str>,
+    tmpfs: Vec<String>,
     cap_drop: Vec<&'static str>,
     security_opt: Vec<&'static str>,
     mem_limit: String,
@@ -348,7 +348,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 },
                 user,
                 read_only: *read_only_root_filesystem,
-                tmpfs: tmpfs.clone(),
+                tmpfs: tmpfs.iter().map(stack::Tmpfs::compose_spec).collect(),
                 cap_drop: vec!["ALL"],
                 // `=`, not `:`: Docker logs the `:` form as deprecated.
                 security_opt: vec!["no-new-privileges=true"],

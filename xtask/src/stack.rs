@@ -107,6 +107,39 @@ pub struct SecretMount {
     pub mode: u32,
 }
 
+impl SecretMount {
+    /// Readable by the non-root user every service runs as, and nobody else.
+    pub fn for_nonroot(secret: &'static str) -> SecretMount {
+        SecretMount {
+            secret,
+            uid: NONROOT_ID,
+            gid: NONROOT_ID,
+            mode: 0o400,
+        }
+    }
+}
+
+/// A tmpfs mount on the read-only root filesystem: world-writable with the
+/// sticky bit (mode 1777, Swarm's default, and asked for explicitly under
+/// Compose) and bounded in size.
+#[derive(Debug, Clone, Copy)]
+pub struct Tmpfs {
+    pub target: &'static str,
+    /// A whole number of MiB, as Compose's short syntax writes it.
+    pub size_mib: u64,
+}
+
+impl Tmpfs {
+    pub fn size_bytes(&self) -> u64 {
+        self.size_mib * MIB
+    }
+
+    /// Compose's short syntax: `/tmp:size=16m,mode=1777`.
+    pub fn compose_spec(&self) -> String {
+        format!("{}:size={}m,mode=1777", self.target, self.size_mib)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct VolumeMount {
     pub volume: &'static str,
@@ -229,8 +262,7 @@ pub struct Service {
     pub placement: Placement,
     pub user: &'static str,
     pub read_only_root_filesystem: bool,
-    /// tmpfs mounts as `path:options`.
-    pub tmpfs: Vec<&'static str>,
+    pub tmpfs: Vec<Tmpfs>,
     pub memory_limit_bytes: u64,
     /// Fraction of CPUs (hundredths, to stay exact): 100 = one CPU.
     pub cpu_limit_hundredths: u32,
@@ -259,15 +291,45 @@ fn healthcheck(command: &[&str]) -> Healthcheck {
     }
 }
 
+impl Service {
+    /// A service with the hardening every service of the stack keeps: the
+    /// non-root user, a read-only root filesystem, restarts unless stopped,
+    /// the shared healthcheck cadence, one CPU, 64 MiB and 64 processes, one
+    /// replica. Each service below says only where it differs.
+    fn hardened(name: &'static str, image: Image, healthcheck_command: &[&str]) -> Service {
+        Service {
+            name,
+            image,
+            command: Vec::new(),
+            environment: Vec::new(),
+            networks: Vec::new(),
+            published_ports: Vec::new(),
+            volumes: Vec::new(),
+            secrets: Vec::new(),
+            healthcheck: healthcheck(healthcheck_command),
+            depends_on_healthy: Vec::new(),
+            restart: Restart::UnlessStopped,
+            replicas: 1,
+            dns_round_robin: false,
+            update: None,
+            placement: Placement::Spread,
+            user: NONROOT_USER,
+            read_only_root_filesystem: true,
+            tmpfs: Vec::new(),
+            memory_limit_bytes: 64 * MIB,
+            cpu_limit_hundredths: 100,
+            pids_limit: 64,
+            stop_grace_period: Duration::from_secs(10),
+            stop_signal: "SIGTERM",
+            sysctls: Vec::new(),
+        }
+    }
+}
+
 /// The stack: the single source of `deploy/compose.yaml` and
 /// `deploy/stack.yaml`.
 pub fn stack() -> Stack {
     let db = Service {
-        name: DB,
-        image: Image {
-            repository: "webstack/db",
-            variable: "WEBSTACK_DB_IMAGE",
-        },
         command: [
             // requirepass, from the secret (see REDIS_CONFIG_SECRET).
             "--include",
@@ -294,52 +356,34 @@ pub fn stack() -> Stack {
         .iter()
         .map(|argument| argument.to_string())
         .collect(),
-        environment: Vec::new(),
         networks: vec![BACKEND],
-        published_ports: Vec::new(),
         volumes: vec![VolumeMount {
             volume: DB_DATA_VOLUME,
             target: "/data",
         }],
-        secrets: vec![SecretMount {
-            secret: REDIS_CONFIG_SECRET,
-            uid: NONROOT_ID,
-            gid: NONROOT_ID,
-            mode: 0o400,
-        }],
-        // redis-cli exits 0 once a Redis server answered, whatever it
-        // answered (here NOAUTH, since the check has no password), and 1
-        // when nothing listens: the exit code proves liveness without
-        // handing the password to the healthcheck (it would show up in
-        // `docker inspect`).
-        healthcheck: healthcheck(&["/usr/bin/redis-cli", "ping"]),
-        depends_on_healthy: Vec::new(),
-        restart: Restart::UnlessStopped,
-        replicas: 1,
+        secrets: vec![SecretMount::for_nonroot(REDIS_CONFIG_SECRET)],
         // The webapp reaches `db` by name; on Swarm a virtual IP would need
         // IPVS in the kernel, which not every host has, so the name resolves
         // to the task's own address instead.
         dns_round_robin: true,
-        update: None,
         placement: Placement::LabelledDbNode,
-        user: NONROOT_USER,
-        read_only_root_filesystem: true,
-        tmpfs: Vec::new(),
         memory_limit_bytes: 256 * MIB,
-        cpu_limit_hundredths: 100,
-        pids_limit: 64,
-        stop_grace_period: Duration::from_secs(10),
-        stop_signal: "SIGTERM",
-        sysctls: Vec::new(),
+        ..Service::hardened(
+            DB,
+            Image {
+                repository: "webstack/db",
+                variable: "WEBSTACK_DB_IMAGE",
+            },
+            // redis-cli exits 0 once a Redis server answered, whatever it
+            // answered (here NOAUTH, since the check has no password), and 1
+            // when nothing listens: the exit code proves liveness without
+            // handing the password to the healthcheck (it would show up in
+            // `docker inspect`).
+            &["/usr/bin/redis-cli", "ping"],
+        )
     };
 
     let webapp = Service {
-        name: WEBAPP,
-        image: Image {
-            repository: "webstack/webapp",
-            variable: "WEBSTACK_WEBAPP_IMAGE",
-        },
-        command: Vec::new(),
         environment: vec![
             ("WEBAPP_PORT", "5000".to_string()),
             ("REDIS_URL", format!("redis://{DB}:6379")),
@@ -354,20 +398,10 @@ pub fn stack() -> Stack {
             ),
         ],
         networks: vec![FRONTEND, BACKEND],
-        published_ports: Vec::new(),
-        volumes: Vec::new(),
-        secrets: vec![SecretMount {
-            secret: REDIS_PASSWORD_SECRET,
-            uid: NONROOT_ID,
-            gid: NONROOT_ID,
-            mode: 0o400,
-        }],
-        healthcheck: healthcheck(&["/usr/local/bin/webapp", "healthcheck"]),
+        secrets: vec![SecretMount::for_nonroot(REDIS_PASSWORD_SECRET)],
         depends_on_healthy: vec![DB],
-        restart: Restart::UnlessStopped,
         replicas: 3,
         dns_round_robin: true,
-        placement: Placement::Spread,
         update: Some(RollingUpdate {
             parallelism: 1,
             start_first: true,
@@ -376,47 +410,33 @@ pub fn stack() -> Stack {
             // One of three replicas.
             max_failure_ratio: 0.34,
         }),
-        user: NONROOT_USER,
-        read_only_root_filesystem: true,
-        tmpfs: Vec::new(),
         memory_limit_bytes: 128 * MIB,
-        cpu_limit_hundredths: 100,
         pids_limit: 128,
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
-        stop_signal: "SIGTERM",
-        sysctls: Vec::new(),
+        ..Service::hardened(
+            WEBAPP,
+            Image {
+                repository: "webstack/webapp",
+                variable: "WEBSTACK_WEBAPP_IMAGE",
+            },
+            &["/usr/local/bin/webapp", "healthcheck"],
+        )
     };
 
     let proxy = Service {
-        name: PROXY,
-        image: Image {
-            repository: "webstack/proxy",
-            variable: "WEBSTACK_PROXY_IMAGE",
-        },
-        command: Vec::new(),
-        environment: Vec::new(),
         networks: vec![EDGE, FRONTEND],
         published_ports: vec![PublishedPort {
             variable: PORT_VARIABLE,
             default_host_port: DEFAULT_HOST_PORT,
             container_port: 80,
         }],
-        volumes: Vec::new(),
-        secrets: Vec::new(),
-        healthcheck: healthcheck(&["/usr/local/bin/httpcheck", "http://127.0.0.1/nginx/health"]),
         depends_on_healthy: vec![WEBAPP],
-        restart: Restart::UnlessStopped,
-        replicas: 1,
-        dns_round_robin: false,
-        update: None,
         placement: Placement::Manager,
-        user: NONROOT_USER,
-        read_only_root_filesystem: true,
         // nginx's pid file and temp paths (see nginx/nginx.conf).
-        tmpfs: vec!["/tmp:size=16m,mode=1777"],
-        memory_limit_bytes: 64 * MIB,
-        cpu_limit_hundredths: 100,
-        pids_limit: 64,
+        tmpfs: vec![Tmpfs {
+            target: "/tmp",
+            size_mib: 16,
+        }],
         // nginx drains on SIGQUIT (the image's stop signal); a request may
         // wait up to proxy_read_timeout for the webapp.
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
@@ -432,6 +452,14 @@ pub fn stack() -> Stack {
             ("net.ipv4.tcp_tw_reuse", "1"),
             ("net.ipv4.ip_local_port_range", "1024 65535"),
         ],
+        ..Service::hardened(
+            PROXY,
+            Image {
+                repository: "webstack/proxy",
+                variable: "WEBSTACK_PROXY_IMAGE",
+            },
+            &["/usr/local/bin/httpcheck", "http://127.0.0.1/nginx/health"],
+        )
     };
 
     Stack {
@@ -538,5 +566,38 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_service_keeps_the_hardening_and_is_found_by_name() -> anyhow::Result<()> {
+        let stack = stack();
+        for name in [DB, WEBAPP, PROXY] {
+            let service = stack.service(name)?;
+            assert_eq!(service.user, NONROOT_USER, "{name}");
+            assert!(service.read_only_root_filesystem, "{name}");
+            assert_eq!(service.restart, Restart::UnlessStopped, "{name}");
+            assert!(
+                service.memory_limit_bytes > 0 && service.pids_limit > 0,
+                "{name}"
+            );
+            assert!(
+                service.secrets.iter().all(|mount| mount.uid == NONROOT_ID
+                    && mount.gid == NONROOT_ID
+                    && mount.mode == 0o400),
+                "{name}: secrets readable by the non-root user only"
+            );
+        }
+        assert!(stack.service("cache").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn tmpfs_mounts_render_in_compose_syntax_and_in_bytes() {
+        let tmp = Tmpfs {
+            target: "/tmp",
+            size_mib: 16,
+        };
+        assert_eq!(tmp.compose_spec(), "/tmp:size=16m,mode=1777");
+        assert_eq!(tmp.size_bytes(), 16 * 1024 * 1024);
     }
 }

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::render::{
@@ -293,9 +293,16 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
             tmpfs: None,
         })
         .collect();
-    for mount in tmpfs {
-        volumes.push(tmpfs_mount(mount)?);
-    }
+    // Swarm mounts tmpfs with mode 1777 by default, which is what the
+    // model asks for; the size carries over.
+    volumes.extend(tmpfs.iter().map(|mount| StackMount {
+        kind: "tmpfs",
+        source: None,
+        target: mount.target,
+        tmpfs: Some(StackTmpfs {
+            size: mount.size_bytes(),
+        }),
+    }));
     let update_config = update.as_ref().map(|update| StackUpdateConfig {
         parallelism: update.parallelism,
         delay: docker_duration(UPDATE_DELAY),
@@ -385,43 +392,6 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
             },
         },
     })
-}
-
-/// `/tmp:size=16m,mode=1777` (Compose's tmpfs syntax) as a Swarm tmpfs
-/// mount. Swarm mounts tmpfs world-writable with the sticky bit by default,
-/// the mode the description asks for; the size carries over.
-fn tmpfs_mount(spec: &'static str) -> anyhow::Result<StackMount> {
-    let (target, options) = spec.split_once(':').unwrap_or((spec, ""));
-    let mut size = None;
-    for option in options.split(',').filter(|option| !option.is_empty()) {
-        match option.split_once('=') {
-            Some(("size", value)) => size = Some(parse_size(value)?),
-            Some(("mode", "1777")) => {}
-            _ => bail!(
-                "tmpfs option {option:?} of {spec:?} has no Swarm equivalent in the stack renderer: add one in xtask/src/swarm/render.rs"
-            ),
-        }
-    }
-    Ok(StackMount {
-        kind: "tmpfs",
-        source: None,
-        target,
-        tmpfs: size.map(|size| StackTmpfs { size }),
-    })
-}
-
-/// `16m`, `512k`, `1g` or bytes.
-fn parse_size(value: &str) -> anyhow::Result<u64> {
-    let (digits, multiplier) = match value.char_indices().last() {
-        Some((index, 'k')) => (&value[..index], 1024),
-        Some((index, 'm')) => (&value[..index], 1024 * 1024),
-        Some((index, 'g')) => (&value[..index], 1024 * 1024 * 1024),
-        _ => (value, 1),
-    };
-    let number: u64 = digits
-        .parse()
-        .with_context(|| format!("tmpfs size {value:?} is not a number with k, m or g"))?;
-    Ok(number * multiplier)
 }
 
 #[cfg(test)]
@@ -555,16 +525,5 @@ mod tests {
             placement("proxy")["constraints"][0].as_str(),
             Some("node.role == manager")
         );
-    }
-
-    #[test]
-    fn tmpfs_sizes_are_read_with_their_unit() {
-        assert_eq!(parse_size("16m").expect("size"), 16 * 1024 * 1024);
-        assert_eq!(parse_size("4096").expect("size"), 4096);
-        assert!(parse_size("lots").is_err());
-        let mount = tmpfs_mount("/tmp:size=16m,mode=1777").expect("mount");
-        assert_eq!(mount.target, "/tmp");
-        assert_eq!(mount.tmpfs.map(|tmpfs| tmpfs.size), Some(16 * 1024 * 1024));
-        assert!(tmpfs_mount("/tmp:noexec").is_err());
     }
 }
