@@ -439,9 +439,7 @@ fn expected_containers(replicas: usize) -> Vec<(&'static str, usize)> {
 
 fn default_replicas() -> u32 {
     stack::stack()
-        .services
-        .iter()
-        .find(|service| service.name == WEBAPP)
+        .service(WEBAPP)
         .map_or(1, |service| service.replicas)
 }
 
