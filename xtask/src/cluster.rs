@@ -35,7 +35,6 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
 use stack_tests::netguard::Ipv4Net;
 use xshell::{cmd, Shell};
 
@@ -663,32 +662,7 @@ pub fn connect_all_links(sh: &Shell) {
     }
 }
 
-/// A node as `docker node ls --format '{{json .}}'` prints it (the fields used).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct NodeRow {
-    pub hostname: String,
-    /// Ready, Down, Unknown.
-    pub status: String,
-}
-
-/// Parses `docker node ls --format '{{json .}}'`: one JSON object a line.
-pub fn parse_node_rows(text: &str) -> anyhow::Result<Vec<NodeRow>> {
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).with_context(|| format!("parse node row {line:?}")))
-        .collect()
-}
-
-/// The swarm's nodes as the manager sees them.
-pub fn swarm_nodes(sh: &Shell) -> anyhow::Result<Vec<NodeRow>> {
-    let format = "{{json .}}";
-    let text = cmd!(sh, "docker node ls --format {format}")
-        .quiet()
-        .read()
-        .context("list the swarm's nodes")?;
-    parse_node_rows(&text)
-}
+pub use crate::docker::swarm_nodes;
 
 fn engine_answers(sh: &Shell, node: &Node) -> bool {
     let _engine = sh.push_env("DOCKER_HOST", node.docker_host());
@@ -1036,18 +1010,6 @@ mod tests {
         assert_eq!(node_index_of_dir("node-0"), None);
         assert_eq!(node_index_of_dir("node-x"), None);
         assert_eq!(node_index_of_dir("other"), None);
-    }
-
-    #[test]
-    fn node_rows_are_parsed_from_docker_node_ls_json() {
-        let text = r#"{"Availability":"Active","EngineVersion":"20.10.24","Hostname":"webstack-node-1","ID":"4aqb","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
-{"Availability":"Drain","EngineVersion":"20.10.24","Hostname":"webstack-node-2","ID":"qubf","ManagerStatus":"","Self":false,"Status":"Down","TLSStatus":"Ready"}
-"#;
-        let rows = parse_node_rows(text).expect("rows");
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].hostname, "webstack-node-1");
-        assert_eq!(rows[0].status, "Ready");
-        assert_eq!(rows[1].status, "Down");
     }
 
     #[test]

@@ -6,24 +6,23 @@
 //! `-p` (1.29 has no top-level `name:`), and health is polled here through
 //! `docker inspect` rather than with `up --wait` (1.29 has none).
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
 use xshell::{cmd, Shell};
 
+use crate::docker::deployment::Deployment;
+use crate::docker::{
+    self, Condition, Container, Orchestrator, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL,
+};
 use crate::stack::{self, DEFAULT_HOST_PORT, PORT_VARIABLE, PROXY, WEBAPP};
+use crate::swarm::StackImages;
 
 /// Compose project name when none is given: containers become
 /// `webstack_webapp_1` (1.29) or `webstack-webapp-1` (v2).
 pub const DEFAULT_PROJECT: &str = "webstack";
-
-/// Label Compose (both versions) puts on every container of a project.
-const PROJECT_LABEL: &str = "com.docker.compose.project";
-const SERVICE_LABEL: &str = "com.docker.compose.service";
 
 /// Log lines shown for a service that failed to come up.
 const FAILURE_LOG_LINES: &str = "40";
@@ -123,6 +122,9 @@ pub struct ComposeProject {
     pub port: u16,
     /// `WEBSTACK_*_IMAGE` variable → image, substituted in the file.
     image_pins: Vec<(String, String)>,
+    /// The webapp replicas it runs (or is to run): what
+    /// [`Deployment::wait_ready`] waits for.
+    webapp_replicas: usize,
 }
 
 impl ComposeProject {
@@ -131,21 +133,29 @@ impl ComposeProject {
     /// `:local` points at now); a project with no containers uses the file's
     /// defaults until [`ComposeProject::pin_images`].
     pub fn new(sh: &Shell, name: &str, port: u16) -> anyhow::Result<ComposeProject> {
-        let mut project = ComposeProject {
+        let containers = project_containers(sh, name)?;
+        let webapps = containers
+            .iter()
+            .filter(|container| service_of(container) == WEBAPP)
+            .count();
+        Ok(ComposeProject {
             tool: ComposeTool::detect(sh)?,
             name: name.to_string(),
             file: crate::render::compose_file_path(),
             port,
-            image_pins: Vec::new(),
-        };
-        project.image_pins = running_images(sh, name)?;
-        Ok(project)
+            image_pins: running_images(&containers),
+            webapp_replicas: if webapps == 0 {
+                default_replicas() as usize
+            } else {
+                webapps
+            },
+        })
     }
 
     /// Pins every service to the content-tagged image just built, so two
     /// builds on one engine (two checkouts, a test run beside a user's
     /// stack) never swap each other's images through the shared `:local` tag.
-    pub fn pin_images(&mut self, images: &crate::swarm::StackImages) -> anyhow::Result<()> {
+    pub fn pin_images(&mut self, images: &StackImages) -> anyhow::Result<()> {
         self.image_pins.clear();
         for service in stack::stack().services {
             self.image_pins.push((
@@ -171,33 +181,110 @@ impl ComposeProject {
     }
 }
 
+impl Deployment for ComposeProject {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn orchestrator(&self) -> Orchestrator {
+        Orchestrator::Compose
+    }
+
+    /// `up --detach --remove-orphans --scale webapp=N` with these images;
+    /// Compose starts db → webapp → proxy, each once the previous is
+    /// healthy. On failure prints what each container that is not healthy
+    /// said.
+    fn deploy(
+        &mut self,
+        sh: &Shell,
+        images: Option<&StackImages>,
+        webapp_replicas: u32,
+    ) -> anyhow::Result<()> {
+        if let Some(images) = images {
+            self.pin_images(images)?;
+        }
+        prepare_files()?;
+        self.webapp_replicas = webapp_replicas as usize;
+        let scale = format!("{WEBAPP}={webapp_replicas}");
+        let outcome = self
+            .command(
+                sh,
+                &["up", "--detach", "--remove-orphans", "--scale", &scale],
+            )
+            .run();
+        if let Err(error) = outcome {
+            // Compose stops at the first dependency that turned unhealthy;
+            // show what every container that is not healthy said.
+            for container in project_containers(sh, &self.name)? {
+                if container.condition() != Condition::Healthy {
+                    print_container_logs(sh, &container);
+                }
+                if container.running() && container.network_settings.networks.is_empty() {
+                    eprintln!(
+                        "up: {} runs without any network: the engine dropped its network endpoints (Docker 20.10 does that to containers starting while it leaves a swarm); run `cargo xtask down` and `cargo xtask up` again",
+                        container.short_name()
+                    );
+                }
+            }
+            return Err(error).context(format!(
+                "start project {} (the logs of containers that are not healthy are above)",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&self, sh: &Shell, timeout: Duration) -> anyhow::Result<()> {
+        wait_until_healthy(
+            sh,
+            &self.name,
+            &expected_containers(self.webapp_replicas),
+            timeout,
+        )
+    }
+
+    fn containers(&self, sh: &Shell, service: &str) -> anyhow::Result<Vec<Container>> {
+        let labels = [
+            format!("{COMPOSE_PROJECT_LABEL}={}", self.name),
+            format!("{COMPOSE_SERVICE_LABEL}={service}"),
+        ];
+        docker::containers_labelled(sh, &labels, false)
+            .with_context(|| format!("read the {service} containers of project {}", self.name))
+    }
+
+    fn published_port(&self, sh: &Shell) -> anyhow::Result<Option<u16>> {
+        Ok(published_proxy_port(sh, &self.name))
+    }
+
+    fn remove(&self, sh: &Shell, volumes: bool) -> anyhow::Result<()> {
+        // Compose checks that secret files exist even when removing.
+        prepare_files()?;
+        let mut args = vec!["down", "--remove-orphans"];
+        if volumes {
+            args.push("--volumes");
+        }
+        self.command(sh, &args)
+            .run()
+            .with_context(|| format!("remove project {}", self.name))?;
+        Ok(())
+    }
+}
+
 /// The image each service's containers of project `name` run, as
 /// `WEBSTACK_*_IMAGE` variable → image reference.
-fn running_images(sh: &Shell, name: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let filter = format!("label=com.docker.compose.project={name}");
-    let format = "{{.Label \"com.docker.compose.service\"}} {{.Image}}";
-    let listed = cmd!(sh, "docker ps --all --filter {filter} --format {format}")
-        .quiet()
-        .read()
-        .with_context(|| format!("list the containers of project {name}"))?;
+fn running_images(containers: &[Container]) -> Vec<(String, String)> {
+    let model = stack::stack();
     let mut pins: Vec<(String, String)> = Vec::new();
-    for line in listed.lines() {
-        let Some((service, image)) = line.split_once(' ') else {
-            continue;
-        };
-        let Some(described) = stack::stack()
-            .services
-            .into_iter()
-            .find(|described| described.name == service)
-        else {
+    for container in containers {
+        let Ok(described) = model.service(service_of(container)) else {
             continue;
         };
         let variable = described.image.variable.to_string();
         if !pins.iter().any(|(known, _)| *known == variable) {
-            pins.push((variable, image.to_string()));
+            pins.push((variable, container.config.image.clone()));
         }
     }
-    Ok(pins)
+    pins
 }
 
 pub use crate::docker::require_docker;
@@ -211,113 +298,38 @@ pub fn prepare_files() -> anyhow::Result<crate::secrets::RedisSecretFiles> {
     crate::secrets::ensure_redis_secrets()
 }
 
-/// A container as `docker inspect` shows it (only the fields used).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Container {
-    pub id: String,
-    pub name: String,
-    pub config: ContainerConfig,
-    pub state: ContainerState,
-    pub network_settings: NetworkSettings,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct NetworkSettings {
-    #[serde(default)]
-    pub networks: BTreeMap<String, serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerConfig {
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerState {
-    pub status: String,
-    #[serde(default)]
-    pub health: Option<ContainerHealth>,
-    #[serde(default)]
-    pub exit_code: i64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerHealth {
-    pub status: String,
-}
-
-impl Container {
-    pub fn service(&self) -> &str {
-        self.config
-            .labels
-            .get(SERVICE_LABEL)
-            .map_or("?", String::as_str)
-    }
-
-    pub fn short_name(&self) -> &str {
-        self.name.trim_start_matches('/')
-    }
-
-    /// "healthy", "starting", "unhealthy", or the state for a container that
-    /// is not running ("exited (1)", "restarting", ...).
-    pub fn condition(&self) -> String {
-        match (&self.state.status[..], &self.state.health) {
-            ("running", Some(health)) => health.status.clone(),
-            ("running", None) => "running".to_string(),
-            ("exited", _) => format!("exited ({})", self.state.exit_code),
-            (other, _) => other.to_string(),
-        }
-    }
-}
-
-/// Every container (running or not) of a Compose project.
+/// Every container (running or not) of a Compose project, sorted by name.
 pub fn project_containers(sh: &Shell, project: &str) -> anyhow::Result<Vec<Container>> {
-    let filter = format!("label={PROJECT_LABEL}={project}");
-    let ids = cmd!(sh, "docker ps --all --quiet --filter {filter}")
-        .quiet()
-        .read()
-        .context("list the project's containers (docker ps)")?;
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let json = cmd!(sh, "docker inspect {ids...}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .context("inspect the project's containers")?;
-    let mut containers: Vec<Container> =
-        serde_json::from_str(&json).context("parse `docker inspect` output")?;
-    containers.sort_by(|left, right| left.name.cmp(&right.name));
-    Ok(containers)
+    docker::containers_labelled(sh, &[format!("{COMPOSE_PROJECT_LABEL}={project}")], true)
+        .with_context(|| format!("read the containers of project {project}"))
+}
+
+/// The Compose service a container belongs to.
+fn service_of(container: &Container) -> &str {
+    container.label(COMPOSE_SERVICE_LABEL).unwrap_or("?")
+}
+
+/// The host port the proxy publishes, as the model names it.
+fn proxy_container_port() -> String {
+    let model = stack::stack();
+    let port = model
+        .service(PROXY)
+        .ok()
+        .and_then(|proxy| proxy.published_ports.first())
+        .map_or(80, |published| published.container_port);
+    format!("{port}/tcp")
 }
 
 /// The host port the project's proxy publishes, if it runs.
 pub fn published_proxy_port(sh: &Shell, project: &str) -> Option<u16> {
-    let filter_project = format!("label={PROJECT_LABEL}={project}");
-    let filter_service = format!("label={SERVICE_LABEL}={PROXY}");
-    let ids = cmd!(
-        sh,
-        "docker ps --quiet --filter {filter_project} --filter {filter_service}"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()
-    .ok()?;
-    let id = ids.split_whitespace().next()?;
-    let format = r#"{{(index (index .HostConfig.PortBindings "80/tcp") 0).HostPort}}"#;
-    let port = cmd!(sh, "docker inspect --format {format} {id}")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .ok()?;
-    port.trim().parse().ok()
+    let labels = [
+        format!("{COMPOSE_PROJECT_LABEL}={project}"),
+        format!("{COMPOSE_SERVICE_LABEL}={PROXY}"),
+    ];
+    let containers = docker::containers_labelled(sh, &labels, false).ok()?;
+    containers
+        .iter()
+        .find_map(|proxy| proxy.host_port(&proxy_container_port()))
 }
 
 /// Prints the last log lines of a container (for failures).
@@ -352,34 +364,29 @@ pub fn wait_until_healthy(
         for (service, count) in expected {
             let of_service: Vec<&Container> = containers
                 .iter()
-                .filter(|container| container.service() == *service)
+                .filter(|container| service_of(container) == *service)
                 .collect();
             let healthy = of_service
                 .iter()
-                .filter(|container| container.condition() == "healthy")
+                .filter(|container| container.condition() == Condition::Healthy)
                 .count();
             let running = of_service
                 .iter()
-                .filter(|container| container.state.status == "running")
+                .filter(|container| container.running())
                 .count();
             all_healthy &= healthy == *count && running == *count;
             report.push(format!("{service} {healthy}/{count} healthy"));
             for container in &of_service {
-                if container.state.status == "running"
-                    && container.network_settings.networks.is_empty()
-                {
+                if container.running() && container.network_settings.networks.is_empty() {
                     bail!(
                         "{} ({service}) runs without any network: the engine dropped its network endpoints, which Docker 20.10 does to containers when it leaves a swarm (`docker swarm leave`) while they start; run `cargo xtask down` and `cargo xtask up` again",
                         container.short_name()
                     );
                 }
                 let condition = container.condition();
-                let failed = condition == "unhealthy"
-                    || condition.starts_with("exited")
-                    || condition == "dead";
                 // A container scaled away is "exited (0)"-free: Compose removes
                 // it. Any other stopped container of the stack is a failure.
-                if failed {
+                if condition.failed() {
                     print_container_logs(sh, container);
                     bail!(
                         "{} ({service}) is {condition}: its last log lines are above; `cargo xtask logs {service}` shows more",
@@ -398,7 +405,7 @@ pub fn wait_until_healthy(
         }
         if started.elapsed() > timeout {
             for container in &containers {
-                if container.condition() != "healthy" {
+                if container.condition() != Condition::Healthy {
                     print_container_logs(sh, container);
                 }
             }
@@ -463,7 +470,7 @@ pub struct Up {
     pub timeout_secs: u64,
     /// Images already built and loaded by the caller (not a flag).
     #[arg(skip)]
-    pub images: Option<crate::swarm::StackImages>,
+    pub images: Option<StackImages>,
 }
 
 impl Up {
@@ -472,19 +479,18 @@ impl Up {
             bail!("--replicas must be at least 1: the proxy needs a webapp to send requests to");
         }
         require_docker(sh)?;
-        crate::docker::require_no_other_deployment(
-            sh,
-            &self.project,
-            crate::docker::Orchestrator::Compose,
-        )?;
         let mut project = ComposeProject::new(sh, &self.project, self.port)?;
-        if let Some(images) = &self.images {
-            project.pin_images(images)?;
-        } else if !self.skip_images {
-            eprintln!("up: building and loading the images");
-            let built = crate::images::ensure_images(sh).context("build and load the images")?;
-            project.pin_images(&crate::swarm::StackImages::from_built(&built)?)?;
-        }
+        docker::require_no_other_deployment(sh, &project)?;
+        let images = match self.images {
+            Some(images) => Some(images),
+            None if self.skip_images => None,
+            None => {
+                eprintln!("up: building and loading the images");
+                let built =
+                    crate::images::ensure_images(sh).context("build and load the images")?;
+                Some(StackImages::from_built(&built)?)
+            }
+        };
         let secrets = prepare_files()?;
         eprintln!(
             "up: the Redis password is in {}",
@@ -496,41 +502,9 @@ impl Up {
             "up: starting project {} with {} webapp replica(s) (services start in order db → webapp → proxy, each once the previous is healthy)",
             self.project, self.replicas
         );
-        let scale = format!("{WEBAPP}={}", self.replicas);
         let started = Instant::now();
-        let outcome = project
-            .command(
-                sh,
-                &["up", "--detach", "--remove-orphans", "--scale", &scale],
-            )
-            .run();
-        if let Err(error) = outcome {
-            // Compose stops at the first dependency that turned unhealthy;
-            // show what every container that is not healthy said.
-            for container in project_containers(sh, &self.project)? {
-                if container.condition() != "healthy" {
-                    print_container_logs(sh, &container);
-                }
-                if container.state.status == "running"
-                    && container.network_settings.networks.is_empty()
-                {
-                    eprintln!(
-                        "up: {} runs without any network: the engine dropped its network endpoints (Docker 20.10 does that to containers starting while it leaves a swarm); run `cargo xtask down` and `cargo xtask up` again",
-                        container.short_name()
-                    );
-                }
-            }
-            return Err(error).context(format!(
-                "start project {} (the logs of containers that are not healthy are above)",
-                self.project
-            ));
-        }
-        wait_until_healthy(
-            sh,
-            &self.project,
-            &expected_containers(self.replicas as usize),
-            Duration::from_secs(self.timeout_secs),
-        )?;
+        project.deploy(sh, images.as_ref(), self.replicas)?;
+        project.wait_ready(sh, Duration::from_secs(self.timeout_secs))?;
         eprintln!("up: healthy after {:.1}s", started.elapsed().as_secs_f64());
         println!("http://localhost:{}", self.port);
         Ok(())
@@ -552,17 +526,7 @@ impl Down {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         require_docker(sh)?;
         let port = published_proxy_port(sh, &self.project).unwrap_or(DEFAULT_HOST_PORT);
-        let project = ComposeProject::new(sh, &self.project, port)?;
-        // Compose checks that secret files exist even when removing.
-        prepare_files()?;
-        let mut args = vec!["down", "--remove-orphans"];
-        if self.volumes {
-            args.push("--volumes");
-        }
-        project
-            .command(sh, &args)
-            .run()
-            .with_context(|| format!("remove project {}", self.project))?;
+        ComposeProject::new(sh, &self.project, port)?.remove(sh, self.volumes)?;
         Ok(())
     }
 }
@@ -608,9 +572,9 @@ impl Status {
             println!(
                 "{:<36} {:<8} {:<14} {}",
                 container.short_name(),
-                container.service(),
-                container.condition(),
-                &container.id[..12.min(container.id.len())]
+                service_of(container),
+                container.condition().to_string(),
+                container.short_id()
             );
         }
         if let Some(port) = published_proxy_port(sh, &self.project) {

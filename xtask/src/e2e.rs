@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::compose::{self, ComposeProject, Up};
-use crate::docker;
+use crate::docker::{self, deployment::Deployment};
 
 use stack_tests::contract::{
     COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
@@ -109,10 +109,7 @@ impl E2e {
             );
         } else {
             eprintln!("e2e: removing project {project_name}");
-            let teardown = project
-                .command(sh, &["down", "--volumes", "--remove-orphans"])
-                .run()
-                .with_context(|| format!("remove project {project_name}"));
+            let teardown = project.remove(sh, true);
             if let Err(error) = teardown {
                 eprintln!("e2e: {error:#}");
                 if outcome.is_ok() {
@@ -142,6 +139,15 @@ fn start_and_test(
     .run(sh)
     .context("start the stack under test")?;
 
+    // What the suite will be told, checked against what Docker reports.
+    let published = project.published_port(sh)?;
+    if published != Some(project.port) {
+        bail!(
+            "project {} publishes the proxy on {published:?}, not on port {}",
+            project.name,
+            project.port
+        );
+    }
     let xtask = std::env::current_exe().context("locate the running xtask binary")?;
     let url = format!("http://127.0.0.1:{}", project.port);
     stack_tests::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;

@@ -48,15 +48,18 @@ enum Command {
     Images(images::Images),
     /// Regenerate deploy/compose.yaml (and the other deploy files) from xtask/src/stack.rs.
     Render(render::Render),
-    /// Start the Compose stack (building images if needed) and wait until it is healthy.
+    /// Run the stack with Docker Compose: up, down, status, logs, scale.
+    #[command(subcommand)]
+    Compose(ComposeCommand),
+    /// Start the Compose stack (building images if needed) and wait until it is healthy (= compose up).
     Up(compose::Up),
-    /// Stop and remove the Compose stack (--volumes: its data too).
+    /// Stop and remove the Compose stack, --volumes: its data too (= compose down).
     Down(compose::Down),
-    /// Show the Compose stack's containers and their health.
+    /// Show the Compose stack's containers and their health (= compose status).
     Status(compose::Status),
-    /// Show the Compose stack's logs, or one service's.
+    /// Show the Compose stack's logs, or one service's (= compose logs).
     Logs(compose::Logs),
-    /// Change the number of webapp replicas of the running Compose stack.
+    /// Change the number of webapp replicas of the running Compose stack (= compose scale).
     Scale(compose::Scale),
     /// Deploy, update, inspect or remove the stack on Docker Swarm.
     #[command(subcommand)]
@@ -70,6 +73,22 @@ enum Command {
     SwarmStatus(swarm::status::SwarmStatus),
     #[command(hide = true)]
     SwarmRm(swarm::remove::SwarmRm),
+}
+
+/// The Compose commands. The Compose stack is the default way to run it, so
+/// each is also a top-level command (`cargo xtask up` = `cargo xtask compose up`).
+#[derive(Subcommand)]
+enum ComposeCommand {
+    /// Start the stack (building images if needed) and wait until it is healthy.
+    Up(compose::Up),
+    /// Stop and remove the stack (--volumes: its data too).
+    Down(compose::Down),
+    /// Show the stack's containers and their health.
+    Status(compose::Status),
+    /// Show the stack's logs, or one service's.
+    Logs(compose::Logs),
+    /// Change the number of webapp replicas of the running stack.
+    Scale(compose::Scale),
 }
 
 #[derive(Subcommand)]
@@ -96,11 +115,11 @@ fn main() -> anyhow::Result<()> {
         Command::FlakeCheck(cmd) => cmd.run(&sh),
         Command::Images(cmd) => cmd.run(&sh),
         Command::Render(cmd) => cmd.run(&sh),
-        Command::Up(cmd) => cmd.run(&sh),
-        Command::Down(cmd) => cmd.run(&sh),
-        Command::Status(cmd) => cmd.run(&sh),
-        Command::Logs(cmd) => cmd.run(&sh),
-        Command::Scale(cmd) => cmd.run(&sh),
+        Command::Compose(ComposeCommand::Up(cmd)) | Command::Up(cmd) => cmd.run(&sh),
+        Command::Compose(ComposeCommand::Down(cmd)) | Command::Down(cmd) => cmd.run(&sh),
+        Command::Compose(ComposeCommand::Status(cmd)) | Command::Status(cmd) => cmd.run(&sh),
+        Command::Compose(ComposeCommand::Logs(cmd)) | Command::Logs(cmd) => cmd.run(&sh),
+        Command::Compose(ComposeCommand::Scale(cmd)) | Command::Scale(cmd) => cmd.run(&sh),
         Command::Swarm(SwarmCommand::Deploy(cmd)) | Command::SwarmDeploy(cmd) => cmd.run(&sh),
         Command::Swarm(SwarmCommand::Update(cmd)) | Command::SwarmUpdate(cmd) => cmd.run(&sh),
         Command::Swarm(SwarmCommand::Status(cmd)) | Command::SwarmStatus(cmd) => cmd.run(&sh),
@@ -127,11 +146,15 @@ mod tests {
     }
 
     #[test]
-    fn swarm_commands_take_the_grouped_and_the_old_names() {
+    fn commands_take_the_grouped_and_the_short_or_old_names() {
         for args in [
             &["xtask", "swarm", "deploy", "-p", "demo"][..],
             &["xtask", "swarm-deploy", "--stack", "demo"][..],
             &["xtask", "swarm", "rm", "--project", "demo"][..],
+            &["xtask", "compose", "up", "--replicas", "2", "-p", "demo"][..],
+            &["xtask", "up", "--replicas", "2"][..],
+            &["xtask", "compose", "scale", "4"][..],
+            &["xtask", "compose", "logs", "webapp", "-f"][..],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|error| panic!("{args:?}: {error}"));
         }

@@ -31,6 +31,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::compose;
+use crate::docker::deployment::Deployment;
 use crate::docker::HEALTHY_TIMEOUT_SECS;
 
 use self::{
@@ -218,7 +219,9 @@ impl Bench {
                 compose_project: self.project.clone(),
                 redis_password_file: password_file,
             };
-            let running = webapp_replicas(sh, &self.project)?;
+            let port = url_port(&stack.base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
+            let deployment = compose::ComposeProject::new(sh, &self.project, port)?;
+            let running = webapp_replicas(sh, &deployment)?;
             let preparation = match self.replicas {
                 Some(wanted) if wanted != running => {
                     eprintln!("bench: scaling project {} from {running} to {wanted} webapp replica(s) for the run", self.project);
@@ -363,17 +366,8 @@ fn stack_answers(base_url: &str) -> bool {
     matches!(http::get(base_url, "/nginx/health"), Ok((200, _)))
 }
 
-fn webapp_replicas(sh: &Shell, compose_project: &str) -> anyhow::Result<u32> {
-    let project_filter = format!("label=com.docker.compose.project={compose_project}");
-    let service_filter = "label=com.docker.compose.service=webapp";
-    let ids = cmd!(
-        sh,
-        "docker ps --quiet --filter {project_filter} --filter {service_filter}"
-    )
-    .quiet()
-    .read()
-    .context("count the webapp containers with docker ps")?;
-    Ok(ids.lines().filter(|line| !line.trim().is_empty()).count() as u32)
+fn webapp_replicas(sh: &Shell, deployment: &dyn Deployment) -> anyhow::Result<u32> {
+    Ok(deployment.containers(sh, crate::stack::WEBAPP)?.len() as u32)
 }
 
 fn measure(
@@ -390,14 +384,16 @@ fn measure(
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0);
-    let containers = sampler::stack_containers(sh, compose_project)?;
+    let port = url_port(base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
+    let deployment = compose::ComposeProject::new(sh, compose_project, port)?;
+    let containers = sampler::stack_containers(sh, &deployment)?;
     let watched = Watched {
         processes: sampler::docker_host_processes(&containers, url_port(base_url)),
         containers,
     };
-    let redis_target = redis_target(sh, compose_project, &stack.redis_password_file)?;
+    let redis_target = redis_target(sh, &deployment, &stack.redis_password_file)?;
     let benchmark_binary = redis_benchmark_binary(sh, &redis_target.image)?;
-    let replicas = webapp_replicas(sh, compose_project)?;
+    let replicas = webapp_replicas(sh, &deployment)?;
 
     // Warm-up, not measured: the webapp's Redis pool fills, nginx's workers
     // and the kernel's socket buffers are in use before the first row.
@@ -615,41 +611,26 @@ fn measure_http_row_at(
 /// The running db container's image, backend network and password.
 fn redis_target(
     sh: &Shell,
-    compose_project: &str,
+    deployment: &dyn Deployment,
     password_file: &Path,
 ) -> anyhow::Result<RedisTarget> {
-    let project_filter = format!("label=com.docker.compose.project={compose_project}");
-    let service_filter = "label=com.docker.compose.service=db";
-    let id = cmd!(
-        sh,
-        "docker ps --quiet --filter {project_filter} --filter {service_filter}"
-    )
-    .quiet()
-    .read()
-    .context("find the db container with docker ps")?;
-    let Some(id) = id.lines().next().filter(|id| !id.is_empty()) else {
-        bail!("Compose project {compose_project:?} has no running db container: start the stack with `cargo xtask up`");
-    };
-    let format =
-        "{{.Config.Image}}\n{{range $name, $_ := .NetworkSettings.Networks}}{{$name}} {{end}}";
-    let inspected = cmd!(sh, "docker inspect --format {format} {id}")
-        .quiet()
-        .read()
-        .context("inspect the db container")?;
-    let mut lines = inspected.lines();
-    let image = lines.next().unwrap_or_default().trim().to_string();
-    let networks: Vec<&str> = lines
+    let name = deployment.name();
+    let Some(db) = deployment
+        .containers(sh, crate::stack::DB)?
+        .into_iter()
         .next()
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
+    else {
+        bail!("{name:?} has no running db container: start the stack with `cargo xtask up`");
+    };
+    let image = db.config.image.clone();
     // The db is meant to be on the backend network only; prefer one named so.
+    let networks: Vec<&String> = db.network_settings.networks.keys().collect();
     let Some(network) = networks
         .iter()
-        .find(|network| network.ends_with("backend"))
+        .find(|network| network.ends_with(crate::stack::BACKEND))
         .or_else(|| networks.first())
     else {
-        bail!("the db container of {compose_project:?} is on no Docker network");
+        bail!("the db container of {name:?} is on no Docker network");
     };
     Ok(RedisTarget {
         image,

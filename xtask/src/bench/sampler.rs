@@ -25,9 +25,10 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 use super::report::{ContainerUsage, ProcessUsage};
+use crate::docker::deployment::Deployment;
 
 /// Often enough to catch a peak within a short smoke row, rarely enough that
 /// reading ~10 files costs nothing next to the load.
@@ -203,46 +204,40 @@ enum CpuCounter {
     CpuStatUsageMicroseconds(PathBuf),
 }
 
-/// The running containers of one Compose project, with their cgroup files.
+/// The running containers of every service of a deployment, with their
+/// cgroup files.
 pub fn stack_containers(
     sh: &Shell,
-    compose_project: &str,
+    deployment: &dyn Deployment,
 ) -> anyhow::Result<Vec<WatchedContainer>> {
-    let filter = format!("label=com.docker.compose.project={compose_project}");
-    let format = "{{.ID}}\t{{.Names}}\t{{.Label \"com.docker.compose.service\"}}";
-    let listing = cmd!(sh, "docker ps --filter {filter} --format {format}")
-        .read()
-        .context("list the stack's containers with docker ps")?;
     let mounts = fs::read_to_string("/proc/self/mountinfo").context("read /proc/self/mountinfo")?;
     let mut containers = Vec::new();
-    for line in listing.lines().filter(|line| !line.trim().is_empty()) {
-        let mut fields = line.split('\t');
-        let (Some(id), Some(name), Some(service)) = (fields.next(), fields.next(), fields.next())
-        else {
-            bail!("unexpected `docker ps` line {line:?}: expected id, name and service");
-        };
-        let pid_format = "{{.State.Pid}}";
-        let pid = cmd!(sh, "docker inspect --format {pid_format} {id}")
-            .read()
-            .with_context(|| format!("find the main process of container {name}"))?;
-        let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", pid.trim()))
-            .with_context(|| format!("read the cgroups of container {name} (pid {pid})"))?;
-        let (memory_stat, cpu) = cgroup_files(&cgroups, &mounts)
-            .with_context(|| format!("find the memory and CPU cgroup files of container {name}"))?;
-        let pid = pid
-            .trim()
-            .parse()
-            .with_context(|| format!("container {name} has no main process id ({pid:?})"))?;
-        containers.push(WatchedContainer {
-            name: name.to_string(),
-            service: service.to_string(),
-            pid,
-            memory_stat,
-            cpu,
-        });
+    for service in crate::stack::stack().services {
+        for container in deployment.containers(sh, service.name)? {
+            let name = container.short_name();
+            let pid = container.state.pid;
+            if pid == 0 {
+                bail!("container {name} has no main process (is it running?)");
+            }
+            let cgroups = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .with_context(|| format!("read the cgroups of container {name} (pid {pid})"))?;
+            let (memory_stat, cpu) = cgroup_files(&cgroups, &mounts).with_context(|| {
+                format!("find the memory and CPU cgroup files of container {name}")
+            })?;
+            containers.push(WatchedContainer {
+                name: name.to_string(),
+                service: service.name.to_string(),
+                pid,
+                memory_stat,
+                cpu,
+            });
+        }
     }
     if containers.is_empty() {
-        bail!("no running containers in Compose project {compose_project:?}: start the stack with `cargo xtask up` or pass the right --project");
+        bail!(
+            "no running containers in {:?}: start the stack with `cargo xtask up` or pass the right --project",
+            deployment.name()
+        );
     }
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(containers)

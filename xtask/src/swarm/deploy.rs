@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use super::{engine, StackImages, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use super::{engine, StackImages, SwarmStack, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use crate::docker::deployment::Deployment;
 
 /// How long a first deploy may take to converge by default: image loads are
 /// done by then, so this covers start periods and health checks.
@@ -57,11 +58,7 @@ impl SwarmDeploy {
         }
         // Before a swarm is created for nothing.
         engine::require_docker(sh)?;
-        crate::docker::require_no_other_deployment(
-            sh,
-            &self.stack,
-            crate::docker::Orchestrator::Swarm,
-        )?;
+        crate::docker::require_no_other_deployment(sh, &SwarmStack::new(&self.stack, self.port))?;
         engine::ensure_manager(sh)?;
         deploy_and_wait(
             sh,
@@ -121,14 +118,16 @@ pub fn deploy_and_wait(
         }
     };
     let images = StackImages::from_built(&built)?;
-    super::ensure_db_node(sh)?;
-    let tasks_before = super::known_task_ids(sh, stack)?;
     eprintln!(
         "swarm: deploying stack {stack} (webapp {}, db {}, proxy {})",
         images.webapp, images.db, images.proxy
     );
-    super::deploy_stack(sh, stack, port, &images)?;
-    super::wait_until_converged(sh, stack, &tasks_before, timeout)?;
+    let mut deployment = SwarmStack::new(stack, port);
+    let replicas = crate::stack::stack()
+        .service(crate::stack::WEBAPP)?
+        .replicas;
+    deployment.deploy(sh, Some(&images), replicas)?;
+    deployment.wait_ready(sh, timeout)?;
     Ok(images)
 }
 

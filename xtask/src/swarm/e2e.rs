@@ -8,7 +8,7 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use super::engine::{self, SwarmOrigin};
-use super::remove::remove_stack;
+use crate::docker::deployment::Deployment;
 
 use stack_tests::contract::cluster::{
     NETWORK_VARIABLE as CLUSTER_NETWORK_VARIABLE, STACK_VARIABLE as CLUSTER_STACK_VARIABLE,
@@ -162,7 +162,7 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
 }
 
 fn cleanup(sh: &Shell, stack: &str, origin: SwarmOrigin) -> anyhow::Result<()> {
-    remove_stack(sh, stack, true)?;
+    super::SwarmStack::new(stack, 0).remove(sh, true)?;
     remove_test_images(sh, stack)?;
     // Leave the engine as it was found: in a swarm only if it was in one.
     if origin == SwarmOrigin::CreatedNow {

@@ -8,7 +8,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
 use xshell::{cmd, Shell};
 
 /// Node label: this swarm was created by `cargo xtask` (so it may leave it).
@@ -22,30 +21,7 @@ const GWBRIDGE_CREATED_LABEL: &str = "webstack.gwbridge-created-by-xtask";
 
 const GWBRIDGE_NETWORK: &str = "docker_gwbridge";
 
-/// The engine's `docker info` Swarm section (only the fields used).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct SwarmInfo {
-    #[serde(rename = "NodeID", default)]
-    pub node_id: String,
-    /// inactive, pending, active, error or locked.
-    pub local_node_state: String,
-    #[serde(default)]
-    pub control_available: bool,
-    #[serde(default)]
-    pub error: String,
-}
-
-pub use crate::docker::require_docker;
-
-pub fn swarm_info(sh: &Shell) -> anyhow::Result<SwarmInfo> {
-    let format = "{{json .Swarm}}";
-    let json = cmd!(sh, "docker info --format {format}")
-        .quiet()
-        .read()
-        .context("ask the Docker engine about its swarm (docker info)")?;
-    serde_json::from_str(&json).context("parse the Swarm section of `docker info`")
-}
+pub use crate::docker::{require_docker, swarm_info, LocalNodeState};
 
 /// What [`ensure_manager`] found or did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,18 +38,18 @@ pub enum SwarmOrigin {
 pub fn ensure_manager(sh: &Shell) -> anyhow::Result<SwarmOrigin> {
     require_docker(sh)?;
     let info = swarm_info(sh)?;
-    match info.local_node_state.as_str() {
-        "active" if info.control_available => Ok(SwarmOrigin::AlreadyManager),
-        "active" => bail!(
+    match info.local_node_state {
+        LocalNodeState::Active if info.control_available => Ok(SwarmOrigin::AlreadyManager),
+        LocalNodeState::Active => bail!(
             "this Docker engine is a worker in a swarm, and only managers can deploy stacks: \
              run the command against a manager (e.g. DOCKER_HOST=ssh://manager-host), \
              or `docker swarm leave` on this engine first"
         ),
-        "inactive" => {
+        LocalNodeState::Inactive => {
             create_single_node_swarm(sh)?;
             Ok(SwarmOrigin::CreatedNow)
         }
-        "locked" => bail!(
+        LocalNodeState::Locked => bail!(
             "this engine's swarm is locked (autolock): unlock it with `docker swarm unlock`, then run the command again"
         ),
         other => bail!(
@@ -140,7 +116,7 @@ fn node_labels(sh: &Shell) -> anyhow::Result<serde_json::Map<String, serde_json:
 /// Whether the engine's swarm was created by xtask (false without a swarm).
 pub fn swarm_created_by_xtask(sh: &Shell) -> anyhow::Result<bool> {
     let info = swarm_info(sh)?;
-    if info.local_node_state != "active" || !info.control_available {
+    if !info.is_manager() {
         return Ok(false);
     }
     Ok(node_labels(sh)?.contains_key(CREATED_BY_XTASK_LABEL))

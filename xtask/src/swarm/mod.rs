@@ -22,7 +22,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Deserialize;
 use xshell::{cmd, Shell};
 
 use crate::images::BuiltImage;
@@ -33,8 +32,10 @@ pub const DEFAULT_STACK_NAME: &str = "webstack";
 /// Host port the proxy publishes when none is given (the Compose stack's too).
 pub const DEFAULT_PORT: u16 = crate::stack::DEFAULT_HOST_PORT;
 
-/// The label `docker stack deploy` puts on every object of a stack.
-const STACK_NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+use crate::docker::deployment::Deployment;
+pub use crate::docker::STACK_NAMESPACE_LABEL;
+pub use crate::docker::{Condition, Service, Task, TaskState, UpdateState, UpdateStatus};
+use crate::docker::{Container, Orchestrator, SWARM_SERVICE_LABEL};
 
 /// Where the rendered, checked-in Swarm stack file lives.
 pub fn stack_file_path() -> PathBuf {
@@ -91,6 +92,92 @@ impl StackImages {
     }
 }
 
+/// One stack on the swarm the shell's engine manages, seen as a
+/// [`Deployment`]: what the Swarm commands and `e2e --swarm` drive.
+#[derive(Debug, Clone)]
+pub struct SwarmStack {
+    pub name: String,
+    /// The host port the proxy publishes (in `mode: host`).
+    pub port: u16,
+    /// The tasks that existed before the last [`Deployment::deploy`]: older
+    /// failures are not this deploy's.
+    tasks_before: BTreeSet<String>,
+}
+
+impl SwarmStack {
+    pub fn new(name: &str, port: u16) -> SwarmStack {
+        SwarmStack {
+            name: name.to_owned(),
+            port,
+            tasks_before: BTreeSet::new(),
+        }
+    }
+
+    /// The full name Swarm gives a service of the model: `NAME_webapp`.
+    pub fn service_name(&self, service: &str) -> String {
+        format!("{}_{service}", self.name)
+    }
+}
+
+impl Deployment for SwarmStack {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn orchestrator(&self) -> Orchestrator {
+        Orchestrator::Swarm
+    }
+
+    /// `docker stack deploy` with these images, then the webapp scaled to
+    /// `webapp_replicas` when that is not the model's count.
+    fn deploy(
+        &mut self,
+        sh: &Shell,
+        images: Option<&StackImages>,
+        webapp_replicas: u32,
+    ) -> anyhow::Result<()> {
+        ensure_db_node(sh)?;
+        self.tasks_before = known_task_ids(sh, &self.name)?;
+        deploy_stack(sh, &self.name, self.port, images)?;
+        let model = crate::stack::stack();
+        let default = model.service(crate::stack::WEBAPP)?.replicas;
+        if webapp_replicas != default {
+            let scale = format!(
+                "{}={webapp_replicas}",
+                self.service_name(crate::stack::WEBAPP)
+            );
+            cmd!(sh, "docker service scale --detach {scale}")
+                .quiet()
+                .ignore_stdout()
+                .run()
+                .with_context(|| format!("docker service scale {scale}"))?;
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&self, sh: &Shell, timeout: Duration) -> anyhow::Result<()> {
+        wait_until_converged(sh, &self.name, &self.tasks_before, timeout)
+    }
+
+    fn containers(&self, sh: &Shell, service: &str) -> anyhow::Result<Vec<Container>> {
+        let labels = [
+            format!("{STACK_NAMESPACE_LABEL}={}", self.name),
+            format!("{SWARM_SERVICE_LABEL}={}", self.service_name(service)),
+        ];
+        crate::docker::containers_labelled(sh, &labels, false)
+    }
+
+    fn published_port(&self, sh: &Shell) -> anyhow::Result<Option<u16>> {
+        Ok(stack_services(sh, &self.name)?
+            .iter()
+            .find_map(Service::published_host_port))
+    }
+
+    fn remove(&self, sh: &Shell, volumes: bool) -> anyhow::Result<()> {
+        remove::remove_stack(sh, &self.name, volumes)
+    }
+}
+
 /// `docker stack deploy`s the checked-in stack file as `stack`, with the
 /// given images and host port. Returns once the specs are stored; use
 /// [`wait_until_converged`] to wait for the tasks.
@@ -98,7 +185,7 @@ pub fn deploy_stack(
     sh: &Shell,
     stack: &str,
     port: u16,
-    images: &StackImages,
+    images: Option<&StackImages>,
 ) -> anyhow::Result<()> {
     let stack_file = stack_file_path();
     if !stack_file.exists() {
@@ -111,10 +198,12 @@ pub fn deploy_stack(
     // and so on: pin the content tags through those variables.
     let mut variables = vec![(crate::stack::PORT_VARIABLE.to_string(), port.to_string())];
     for service in crate::stack::stack().services {
-        variables.push((
-            service.image.variable.to_string(),
-            images.for_service(service.name)?.to_string(),
-        ));
+        if let Some(images) = images {
+            variables.push((
+                service.image.variable.to_string(),
+                images.for_service(service.name)?.to_string(),
+            ));
+        }
     }
     // `--resolve-image never`: the images are local, there is no registry to
     // ask for a digest. `--prune` removes services no longer in the file.
@@ -164,297 +253,11 @@ pub fn ensure_db_node(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A service as `docker service inspect` shows it (only the fields used).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Service {
-    pub spec: ServiceSpec,
-    #[serde(default)]
-    pub update_status: Option<UpdateStatus>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ServiceSpec {
-    pub name: String,
-    #[serde(default)]
-    pub mode: ServiceMode,
-    pub task_template: TaskTemplate,
-    #[serde(default)]
-    pub endpoint_spec: Option<serde_json::Value>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ServiceMode {
-    #[serde(default)]
-    pub replicated: Option<ReplicatedMode>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ReplicatedMode {
-    #[serde(default)]
-    pub replicas: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskTemplate {
-    pub container_spec: ContainerSpec,
-    /// Kept whole to tell whether a deploy changed anything tasks run with.
-    #[serde(flatten)]
-    pub rest: serde_json::Map<String, serde_json::Value>,
-}
-
-#[derive(Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerSpec {
-    pub image: String,
-    #[serde(flatten)]
-    pub rest: serde_json::Map<String, serde_json::Value>,
-}
-
-/// The state of a service's latest rolling update, as Swarm names it.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum UpdateState {
-    Updating,
-    Paused,
-    Completed,
-    RollbackStarted,
-    RollbackPaused,
-    RollbackCompleted,
-    /// A state this code does not know (a newer engine's).
-    #[serde(other)]
-    Unknown,
-}
-
-impl UpdateState {
-    /// Swarm does nothing more on its own: done, rolled back, or paused for
-    /// a person.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::RollbackCompleted | Self::Paused | Self::RollbackPaused
-        )
-    }
-
-    pub fn is_rollback(self) -> bool {
-        matches!(
-            self,
-            Self::RollbackStarted | Self::RollbackPaused | Self::RollbackCompleted
-        )
-    }
-
-    /// Swarm's own word for it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Updating => "updating",
-            Self::Paused => "paused",
-            Self::Completed => "completed",
-            Self::RollbackStarted => "rollback_started",
-            Self::RollbackPaused => "rollback_paused",
-            Self::RollbackCompleted => "rollback_completed",
-            Self::Unknown => "unknown",
-        }
-    }
-}
-
-impl std::fmt::Display for UpdateState {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.write_str(self.as_str())
-    }
-}
-
-/// Swarm's record of the latest rolling update of a service.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateStatus {
-    pub state: UpdateState,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub completed_at: Option<String>,
-    #[serde(default)]
-    pub message: Option<String>,
-}
-
-impl Service {
-    pub fn desired_replicas(&self) -> u64 {
-        self.spec
-            .mode
-            .replicated
-            .as_ref()
-            .map_or(0, |replicated| replicated.replicas)
-    }
-
-    /// The host port published in `mode: host`, read from the spec because
-    /// host-mode ports do not appear in the service's endpoint.
-    pub fn published_host_port(&self) -> Option<u16> {
-        let ports = self.spec.endpoint_spec.as_ref()?.get("Ports")?.as_array()?;
-        ports
-            .iter()
-            .find_map(|port| port.get("PublishedPort")?.as_u64())
-            .and_then(|port| u16::try_from(port).ok())
-    }
-}
-
-/// A task as `docker inspect --type task` shows it (only the fields used).
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Task {
-    #[serde(rename = "ID")]
-    pub id: String,
-    #[serde(default)]
-    pub slot: Option<u64>,
-    pub desired_state: String,
-    pub status: TaskStatus,
-    pub spec: TaskSpec,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskStatus {
-    pub state: String,
-    #[serde(default)]
-    pub message: Option<String>,
-    #[serde(default)]
-    pub err: Option<String>,
-    #[serde(default)]
-    pub container_status: Option<ContainerStatus>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ContainerStatus {
-    #[serde(rename = "ContainerID", default)]
-    pub container_id: Option<String>,
-    #[serde(default)]
-    pub exit_code: Option<i64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskSpec {
-    pub container_spec: TaskContainerSpec,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct TaskContainerSpec {
-    pub image: String,
-}
-
-impl Task {
-    pub fn container_id(&self) -> Option<&str> {
-        self.status
-            .container_status
-            .as_ref()?
-            .container_id
-            .as_deref()
-            .filter(|id| !id.is_empty())
-    }
-
-    /// Whether the task stopped without being asked to: it failed, was
-    /// rejected, or exited on its own. (A task Swarm replaced on purpose
-    /// ends in "shutdown".)
-    pub fn ended_unexpectedly(&self) -> bool {
-        matches!(
-            self.status.state.as_str(),
-            "failed" | "rejected" | "complete" | "orphaned"
-        ) || self
-            .status
-            .err
-            .as_deref()
-            .is_some_and(|error| !error.is_empty())
-    }
-
-    /// The task's error, else its status message: what to show a person.
-    pub fn error_text(&self) -> String {
-        match (&self.status.err, &self.status.message) {
-            (Some(error), _) if !error.is_empty() => error.clone(),
-            (_, Some(message)) => message.clone(),
-            _ => String::from("(no error recorded)"),
-        }
-    }
-}
-
-/// Every service of `stack`, fully inspected.
-pub fn stack_services(sh: &Shell, stack: &str) -> anyhow::Result<Vec<Service>> {
-    let filter = format!("label={STACK_NAMESPACE_LABEL}={stack}");
-    let ids = cmd!(sh, "docker service ls --quiet --filter {filter}")
-        .quiet()
-        .read()
-        .with_context(|| format!("list the services of stack {stack}"))?;
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let json = cmd!(sh, "docker service inspect {ids...}")
-        .quiet()
-        .read()
-        .with_context(|| format!("inspect the services of stack {stack}"))?;
-    let mut services: Vec<Service> =
-        serde_json::from_str(&json).context("parse `docker service inspect` output")?;
-    services.sort_by(|left, right| left.spec.name.cmp(&right.spec.name));
-    Ok(services)
-}
+pub use crate::docker::{service_tasks, stack_services};
 
 /// One service, fully inspected.
 pub fn inspect_service(sh: &Shell, service: &str) -> anyhow::Result<Service> {
-    let json = cmd!(sh, "docker service inspect {service}")
-        .quiet()
-        .read()
-        .with_context(|| format!("inspect service {service}"))?;
-    let mut services: Vec<Service> =
-        serde_json::from_str(&json).context("parse `docker service inspect` output")?;
-    services
-        .pop()
-        .with_context(|| format!("docker service inspect {service} returned nothing"))
-}
-
-/// Every task Swarm still remembers for a service (running ones and the
-/// recent history), fully inspected.
-pub fn service_tasks(sh: &Shell, service: &str) -> anyhow::Result<Vec<Task>> {
-    let ids = cmd!(sh, "docker service ps --quiet --no-trunc {service}")
-        .quiet()
-        .read()
-        .with_context(|| format!("list the tasks of service {service}"))?;
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let json = cmd!(sh, "docker inspect --type task {ids...}")
-        .quiet()
-        .ignore_stderr()
-        .ignore_status()
-        .read()
-        .with_context(|| format!("inspect the tasks of service {service}"))?;
-    // Tasks can vanish between listing and inspecting (history pruning);
-    // `docker inspect` then still prints the others.
-    let tasks: Vec<Task> = if json.trim().is_empty() {
-        Vec::new()
-    } else {
-        serde_json::from_str(&json).context("parse `docker inspect --type task` output")?
-    };
-    Ok(tasks)
-}
-
-/// The health of a container on this node: `Some("healthy")`,
-/// `Some("starting")`, ...; `Some("none")` without a healthcheck; `None` when
-/// the container is not on this engine (another node of a multi-node swarm).
-pub fn local_container_health(sh: &Shell, container_id: &str) -> Option<String> {
-    let format = "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}";
-    cmd!(
-        sh,
-        "docker inspect --type container --format {format} {container_id}"
-    )
-    .quiet()
-    .ignore_stderr()
-    .read()
-    .ok()
-    .map(|health| health.trim().to_owned())
+    crate::docker::service(sh, service)
 }
 
 /// How far one service is from what its spec asks for.
@@ -494,14 +297,14 @@ pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<Service
     let mut ready = 0;
     let mut pending = Vec::new();
     for task in service_tasks(sh, &service.spec.name)? {
-        if task.desired_state != "running" {
+        if task.desired_state != TaskState::Running {
             continue;
         }
         let slot = task
             .slot
             .map_or_else(String::new, |slot| format!(".{slot}"));
         let label = format!("{}{slot}", service.spec.name);
-        if task.status.state != "running" {
+        if task.status.state != TaskState::Running {
             pending.push(format!("{label}: {}", task.status.state));
             continue;
         }
@@ -513,11 +316,13 @@ pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<Service
             ));
             continue;
         }
-        let health = task
+        // A container on another node of the swarm cannot be inspected
+        // from here: its task's running state is all there is to know.
+        let container = task
             .container_id()
-            .and_then(|id| local_container_health(sh, id));
-        match health.as_deref() {
-            None | Some("healthy") | Some("none") => ready += 1,
+            .and_then(|id| crate::docker::local_container(sh, id));
+        match container.map(|container| container.condition()) {
+            None | Some(Condition::Healthy | Condition::Running) => ready += 1,
             Some(other) => pending.push(format!("{label}: {other}")),
         }
     }
@@ -627,16 +432,6 @@ pub fn new_failed_tasks(
         .collect())
 }
 
-/// One healthcheck run as `docker inspect` records it.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct HealthcheckRun {
-    #[serde(default)]
-    exit_code: i64,
-    #[serde(default)]
-    output: String,
-}
-
 /// How many log lines of a failed task to show.
 const FAILED_TASK_LOG_LINES: &str = "20";
 
@@ -659,20 +454,13 @@ pub fn print_task_failures(sh: &Shell, tasks: &[Task]) {
         );
         // Why Docker stopped it, when the container is on this node: the
         // last healthcheck runs say what the check saw.
-        if let Some(container_id) = task.container_id() {
-            let format =
-                "{{if .State.Health}}{{.State.Health.Status}} {{json .State.Health.Log}}{{end}}";
-            let health = cmd!(
-                sh,
-                "docker inspect --type container --format {format} {container_id}"
-            )
-            .quiet()
-            .ignore_stderr()
-            .read()
-            .unwrap_or_default();
-            if let Some((status, log)) = health.trim().split_once(' ') {
-                eprintln!("swarm:   health: {status}");
-                let checks: Vec<HealthcheckRun> = serde_json::from_str(log).unwrap_or_default();
+        let container = task
+            .container_id()
+            .and_then(|id| crate::docker::local_container(sh, id));
+        if let Some(health) = container.and_then(|container| container.state.health) {
+            {
+                eprintln!("swarm:   health: {}", health.status);
+                let checks = &health.log;
                 for check in checks.iter().rev().take(3).rev() {
                     eprintln!(
                         "swarm:   healthcheck exit {}: {}",
@@ -729,35 +517,6 @@ mod tests {
             pending: pending.iter().map(|task| task.to_string()).collect(),
             update_status: update.map(status),
         }
-    }
-
-    #[test]
-    fn update_states_parse_from_swarms_words_and_unknown_ones_do_not_fail() {
-        let parsed: UpdateStatus = serde_json::from_str(
-            r#"{"State":"rollback_completed","StartedAt":"2026-12-02T06:00:00Z","Message":"rollback completed"}"#,
-        )
-        .expect("an update status");
-        assert_eq!(parsed.state, UpdateState::RollbackCompleted);
-        assert_eq!(parsed.message.as_deref(), Some("rollback completed"));
-        let newer: UpdateStatus =
-            serde_json::from_str(r#"{"State":"frobnicating"}"#).expect("an unknown state");
-        assert_eq!(newer.state, UpdateState::Unknown);
-        assert_eq!(UpdateState::RollbackStarted.to_string(), "rollback_started");
-    }
-
-    #[test]
-    fn final_and_rollback_states() {
-        use UpdateState::*;
-        for state in [Completed, RollbackCompleted, Paused, RollbackPaused] {
-            assert!(state.is_final(), "{state}");
-        }
-        for state in [Updating, RollbackStarted, Unknown] {
-            assert!(!state.is_final(), "{state}");
-        }
-        for state in [RollbackStarted, RollbackPaused, RollbackCompleted] {
-            assert!(state.is_rollback(), "{state}");
-        }
-        assert!(!Completed.is_rollback() && !Paused.is_rollback());
     }
 
     #[test]

@@ -24,7 +24,7 @@ impl SwarmRm {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         engine::require_docker(sh)?;
         let info = engine::swarm_info(sh)?;
-        if info.local_node_state != "active" {
+        if info.local_node_state != engine::LocalNodeState::Active {
             eprintln!("swarm: this engine is in no swarm, so there is no stack to remove");
             return Ok(());
         }

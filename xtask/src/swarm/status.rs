@@ -17,7 +17,7 @@ impl SwarmStatus {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         engine::require_docker(sh)?;
         let info = engine::swarm_info(sh)?;
-        if info.local_node_state != "active" {
+        if info.local_node_state != engine::LocalNodeState::Active {
             println!(
                 "This engine is in no swarm (state {}): `cargo xtask swarm deploy` creates one.",
                 info.local_node_state

@@ -30,7 +30,7 @@ impl SwarmUpdate {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         engine::require_docker(sh)?;
         let info = engine::swarm_info(sh)?;
-        if info.local_node_state != "active" || !info.control_available {
+        if !info.is_manager() {
             bail!(
                 "this engine is not a swarm manager, so there is no stack to update: run `cargo xtask swarm deploy` first"
             );
@@ -64,7 +64,7 @@ impl SwarmUpdate {
         }
         let tasks_before = super::known_task_ids(sh, stack)?;
         let started = Instant::now();
-        super::deploy_stack(sh, stack, port, &images)?;
+        super::deploy_stack(sh, stack, port, Some(&images))?;
 
         let timeout = Duration::from_secs(self.timeout_secs);
         let mut rolling = Vec::new();
