@@ -211,10 +211,11 @@ struct StackNetwork {
 
 /// `deploy/stack.yaml` for `docker stack deploy`.
 pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
-    let mut services = Vec::new();
-    for service in &stack.services {
-        services.push((service.name.to_string(), stack_service(service)?));
-    }
+    let services = stack
+        .services
+        .iter()
+        .map(|service| (service.name.to_string(), stack_service(service)))
+        .collect();
     let file = StackFile {
         version: "3.9",
         services: Mapping(services),
@@ -244,7 +245,7 @@ pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
     ))
 }
 
-fn stack_service(service: &Service) -> anyhow::Result<StackService> {
+fn stack_service(service: &Service) -> StackService {
     // Every field of the model, so that a new one cannot go missing from
     // this file unnoticed: this does not compile until the field is rendered
     // below or dropped here with the reason.
@@ -333,7 +334,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
             "stop-first"
         },
     });
-    Ok(StackService {
+    StackService {
         image: image.reference_with_override(),
         command: command.clone(),
         environment,
@@ -391,7 +392,7 @@ fn stack_service(service: &Service) -> anyhow::Result<StackService> {
                 },
             },
         },
-    })
+    }
 }
 
 #[cfg(test)]
