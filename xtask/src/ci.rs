@@ -4,8 +4,8 @@
 //!
 //! It fetches what the tests need by itself: the pinned redis-server (from
 //! the same Debian packages the db image is built from) and the load tool
-//! for the bench smoke test. The flake check uses a `nix-instantiate` on
-//! PATH, or is skipped with a line saying so.
+//! for the bench smoke test, and the pinned `nix-instantiate` (Debian's
+//! nix-bin) for the Nix checks, which fail the run when it cannot be had.
 
 use std::time::Instant;
 
@@ -52,7 +52,21 @@ impl Ci {
             cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
             Ok(())
         })?;
-        step("flake.nix parses", &mut || crate::flake::check(sh))?;
+        step(
+            "Nix checks (flake-check and the flake tests, pinned nix-instantiate)",
+            &mut || {
+                // The pinned nix-bin (or WEBSTACK_NIX_INSTANTIATE's): when it
+                // cannot be had, this fails naming what is missing.
+                let nix = crate::flake::NixInstantiate::from_environment_or_pinned()?;
+                crate::flake::check(sh, &nix)?;
+                // The ignored tier's Nix tests; the later `--ignored` step
+                // runs them again, in seconds, with the same nix.
+                cmd!(sh, "cargo test -p xtask flake:: -- --ignored")
+                    .env(crate::flake::NIX_INSTANTIATE_VARIABLE, &nix.program)
+                    .run()?;
+                Ok(())
+            },
+        )?;
         // Builds every image twice, each time from scratch in directories
         // of its own, and compares the digests.
         step("images are reproducible and within budget", &mut || {

@@ -1,84 +1,141 @@
-//! `cargo xtask flake-check`: the checks of `flake.nix` that run without Nix's
-//! binary cache or GitHub.
+//! `cargo xtask flake-check` and the tests of `flake.nix`, which run without
+//! Nix's binary cache or GitHub.
 //!
 //! This machine (and CI) cannot fetch nixpkgs or rust-overlay, so the flake is
-//! never built here. What runs instead, with a `nix-instantiate` that is on
-//! PATH (xtask installs nothing; without one these checks are skipped, saying
-//! so in one line):
-//! - `check`: every tracked `.nix` file must parse (`nix-instantiate --parse`).
-//! - the tests below evaluate the flake's `outputs` function with a stand-in
-//!   for nixpkgs that knows only the tools docs/nix.md promises, then compare
-//!   what the dev shell contains and which toolchain file the flake reads with
-//!   docs/nix.md and `rust-toolchain.toml`.
+//! never built here. What runs instead, with the `nix-instantiate` of Debian's
+//! `nix-bin` pinned in deploy/images.lock.json (fetched, checked and unpacked
+//! by `images::pinned_nix`; evaluation only, no root, /nix or daemon), or the
+//! one `WEBSTACK_NIX_INSTANTIATE` names:
+//! - `check`: every tracked `.nix` file, and every file under xtask/nix/,
+//!   must parse (`nix-instantiate --parse`).
+//! - the tests below (the ignored tier: `cargo xtask ci` runs them) evaluate
+//!   the flake's `outputs` with stand-in inputs (xtask/nix/eval-flake.nix,
+//!   stand-in-nixpkgs.nix, flake-inputs.nix) and compare the JSON they print
+//!   with docs/nix.md, `rust-toolchain.toml` and the stack model
+//!   (xtask/src/stack.rs) the Debian images are built from.
 
-use std::path::{Path, PathBuf};
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+};
 
 /// The page that documents the Nix path: its tool list and version table are checked.
 #[cfg(test)]
 const NIX_DOC: &str = "docs/nix.md";
 
+/// Names a `nix-instantiate` to use instead of the pinned one (your own
+/// Nix's, say).
+pub const NIX_INSTANTIATE_VARIABLE: &str = "WEBSTACK_NIX_INSTANTIATE";
+
+/// The checked-in Nix expressions the checks evaluate, relative to the
+/// workspace root.
+const NIX_EXPRESSIONS_DIR: &str = "xtask/nix";
+
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-/// Parse-check `flake.nix` and every other tracked `.nix` file.
+/// Parse-check flake.nix and every other tracked .nix file, with the pinned
+/// nix-instantiate (or the one given).
 #[derive(clap::Args)]
-pub struct FlakeCheck {}
+pub struct FlakeCheck {
+    /// The nix-instantiate to run instead of the pinned one from
+    /// deploy/images.lock.json, e.g. your own Nix's:
+    /// `--nix-instantiate "$(command -v nix-instantiate)"`.
+    #[arg(long, value_name = "PROGRAM", env = NIX_INSTANTIATE_VARIABLE)]
+    nix_instantiate: Option<PathBuf>,
+}
 
 impl FlakeCheck {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
-        check(sh)
+        let nix = NixInstantiate::given_or_pinned(self.nix_instantiate.map(OsString::from))?;
+        check(sh, &nix)
     }
 }
 
-/// Parses `flake.nix` and every other `.nix` file git tracks, with the
-/// `nix-instantiate` on PATH; skipped, saying why, when there is none. Runs
-/// from the workspace root.
-pub fn check(sh: &Shell) -> anyhow::Result<()> {
-    if !nix_instantiate_available(sh, "flake-check") {
-        return Ok(());
+/// A `nix-instantiate` that runs, and where it came from (for messages).
+#[derive(Clone, Debug)]
+pub struct NixInstantiate {
+    pub program: PathBuf,
+    pub origin: String,
+}
+
+impl NixInstantiate {
+    /// `WEBSTACK_NIX_INSTANTIATE` when it is set, else the pinned one.
+    pub fn from_environment_or_pinned() -> anyhow::Result<NixInstantiate> {
+        NixInstantiate::given_or_pinned(std::env::var_os(NIX_INSTANTIATE_VARIABLE))
     }
+
+    /// `given` (a program name or path) when there is one, else the
+    /// pinned nix-bin, downloaded and unpacked on first use. Fails in one
+    /// line naming what is missing: never a silent skip.
+    pub fn given_or_pinned(given: Option<OsString>) -> anyhow::Result<NixInstantiate> {
+        let nix = match given.filter(|program| !program.is_empty()) {
+            Some(program) => NixInstantiate {
+                origin: format!(
+                    "{} (from --nix-instantiate or {NIX_INSTANTIATE_VARIABLE})",
+                    program.to_string_lossy()
+                ),
+                program: PathBuf::from(program),
+            },
+            None => match crate::images::pinned_nix() {
+                Ok(pinned) => NixInstantiate {
+                    program: pinned.nix_instantiate,
+                    origin: format!("the pinned {}", pinned.package),
+                },
+                Err(error) => bail!(
+                    "no nix-instantiate: the pinned nix-bin from {} could not be obtained ({error:#}); \
+                     fix that, or set {NIX_INSTANTIATE_VARIABLE} to a nix-instantiate of your own",
+                    "deploy/images.lock.json"
+                ),
+            },
+        };
+        let version = std::process::Command::new(&nix.program)
+            .arg("--version")
+            .output();
+        match version {
+            Ok(output) if output.status.success() => Ok(nix),
+            Ok(output) => bail!(
+                "no nix-instantiate: {} ({}) exited with {} on --version: {}",
+                nix.program.display(),
+                nix.origin,
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(error) => bail!(
+                "no nix-instantiate: cannot run {} ({}): {error}",
+                nix.program.display(),
+                nix.origin
+            ),
+        }
+    }
+}
+
+/// Parses `flake.nix`, every other `.nix` file git tracks and every file
+/// under xtask/nix/. Runs from the workspace root.
+pub fn check(sh: &Shell, nix: &NixInstantiate) -> anyhow::Result<()> {
     let nix_files = nix_files_to_check(sh)?;
     for nix_file in &nix_files {
-        parse_nix_file(sh, nix_file)?;
+        parse_nix_file(sh, nix, nix_file)?;
     }
     let names: Vec<String> = nix_files
         .iter()
         .map(|path| path.display().to_string())
         .collect();
     eprintln!(
-        "flake-check: {} .nix file(s) parse: {}",
+        "flake-check: {} .nix file(s) parse with {}: {}",
         names.len(),
+        nix.origin,
         names.join(", ")
     );
     Ok(())
 }
 
-/// Whether `nix-instantiate` runs; when it does not, prints one line saying
-/// that `what` is skipped and why. Nothing is installed: xtask never calls a
-/// package manager.
-pub fn nix_instantiate_available(sh: &Shell, what: &str) -> bool {
-    let available = nix_instantiate_works(sh);
-    if !available {
-        eprintln!(
-            "{what}: skipped: no nix-instantiate on PATH (install Nix to run the flake checks)"
-        );
-    }
-    available
-}
-
-fn nix_instantiate_works(sh: &Shell) -> bool {
-    cmd!(sh, "nix-instantiate --version")
-        .quiet()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()
-        .is_ok()
-}
-
-/// `flake.nix` plus every other `.nix` file git tracks, relative to the
-/// workspace root. `flake.nix` is checked even before it is committed.
+/// `flake.nix` plus every other `.nix` file git tracks, plus the checks'
+/// own expressions under xtask/nix/, relative to the workspace root: a new
+/// file is checked even before it is committed.
 fn nix_files_to_check(sh: &Shell) -> anyhow::Result<Vec<PathBuf>> {
-    let _at_root = sh.push_dir(crate::project_root());
+    let root = crate::project_root();
+    let _at_root = sh.push_dir(&root);
     // One pathspec argument; git's own wildcard matching spans directories.
     let nix_pathspec = "*.nix";
     let tracked = cmd!(sh, "git ls-files -- {nix_pathspec}")
@@ -86,23 +143,46 @@ fn nix_files_to_check(sh: &Shell) -> anyhow::Result<Vec<PathBuf>> {
         .context("list the .nix files git tracks")?;
     let mut nix_files: Vec<PathBuf> = tracked.lines().map(PathBuf::from).collect();
     if !nix_files.iter().any(|path| path == Path::new("flake.nix")) {
-        if !crate::project_root().join("flake.nix").is_file() {
+        if !root.join("flake.nix").is_file() {
             bail!("flake.nix is missing at the workspace root: restore it from git");
         }
         nix_files.insert(0, PathBuf::from("flake.nix"));
+    }
+    let expressions_dir = root.join(NIX_EXPRESSIONS_DIR);
+    let entries = std::fs::read_dir(&expressions_dir)
+        .with_context(|| format!("list {}", expressions_dir.display()))?;
+    let mut expressions = Vec::new();
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("list {}", expressions_dir.display()))?
+            .path();
+        if path.extension().is_some_and(|extension| extension == "nix") {
+            let relative = Path::new(NIX_EXPRESSIONS_DIR).join(
+                path.file_name()
+                    .context("a directory entry without a name")?,
+            );
+            expressions.push(relative);
+        }
+    }
+    expressions.sort();
+    for relative in expressions {
+        if !nix_files.contains(&relative) {
+            nix_files.push(relative);
+        }
     }
     Ok(nix_files)
 }
 
 /// Fails with nix-instantiate's own message when the file is not valid Nix
 /// syntax.
-fn parse_nix_file(sh: &Shell, nix_file: &Path) -> anyhow::Result<()> {
+fn parse_nix_file(sh: &Shell, nix: &NixInstantiate, nix_file: &Path) -> anyhow::Result<()> {
     let _at_root = sh.push_dir(crate::project_root());
-    let output = cmd!(sh, "nix-instantiate --parse {nix_file}")
+    let program = &nix.program;
+    let output = cmd!(sh, "{program} --parse {nix_file}")
         .quiet()
         .ignore_status()
         .output()
-        .context("run nix-instantiate --parse")?;
+        .with_context(|| format!("run {} --parse", program.display()))?;
     if !output.status.success() {
         bail!(
             "{} is not valid Nix, fix this syntax error:\n{}",
@@ -117,7 +197,12 @@ fn parse_nix_file(sh: &Shell, nix_file: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::{
+        collections::BTreeMap,
+        time::{SystemTime, UNIX_EPOCH},
+    };
+
+    use crate::stack;
 
     /// Markers around docs/nix.md's machine-readable list of what `nix develop`
     /// provides.
@@ -246,134 +331,118 @@ mod tests {
         bail!("rust-toolchain.toml has no channel in its [toolchain] table")
     }
 
-    /// What evaluating the flake's dev shell against the stand-in nixpkgs gives.
-    #[derive(Debug)]
-    struct EvaluatedDevShell {
-        /// nixpkgs attribute names, in the order of the shell's `packages`.
-        package_names: Vec<String>,
-        /// The file handed to `rust-bin.fromRustupToolchainFile`.
-        toolchain_file: PathBuf,
-        /// `toolchain.channel` from that file, as the flake's evaluation read it.
-        toolchain_channel: String,
+    /// The nix-instantiate the ignored tests run: `WEBSTACK_NIX_INSTANTIATE`,
+    /// else the pinned one (fetched on first use). Never a skip.
+    fn test_nix() -> anyhow::Result<NixInstantiate> {
+        NixInstantiate::from_environment_or_pinned()
     }
 
-    /// Evaluates `result_expression` (Nix, yielding a string, with the flake's
-    /// `outputs` in scope) after calling the real flake.nix's `outputs` with a
-    /// stand-in for nixpkgs, which cannot be fetched here. The stand-in has
-    /// only the packages named in `known_tool_names` plus the functions the
-    /// dev shell and images are built with, so a package docs/nix.md does not
-    /// list makes the evaluation fail with "attribute ... missing". Returns the
-    /// string without its quotes; callers keep to plain names and paths, so no
-    /// escapes need undoing.
-    fn evaluate_flake_with_stand_in_nixpkgs(
-        known_tool_names: &[String],
-        result_expression: &str,
-    ) -> anyhow::Result<String> {
+    /// `nix-instantiate --eval --strict --json xtask/nix/{file} -A {attribute}
+    /// --argstr …`, run from the workspace root, parsed as `T`.
+    fn evaluate_json<T: serde::de::DeserializeOwned>(
+        file: &str,
+        attribute: &str,
+        string_arguments: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let nix = test_nix()?;
         let sh = project_shell()?;
-        if !nix_instantiate_works(&sh) {
-            bail!("nix-instantiate is not on PATH");
+        let program = &nix.program;
+        let expression = Path::new(NIX_EXPRESSIONS_DIR).join(file);
+        let mut arguments: Vec<String> = Vec::new();
+        for (name, value) in string_arguments {
+            arguments.extend(["--argstr".to_owned(), (*name).to_owned(), value.clone()]);
         }
-        let scratch = ScratchDirectory::new("flake-eval")?;
-
-        let tool_name_list: Vec<String> = known_tool_names
-            .iter()
-            .map(|name| format!("\"{name}\""))
-            .collect();
-        let stand_in_nixpkgs = format!(
-            r#"{{ system, overlays }}:
-let
-  stubPackage = name: {{ stubName = name; outPath = "/nix/store/stub-${{name}}"; }};
-  toolNames = [ {tool_names} ];
-in
-builtins.listToAttrs (map (name: {{ inherit name; value = stubPackage name; }}) toolNames)
-// {{
-  mkShell = arguments: arguments;
-  dockerTools.streamLayeredImage = arguments: arguments;
-  rust-bin.fromRustupToolchainFile = file: stubPackage "{toolchain_entry}" // {{
-    toolchainFile = toString file;
-    toolchainChannel = (builtins.fromTOML (builtins.readFile file)).toolchain.channel;
-  }};
-}}
-"#,
-            tool_names = tool_name_list.join(" "),
-            toolchain_entry = TOOLCHAIN_ENTRY,
-        );
-        std::fs::write(scratch.0.join("default.nix"), stand_in_nixpkgs)
-            .context("write the stand-in nixpkgs")?;
-
-        let flake_path = crate::project_root().join("flake.nix");
-        let expression = format!(
-            r#"let
-  flake = import {flake};
-  standInNixpkgs = {{
-    outPath = "{stand_in}";
-    lib.genAttrs = names: makeValue:
-      builtins.listToAttrs (map (name: {{ inherit name; value = makeValue name; }}) names);
-  }};
-  outputs = flake.outputs {{
-    self = outputs;
-    nixpkgs = standInNixpkgs;
-    rust-overlay = {{ overlays.default = final: previous: {{ }}; }};
-  }};
-in
-{result_expression}"#,
-            flake = flake_path.display(),
-            stand_in = scratch.0.display(),
-        );
-        let printed = cmd!(sh, "nix-instantiate --eval --expr {expression}")
-            .read()
-            .context("evaluate flake.nix against the stand-in nixpkgs")?;
-        let unquoted = printed
-            .trim()
-            .strip_prefix('"')
-            .and_then(|rest| rest.strip_suffix('"'))
-            .with_context(|| format!("nix-instantiate printed no string: {printed}"))?;
-        Ok(unquoted.to_owned())
-    }
-
-    /// The dev shell of `devShells.x86_64-linux.default`, evaluated against
-    /// the stand-in nixpkgs.
-    fn evaluate_dev_shell(known_tool_names: &[String]) -> anyhow::Result<EvaluatedDevShell> {
-        let result_expression = format!(
-            r#"let
-  shell = outputs.devShells.x86_64-linux.default;
-  toolchain = builtins.head (builtins.filter (package: package.stubName == "{TOOLCHAIN_ENTRY}") shell.packages);
-in
-builtins.concatStringsSep "|" [
-  (builtins.concatStringsSep "," (map (package: package.stubName) shell.packages))
-  toolchain.toolchainFile
-  toolchain.toolchainChannel
-]"#
-        );
-        let printed = evaluate_flake_with_stand_in_nixpkgs(known_tool_names, &result_expression)?;
-        let fields: Vec<&str> = printed.split('|').collect();
-        let [package_names, toolchain_file, toolchain_channel] = fields[..] else {
-            bail!("unexpected evaluation result: {printed}");
-        };
-        Ok(EvaluatedDevShell {
-            package_names: package_names.split(',').map(str::to_owned).collect(),
-            toolchain_file: PathBuf::from(toolchain_file),
-            toolchain_channel: toolchain_channel.to_owned(),
+        let output = cmd!(
+            sh,
+            "{program} --eval --strict --json {expression} -A {attribute} {arguments...}"
+        )
+        .quiet()
+        .ignore_status()
+        .output()
+        .with_context(|| format!("run {}", program.display()))?;
+        if !output.status.success() {
+            bail!(
+                "evaluating {} -A {attribute} with {} failed:\n{}",
+                expression.display(),
+                nix.origin,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "{} -A {attribute} printed unexpected JSON: {}",
+                expression.display(),
+                String::from_utf8_lossy(&output.stdout)
+            )
         })
     }
 
-    #[test]
-    fn every_tracked_nix_file_parses() -> anyhow::Result<()> {
-        let sh = project_shell()?;
-        check(&sh)
+    /// `-A attribute` of xtask/nix/eval-flake.nix, whose stand-in nixpkgs
+    /// has exactly the tools docs/nix.md lists.
+    fn evaluate_flake<T: serde::de::DeserializeOwned>(attribute: &str) -> anyhow::Result<T> {
+        let tool_names: Vec<String> = readme_tools()?.into_iter().map(|tool| tool.name).collect();
+        let tool_names_json = serde_json::to_string(&tool_names).context("serialise tool names")?;
+        evaluate_json(
+            "eval-flake.nix",
+            attribute,
+            &[
+                ("toolNamesJSON", tool_names_json),
+                ("toolchainEntry", TOOLCHAIN_ENTRY.to_owned()),
+            ],
+        )
+    }
+
+    /// What evaluating the flake's dev shell against the stand-in nixpkgs
+    /// gives (eval-flake.nix's `devShell`).
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    struct EvaluatedDevShell {
+        /// nixpkgs attribute names, in the order of the shell's `packages`.
+        package_names: Vec<String>,
+        /// Each toolchain in the shell.
+        toolchains: Vec<EvaluatedToolchain>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct EvaluatedToolchain {
+        /// The file handed to `rust-bin.fromRustupToolchainFile`.
+        file: PathBuf,
+        /// `toolchain.channel` from that file, as the flake's evaluation read it.
+        channel: String,
     }
 
     #[test]
+    #[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+    fn every_tracked_nix_file_parses() -> anyhow::Result<()> {
+        let sh = project_shell()?;
+        let nix = test_nix()?;
+        check(&sh, &nix)?;
+        let checked = nix_files_to_check(&sh)?;
+        for file in [
+            "flake.nix",
+            "xtask/nix/eval-flake.nix",
+            "xtask/nix/stand-in-nixpkgs.nix",
+        ] {
+            assert!(
+                checked.contains(&PathBuf::from(file)),
+                "{file} is not among the parse-checked files {checked:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    #[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
     fn parse_check_rejects_a_nix_file_with_a_syntax_error() -> anyhow::Result<()> {
         let sh = project_shell()?;
-        if !nix_instantiate_available(&sh, "parse_check_rejects_a_nix_file_with_a_syntax_error") {
-            return Ok(());
-        }
+        let nix = test_nix()?;
         let scratch = ScratchDirectory::new("flake-parse")?;
         let broken = scratch.0.join("broken.nix");
+        // Test data, not an expression anything evaluates: a stray `;`.
         std::fs::write(&broken, "{ inputs = { nixpkgs.url = \"x\"; ; }")?;
 
-        let outcome = parse_nix_file(&sh, &broken);
+        let outcome = parse_nix_file(&sh, &nix, &broken);
 
         let error = match outcome {
             Ok(()) => panic!("a file with a syntax error passed the parse check"),
@@ -387,26 +456,40 @@ builtins.concatStringsSep "|" [
     }
 
     #[test]
+    fn a_given_nix_instantiate_that_does_not_run_fails_in_one_line_naming_it() {
+        let missing = "/nonexistent/webstack/nix-instantiate";
+
+        let error = match NixInstantiate::given_or_pinned(Some(missing.into())) {
+            Ok(nix) => panic!("{missing} was accepted: {nix:?}"),
+            Err(error) => format!("{error:#}"),
+        };
+
+        assert!(error.contains(missing), "{error}");
+        assert!(error.contains(NIX_INSTANTIATE_VARIABLE), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+
+    #[test]
+    #[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
     fn flake_builds_the_toolchain_from_the_repos_rust_toolchain_toml() -> anyhow::Result<()> {
-        if !nix_instantiate_available(
-            &project_shell()?,
-            "flake_builds_the_toolchain_from_the_repos_rust_toolchain_toml",
-        ) {
-            return Ok(());
-        }
         let tools = readme_tools()?;
-        let tool_names: Vec<String> = tools.iter().map(|tool| tool.name.clone()).collect();
         let pinned_channel = pinned_rust_channel()?;
 
-        let shell = evaluate_dev_shell(&tool_names)?;
+        let shell: EvaluatedDevShell = evaluate_flake("devShell")?;
 
+        let [toolchain] = &shell.toolchains[..] else {
+            panic!(
+                "the dev shell should hold one `{TOOLCHAIN_ENTRY}`, it holds {:?}",
+                shell.toolchains
+            );
+        };
         assert_eq!(
-            shell.toolchain_file,
+            toolchain.file,
             crate::project_root().join("rust-toolchain.toml"),
             "flake.nix must build its toolchain with rust-bin.fromRustupToolchainFile ./rust-toolchain.toml"
         );
         assert_eq!(
-            shell.toolchain_channel, pinned_channel,
+            toolchain.channel, pinned_channel,
             "the toolchain file the flake reads pins another channel than rust-toolchain.toml"
         );
         assert_eq!(
@@ -418,16 +501,11 @@ builtins.concatStringsSep "|" [
     }
 
     #[test]
+    #[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
     fn dev_shell_provides_exactly_the_tools_the_readme_lists() -> anyhow::Result<()> {
-        if !nix_instantiate_available(
-            &project_shell()?,
-            "dev_shell_provides_exactly_the_tools_the_readme_lists",
-        ) {
-            return Ok(());
-        }
         let readme_names: Vec<String> = readme_tools()?.into_iter().map(|tool| tool.name).collect();
 
-        let shell = evaluate_dev_shell(&readme_names)?;
+        let shell: EvaluatedDevShell = evaluate_flake("devShell")?;
 
         let missing_from_shell: Vec<&String> = readme_names
             .iter()
@@ -451,78 +529,339 @@ builtins.concatStringsSep "|" [
     }
 
     #[test]
+    #[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
     fn flake_inputs_are_pinned_to_commits() -> anyhow::Result<()> {
-        let sh = project_shell()?;
-        if !nix_instantiate_available(&sh, "flake_inputs_are_pinned_to_commits") {
-            return Ok(());
+        let urls: BTreeMap<String, String> = evaluate_json("flake-inputs.nix", "urls", &[])?;
+
+        for expected in ["nixpkgs", "rust-overlay"] {
+            assert!(
+                urls.contains_key(expected),
+                "flake.nix has no input {expected}: {urls:?}"
+            );
         }
-        let flake_path = crate::project_root().join("flake.nix");
-        let expression = format!(
-            r#"let inputs = (import {}).inputs; in
-builtins.concatStringsSep " " (map (name: inputs.${{name}}.url) (builtins.attrNames inputs))"#,
-            flake_path.display()
-        );
-
-        let printed = cmd!(sh, "nix-instantiate --eval --expr {expression}").read()?;
-
-        let urls: Vec<&str> = printed.trim().trim_matches('"').split(' ').collect();
-        assert!(
-            urls.len() >= 2,
-            "expected nixpkgs and rust-overlay inputs, got {urls:?}"
-        );
-        for url in urls {
+        for (name, url) in &urls {
             let last_segment = url.rsplit('/').next().unwrap_or_default();
             assert!(
                 last_segment.len() == 40 && last_segment.chars().all(|c| c.is_ascii_hexdigit()),
-                "flake input {url} is not pinned to a 40-hex commit"
+                "flake input {name} ({url}) is not pinned to a 40-hex commit"
             );
         }
         Ok(())
     }
 
-    #[test]
-    fn nix_images_use_the_contract_names_users_entrypoints_and_healthchecks() -> anyhow::Result<()>
-    {
-        if !nix_instantiate_available(
-            &project_shell()?,
-            "nix_images_use_the_contract_names_users_entrypoints_and_healthchecks",
-        ) {
-            return Ok(());
+    /// What a Nix image's `streamLayeredImage` arguments say, as
+    /// eval-flake.nix's `images` prints them.
+    #[derive(Debug, serde::Deserialize)]
+    struct NixImage {
+        name: String,
+        tag: String,
+        config: NixImageConfig,
+    }
+
+    /// The parts of an image config the test compares; others are ignored.
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct NixImageConfig {
+        #[serde(default)]
+        user: Option<String>,
+        #[serde(default)]
+        entrypoint: Vec<String>,
+        #[serde(default)]
+        healthcheck: Option<NixHealthcheck>,
+        #[serde(default)]
+        stop_signal: Option<String>,
+        #[serde(default)]
+        exposed_ports: BTreeMap<String, serde_json::Value>,
+        #[serde(default)]
+        working_dir: Option<String>,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct NixHealthcheck {
+        test: Vec<String>,
+    }
+
+    /// What an image of service `service` must say, from the model.
+    #[derive(Debug, PartialEq, Eq)]
+    struct ExpectedImage {
+        /// The flake's package: `{service}-image`.
+        attribute: String,
+        /// `webstack/webapp:local`.
+        reference: String,
+        user: String,
+        entrypoint: Vec<String>,
+        /// Docker's exec form: `CMD` and the model's command.
+        healthcheck: Vec<String>,
+        stop_signal: String,
+        exposed_ports: Vec<String>,
+        working_dir: String,
+    }
+
+    /// The entrypoints `cargo xtask images` writes (xtask/src/images/mod.rs,
+    /// `build_all`): the model holds only what comes after them
+    /// (`Service::command`), so this table is the one part not read from
+    /// it. The Nix proxy names its configuration file (see flake.nix).
+    const NIX_ENTRYPOINTS: &[(&str, &[&str])] = &[
+        (stack::WEBAPP, &["/usr/local/bin/webapp"]),
+        (stack::DB, &["/usr/bin/redis-server"]),
+        (
+            stack::PROXY,
+            &[
+                "/usr/sbin/nginx",
+                "-c",
+                "/etc/nginx/nginx.conf",
+                "-e",
+                "stderr",
+            ],
+        ),
+    ];
+
+    /// The port in `scheme://{host}:{port}…`, when the URL names `host`.
+    fn port_in_url(url: &str, host: &str) -> Option<u16> {
+        let (_, rest) = url.split_once("://")?;
+        let authority = rest.split('/').next()?;
+        let authority = authority.rsplit('@').next()?;
+        let (name, port) = authority.rsplit_once(':')?;
+        (name == host).then(|| port.parse().ok())?
+    }
+
+    /// The ports a service listens on, as the model states them: the
+    /// container side of what it publishes, its own `*_PORT` settings, and
+    /// the port every other service's URLs reach it by name on.
+    fn model_ports(model: &stack::Stack, service: &stack::Service) -> anyhow::Result<Vec<String>> {
+        let mut ports = std::collections::BTreeSet::new();
+        for published in &service.published_ports {
+            ports.insert(published.container_port);
         }
-        let readme_names: Vec<String> = readme_tools()?.into_iter().map(|tool| tool.name).collect();
-        let result_expression = r#"builtins.concatStringsSep ";" (map (attribute:
-  let
-    image = outputs.packages.x86_64-linux.${attribute};
-    config = image.config;
-  in
-  builtins.concatStringsSep "|" [
-    attribute
-    "${image.name}:${image.tag}"
-    config.User
-    (builtins.concatStringsSep " " config.Entrypoint)
-    (if config ? Healthcheck then builtins.concatStringsSep " " config.Healthcheck.Test else "no healthcheck")
-    (config.WorkingDir or "")
-    (config.StopSignal or "no stop signal")
-  ]) [ "webapp-image" "db-image" "proxy-image" ])"#;
+        for (variable, value) in &service.environment {
+            if variable.ends_with("_PORT") {
+                ports.insert(value.parse().with_context(|| {
+                    format!("{} sets {variable}={value:?}, not a port", service.name)
+                })?);
+            }
+        }
+        for other in &model.services {
+            for (_, value) in &other.environment {
+                ports.extend(port_in_url(value, service.name));
+            }
+        }
+        Ok(ports.iter().map(|port| format!("{port}/tcp")).collect())
+    }
 
-        let printed = evaluate_flake_with_stand_in_nixpkgs(&readme_names, result_expression)?;
+    /// Every Nix image as the model says it must be: one per service of
+    /// xtask/src/stack.rs, with the user, healthcheck command and stop
+    /// signal `cargo xtask images` reads from it, the repository and the
+    /// stable tag, the ports the service listens on, and as working
+    /// directory the target of its volume (the db's /data), else /.
+    fn expected_images() -> anyhow::Result<Vec<ExpectedImage>> {
+        let model = stack::stack();
+        let mut expected = Vec::new();
+        for service in &model.services {
+            let entrypoint = NIX_ENTRYPOINTS
+                .iter()
+                .find(|(name, _)| *name == service.name)
+                .map(|(_, entrypoint)| entrypoint.iter().map(|part| part.to_string()).collect())
+                .with_context(|| {
+                    format!(
+                        "NIX_ENTRYPOINTS has no entrypoint for service {}",
+                        service.name
+                    )
+                })?;
+            let working_dir = match &service.volumes[..] {
+                [] => "/".to_owned(),
+                [volume] => volume.target.to_owned(),
+                _ => bail!(
+                    "{} mounts several volumes: which is its working directory?",
+                    service.name
+                ),
+            };
+            expected.push(ExpectedImage {
+                attribute: format!("{}-image", service.name),
+                reference: format!("{}:{}", service.image.repository, crate::images::STABLE_TAG),
+                user: service.user.to_owned(),
+                entrypoint,
+                healthcheck: std::iter::once("CMD".to_owned())
+                    .chain(service.healthcheck.command.iter().cloned())
+                    .collect(),
+                stop_signal: service.stop_signal.to_owned(),
+                exposed_ports: model_ports(&model, service)?,
+                working_dir,
+            });
+        }
+        Ok(expected)
+    }
 
-        let images: Vec<&str> = printed.split(';').collect();
-        // As xtask/src/images builds them: names, the `:local` tag,
-        // 65532:65532, entrypoints, healthcheck commands, working directories
-        // and stop signals of the Debian-based images. The proxy differs only
-        // by naming its configuration file (see flake.nix).
+    /// Every way the Nix images differ from the model, one line each.
+    fn image_differences(
+        expected: &[ExpectedImage],
+        nix_images: &BTreeMap<String, NixImage>,
+    ) -> Vec<String> {
+        let mut differences = Vec::new();
+        for image in expected {
+            let Some(nix) = nix_images.get(&image.attribute) else {
+                differences.push(format!(
+                    "flake.nix has no package {} for service {}",
+                    image.attribute, image.reference
+                ));
+                continue;
+            };
+            let config = &nix.config;
+            let mut compare = |field: &str, flake: String, model: String| {
+                if flake != model {
+                    differences.push(format!(
+                        "{}: {field} is {flake} in flake.nix, the model (xtask/src/stack.rs) says {model}",
+                        image.attribute
+                    ));
+                }
+            };
+            compare(
+                "the name",
+                format!("{:?}", format!("{}:{}", nix.name, nix.tag)),
+                format!("{:?}", image.reference),
+            );
+            compare(
+                "User",
+                format!("{:?}", config.user),
+                format!("{:?}", Some(&image.user)),
+            );
+            compare(
+                "Entrypoint",
+                format!("{:?}", config.entrypoint),
+                format!("{:?}", image.entrypoint),
+            );
+            compare(
+                "Healthcheck.Test",
+                format!("{:?}", config.healthcheck.as_ref().map(|check| &check.test)),
+                format!("{:?}", Some(&image.healthcheck)),
+            );
+            compare(
+                "StopSignal",
+                format!("{:?}", config.stop_signal),
+                format!("{:?}", Some(&image.stop_signal)),
+            );
+            compare(
+                "ExposedPorts",
+                format!("{:?}", config.exposed_ports.keys().collect::<Vec<_>>()),
+                format!("{:?}", image.exposed_ports),
+            );
+            compare(
+                "WorkingDir",
+                format!("{:?}", config.working_dir.as_deref().unwrap_or("/")),
+                format!("{:?}", image.working_dir),
+            );
+        }
+        for attribute in nix_images.keys() {
+            if !expected.iter().any(|image| &image.attribute == attribute) {
+                differences.push(format!(
+                    "flake.nix has {attribute}, but the model has no service {:?}",
+                    attribute.trim_end_matches("-image")
+                ));
+            }
+        }
+        differences
+    }
+
+    #[test]
+    fn the_expected_images_come_from_the_model() -> anyhow::Result<()> {
+        let expected = expected_images()?;
+
+        let db = expected
+            .iter()
+            .find(|image| image.attribute == "db-image")
+            .context("no db-image expected")?;
+        let model = stack::stack();
+        let model_db = model.service(stack::DB)?;
+        assert_eq!(db.user, model_db.user);
+        assert_eq!(db.stop_signal, model_db.stop_signal);
+        assert_eq!(db.healthcheck[1..], model_db.healthcheck.command[..]);
+        assert_eq!(db.reference, "webstack/db:local");
+        assert_eq!(db.exposed_ports, ["6379/tcp"]);
+        assert_eq!(db.working_dir, "/data");
+        let ports: Vec<(&str, &[String])> = expected
+            .iter()
+            .map(|image| (image.attribute.as_str(), &image.exposed_ports[..]))
+            .collect();
         assert_eq!(
-            images,
+            ports,
             [
-                "webapp-image|webstack/webapp:local|65532:65532|/usr/local/bin/webapp\
-                 |CMD /usr/local/bin/webapp healthcheck||SIGTERM",
-                "db-image|webstack/db:local|65532:65532|/usr/bin/redis-server\
-                 |CMD /usr/bin/redis-cli ping|/data|SIGTERM",
-                "proxy-image|webstack/proxy:local|65532:65532\
-                 |/usr/sbin/nginx -c /etc/nginx/nginx.conf -e stderr\
-                 |CMD /usr/local/bin/httpcheck http://127.0.0.1/nginx/health||SIGQUIT",
+                ("db-image", &["6379/tcp".to_owned()][..]),
+                ("webapp-image", &["5000/tcp".to_owned()][..]),
+                ("proxy-image", &["80/tcp".to_owned()][..]),
             ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_nix_image_that_drifts_from_the_model_is_named_with_the_field() -> anyhow::Result<()> {
+        let expected = expected_images()?;
+        // As eval-flake.nix prints them, built from the model itself, then
+        // one drift: a user the model does not have, and an extra image.
+        let mut nix_images: BTreeMap<String, NixImage> = expected
+            .iter()
+            .map(|image| {
+                let (name, tag) = image.reference.rsplit_once(':').unwrap_or_default();
+                let ports: serde_json::Map<String, serde_json::Value> = image
+                    .exposed_ports
+                    .iter()
+                    .map(|port| (port.clone(), serde_json::json!({})))
+                    .collect();
+                let json = serde_json::json!({
+                    "name": name,
+                    "tag": tag,
+                    "config": {
+                        "User": image.user,
+                        "Entrypoint": image.entrypoint,
+                        "Healthcheck": { "Test": image.healthcheck, "Interval": 1 },
+                        "StopSignal": image.stop_signal,
+                        "ExposedPorts": ports,
+                        "WorkingDir": image.working_dir,
+                        "Env": ["PATH=/usr/bin"],
+                    },
+                });
+                Ok((image.attribute.clone(), serde_json::from_value(json)?))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        assert_eq!(
+            image_differences(&expected, &nix_images),
+            Vec::<String>::new()
+        );
+
+        nix_images
+            .get_mut("proxy-image")
+            .context("no proxy-image")?
+            .config
+            .user = Some("0:0".to_owned());
+        let extra = serde_json::from_value(serde_json::json!({
+            "name": "webstack/cache", "tag": "local", "config": {}
+        }))?;
+        nix_images.insert("cache-image".to_owned(), extra);
+
+        let differences = image_differences(&expected, &nix_images);
+
+        assert_eq!(
+            differences,
+            [
+                "proxy-image: User is Some(\"0:0\") in flake.nix, the model (xtask/src/stack.rs) says Some(\"65532:65532\")",
+                "flake.nix has cache-image, but the model has no service \"cache\"",
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    #[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+    fn nix_images_match_the_model_the_debian_images_are_built_from() -> anyhow::Result<()> {
+        let expected = expected_images()?;
+
+        let nix_images: BTreeMap<String, NixImage> = evaluate_flake("images")?;
+
+        let differences = image_differences(&expected, &nix_images);
+        assert!(
+            differences.is_empty(),
+            "flake.nix's images drifted from the stack model:\n  {}",
+            differences.join("\n  ")
         );
         Ok(())
     }

@@ -8,6 +8,11 @@
 //! The wrappers are two-line `/bin/sh` scripts under target/tools/bin: a
 //! path to an executable is what `REDIS_SERVER_BIN` and the tests expect, and
 //! every Linux host has /bin/sh (the images, which have none, never see them).
+//!
+//! [`pinned_nix`] does the same for Debian's `nix-bin`: a `nix-instantiate`
+//! for the flake checks, which needs neither root, /nix nor a daemon, since
+//! it only parses and evaluates (its store is `dummy://`, and every other
+//! directory Nix may touch is under target/tools/nix/).
 
 use std::{
     fs,
@@ -20,7 +25,7 @@ use xshell::Shell;
 use super::{
     debian::{self, DebianContents},
     layer::{sha256_hex, Rootfs},
-    BuildLayout, DB_CONTENTS, PROXY_CONTENTS,
+    BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
 };
 
 /// Wrapper scripts in `bin_dir` (target/tools/bin), one per tool.
@@ -44,10 +49,103 @@ pub fn host_tools(_sh: &Shell) -> anyhow::Result<HostTools> {
     let db_root = materialise(&root, &tools_dir, &cache, &DB_CONTENTS)?;
     let proxy_root = materialise(&root, &tools_dir, &cache, &PROXY_CONTENTS)?;
     Ok(HostTools {
-        redis_server: write_wrapper(&bin_dir, "redis-server", &db_root, "usr/bin/redis-server")?,
-        redis_cli: write_wrapper(&bin_dir, "redis-cli", &db_root, "usr/bin/redis-cli")?,
-        nginx: write_wrapper(&bin_dir, "nginx", &proxy_root, "usr/sbin/nginx")?,
+        redis_server: write_wrapper(
+            &bin_dir,
+            "redis-server",
+            &db_root,
+            "usr/bin/redis-server",
+            "",
+        )?,
+        redis_cli: write_wrapper(&bin_dir, "redis-cli", &db_root, "usr/bin/redis-cli", "")?,
+        nginx: write_wrapper(&bin_dir, "nginx", &proxy_root, "usr/sbin/nginx", "")?,
         bin_dir,
+    })
+}
+
+/// The pinned `nix-instantiate` wrapper (target/tools/bin/nix-instantiate).
+#[derive(Clone, Debug)]
+pub struct PinnedNix {
+    pub nix_instantiate: PathBuf,
+    /// `nix-bin 2.26.3+dfsg-1`: what the lock pins, for messages.
+    pub package: String,
+}
+
+/// The lock's name for the Nix package.
+const NIX_PACKAGE: &str = "nix-bin";
+
+/// Unpacks the pinned `nix-bin` and its libraries (once per lock content)
+/// under target/tools/rootfs/ and writes target/tools/bin/nix-instantiate,
+/// which evaluates with `store = dummy://` and keeps Nix's configuration,
+/// state, logs, caches and home under target/tools/nix/, ignoring the
+/// caller's Nix settings (`NIX_REMOTE`, `NIX_PATH`, `NIX_CONFIG`, nix.conf).
+pub fn pinned_nix() -> anyhow::Result<PinnedNix> {
+    let root = crate::project_root();
+    let lock = debian::LockFile::read(&root)?;
+    let package = lock
+        .images
+        .get(NIX_CONTENTS.image)
+        .and_then(|packages| packages.iter().find(|locked| locked.package == NIX_PACKAGE))
+        .map(|locked| format!("{} {}", locked.package, locked.version))
+        .with_context(|| {
+            format!(
+                "{} pins no {NIX_PACKAGE} in images.{}: run `cargo xtask images --update-lock`",
+                debian::LOCK_PATH,
+                NIX_CONTENTS.image
+            )
+        })?;
+    let tools_dir = root.join("target").join("tools");
+    let bin_dir = tools_dir.join("bin");
+    fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
+    let cache = BuildLayout::regular(&root).cache;
+    let tree = materialise(&root, &tools_dir, &cache, &NIX_CONTENTS)
+        .with_context(|| format!("unpack the pinned {package}"))?;
+
+    let nix_dir = tools_dir.join("nix");
+    let conf_dir = nix_dir.join("etc");
+    fs::create_dir_all(&conf_dir).with_context(|| format!("create {}", conf_dir.display()))?;
+    let conf_file = conf_dir.join("nix.conf");
+    let conf = "# Written by `cargo xtask` (images::host_tools): evaluation only, nothing is\n\
+                # built or stored, so no /nix, daemon, root or build users are needed.\n\
+                store = dummy://\n\
+                build-users-group =\n";
+    // Several tests may get here at once while another's nix reads the file:
+    // replace it whole, and only when it differs.
+    if fs::read_to_string(&conf_file).ok().as_deref() != Some(conf) {
+        let staging = conf_dir.join(debian::unique_temporary_name("nix.conf"));
+        fs::write(&staging, conf).with_context(|| format!("write {}", staging.display()))?;
+        fs::rename(&staging, &conf_file)
+            .with_context(|| format!("write {}", conf_file.display()))?;
+    }
+    let mut environment = String::from(
+        "# Evaluation only (store = dummy://); Nix's own directories are under target/tools/nix/.\n\
+         unset NIX_REMOTE NIX_PATH NIX_CONFIG\n",
+    );
+    for (variable, value) in [
+        ("NIX_CONF_DIR", conf_dir.clone()),
+        ("NIX_USER_CONF_FILES", conf_file.clone()),
+        ("NIX_STATE_DIR", nix_dir.join("state")),
+        ("NIX_LOG_DIR", nix_dir.join("log")),
+        ("HOME", nix_dir.join("home")),
+        ("XDG_CACHE_HOME", nix_dir.join("cache")),
+        ("XDG_CONFIG_HOME", nix_dir.join("config")),
+        ("XDG_DATA_HOME", nix_dir.join("data")),
+        ("XDG_STATE_HOME", nix_dir.join("xdg-state")),
+    ] {
+        environment.push_str(&format!(
+            "{variable}={}; export {variable}\n",
+            shell_quote(&value)
+        ));
+    }
+    let nix_instantiate = write_wrapper(
+        &bin_dir,
+        "nix-instantiate",
+        &tree,
+        "usr/bin/nix-instantiate",
+        &environment,
+    )?;
+    Ok(PinnedNix {
+        nix_instantiate,
+        package,
     })
 }
 
@@ -95,6 +193,7 @@ fn write_wrapper(
     name: &str,
     materialised: &MaterialisedRootfs,
     program: &str,
+    environment: &str,
 ) -> anyhow::Result<PathBuf> {
     let tree = &materialised.directory;
     // Followed inside the tree: on Debian 13 /lib64 itself is a link to
@@ -109,6 +208,7 @@ fn write_wrapper(
         "#!/bin/sh\n\
          # Written by `cargo xtask` (images::host_tools): {name} from the Debian packages pinned in\n\
          # deploy/images.lock.json, run with their own loader and libraries.\n\
+         {environment}\
          exec {} --inhibit-cache --library-path {} {} \"$@\"\n",
         shell_quote(&loader),
         shell_quote(Path::new(&library_path)),

@@ -35,7 +35,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 pub use compose_v2::pinned_compose_v2;
-pub use host_tools::{host_tools, HostTools};
+pub use host_tools::{host_tools, pinned_nix, HostTools};
 
 use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
@@ -338,6 +338,21 @@ const PROXY_CONTENTS: DebianContents = DebianContents {
         source: "etc/nginx/mime.types",
         destination: "etc/nginx/mime.types",
     }],
+};
+
+/// Not an image: Debian 13's `nix-bin` (Nix 2.26), whose one binary is
+/// every `nix-*` command, picked by the name it is started as. The flake
+/// checks run it as `nix-instantiate` through `host_tools::pinned_nix`, with
+/// the libraries it loads found by ELF `NEEDED` like an image's; pinned in
+/// the lock's `images` part under this name so `--update-lock` moves it too.
+const NIX_CONTENTS: DebianContents = DebianContents {
+    image: "nix",
+    binaries: &[PackageFile {
+        package: "nix-bin",
+        source: "usr/bin/nix",
+        destination: "usr/bin/nix-instantiate",
+    }],
+    data_files: &[],
 };
 
 /// Compressed-size budgets (sum of gzip layers).
@@ -775,7 +790,7 @@ fn update_lock_in(
         tools: old.tools.clone(),
         ..LockFile::default()
     };
-    for contents in [&DB_CONTENTS, &PROXY_CONTENTS] {
+    for contents in [&DB_CONTENTS, &PROXY_CONTENTS, &NIX_CONTENTS] {
         let resolved = debian::resolve_contents(&mut source, contents)
             .with_context(|| format!("resolve the packages of image {}", contents.image))?;
         new.images.insert(
