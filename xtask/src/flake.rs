@@ -598,55 +598,16 @@ mod tests {
         working_dir: String,
     }
 
-    /// The entrypoints `cargo xtask images` writes (xtask/src/images/mod.rs,
-    /// `build_all`): the model holds only what comes after them
-    /// (`Service::command`), so this table is the one part not read from
-    /// it. The Nix proxy names its configuration file (see flake.nix).
-    const NIX_ENTRYPOINTS: &[(&str, &[&str])] = &[
-        (stack::WEBAPP, &["/usr/local/bin/webapp"]),
-        (stack::DB, &["/usr/bin/redis-server"]),
-        (
-            stack::PROXY,
-            &[
-                "/usr/sbin/nginx",
-                "-c",
-                "/etc/nginx/nginx.conf",
-                "-e",
-                "stderr",
-            ],
-        ),
-    ];
-
-    /// The port in `scheme://{host}:{port}…`, when the URL names `host`.
-    fn port_in_url(url: &str, host: &str) -> Option<u16> {
-        let (_, rest) = url.split_once("://")?;
-        let authority = rest.split('/').next()?;
-        let authority = authority.rsplit('@').next()?;
-        let (name, port) = authority.rsplit_once(':')?;
-        (name == host).then(|| port.parse().ok())?
-    }
-
-    /// The ports a service listens on, as the model states them: the
-    /// container side of what it publishes, its own `*_PORT` settings, and
-    /// the port every other service's URLs reach it by name on.
-    fn model_ports(model: &stack::Stack, service: &stack::Service) -> anyhow::Result<Vec<String>> {
-        let mut ports = std::collections::BTreeSet::new();
-        for published in &service.published_ports {
-            ports.insert(published.container_port);
+    /// The Nix image's entrypoint: `cargo xtask images`' own
+    /// ([`crate::images::entrypoint`]), except that the Nix proxy names its
+    /// configuration file, which nixpkgs' nginx does not look for in /etc
+    /// (see flake.nix).
+    fn nix_entrypoint(service: &str) -> anyhow::Result<Vec<String>> {
+        let mut entrypoint = crate::images::entrypoint(service)?;
+        if service == stack::PROXY {
+            entrypoint.splice(1..1, ["-c".to_owned(), "/etc/nginx/nginx.conf".to_owned()]);
         }
-        for (variable, value) in &service.environment {
-            if variable.ends_with("_PORT") {
-                ports.insert(value.parse().with_context(|| {
-                    format!("{} sets {variable}={value:?}, not a port", service.name)
-                })?);
-            }
-        }
-        for other in &model.services {
-            for (_, value) in &other.environment {
-                ports.extend(port_in_url(value, service.name));
-            }
-        }
-        Ok(ports.iter().map(|port| format!("{port}/tcp")).collect())
+        Ok(entrypoint)
     }
 
     /// Every Nix image as the model says it must be: one per service of
@@ -658,24 +619,8 @@ mod tests {
         let model = stack::stack();
         let mut expected = Vec::new();
         for service in &model.services {
-            let entrypoint = NIX_ENTRYPOINTS
-                .iter()
-                .find(|(name, _)| *name == service.name)
-                .map(|(_, entrypoint)| entrypoint.iter().map(|part| part.to_string()).collect())
-                .with_context(|| {
-                    format!(
-                        "NIX_ENTRYPOINTS has no entrypoint for service {}",
-                        service.name
-                    )
-                })?;
-            let working_dir = match &service.volumes[..] {
-                [] => "/".to_owned(),
-                [volume] => volume.target.to_owned(),
-                _ => bail!(
-                    "{} mounts several volumes: which is its working directory?",
-                    service.name
-                ),
-            };
+            let entrypoint = nix_entrypoint(service.name)?;
+            let working_dir = service.working_dir()?.to_owned();
             expected.push(ExpectedImage {
                 attribute: format!("{}-image", service.name),
                 reference: format!("{}:{}", service.image.repository, crate::images::STABLE_TAG),
@@ -685,7 +630,7 @@ mod tests {
                     .chain(service.healthcheck.command.iter().cloned())
                     .collect(),
                 stop_signal: service.stop_signal.to_owned(),
-                exposed_ports: model_ports(&model, service)?,
+                exposed_ports: model.listening_ports(service)?,
                 working_dir,
             });
         }

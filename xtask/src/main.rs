@@ -42,7 +42,7 @@ enum Command {
     Cluster(cluster::Cluster),
     /// Run the end-to-end tests against a fresh Compose stack, then remove it.
     E2e(e2e::E2e),
-    /// Parse-check flake.nix and every other tracked .nix file (with a Nix on PATH).
+    /// Parse-check flake.nix and every other tracked .nix file (pinned nix-instantiate, or WEBSTACK_NIX_INSTANTIATE's).
     FlakeCheck(flake::FlakeCheck),
     /// Build the webapp, db and proxy images reproducibly and load them into Docker.
     Images(images::Images),

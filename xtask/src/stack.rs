@@ -68,6 +68,55 @@ impl Stack {
             .find(|service| service.name == name)
             .ok_or_else(|| anyhow::anyhow!("the stack has no service {name:?}"))
     }
+
+    /// The ports a service listens on, as the model states them: the
+    /// container side of what it publishes, its own `*_PORT` settings, and
+    /// the port every other service's URLs reach it by name on; as
+    /// `"5000/tcp"`, sorted. Both image builders (xtask's and flake.nix)
+    /// expose exactly these.
+    pub fn listening_ports(&self, service: &Service) -> anyhow::Result<Vec<String>> {
+        let mut ports = std::collections::BTreeSet::new();
+        for published in &service.published_ports {
+            ports.insert(published.container_port);
+        }
+        for (variable, value) in &service.environment {
+            if variable.ends_with("_PORT") {
+                ports.insert(value.parse::<u16>().map_err(|_| {
+                    anyhow::anyhow!("{} sets {variable}={value:?}, not a port", service.name)
+                })?);
+            }
+        }
+        for other in &self.services {
+            for (_, value) in &other.environment {
+                ports.extend(port_in_url(value, service.name));
+            }
+        }
+        Ok(ports.iter().map(|port| format!("{port}/tcp")).collect())
+    }
+}
+
+/// The port in `scheme://{host}:{port}…`, when the URL names `host`.
+fn port_in_url(url: &str, host: &str) -> Option<u16> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let authority = authority.rsplit('@').next()?;
+    let (name, port) = authority.rsplit_once(':')?;
+    (name == host).then(|| port.parse().ok())?
+}
+
+impl Service {
+    /// The image's working directory: the target of the service's volume
+    /// (the db's /data), else `/`.
+    pub fn working_dir(&self) -> anyhow::Result<&'static str> {
+        match &self.volumes[..] {
+            [] => Ok("/"),
+            [volume] => Ok(volume.target),
+            _ => anyhow::bail!(
+                "{} mounts several volumes: which is its working directory?",
+                self.name
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

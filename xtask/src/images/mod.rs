@@ -301,6 +301,19 @@ fn labels(name: &str, description: &str) -> BTreeMap<String, String> {
     ])
 }
 
+/// What each image runs: the model holds only what comes after it
+/// (`Service::command`, given in the deploy files).
+pub fn entrypoint(service: &str) -> anyhow::Result<Vec<String>> {
+    let parts: &[&str] = match service {
+        stack::WEBAPP => &["/usr/local/bin/webapp"],
+        stack::DB => &["/usr/bin/redis-server"],
+        // The Debian package's nginx finds /etc/nginx/nginx.conf itself.
+        stack::PROXY => &["/usr/sbin/nginx", "-e", "stderr"],
+        other => bail!("xtask builds no image for service {other:?}"),
+    };
+    Ok(parts.iter().map(|part| part.to_string()).collect())
+}
+
 const DEFAULT_PATH: &str = "PATH=/usr/local/bin:/usr/bin:/usr/sbin:/bin:/sbin";
 
 /// The Debian part of the db image. The `redis-server` binary is the same
@@ -451,9 +464,9 @@ fn build_all(
         0o755,
     );
     let webapp_settings = RuntimeSettings {
-        entrypoint: vec!["/usr/local/bin/webapp".into()],
+        entrypoint: entrypoint(stack::WEBAPP)?,
         environment: vec![DEFAULT_PATH.into()],
-        exposed_ports: vec!["5000/tcp".into()],
+        exposed_ports: model.listening_ports(model_webapp)?,
         healthcheck_command: Some(model_webapp.healthcheck.command.clone()),
         labels: labels(
             "webapp",
@@ -461,7 +474,7 @@ fn build_all(
         ),
         stop_signal: Some(model_webapp.stop_signal.into()),
         user: model_webapp.user.into(),
-        working_dir: "/".into(),
+        working_dir: model_webapp.working_dir()?.into(),
     };
 
     let mut db = debian_rootfs(root, &layout.cache, &DB_CONTENTS)?;
@@ -469,14 +482,14 @@ fn build_all(
     // Named volumes mounted here copy this ownership, so Redis can write.
     db.add_directory("data", 0o755, u64::from(stack::NONROOT_ID));
     let db_settings = RuntimeSettings {
-        entrypoint: vec!["/usr/bin/redis-server".into()],
+        entrypoint: entrypoint(stack::DB)?,
         environment: vec![DEFAULT_PATH.into()],
-        exposed_ports: vec!["6379/tcp".into()],
+        exposed_ports: model.listening_ports(model_db)?,
         healthcheck_command: Some(model_db.healthcheck.command.clone()),
         labels: labels("db", "Redis from pinned Debian packages, no shell"),
         stop_signal: Some(model_db.stop_signal.into()),
         user: model_db.user.into(),
-        working_dir: "/data".into(),
+        working_dir: model_db.working_dir()?.into(),
     };
 
     let mut proxy = debian_rootfs(root, &layout.cache, &PROXY_CONTENTS)?;
@@ -488,14 +501,14 @@ fn build_all(
         0o755,
     );
     let proxy_settings = RuntimeSettings {
-        entrypoint: vec!["/usr/sbin/nginx".into(), "-e".into(), "stderr".into()],
+        entrypoint: entrypoint(stack::PROXY)?,
         environment: vec![DEFAULT_PATH.into()],
-        exposed_ports: vec!["80/tcp".into()],
+        exposed_ports: model.listening_ports(model_proxy)?,
         healthcheck_command: Some(model_proxy.healthcheck.command.clone()),
         labels: labels("proxy", "nginx from pinned Debian packages, no shell"),
         stop_signal: Some(model_proxy.stop_signal.into()),
         user: model_proxy.user.into(),
-        working_dir: "/".into(),
+        working_dir: model_proxy.working_dir()?.into(),
     };
 
     fs::create_dir_all(&layout.output_dir)
