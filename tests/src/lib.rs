@@ -7,4 +7,6 @@
 pub mod contract;
 #[cfg(feature = "harness")]
 pub mod harness;
+#[cfg(feature = "harness")]
+pub mod inspect;
 pub mod netguard;
