@@ -161,10 +161,10 @@ pub fn only_the_proxy_publishes_a_port(
     published
 }
 
-/// How long the kill check keeps the load on after the kill before it
-/// looks at what the orchestrator did: past nginx's DNS cache time
-/// (`valid=3s`), so requests also meet the state where nginx no longer
-/// knows the dead replica.
+/// How long the kill check keeps the load on after the kill at least
+/// before it checks who serves: past nginx's DNS cache time (`valid=3s`),
+/// so requests also meet the state where nginx no longer knows the dead
+/// replica. A replica left down is looked for after this long.
 pub const AFTER_KILL_WAIT: Duration = Duration::from_secs(8);
 /// How long the orchestrator may take to replace a killed replica.
 pub const REPLACE_TIMEOUT: Duration = Duration::from_secs(180);
@@ -225,7 +225,6 @@ pub async fn a_killed_webapp_replica_fails_no_request_sent_after_it_is_gone(
     let kill_sent = Instant::now();
     deployment.kill_webapp_replica(&victim);
     let gone = Instant::now();
-    tokio::time::sleep(AFTER_KILL_WAIT).await;
 
     let after_kill = deployment.after_kill();
     let (replacement, healed_after, served) = match after_kill {
@@ -249,11 +248,13 @@ pub async fn a_killed_webapp_replica_fails_no_request_sent_after_it_is_gone(
             };
             deployment.wait_until_serving(replicas);
             let healed_after = gone.elapsed();
+            tokio::time::sleep(AFTER_KILL_WAIT.saturating_sub(healed_after)).await;
             let served =
                 every_webapp_replica_serves(deployment, replicas, NGINX_RERESOLVE_BOUND).await;
             (Some(replacement), Some(healed_after), served)
         }
         AfterKill::LeftDown => {
+            tokio::time::sleep(AFTER_KILL_WAIT).await;
             let running: BTreeSet<String> = deployment
                 .webapp_containers()
                 .into_iter()
