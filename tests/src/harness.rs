@@ -224,6 +224,8 @@ struct RateCounts {
     /// (`u64::MAX` and 0 while there is none).
     first_failure_ms: AtomicU64,
     last_failure_ms: AtomicU64,
+    /// When each failed request was sent, from the start (failures are few).
+    failures_sent_at: Mutex<Vec<Duration>>,
 }
 
 /// What a [`FixedRateLoad`] did.
@@ -239,9 +241,19 @@ pub struct RateReport {
     /// Seconds from the start to the first and the last failure.
     pub failures_between: Option<(f64, f64)>,
     pub first_failures: Vec<String>,
+    /// When each failed request was sent, from the start of the load.
+    pub failures_sent_at: Vec<Duration>,
 }
 
 impl RateReport {
+    /// Failed requests sent at or after `since` (from the start of the load).
+    pub fn failed_sent_since(&self, since: Duration) -> usize {
+        self.failures_sent_at
+            .iter()
+            .filter(|sent| **sent >= since)
+            .count()
+    }
+
     pub fn realised_per_second(&self) -> f64 {
         self.sent as f64 / self.seconds
     }
@@ -270,6 +282,7 @@ impl FixedRateLoad {
             slow: AtomicU64::new(0),
             first_failure_ms: AtomicU64::new(u64::MAX),
             last_failure_ms: AtomicU64::new(0),
+            failures_sent_at: Mutex::default(),
         });
         let first_failures: Arc<Mutex<Vec<String>>> = Arc::default();
         let started = Instant::now();
@@ -308,6 +321,11 @@ impl FixedRateLoad {
                             }
                             Err(error) => {
                                 counts.failed.fetch_add(1, Ordering::Relaxed);
+                                counts
+                                    .failures_sent_at
+                                    .lock()
+                                    .expect("failures lock")
+                                    .push(sent_at - started);
                                 let at = started.elapsed();
                                 let at_ms = at.as_millis() as u64;
                                 counts.first_failure_ms.fetch_min(at_ms, Ordering::Relaxed);
@@ -360,6 +378,9 @@ impl FixedRateLoad {
                 )
             }),
             first_failures: self.first_failures.lock().expect("failures lock").clone(),
+            failures_sent_at: std::mem::take(
+                &mut *counts.failures_sent_at.lock().expect("failures lock"),
+            ),
         }
     }
 }
@@ -408,6 +429,17 @@ mod tests {
     #[should_panic(expected = "the generator stalled")]
     fn a_load_that_sent_a_fifth_too_little_stalled() {
         report(800, 10.0).assert_rate_held("stalled step");
+    }
+
+    #[test]
+    fn failures_are_counted_by_when_they_were_sent() {
+        let report = RateReport {
+            failures_sent_at: vec![Duration::from_secs(1), Duration::from_secs(3)],
+            ..RateReport::default()
+        };
+        assert_eq!(report.failed_sent_since(Duration::from_secs(2)), 1);
+        assert_eq!(report.failed_sent_since(Duration::from_secs(3)), 1);
+        assert_eq!(report.failed_sent_since(Duration::ZERO), 2);
     }
 
     #[test]

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use stack_tests::checks::{self, AfterKill, Deployment};
 use stack_tests::contract::{
     COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
@@ -25,6 +26,7 @@ use stack_tests::harness::{
     docker, docker_output, get, http_client, parse_greeting, read_hits, tally, ClosedLoad, Timed,
     REQUEST_TIMEOUT,
 };
+use stack_tests::inspect::{self, Container};
 use stack_tests::netguard::{self, HostNetwork, Ipv4Net};
 
 /// Replicas `cargo xtask e2e` starts, and every test leaves running.
@@ -86,7 +88,7 @@ impl ComposeStack {
     }
 
     /// Containers of a service (all services when `None`), running or not.
-    fn containers(&self, service: Option<&str>) -> Vec<Value> {
+    fn containers(&self, service: Option<&str>) -> Vec<Container> {
         let mut args = vec![
             "ps".to_string(),
             "--all".into(),
@@ -99,40 +101,21 @@ impl ComposeStack {
             args.push(format!("label=com.docker.compose.service={service}"));
         }
         let ids = docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if ids.is_empty() {
-            return Vec::new();
-        }
-        let mut inspect = vec!["inspect"];
-        inspect.extend(ids);
-        serde_json::from_str::<Vec<Value>>(&docker(&inspect)).expect("docker inspect gives JSON")
+        inspect::containers(&ids.split_whitespace().collect::<Vec<_>>())
     }
 
-    fn running(&self, service: &str) -> Vec<Value> {
+    fn running(&self, service: &str) -> Vec<Container> {
         self.containers(Some(service))
             .into_iter()
-            .filter(|container| container["State"]["Status"] == "running")
+            .filter(Container::is_running)
             .collect()
     }
 
     /// The only container of a single-replica service.
-    fn single(&self, service: &str) -> Value {
+    fn single(&self, service: &str) -> Container {
         let mut containers = self.containers(Some(service));
         assert_eq!(containers.len(), 1, "{service} has one container");
         containers.remove(0)
-    }
-
-    /// Names the running webapp replicas answer with (their hostnames).
-    fn live_replicas(&self) -> BTreeSet<String> {
-        self.running("webapp")
-            .iter()
-            .map(|container| {
-                container["Config"]["Hostname"]
-                    .as_str()
-                    .expect("container has a hostname")
-                    .to_string()
-            })
-            .collect()
     }
 
     /// Waits until db, proxy and `webapp_replicas` webapps run healthy.
@@ -144,9 +127,13 @@ impl ComposeStack {
                 containers
                     .iter()
                     .filter(|container| {
-                        container["Config"]["Labels"]["com.docker.compose.service"] == service
-                            && container["State"]["Status"] == "running"
-                            && container["State"]["Health"]["Status"] == "healthy"
+                        container.label(SERVICE_LABEL) == Some(service)
+                            && container.is_running()
+                            && container
+                                .state
+                                .health
+                                .as_ref()
+                                .is_some_and(|health| health.status == "healthy")
                     })
                     .count()
             };
@@ -178,55 +165,55 @@ impl ComposeStack {
     }
 }
 
-fn id_of(container: &Value) -> String {
-    container["Id"]
-        .as_str()
-        .expect("container has an id")
-        .to_string()
+/// The label Compose puts the service's name in.
+const SERVICE_LABEL: &str = "com.docker.compose.service";
+
+/// The checks both orchestrators run (stack_tests::checks) see the Compose
+/// project through this.
+impl Deployment for ComposeStack {
+    fn orchestrator(&self) -> &'static str {
+        "Compose"
+    }
+
+    fn base_url(&self) -> &str {
+        &self.url
+    }
+
+    fn webapp_replicas(&self) -> usize {
+        WEBAPP_REPLICAS
+    }
+
+    fn webapp_containers(&self) -> Vec<Container> {
+        self.running("webapp")
+    }
+
+    /// Every container of the project, running or not, by its service.
+    fn published_ports(&self) -> BTreeMap<String, BTreeSet<u16>> {
+        let mut published: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
+        for container in self.containers(None) {
+            let service = container
+                .label(SERVICE_LABEL)
+                .unwrap_or_else(|| panic!("{} has no service label", container.name))
+                .to_string();
+            published
+                .entry(service)
+                .or_default()
+                .extend(container.host_ports());
+        }
+        published
+    }
+
+    fn wait_until_serving(&self, webapp_replicas: usize) {
+        self.wait_until_healthy(webapp_replicas);
+    }
+
+    fn after_kill(&self) -> AfterKill {
+        AfterKill::LeftDown
+    }
 }
 
 async fn hits(client: &reqwest::Client, stack: &ComposeStack) -> u64 {
     read_hits(client, &stack.url).await
-}
-
-/// Sends GET / in small concurrent batches until every replica in `live`
-/// has answered; fails on any non-200 answer, an answer from a replica not
-/// in `live`, or after `deadline`. Returns answers per replica and the time
-/// it took.
-async fn serve_until_every_replica_answers(
-    stack: &ComposeStack,
-    live: &BTreeSet<String>,
-    deadline: Duration,
-) -> (BTreeMap<String, u64>, Duration) {
-    let client = http_client();
-    let url = format!("{}/", stack.url);
-    let started = Instant::now();
-    let mut answers: BTreeMap<String, u64> = BTreeMap::new();
-    while answers.len() < live.len() {
-        assert!(
-            started.elapsed() < deadline,
-            "after {deadline:?} only {:?} of {live:?} had answered",
-            answers.keys().collect::<Vec<_>>()
-        );
-        let batch: Vec<_> = (0..10)
-            .map(|_| {
-                let client = client.clone();
-                let url = url.clone();
-                tokio::spawn(async move { get(&client, &url).await })
-            })
-            .collect();
-        for request in batch {
-            let (status, body) = request.await.expect("request task").expect("GET / answers");
-            assert_eq!(status, 200, "GET /: {body}");
-            let (replica, _) = parse_greeting(&body);
-            assert!(
-                live.contains(&replica),
-                "{replica} answered, but the live replicas are {live:?}"
-            );
-            *answers.entry(replica).or_default() += 1;
-        }
-    }
-    (answers, started.elapsed())
 }
 
 // 1. The counter.
@@ -258,24 +245,29 @@ async fn get_root_answers_200_with_the_counter_and_200_concurrent_requests_raise
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
-async fn every_replica_serves_and_after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_restart(
-) {
+async fn every_running_webapp_replica_answers_get_root_through_the_proxy() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let served =
+        checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, Duration::from_secs(30)).await;
+    eprintln!(
+        "[e2e] {} replicas: all answered within {:.2?}; answers per replica {:?}",
+        served.replicas.len(),
+        served.took,
+        served.answers
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_restart() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let proxy_before = stack.single("proxy");
-
-    let live = stack.live_replicas();
-    assert_eq!(
-        live.len(),
-        WEBAPP_REPLICAS,
-        "replicas at the start: {live:?}"
-    );
-    let (answers, took) =
-        serve_until_every_replica_answers(&stack, &live, Duration::from_secs(30)).await;
-    eprintln!("[e2e] 3 replicas: all answered within {took:.2?}; answers per replica {answers:?}");
+    checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, Duration::from_secs(30)).await;
 
     stack.xtask(&["scale", "1"]);
-    let live = stack.live_replicas();
+    let live = checks::webapp_hostnames(&stack);
     assert_eq!(live.len(), 1, "replicas after scale 1: {live:?}");
     // Right after scaling down, nginx may still hold the removed replicas'
     // addresses (for the resolver's valid= time): those attempts must be
@@ -297,32 +289,32 @@ async fn every_replica_serves_and_after_scale_1_then_scale_3_every_live_replica_
     assert!(answers.keys().all(|replica| live.contains(replica)));
 
     stack.xtask(&["scale", "3"]);
-    let live = stack.live_replicas();
-    assert_eq!(
-        live.len(),
-        WEBAPP_REPLICAS,
-        "replicas after scale 3: {live:?}"
-    );
-    let (answers, took) =
-        serve_until_every_replica_answers(&stack, &live, Duration::from_secs(30)).await;
+    let served =
+        checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, Duration::from_secs(30)).await;
     eprintln!(
-        "[e2e] scale 3: nginx reached every replica within {took:.2?} of the scale finishing; answers {answers:?}"
+        "[e2e] scale 3: nginx reached every replica within {:.2?} of the scale finishing; answers {:?}",
+        served.took, served.answers
     );
 
     let proxy_after = stack.single("proxy");
+    assert_eq!(proxy_before.id, proxy_after.id, "proxy container replaced");
     assert_eq!(
-        id_of(&proxy_before),
-        id_of(&proxy_after),
-        "proxy container replaced"
-    );
-    assert_eq!(
-        proxy_before["State"]["StartedAt"], proxy_after["State"]["StartedAt"],
+        proxy_before.state.started_at, proxy_after.state.started_at,
         "proxy restarted"
     );
 }
 
 // 3. Only the proxy is reachable.
-//
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn only_the_proxy_publishes_a_host_port() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let published = checks::only_the_proxy_publishes_a_port(&stack);
+    eprintln!("[e2e] host ports per service: {published:?}");
+}
+
 // The proof needs no packet to leave this machine (stack_tests::netguard):
 // from the host it rests on facts of the host and the engine, and probes
 // from containers run only over the stack's internal networks, where a
@@ -335,37 +327,27 @@ struct NetworkFacts {
 }
 
 fn network_facts(network: &str) -> NetworkFacts {
-    let inspected: Vec<Value> =
-        serde_json::from_str(&docker(&["network", "inspect", network])).expect("JSON");
-    let network_value = &inspected[0];
-    let subnets = network_value["IPAM"]["Config"]
-        .as_array()
-        .map(|configs| {
-            configs
-                .iter()
-                .filter_map(|config| config["Subnet"].as_str())
-                .filter_map(|subnet| subnet.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
+    let inspected = inspect::network(network);
     NetworkFacts {
-        internal: network_value["Internal"] == true,
-        subnets,
+        internal: inspected.internal,
+        subnets: inspected
+            .subnets()
+            .filter_map(|subnet| subnet.parse().ok())
+            .collect(),
     }
 }
 
-fn addresses_of(container: &Value) -> BTreeMap<String, Ipv4Addr> {
-    container["NetworkSettings"]["Networks"]
-        .as_object()
-        .expect("container has networks")
+fn addresses_of(container: &Container) -> BTreeMap<String, Ipv4Addr> {
+    container
+        .network_settings
+        .networks
         .iter()
         .map(|(network, settings)| {
             (
                 network.clone(),
-                settings["IPAddress"]
-                    .as_str()
-                    .and_then(|address| address.parse().ok())
-                    .expect("an IPv4 address"),
+                settings.ip_address.parse().unwrap_or_else(|_| {
+                    panic!("{} has no IPv4 address on {network}", container.name)
+                }),
             )
         })
         .collect()
@@ -380,10 +362,7 @@ fn probe_from_network(stack: &ComposeStack, network: &str, url: &str) -> String 
         network_facts(network).internal,
         "probes run only over internal networks, where no packet can leave the machine; {network} is not internal"
     );
-    let image = stack.single("proxy")["Config"]["Image"]
-        .as_str()
-        .expect("proxy image")
-        .to_string();
+    let image = stack.single("proxy").config.image;
     let name = format!(
         "{}-probe-{}",
         stack.project,
@@ -420,15 +399,8 @@ async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_n
     let webapps = stack.running("webapp");
     let proxy = stack.single("proxy");
 
-    // Nothing but the proxy publishes a host port.
-    for container in webapps.iter().chain([&db]) {
-        let bindings = &container["HostConfig"]["PortBindings"];
-        assert!(
-            bindings.is_null() || bindings.as_object().is_some_and(|map| map.is_empty()),
-            "{} publishes {bindings}",
-            container["Name"]
-        );
-    }
+    // That nothing but the proxy publishes a host port is the shared check
+    // `only_the_proxy_publishes_a_host_port`.
 
     // The db and the proxy share no network.
     let db_networks: BTreeSet<String> = addresses_of(&db).into_keys().collect();
@@ -460,12 +432,12 @@ async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_n
             assert!(
                 network == stack.network("frontend") || network == stack.network("backend"),
                 "{} is on {network}",
-                container["Name"]
+                container.name
             );
             let route = host.route_to(address);
             eprintln!(
                 "[e2e] host -> {} {address} ({network}): route {}",
-                container["Name"].as_str().unwrap_or("?"),
+                container.name,
                 route.map_or("none".to_string(), |route| route.to_string())
             );
             assert!(
@@ -526,7 +498,7 @@ async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_wi
     let stack = ComposeStack::from_environment();
     let client = http_client();
     let url = format!("{}/", stack.url);
-    let db = id_of(&stack.single("db"));
+    let db = stack.single("db").id;
     let before = hits(&client, &stack).await;
 
     docker(&["stop", &db]);
@@ -570,53 +542,33 @@ async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_wi
 
 // 5. A replica dies under load.
 
+/// Requests per second while a replica is killed.
+const KILL_LOAD_PER_SECOND: f64 = 100.0;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn killing_a_webapp_replica_under_load_fails_no_request_sent_after_it_is_gone() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let victim = id_of(&stack.running("webapp")[0]);
-    let client = http_client();
-    let url = format!("{}/", stack.url);
-
-    let load = ClosedLoad::start(&client, &url, 8);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let kill_sent = Instant::now();
-    docker(&["kill", &victim]);
-    let gone = Instant::now();
-    // Past nginx's DNS cache time (valid=3s), so requests also meet the
-    // state where nginx no longer knows the dead replica.
-    tokio::time::sleep(Duration::from_secs(8)).await;
-    let outcomes = load.stop().await;
-    let failed = |outcome: &&Timed| outcome.result != Ok(200);
-    let total = outcomes.len();
-    let failures: Vec<&Timed> = outcomes.iter().filter(failed).collect();
-    let failures_after_gone = failures
-        .iter()
-        .filter(|outcome| outcome.started >= gone)
-        .count();
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    for failure in &failures {
-        let reason = match &failure.result {
-            Ok(status) => format!("status {status}"),
-            Err(error) => error.clone(),
-        };
-        *reasons.entry(reason).or_default() += 1;
-    }
+    // Compose leaves the killed replica down (the check asserts it) and the
+    // check starts it again afterwards.
+    let killed = checks::a_killed_webapp_replica_fails_no_request_sent_after_it_is_gone(
+        &stack,
+        KILL_LOAD_PER_SECOND,
+    )
+    .await;
+    let load = &killed.load;
     eprintln!(
-        "[e2e] kill one of 3 replicas under load (8 concurrent clients, 10 s): {total} requests, {} failed ({failures_after_gone} of them sent after the kill returned, {:.0?} after it was sent); reasons {reasons:?}",
-        failures.len(),
-        gone - kill_sent
+        "[e2e] kill one of 3 replicas under {KILL_LOAD_PER_SECOND} requests/s: left down, the other 2 answered {:?}; {} requests in {:.1}s ({:.0}/s), {} failed ({} of them sent after the kill returned, {:.0?} after it was sent); first failures {:?}",
+        killed.served.answers,
+        load.sent,
+        load.seconds,
+        load.realised_per_second(),
+        load.failed,
+        killed.failed_sent_after_gone,
+        killed.kill_took,
+        load.first_failures
     );
-    assert_eq!(
-        failures_after_gone, 0,
-        "requests sent after the replica was gone failed: {reasons:?}"
-    );
-
-    // `docker kill` counts as stopping on purpose: the restart policy
-    // leaves the replica down, so bring it back for the next test.
-    docker(&["start", &victim]);
-    stack.wait_until_healthy(WEBAPP_REPLICAS);
 }
 
 // 6. Data outlives `down`, not `down --volumes`.
@@ -675,22 +627,24 @@ async fn every_container_runs_as_non_root_with_a_read_only_root_filesystem_and_n
     let containers = stack.containers(None);
     assert_eq!(containers.len(), WEBAPP_REPLICAS + 2);
     for container in &containers {
-        let name = container["Name"].as_str().expect("name");
+        let name = container.name.as_str();
         // What was asked for...
-        assert_eq!(container["Config"]["User"], "65532:65532", "{name} user");
-        assert_eq!(
-            container["HostConfig"]["ReadonlyRootfs"], true,
+        assert_eq!(container.config.user, "65532:65532", "{name} user");
+        assert!(
+            container.host_config.readonly_rootfs,
             "{name} root filesystem"
         );
         assert!(
-            container["HostConfig"]["CapDrop"]
-                .as_array()
+            container
+                .host_config
+                .cap_drop
+                .as_ref()
                 .is_some_and(|caps| caps.iter().any(|cap| cap == "ALL")),
             "{name} keeps capabilities"
         );
         // ...and what the kernel says about every process of the container
         // (Docker runs on this host, so its process ids are ours to read).
-        let top = docker(&["top", &id_of(container), "-o", "pid"]);
+        let top = docker(&["top", &container.id, "-o", "pid"]);
         let pids: Vec<&str> = top.lines().skip(1).map(str::trim).collect();
         assert!(!pids.is_empty(), "{name} runs no process");
         for pid in pids {
@@ -752,7 +706,7 @@ async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_th
         assert!(!body.contains("# TYPE"), "{path} leaked metrics");
     }
     // Control: the webapp does serve /metrics on the internal network.
-    let proxy = id_of(&stack.single("proxy"));
+    let proxy = stack.single("proxy").id;
     docker(&[
         "exec",
         &proxy,
@@ -789,7 +743,7 @@ async fn the_server_header_names_nginx_without_a_version() {
 async fn redis_refuses_commands_without_the_generated_password() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let db = id_of(&stack.single("db"));
+    let db = stack.single("db").id;
     let without = docker(&["exec", &db, "/usr/bin/redis-cli", "ping"]);
     assert!(without.contains("NOAUTH"), "without a password: {without}");
     let password = stack.redis_password();
@@ -840,7 +794,7 @@ async fn the_proxy_passes_a_request_id_through_makes_one_when_missing_and_logs_i
     // The access log has one JSON object per request, with the id, the
     // replica that answered and the timings.
     // nginx buffers its access log and flushes it within a second.
-    let proxy = id_of(&stack.single("proxy"));
+    let proxy = stack.single("proxy").id;
     let deadline = Instant::now() + Duration::from_secs(5);
     let line = loop {
         let logs = docker_output(&["logs", "--tail", "200", &proxy]);
@@ -910,7 +864,7 @@ fn raw_request(stack: &ComposeStack, request: &[u8]) -> (u16, String) {
 
 /// `redis-cli <args>` in the db container, authenticated.
 fn redis_cli(stack: &ComposeStack, args: &[&str]) -> String {
-    let db = id_of(&stack.single("db"));
+    let db = stack.single("db").id;
     let password = stack.redis_password();
     let mut command = vec![
         "exec",
@@ -1095,7 +1049,7 @@ async fn a_frozen_replica_fails_no_request_and_delays_none_beyond_2_seconds() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let client = http_client();
-    let victim = id_of(&stack.running("webapp")[0]);
+    let victim = stack.running("webapp")[0].id.clone();
     let before = hits(&client, &stack).await;
 
     let load = ClosedLoad::start(&client, &format!("{}/", stack.url), 16);

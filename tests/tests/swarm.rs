@@ -7,15 +7,16 @@
 //! fails saying so. The tests share one stack, so they take turns (see
 //! [`ONE_TEST_AT_A_TIME`]) and each leaves the stack converged.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use stack_tests::checks::{self, AfterKill, Deployment};
 use stack_tests::contract::swarm::{
     STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
 };
 use stack_tests::harness::{docker, FixedRateLoad};
+use stack_tests::inspect::{self, Container, Task};
 
 /// Replicas `deploy/stack.yaml` asks for.
 const WEBAPP_REPLICAS: usize = 3;
@@ -23,10 +24,6 @@ const WEBAPP_REPLICAS: usize = 3;
 /// Generous bounds: they catch a hang, they do not measure speed.
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(180);
 const ROLLOUT_TIMEOUT: Duration = Duration::from_secs(240);
-/// How long nginx may serve from a stale lookup of the replicas' addresses:
-/// its cache time (`valid=` in nginx/webapp-upstream.conf, a few seconds),
-/// with a wide margin.
-const NGINX_RERESOLVE_BOUND: Duration = Duration::from_secs(20);
 
 /// The tests change one shared stack (counter, images, containers): one at a
 /// time, whatever `--test-threads` says. An async mutex, because each test
@@ -71,6 +68,64 @@ impl SwarmStack {
     }
 }
 
+/// The checks both orchestrators run (stack_tests::checks) see the Swarm
+/// stack through this.
+impl Deployment for SwarmStack {
+    fn orchestrator(&self) -> &'static str {
+        "Swarm"
+    }
+
+    fn base_url(&self) -> &str {
+        &self.url
+    }
+
+    fn webapp_replicas(&self) -> usize {
+        WEBAPP_REPLICAS
+    }
+
+    fn webapp_containers(&self) -> Vec<Container> {
+        let ids = running_task_containers(&self.webapp());
+        inspect::containers(&ids.iter().map(String::as_str).collect::<Vec<_>>())
+            .into_iter()
+            .filter(Container::is_running)
+            .collect()
+    }
+
+    /// What each service asks for and has (`Spec.EndpointSpec.Ports`,
+    /// `Endpoint.Ports`), and what its running tasks' containers bound.
+    fn published_ports(&self) -> BTreeMap<String, BTreeSet<u16>> {
+        checks::SERVICES
+            .iter()
+            .map(|short_name| {
+                let service = self.service(short_name);
+                let mut ports = inspect::service(&service).published_ports();
+                let containers = running_task_containers(&service);
+                for container in
+                    inspect::containers(&containers.iter().map(String::as_str).collect::<Vec<_>>())
+                {
+                    ports.extend(container.host_ports());
+                }
+                (short_name.to_string(), ports)
+            })
+            .collect()
+    }
+
+    /// db and proxy healthy, and webapp converged on `webapp_replicas`.
+    fn wait_until_serving(&self, webapp_replicas: usize) {
+        assert_eq!(
+            webapp_replicas, WEBAPP_REPLICAS,
+            "the stack file asks for {WEBAPP_REPLICAS} webapp replicas"
+        );
+        for short_name in ["db", "proxy", "webapp"] {
+            wait_until_service_converged(&self.service(short_name));
+        }
+    }
+
+    fn after_kill(&self) -> AfterKill {
+        AfterKill::Replaced
+    }
+}
+
 // ---------------------------------------------------------------------------
 // The checks.
 
@@ -94,115 +149,54 @@ async fn counter_rises_by_exactly_200_under_200_concurrent_requests() {
     );
 }
 
-// Multi-threaded: the load runs on its own workers while the test thread
-// blocks on `docker` calls and sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
-async fn every_webapp_replica_serves_requests_and_only_the_proxy_is_published() {
+async fn every_running_webapp_replica_answers_get_root_through_the_proxy() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
     wait_until_service_converged(&stack.webapp());
-    let client = stack_tests::harness::http_client();
-
-    let replica_hostnames: BTreeSet<String> = running_task_containers(&stack.webapp())
-        .iter()
-        .map(|container| container_hostname(container))
-        .collect();
-    assert_eq!(
-        replica_hostnames.len(),
-        WEBAPP_REPLICAS,
-        "expected {WEBAPP_REPLICAS} running webapp tasks, found {replica_hostnames:?}"
-    );
     // nginx picks the next replica per request, among the addresses its
     // last lookup of `webapp` returned; a lookup is reused for a few seconds
     // (nginx/webapp-upstream.conf), per nginx worker, so a replica that a
     // previous test replaced may take that long to be seen everywhere.
-    let deadline = Instant::now() + NGINX_RERESOLVE_BOUND;
-    let served_by = loop {
-        let mut served_by = BTreeSet::new();
-        for _ in 0..(10 * WEBAPP_REPLICAS) {
-            served_by.insert(replica_of_greeting(&client, &stack.url).await);
-        }
-        if served_by == replica_hostnames || Instant::now() > deadline {
-            break served_by;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    assert_eq!(
-        served_by, replica_hostnames,
-        "requests through the proxy were served by {served_by:?}, the running replicas are {replica_hostnames:?}"
+    let served =
+        checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, checks::NGINX_RERESOLVE_BOUND)
+            .await;
+    println!(
+        "{} replicas: all answered within {:.2?}; answers per replica {:?}",
+        served.replicas.len(),
+        served.took,
+        served.answers
     );
+}
 
-    // Only the proxy publishes a port; db and webapp live on overlay
-    // networks the host has no route into. (Connecting to their overlay
-    // addresses from the host to prove it would send traffic off this
-    // machine, so the test checks the engine's view instead.)
-    for short_name in ["db", "webapp"] {
-        let service = inspect_service(&stack.service(short_name));
-        let published = &service["Endpoint"]["Ports"];
-        assert!(
-            published.is_null() || published.as_array().is_some_and(Vec::is_empty),
-            "{short_name} publishes ports: {published}"
-        );
-        let spec_ports = &service["Spec"]["EndpointSpec"]["Ports"];
-        assert!(
-            spec_ports.is_null() || spec_ports.as_array().is_some_and(Vec::is_empty),
-            "{short_name} asks for published ports: {spec_ports}"
-        );
-        for container in running_task_containers(&stack.service(short_name)) {
-            let bindings = docker(&[
-                "inspect",
-                "--type",
-                "container",
-                "--format",
-                "{{json .NetworkSettings.Ports}}",
-                &container,
-            ]);
-            assert!(
-                !bindings.contains("HostPort"),
-                "{short_name} container {container} has host port bindings: {bindings}"
-            );
-        }
-    }
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
+async fn only_the_proxy_publishes_a_host_port() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = SwarmStack::from_environment();
+    wait_until_service_converged(&stack.webapp());
+    let published = checks::only_the_proxy_publishes_a_port(&stack);
+    println!("host ports per service: {published:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
+async fn the_db_is_only_on_the_internal_backend_network() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = SwarmStack::from_environment();
+    // db and webapp live on overlay networks the host has no route into.
+    // (Connecting to their overlay addresses from the host to prove it would
+    // send traffic off this machine, so the test checks the engine's view.)
     let db_networks = service_network_names(&stack.service("db"));
     assert_eq!(
         db_networks,
         vec![format!("{}_backend", stack.name)],
         "db must be on the backend network only"
     );
-    let backend = docker(&[
-        "network",
-        "inspect",
-        "--format",
-        "{{.Internal}}",
-        &format!("{}_backend", stack.name),
-    ]);
-    assert_eq!(
-        backend.trim(),
-        "true",
+    assert!(
+        inspect::network(&format!("{}_backend", stack.name)).internal,
         "the backend network must be internal"
-    );
-    let proxy_ports =
-        inspect_service(&stack.service("proxy"))["Spec"]["EndpointSpec"]["Ports"].clone();
-    let proxy_published: Vec<u64> = proxy_ports
-        .as_array()
-        .map(|ports| {
-            ports
-                .iter()
-                .filter_map(|port| port["PublishedPort"].as_u64())
-                .collect()
-        })
-        .unwrap_or_default();
-    let url_port: u64 = stack
-        .url
-        .rsplit(':')
-        .next()
-        .and_then(|port| port.parse().ok())
-        .expect("the stack URL ends with a port");
-    assert_eq!(
-        proxy_published,
-        vec![url_port],
-        "the proxy publishes exactly the stack's port"
     );
 }
 
@@ -333,70 +327,31 @@ async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving
 // blocks on `docker` calls and sleeps.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
-async fn a_removed_webapp_container_is_replaced_and_requests_keep_succeeding() {
+async fn a_killed_webapp_container_is_replaced_and_no_request_fails() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
     wait_until_service_converged(&stack.webapp());
-    let client = stack_tests::harness::http_client();
-    let containers_before = running_task_containers(&stack.webapp());
-    let victim = containers_before
-        .first()
-        .expect("webapp has running tasks")
-        .clone();
-
-    let load = start_load(&stack.url, CHECK_LOAD_PER_SECOND);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let started = Instant::now();
-    docker(&["rm", "--force", &victim]);
-    // Swarm notices the task's container is gone and starts a replacement.
-    let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    let replacement = loop {
-        let containers = running_task_containers(&stack.webapp());
-        let new: Vec<&String> = containers
-            .iter()
-            .filter(|container| !containers_before.contains(container))
-            .collect();
-        if containers.len() == WEBAPP_REPLICAS
-            && !containers.contains(&victim)
-            && new.len() == 1
-            && service_converged(&stack.webapp()).is_ok()
-        {
-            break new[0].clone();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Swarm did not replace the removed container within {CONVERGE_TIMEOUT:?}: running {containers:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let healed_after = started.elapsed();
-    // The replacement must get traffic too, without touching nginx: it
-    // re-resolves the service name every few seconds.
-    let replacement_hostname = container_hostname(&replacement);
-    let deadline = Instant::now() + NGINX_RERESOLVE_BOUND;
-    let mut served_by_replacement = false;
-    while !served_by_replacement && Instant::now() < deadline {
-        served_by_replacement =
-            replica_of_greeting(&client, &stack.url).await == replacement_hostname;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let report = load.stop().await;
-    report.assert_rate_held("load while the removed container is replaced");
-
+    // The shared check: no request sent after the kill fails, Swarm starts
+    // exactly one new container, and every replica, the new one too, serves.
+    let killed = checks::a_killed_webapp_replica_fails_no_request_sent_after_it_is_gone(
+        &stack,
+        f64::from(CHECK_LOAD_PER_SECOND),
+    )
+    .await;
+    let report = &killed.load;
+    let replacement = killed.replacement.as_deref().unwrap_or("?");
     println!(
-        "removed container: healed in {:.1}s; load {} requests ({} ok, {} failed)",
-        healed_after.as_secs_f64(),
+        "killed container: replaced by {replacement}, healed in {:.1}s; answers after {:?}; load {} requests ({} ok, {} failed)",
+        killed.healed_after.unwrap_or_default().as_secs_f64(),
+        killed.served.answers,
         report.sent,
         report.succeeded,
         report.failed
     );
-    assert!(
-        served_by_replacement,
-        "the replacement replica {replacement_hostname} got no request through the proxy within {NGINX_RERESOLVE_BOUND:?}"
-    );
+    // On Swarm not even the requests in flight at the kill fail.
     assert_eq!(
         report.failed, 0,
-        "{} of {} requests failed while a webapp container was removed and replaced, first failures: {:?}",
+        "{} of {} requests failed while a webapp container was killed and replaced, first failures: {:?}",
         report.failed,
         report.sent,
         report.first_failures
@@ -426,57 +381,27 @@ fn start_load(base_url: &str, per_second: u32) -> FixedRateLoad {
 }
 
 // ---------------------------------------------------------------------------
-// HTTP helpers.
-
-/// `GET /` and the replica name from "Hello from NAME! I have been seen N times."
-async fn replica_of_greeting(client: &reqwest::Client, base_url: &str) -> String {
-    let (status, body) = stack_tests::harness::get(client, &format!("{base_url}/"))
-        .await
-        .expect("GET / answers");
-    assert_eq!(status, 200, "GET /: {body}");
-    stack_tests::harness::parse_greeting(&body).0
-}
-
-// ---------------------------------------------------------------------------
 // Docker helpers: the real engine, through the docker CLI.
 
-fn inspect_service(service: &str) -> Value {
-    let json = docker(&["service", "inspect", service]);
-    let mut services: Vec<Value> = serde_json::from_str(&json).expect("service inspect JSON");
-    services
-        .pop()
-        .expect("service inspect returned the service")
-}
-
 fn service_image(service: &str) -> String {
-    inspect_service(service)["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
-        .as_str()
-        .expect("service spec has an image")
-        .to_owned()
+    inspect::service(service).image().to_owned()
 }
 
 fn service_network_names(service: &str) -> Vec<String> {
-    let spec = inspect_service(service);
-    let mut names: Vec<String> = spec["Spec"]["TaskTemplate"]["Networks"]
-        .as_array()
-        .map(|networks| {
-            networks
-                .iter()
-                .filter_map(|network| network["Target"].as_str())
-                .map(|id| {
-                    docker(&["network", "inspect", "--format", "{{.Name}}", id])
-                        .trim()
-                        .to_owned()
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: Vec<String> = inspect::service(service)
+        .spec
+        .task_template
+        .networks
+        .unwrap_or_default()
+        .iter()
+        .map(|network| inspect::network(&network.target).name)
+        .collect();
     names.sort();
     names
 }
 
 /// The tasks Swarm wants running for a service, inspected.
-fn desired_running_tasks(service: &str) -> Vec<Value> {
+fn desired_running_tasks(service: &str) -> Vec<Task> {
     let ids = docker(&[
         "service",
         "ps",
@@ -486,21 +411,15 @@ fn desired_running_tasks(service: &str) -> Vec<Value> {
         "desired-state=running",
         service,
     ]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    let mut args = vec!["inspect", "--type", "task"];
-    args.extend(ids);
-    serde_json::from_str(&docker(&args)).expect("task inspect JSON")
+    inspect::tasks(&ids.split_whitespace().collect::<Vec<_>>())
 }
 
 /// Container ids of the service's tasks that are running.
 fn running_task_containers(service: &str) -> Vec<String> {
     desired_running_tasks(service)
         .iter()
-        .filter(|task| task["Status"]["State"] == "running")
-        .filter_map(|task| task["Status"]["ContainerStatus"]["ContainerID"].as_str())
+        .filter(|task| task.is_running())
+        .filter_map(Task::container_id)
         .map(str::to_owned)
         .collect()
 }
@@ -508,61 +427,42 @@ fn running_task_containers(service: &str) -> Vec<String> {
 fn running_task_images(service: &str) -> Vec<String> {
     desired_running_tasks(service)
         .iter()
-        .filter(|task| task["Status"]["State"] == "running")
-        .filter_map(|task| task["Spec"]["ContainerSpec"]["Image"].as_str())
-        .map(|image| image.split('@').next().unwrap_or(image).to_owned())
+        .filter(|task| task.is_running())
+        .map(|task| task.image().to_owned())
         .collect()
-}
-
-fn container_hostname(container: &str) -> String {
-    docker(&[
-        "inspect",
-        "--type",
-        "container",
-        "--format",
-        "{{.Config.Hostname}}",
-        container,
-    ])
-    .trim()
-    .to_owned()
 }
 
 /// Ok when every replica the service asks for runs its spec's image and is
 /// healthy and no rolling update is in progress; Err says what is missing.
 fn service_converged(service: &str) -> Result<(), String> {
-    let spec = inspect_service(service);
-    let update_state = spec["UpdateStatus"]["State"].as_str().unwrap_or("");
+    let spec = inspect::service(service);
+    let update_state = spec
+        .update_status
+        .as_ref()
+        .map_or("", |status| status.state.as_str());
     if matches!(update_state, "updating" | "rollback_started") {
         return Err(format!("rolling update in progress ({update_state})"));
     }
-    let desired = spec["Spec"]["Mode"]["Replicated"]["Replicas"]
-        .as_u64()
-        .unwrap_or(0) as usize;
-    let image = service_image(service);
+    let desired = spec.desired_replicas();
+    let image = spec.image();
     let mut ready = 0;
     for task in desired_running_tasks(service) {
-        let task_image = task["Spec"]["ContainerSpec"]["Image"]
-            .as_str()
-            .unwrap_or("");
-        if task["Status"]["State"] != "running" || task_image.split('@').next() != Some(&image) {
+        if !task.is_running() || task.image() != image {
             return Err(format!(
-                "task {} is {} on {task_image}",
-                task["ID"], task["Status"]["State"]
+                "task {} is {} on {}",
+                task.id,
+                task.status.state,
+                task.image()
             ));
         }
-        let container = task["Status"]["ContainerStatus"]["ContainerID"]
-            .as_str()
-            .unwrap_or("");
-        let health = docker(&[
-            "inspect",
-            "--type",
-            "container",
-            "--format",
-            "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}",
-            container,
-        ]);
-        if !matches!(health.trim(), "healthy" | "none") {
-            return Err(format!("container {container} is {}", health.trim()));
+        let container = task.container_id().unwrap_or("");
+        let inspected = inspect::containers(&[container]);
+        let health = inspected
+            .first()
+            .and_then(|container| container.state.health.as_ref())
+            .map_or("none", |health| health.status.as_str());
+        if !matches!(health, "healthy" | "none") {
+            return Err(format!("container {container} is {health}"));
         }
         ready += 1;
     }
@@ -616,9 +516,9 @@ fn commit_test_image(stack: &SwarmStack, base: &str, purpose: &str, changes: &[&
 /// Starts a rolling update of webapp to `image`; returns the start time of
 /// the service's previous update, to tell the new one from it.
 fn update_webapp_image(stack: &SwarmStack, image: &str) -> Option<String> {
-    let previous_start = inspect_service(&stack.webapp())["UpdateStatus"]["StartedAt"]
-        .as_str()
-        .map(str::to_owned);
+    let previous_start = inspect::service(&stack.webapp())
+        .update_status
+        .and_then(|status| status.started_at);
     // --no-resolve-image: the image is local, there is no registry to ask.
     docker(&[
         "service",
@@ -642,23 +542,22 @@ struct UpdateOutcome {
 async fn wait_for_update_to_finish(service: &str, previous_start: Option<String>) -> UpdateOutcome {
     let deadline = Instant::now() + ROLLOUT_TIMEOUT;
     loop {
-        let status = inspect_service(service)["UpdateStatus"].clone();
-        let state = status["State"].as_str().unwrap_or("").to_owned();
-        let is_new = status["StartedAt"].as_str().map(str::to_owned) != previous_start;
+        let status = inspect::service(service).update_status.unwrap_or_default();
+        let is_new = status.started_at != previous_start;
         if is_new
             && matches!(
-                state.as_str(),
+                status.state.as_str(),
                 "completed" | "rollback_completed" | "paused" | "rollback_paused"
             )
         {
             return UpdateOutcome {
-                state,
-                message: status["Message"].as_str().unwrap_or("").to_owned(),
+                state: status.state,
+                message: status.message,
             };
         }
         assert!(
             Instant::now() < deadline,
-            "the update of {service} did not finish within {ROLLOUT_TIMEOUT:?}: {status}"
+            "the update of {service} did not finish within {ROLLOUT_TIMEOUT:?}: {status:?}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
