@@ -157,6 +157,7 @@
             mkdir -p $out/usr/sbin $out/usr/local/bin $out/etc/nginx
             ln -s ${pkgs.nginx}/bin/nginx $out/usr/sbin/nginx
             ln -s ${webapp}/bin/httpcheck $out/usr/local/bin/httpcheck
+            ln -s ${webapp}/bin/proxy-init $out/usr/local/bin/proxy-init
             cp ${pkgs.nginx}/conf/mime.types $out/etc/nginx/mime.types
             cp ${./nginx}/* $out/etc/nginx/
           '';
@@ -229,17 +230,10 @@
               Env = searchPath;
               # SIGQUIT is nginx's graceful shutdown: open requests finish.
               StopSignal = "SIGQUIT";
-              # Debian's nginx reads /etc/nginx/nginx.conf by default; nixpkgs'
-              # nginx has its store path compiled in, so the file is named here.
-              # Relative includes (mime.types, webapp-upstream.conf) resolve
-              # against the directory of that file.
-              Entrypoint = [
-                "/usr/sbin/nginx"
-                "-c"
-                "/etc/nginx/nginx.conf"
-                "-e"
-                "stderr"
-              ];
+              # proxy-init runs the front and back nginx with `-c`
+              # /etc/nginx/{nginx,back}.conf named, so nixpkgs' nginx (whose
+              # default path is in the store) reads the same files as Debian's.
+              Entrypoint = [ "/usr/local/bin/proxy-init" ];
               ExposedPorts = {
                 "80/tcp" = { };
               };

@@ -598,18 +598,6 @@ mod tests {
         working_dir: String,
     }
 
-    /// The Nix image's entrypoint: `cargo xtask images`' own
-    /// ([`crate::images::entrypoint`]), except that the Nix proxy names its
-    /// configuration file, which nixpkgs' nginx does not look for in /etc
-    /// (see flake.nix).
-    fn nix_entrypoint(service: &str) -> anyhow::Result<Vec<String>> {
-        let mut entrypoint = crate::images::entrypoint(service)?;
-        if service == stack::PROXY {
-            entrypoint.splice(1..1, ["-c".to_owned(), "/etc/nginx/nginx.conf".to_owned()]);
-        }
-        Ok(entrypoint)
-    }
-
     /// Every Nix image as the model says it must be: one per service of
     /// xtask/src/stack.rs, with the user, healthcheck command and stop
     /// signal `cargo xtask images` reads from it, the repository and the
@@ -619,7 +607,7 @@ mod tests {
         let model = stack::stack();
         let mut expected = Vec::new();
         for service in &model.services {
-            let entrypoint = nix_entrypoint(service.name)?;
+            let entrypoint = crate::images::entrypoint(service.name)?;
             let working_dir = service.working_dir()?.to_owned();
             expected.push(ExpectedImage {
                 attribute: format!("{}-image", service.name),

@@ -26,6 +26,11 @@ pub const NONROOT_ID: u32 = 65532;
 pub const WEBAPP_SHUTDOWN_GRACE_SECS: u64 = 10;
 
 /// Service names: also the DNS names the services find each other by.
+/// How often the proxy looks up the webapp replicas' addresses and, when they
+/// changed, reloads its back nginx (`PROXY_RESOLVE_INTERVAL_MS`, read by
+/// webapp/src/bin/proxy-init.rs).
+pub const PROXY_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
+
 pub const DB: &str = "db";
 pub const WEBAPP: &str = "webapp";
 pub const PROXY: &str = "proxy";
@@ -473,6 +478,14 @@ pub fn stack() -> Stack {
     };
 
     let proxy = Service {
+        environment: vec![
+            // Where the replicas are: Docker's DNS answers one address each.
+            ("PROXY_UPSTREAM", format!("{WEBAPP}:5000")),
+            (
+                "PROXY_RESOLVE_INTERVAL_MS",
+                PROXY_RESOLVE_INTERVAL.as_millis().to_string(),
+            ),
+        ],
         networks: vec![EDGE, FRONTEND],
         published_ports: vec![PublishedPort {
             variable: PORT_VARIABLE,
@@ -486,17 +499,19 @@ pub fn stack() -> Stack {
             target: "/tmp",
             size_mib: 16,
         }],
-        // nginx drains on SIGQUIT (the image's stop signal); a request may
-        // wait up to proxy_read_timeout for the webapp.
+        // proxy-init drains both nginx on SIGQUIT (the image's stop signal);
+        // a request may wait up to about 2 s for the webapp.
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
-        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM.
+        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM;
+        // proxy-init passes it on, to the front nginx first.
         stop_signal: "SIGQUIT",
-        // nginx opens a new connection to the webapp per request (see
-        // nginx/webapp-upstream.conf), leaving one TIME_WAIT socket each.
-        // With the defaults a few seconds of load use up the ~28k local ports
-        // per replica and throughput collapses (measured: from 3,500 to 310
-        // requests/s on the second 8 s oha run); reusing TIME_WAIT ports for
-        // new outgoing connections and a wider port range keep it steady.
+        // nginx keeps its connections to the replicas (nginx/back.conf), but
+        // each reload of the back nginx opens them anew. When it opened one
+        // per request (before keep-alive), a few seconds of load used up the
+        // ~28k local ports per replica with TIME_WAIT sockets and throughput
+        // collapsed (measured: from 3,500 to 310 requests/s on the second 8 s
+        // oha run); reusing TIME_WAIT ports and a wider port range keep any
+        // burst of new connections from doing that again.
         sysctls: vec![
             ("net.ipv4.tcp_tw_reuse", "1"),
             ("net.ipv4.ip_local_port_range", "1024 65535"),

@@ -307,8 +307,9 @@ pub fn entrypoint(service: &str) -> anyhow::Result<Vec<String>> {
     let parts: &[&str] = match service {
         stack::WEBAPP => &["/usr/local/bin/webapp"],
         stack::DB => &["/usr/bin/redis-server"],
-        // The Debian package's nginx finds /etc/nginx/nginx.conf itself.
-        stack::PROXY => &["/usr/sbin/nginx", "-e", "stderr"],
+        // Runs the front and back nginx and keeps the back's list of
+        // replicas equal to DNS (webapp/src/bin/proxy-init.rs).
+        stack::PROXY => &["/usr/local/bin/proxy-init"],
         other => bail!("xtask builds no image for service {other:?}"),
     };
     Ok(parts.iter().map(|part| part.to_string()).collect())
@@ -430,11 +431,13 @@ fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow::Result<()>
             }
         }
     }
-    if !rootfs.contains("etc/nginx/nginx.conf") || found == 0 {
-        bail!(
-            "{} has no nginx.conf: the proxy image needs the repository's nginx/ configuration",
-            nginx_dir.display()
-        )
+    for required in ["nginx.conf", "back.conf"] {
+        if !rootfs.contains(&format!("etc/nginx/{required}")) || found == 0 {
+            bail!(
+                "{} has no {required}: the proxy image needs the repository's nginx/ configuration",
+                nginx_dir.display()
+            )
+        }
     }
     Ok(())
 }
@@ -498,6 +501,11 @@ fn build_all(
     proxy.add_file(
         "usr/local/bin/httpcheck",
         FileContents::Path(binaries.httpcheck.clone()),
+        0o755,
+    );
+    proxy.add_file(
+        "usr/local/bin/proxy-init",
+        FileContents::Path(binaries.proxy_init.clone()),
         0o755,
     );
     let proxy_settings = RuntimeSettings {

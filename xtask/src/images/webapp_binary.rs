@@ -17,6 +17,7 @@ pub const TARGET_TRIPLE: &str = "x86_64-unknown-linux-gnu";
 pub struct WebappBinaries {
     pub webapp: PathBuf,
     pub httpcheck: PathBuf,
+    pub proxy_init: PathBuf,
 }
 
 fn cargo_home() -> anyhow::Result<PathBuf> {
@@ -27,7 +28,7 @@ fn cargo_home() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cargo"))
 }
 
-/// Builds `webapp` and `httpcheck` in `cargo_target_dir` (incrementally).
+/// Builds `webapp`, `httpcheck` and `proxy-init` in `cargo_target_dir` (incrementally).
 pub fn build(
     sh: &Shell,
     root: &Path,
@@ -52,7 +53,7 @@ pub fn build(
     );
     cmd!(
         sh,
-        "{cargo} build --release --package webapp --bin webapp --bin httpcheck --target {TARGET_TRIPLE}"
+        "{cargo} build --release --package webapp --bin webapp --bin httpcheck --bin proxy-init --target {TARGET_TRIPLE}"
     )
     .env("CARGO_TARGET_DIR", cargo_target_dir)
     .env("CARGO_ENCODED_RUSTFLAGS", flags)
@@ -64,8 +65,9 @@ pub fn build(
     let binaries = WebappBinaries {
         webapp: release_dir.join("webapp"),
         httpcheck: release_dir.join("httpcheck"),
+        proxy_init: release_dir.join("proxy-init"),
     };
-    for binary in [&binaries.webapp, &binaries.httpcheck] {
+    for binary in [&binaries.webapp, &binaries.httpcheck, &binaries.proxy_init] {
         let facts = super::deb::elf_facts(binary)?;
         if !facts.needed.is_empty() {
             bail!(

@@ -28,11 +28,12 @@ use crate::stack::{docker_duration, Placement, Restart, Service, Stack, DB_NODE_
 /// swarm with IPVS, `ingress` lets any node accept the traffic.
 const PROXY_PUBLISH_MODE: &str = "host";
 
-/// Pause between replacing one webapp replica and the next. nginx caches the
-/// service name's addresses for a few seconds (`valid=` in
-/// nginx/webapp-upstream.conf; a test keeps this pause longer); spacing the
-/// replacements by more than that means no cached answer ever holds two
-/// stopped replicas, so a retry on the next address succeeds.
+/// Pause between replacing one webapp replica and the next. The proxy looks
+/// the service name's addresses up every `stack::PROXY_RESOLVE_INTERVAL` and
+/// reloads its back nginx when they change (a test keeps this pause several
+/// times longer); spacing the replacements by more than that means the
+/// proxy's list never holds two stopped replicas, so a retry on the next
+/// address succeeds.
 const UPDATE_DELAY: Duration = Duration::from_secs(5);
 
 /// Pause before Swarm restarts a failed task, so a crash loop does not spin.
@@ -464,25 +465,21 @@ mod tests {
     }
 
     #[test]
-    fn webapp_replicas_are_replaced_slower_than_nginx_forgets_their_addresses() {
-        let path = crate::project_root()
-            .join("nginx")
-            .join("webapp-upstream.conf");
-        let config = std::fs::read_to_string(&path).expect("read nginx/webapp-upstream.conf");
-        let valid_seconds: u64 = config
-            .lines()
-            .map(str::trim)
-            .filter(|line| line.starts_with("resolver "))
-            .find_map(|line| {
-                line.split_whitespace()
-                    .find_map(|word| word.strip_prefix("valid="))
-                    .and_then(|value| value.trim_end_matches(';').strip_suffix('s'))
-                    .and_then(|seconds| seconds.parse().ok())
-            })
-            .expect("nginx/webapp-upstream.conf sets `resolver ... valid=<N>s`");
+    fn webapp_replicas_are_replaced_slower_than_the_proxy_follows_their_addresses() {
+        let model = crate::stack::stack();
+        let proxy = model.service(crate::stack::PROXY).expect("proxy");
+        let interval_ms: u64 = proxy
+            .environment
+            .iter()
+            .find(|(variable, _)| *variable == "PROXY_RESOLVE_INTERVAL_MS")
+            .and_then(|(_, value)| value.parse().ok())
+            .expect("the proxy sets PROXY_RESOLVE_INTERVAL_MS");
+        // A lookup, a reload, and the old workers' last requests: a few
+        // intervals.
+        let follows_within = Duration::from_millis(interval_ms) * 3;
         assert!(
-            UPDATE_DELAY > Duration::from_secs(valid_seconds),
-            "UPDATE_DELAY ({UPDATE_DELAY:?}) must exceed nginx's DNS cache time ({valid_seconds}s)"
+            UPDATE_DELAY > follows_within,
+            "UPDATE_DELAY ({UPDATE_DELAY:?}) must exceed the time the proxy takes to follow the replicas ({follows_within:?})"
         );
     }
 
