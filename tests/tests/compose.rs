@@ -304,6 +304,84 @@ async fn after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_r
     );
 }
 
+/// The proxy container's TCP connections to the webapp port (5000), by
+/// state, from `/proc/<pid>/net/tcp` of one of its processes (all share the
+/// container's network namespace).
+fn proxy_connections_to_the_webapp(stack: &ComposeStack) -> BTreeMap<&'static str, usize> {
+    let proxy = stack.single("proxy");
+    let top = docker(&["top", &proxy.id, "-o", "pid"]);
+    let pid = top
+        .lines()
+        .nth(1)
+        .map(str::trim)
+        .expect("the proxy runs a process");
+    let mut states = BTreeMap::new();
+    for table in ["tcp", "tcp6"] {
+        let path = format!("/proc/{pid}/net/{table}");
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state)) = (fields.get(2), fields.get(3)) else {
+                continue;
+            };
+            if !remote.ends_with(":1388") {
+                continue; // not port 5000
+            }
+            let state = match *state {
+                "01" => "established",
+                "06" => "time_wait",
+                _ => "other",
+            };
+            *states.entry(state).or_default() += 1;
+        }
+    }
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn the_proxy_keeps_its_connections_to_the_replicas_open_and_reuses_them() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = http_client();
+    let url = format!("{}/", stack.url);
+    let requests = 400;
+    let concurrency = 8;
+
+    let before = proxy_connections_to_the_webapp(&stack);
+    for _ in 0..requests / concurrency {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..concurrency {
+            let (client, url) = (client.clone(), url.clone());
+            batch.spawn(async move { get(&client, &url).await });
+        }
+        while let Some(answer) = batch.join_next().await {
+            let (status, body) = answer.expect("request task").expect("GET / answers");
+            assert_eq!(status, 200, "GET /: {body}");
+        }
+    }
+    let after = proxy_connections_to_the_webapp(&stack);
+
+    eprintln!(
+        "[e2e] proxy → webapp connections before {before:?}, after {requests} GET / {after:?}"
+    );
+    // A connection per request would leave one TIME_WAIT socket per request
+    // on the proxy's side (it closes first) and none established.
+    let new_time_wait = after
+        .get("time_wait")
+        .copied()
+        .unwrap_or(0)
+        .saturating_sub(before.get("time_wait").copied().unwrap_or(0));
+    assert!(
+        new_time_wait < requests / 10,
+        "{new_time_wait} connections to the replicas closed during {requests} requests: nginx does not keep them ({after:?})"
+    );
+    assert!(
+        after.get("established").copied().unwrap_or(0) >= 1,
+        "no open connection to any replica after {requests} requests: {after:?}"
+    );
+}
+
 // 3. Only the proxy is reachable.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
