@@ -3,7 +3,7 @@
 # - `nix develop`: the Rust toolchain rust-toolchain.toml pins (with clippy and
 #   rustfmt), nginx, redis, the Docker client, docker-compose, oha, and what
 #   `cargo xtask` shells out to (git, dpkg-deb).
-# - `nix build` (= `.#webapp`): the webapp and httpcheck binaries.
+# - `nix build` (= `.#webapp`): the webapp, httpcheck and proxy-init binaries.
 # - `.#webapp-image`, `.#db-image`, `.#proxy-image`: scripts that stream the
 #   three images into `docker load`, a Nix alternative to `cargo xtask images`.
 # - `nix flake check`: clippy over the workspace and the webapp's tests.
