@@ -162,14 +162,16 @@ pub fn only_the_proxy_publishes_a_port(
 }
 
 /// How long the kill check keeps the load on after the kill at least
-/// before it checks who serves: past nginx's DNS cache time (`valid=3s`),
-/// so requests also meet the state where nginx no longer knows the dead
-/// replica. A replica left down is looked for after this long.
+/// before it checks who serves: past the time the proxy takes to drop the
+/// dead replica from its list (a lookup every second, then a reload of the
+/// back nginx), so requests also meet the state where nginx no longer knows
+/// it. A replica left down is looked for after this long.
 pub const AFTER_KILL_WAIT: Duration = Duration::from_secs(8);
 /// How long the orchestrator may take to replace a killed replica.
 pub const REPLACE_TIMEOUT: Duration = Duration::from_secs(180);
-/// How long nginx may serve from a stale lookup of the replicas' addresses:
-/// its cache time (`valid=` in nginx/webapp-upstream.conf, a few seconds),
+/// How long nginx may serve from a stale list of the replicas' addresses:
+/// proxy-init looks them up every second (`PROXY_RESOLVE_INTERVAL_MS`) and
+/// reloads the back nginx, whose old workers finish their requests first;
 /// with a wide margin.
 pub const NGINX_RERESOLVE_BOUND: Duration = Duration::from_secs(20);
 /// A `GET /` answered this slowly is counted as slow (reported only).

@@ -270,8 +270,8 @@ async fn after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_r
     let live = checks::webapp_hostnames(&stack);
     assert_eq!(live.len(), 1, "replicas after scale 1: {live:?}");
     // Right after scaling down, nginx may still hold the removed replicas'
-    // addresses (for the resolver's valid= time): those attempts must be
-    // retried on the live one, never reach the client as errors.
+    // addresses (until proxy-init's next lookup and reload): those attempts
+    // must be retried on the live one, never reach the client as errors.
     let client = http_client();
     let mut answers: BTreeMap<String, u64> = BTreeMap::new();
     let started = Instant::now();

@@ -155,10 +155,10 @@ async fn every_running_webapp_replica_answers_get_root_through_the_proxy() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = SwarmStack::from_environment();
     wait_until_service_converged(&stack.webapp());
-    // nginx picks the next replica per request, among the addresses its
-    // last lookup of `webapp` returned; a lookup is reused for a few seconds
-    // (nginx/webapp-upstream.conf), per nginx worker, so a replica that a
-    // previous test replaced may take that long to be seen everywhere.
+    // nginx picks the next replica per request, among the addresses of
+    // proxy-init's last lookup of `webapp` (every second, then a reload of
+    // the back nginx), so a replica that a previous test replaced may take a
+    // few seconds to be seen.
     let served =
         checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, checks::NGINX_RERESOLVE_BOUND)
             .await;
