@@ -23,8 +23,8 @@ use stack_tests::contract::{
     COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
 use stack_tests::harness::{
-    docker, docker_output, get, http_client, parse_greeting, read_hits, tally, ClosedLoad, Timed,
-    REQUEST_TIMEOUT,
+    docker, docker_output, get, http_client, parse_greeting, read_hits, tally, ClosedLoad,
+    FixedRateLoad, Timed, REQUEST_TIMEOUT,
 };
 use stack_tests::inspect::{self, Container};
 use stack_tests::netguard::{self, HostNetwork, Ipv4Net};
@@ -243,6 +243,9 @@ async fn get_root_answers_200_with_the_counter_and_200_concurrent_requests_raise
 
 // 2. Every replica serves, also after scaling down and up again.
 
+/// The fixed request rate kept up while the webapp is scaled.
+const SCALE_LOAD_PER_SECOND: f64 = 100.0;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
 async fn every_running_webapp_replica_answers_get_root_through_the_proxy() {
@@ -260,11 +263,19 @@ async fn every_running_webapp_replica_answers_get_root_through_the_proxy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
-async fn after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_restart() {
+async fn scaling_to_1_and_back_to_3_under_load_fails_no_request_and_keeps_the_proxy() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let proxy_before = stack.single("proxy");
     checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, Duration::from_secs(30)).await;
+    // Every scale step changes the replicas' addresses, so the proxy reloads
+    // its back nginx while these kept-alive client connections send.
+    let load = FixedRateLoad::start(
+        &http_client(),
+        &format!("{}/", stack.url),
+        SCALE_LOAD_PER_SECOND,
+        Duration::from_secs(1),
+    );
 
     stack.xtask(&["scale", "1"]);
     let live = checks::webapp_hostnames(&stack);
@@ -294,6 +305,17 @@ async fn after_scale_1_then_scale_3_every_live_replica_serves_without_an_nginx_r
     eprintln!(
         "[e2e] scale 3: nginx reached every replica within {:.2?} of the scale finishing; answers {:?}",
         served.took, served.answers
+    );
+    let report = load.stop().await;
+    eprintln!(
+        "[e2e] scale 3 -> 1 -> 3 under {SCALE_LOAD_PER_SECOND} requests/s: {} sent in {:.1}s, {} failed, {} slower than 1 s; first failures {:?}",
+        report.sent, report.seconds, report.failed, report.slow, report.first_failures
+    );
+    report.assert_rate_held("scale 3 -> 1 -> 3");
+    assert_eq!(
+        report.failed, 0,
+        "requests failed while the webapp was scaled: {:?}",
+        report.first_failures
     );
 
     let proxy_after = stack.single("proxy");
