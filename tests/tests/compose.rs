@@ -326,19 +326,23 @@ async fn scaling_to_1_and_back_to_3_under_load_fails_no_request_and_keeps_the_pr
     );
 }
 
+/// The host's process ids of every process in a container.
+fn container_pids(container_id: &str) -> Vec<String> {
+    let top = docker(&["top", container_id, "-o", "pid"]);
+    top.lines()
+        .skip(1)
+        .map(|pid| pid.trim().to_owned())
+        .collect()
+}
+
 /// How many TCP connections the proxy container has opened so far: the
 /// kernel's `ActiveOpens` counter of its network namespace, from
 /// `/proc/<pid>/net/snmp` of one of its processes. Its only outgoing TCP
 /// connections are nginx's to the replicas and its healthcheck's to itself
 /// (the front reaches the back nginx over a unix socket).
 fn proxy_tcp_connections_opened(stack: &ComposeStack) -> u64 {
-    let proxy = stack.single("proxy");
-    let top = docker(&["top", &proxy.id, "-o", "pid"]);
-    let pid = top
-        .lines()
-        .nth(1)
-        .map(str::trim)
-        .expect("the proxy runs a process");
+    let pids = container_pids(&stack.single("proxy").id);
+    let pid = pids.first().expect("the proxy runs a process");
     let path = format!("/proc/{pid}/net/snmp");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
     let mut tcp_lines = text.lines().filter(|line| line.starts_with("Tcp:"));
@@ -727,8 +731,7 @@ async fn every_container_runs_as_non_root_with_a_read_only_root_filesystem_and_n
         );
         // ...and what the kernel says about every process of the container
         // (Docker runs on this host, so its process ids are ours to read).
-        let top = docker(&["top", &container.id, "-o", "pid"]);
-        let pids: Vec<&str> = top.lines().skip(1).map(str::trim).collect();
+        let pids = container_pids(&container.id);
         assert!(!pids.is_empty(), "{name} runs no process");
         for pid in pids {
             let status = std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -31,6 +31,9 @@ pub const WEBAPP_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// webapp/src/bin/proxy-init.rs).
 pub const PROXY_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The port the webapp listens on inside the stack.
+pub const WEBAPP_PORT: u16 = 5000;
+
 pub const DB: &str = "db";
 pub const WEBAPP: &str = "webapp";
 pub const PROXY: &str = "proxy";
@@ -439,7 +442,7 @@ pub fn stack() -> Stack {
 
     let webapp = Service {
         environment: vec![
-            ("WEBAPP_PORT", "5000".to_string()),
+            ("WEBAPP_PORT", WEBAPP_PORT.to_string()),
             ("REDIS_URL", format!("redis://{DB}:6379")),
             (
                 "REDIS_PASSWORD_FILE",
@@ -480,7 +483,7 @@ pub fn stack() -> Stack {
     let proxy = Service {
         environment: vec![
             // Where the replicas are: Docker's DNS answers one address each.
-            ("PROXY_UPSTREAM", format!("{WEBAPP}:5000")),
+            ("PROXY_UPSTREAM", format!("{WEBAPP}:{WEBAPP_PORT}")),
             (
                 "PROXY_RESOLVE_INTERVAL_MS",
                 PROXY_RESOLVE_INTERVAL.as_millis().to_string(),

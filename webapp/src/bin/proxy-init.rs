@@ -209,12 +209,7 @@ fn main() -> ExitCode {
 /// `proxy-init -t`: `nginx -t` of the back (with the servers of one lookup, or none) and of the
 /// front.
 async fn test_configurations(settings: &Settings) -> Result<ExitCode, String> {
-    let addresses = match look_up(&settings.upstream).await {
-        Lookup::Found(addresses) => addresses,
-        Lookup::NoSuchName | Lookup::Failed(_) => BTreeSet::new(),
-    };
-    write_servers(&settings.upstream, &addresses)
-        .map_err(|error| format!("write {SERVERS_FILE}: {error}"))?;
+    write_first_servers(settings).await?;
     for config in [BACK_CONFIG, FRONT_CONFIG] {
         let status = nginx_command(settings, config)
             .arg("-t")
@@ -228,6 +223,18 @@ async fn test_configurations(settings: &Settings) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The server list before nginx starts: what one lookup finds, or none (the replicas may not
+/// be up yet; the next lookups catch up).
+async fn write_first_servers(settings: &Settings) -> Result<BTreeSet<SocketAddr>, String> {
+    let addresses = match look_up(&settings.upstream).await {
+        Lookup::Found(addresses) => addresses,
+        Lookup::NoSuchName | Lookup::Failed(_) => BTreeSet::new(),
+    };
+    write_servers(&settings.upstream, &addresses)
+        .map_err(|error| format!("write {SERVERS_FILE}: {error}"))?;
+    Ok(addresses)
+}
+
 async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
     let signal_stream = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|error| format!("cannot listen for {name}: {error}"))
@@ -236,12 +243,7 @@ async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
     let mut terminate = signal_stream(SignalKind::terminate(), "SIGTERM")?;
     let mut interrupt = signal_stream(SignalKind::interrupt(), "SIGINT")?;
 
-    let mut current = match look_up(&settings.upstream).await {
-        Lookup::Found(addresses) => addresses,
-        Lookup::NoSuchName | Lookup::Failed(_) => BTreeSet::new(),
-    };
-    write_servers(&settings.upstream, &current)
-        .map_err(|error| format!("write {SERVERS_FILE}: {error}"))?;
+    let mut current = write_first_servers(settings).await?;
     eprintln!(
         "proxy-init: {} is {}; looking it up every {:?}",
         settings.upstream,
@@ -309,18 +311,8 @@ async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
             }
             _ = terminate.recv() => return Ok(stop_both(&mut front, &mut back).await),
             _ = interrupt.recv() => return Ok(stop_both(&mut front, &mut back).await),
-            status = front.wait() => {
-                eprintln!("proxy-init: the front nginx exited ({}); stopping", describe_exit(status));
-                send_signal(&back, libc::SIGTERM);
-                let _ = back.wait().await;
-                return Ok(ExitCode::FAILURE);
-            }
-            status = back.wait() => {
-                eprintln!("proxy-init: the back nginx exited ({}); stopping", describe_exit(status));
-                send_signal(&front, libc::SIGTERM);
-                let _ = front.wait().await;
-                return Ok(ExitCode::FAILURE);
-            }
+            status = front.wait() => return Ok(one_exited("front", status, &mut back).await),
+            status = back.wait() => return Ok(one_exited("back", status, &mut front).await),
         }
     }
 }
@@ -333,11 +325,20 @@ async fn stop_both(front: &mut Child, back: &mut Child) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn describe_exit(status: std::io::Result<std::process::ExitStatus>) -> String {
-    match status {
+/// One nginx exited on its own: stop the other, and fail, so the container is restarted.
+async fn one_exited(
+    which: &str,
+    status: std::io::Result<std::process::ExitStatus>,
+    other: &mut Child,
+) -> ExitCode {
+    let status = match status {
         Ok(status) => status.to_string(),
         Err(error) => format!("cannot wait for it: {error}"),
-    }
+    };
+    eprintln!("proxy-init: the {which} nginx exited ({status}); stopping");
+    send_signal(other, libc::SIGTERM);
+    let _ = other.wait().await;
+    ExitCode::FAILURE
 }
 
 async fn wait_for_socket(path: &Path, timeout: Duration) {

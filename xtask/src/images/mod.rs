@@ -404,7 +404,6 @@ fn debian_rootfs(
 /// Copies every regular file under `nginx_dir` to /etc/nginx/.
 fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow::Result<()> {
     let mut pending = vec![nginx_dir.to_path_buf()];
-    let mut found = 0;
     while let Some(directory) = pending.pop() {
         let entries = fs::read_dir(&directory)
             .with_context(|| format!("list nginx configuration in {}", directory.display()))?;
@@ -427,12 +426,11 @@ fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow::Result<()>
                     ),
                     0o644,
                 );
-                found += 1;
             }
         }
     }
     for required in ["nginx.conf", "back.conf"] {
-        if !rootfs.contains(&format!("etc/nginx/{required}")) || found == 0 {
+        if !rootfs.contains(&format!("etc/nginx/{required}")) {
             bail!(
                 "{} has no {required}: the proxy image needs the repository's nginx/ configuration",
                 nginx_dir.display()

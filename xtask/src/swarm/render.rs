@@ -466,17 +466,9 @@ mod tests {
 
     #[test]
     fn webapp_replicas_are_replaced_slower_than_the_proxy_follows_their_addresses() {
-        let model = crate::stack::stack();
-        let proxy = model.service(crate::stack::PROXY).expect("proxy");
-        let interval_ms: u64 = proxy
-            .environment
-            .iter()
-            .find(|(variable, _)| *variable == "PROXY_RESOLVE_INTERVAL_MS")
-            .and_then(|(_, value)| value.parse().ok())
-            .expect("the proxy sets PROXY_RESOLVE_INTERVAL_MS");
         // A lookup, a reload, and the old workers' last requests: a few
         // intervals.
-        let follows_within = Duration::from_millis(interval_ms) * 3;
+        let follows_within = crate::stack::PROXY_RESOLVE_INTERVAL * 3;
         assert!(
             UPDATE_DELAY > follows_within,
             "UPDATE_DELAY ({UPDATE_DELAY:?}) must exceed the time the proxy takes to follow the replicas ({follows_within:?})"
