@@ -6,7 +6,7 @@
 //! `-p` (1.29 has no top-level `name:`), and health is polled here through
 //! `docker inspect` rather than with `up --wait` (1.29 has none).
 
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -234,13 +234,30 @@ impl Deployment for ComposeProject {
         Ok(())
     }
 
+    /// Healthy, then serving: every webapp replica answers through the
+    /// published proxy (proxy-init finds new replicas within a second).
     fn wait_ready(&self, sh: &Shell, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
         wait_until_healthy(
             sh,
             &self.name,
             &expected_containers(self.webapp_replicas),
             timeout,
+        )?;
+        let replicas = self
+            .containers(sh, WEBAPP)?
+            .iter()
+            .map(|container| crate::docker::serving::replica_name(&container.id))
+            .collect();
+        crate::docker::serving::wait_until_every_replica_serves(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
+            &replicas,
+            &[],
+            timeout
+                .saturating_sub(started.elapsed())
+                .max(crate::docker::serving::MIN_SERVING_TIMEOUT),
         )
+        .with_context(|| format!("project {} is healthy but does not serve", self.name))
     }
 
     fn containers(&self, sh: &Shell, service: &str) -> anyhow::Result<Vec<Container>> {
@@ -505,7 +522,10 @@ impl Up {
         let started = Instant::now();
         project.deploy(sh, images.as_ref(), self.replicas)?;
         project.wait_ready(sh, Duration::from_secs(self.timeout_secs))?;
-        eprintln!("up: healthy after {:.1}s", started.elapsed().as_secs_f64());
+        eprintln!(
+            "up: healthy and serving after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
         println!("http://localhost:{}", self.port);
         Ok(())
     }
@@ -651,7 +671,7 @@ impl Scale {
                 self.replicas
             );
         };
-        let project = ComposeProject::new(sh, &self.project, port)?;
+        let mut project = ComposeProject::new(sh, &self.project, port)?;
         prepare_files()?;
         let scale = format!("{WEBAPP}={}", self.replicas);
         // Only the webapp: --no-deps and --no-recreate leave db and proxy
@@ -672,13 +692,12 @@ impl Scale {
             )
             .run()
             .with_context(|| format!("scale {WEBAPP} of project {}", self.project))?;
-        wait_until_healthy(
-            sh,
-            &self.project,
-            &expected_containers(self.replicas as usize),
-            Duration::from_secs(self.timeout_secs),
-        )?;
-        eprintln!("scale: {} webapp replica(s) healthy", self.replicas);
+        project.webapp_replicas = self.replicas as usize;
+        project.wait_ready(sh, Duration::from_secs(self.timeout_secs))?;
+        eprintln!(
+            "scale: {} webapp replica(s) healthy and serving",
+            self.replicas
+        );
         Ok(())
     }
 }

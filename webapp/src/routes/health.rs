@@ -18,6 +18,8 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// Readiness: Redis answers PING within the readiness timeout, and no shutdown has begun.
+/// The answer names the replica, so a client of the proxy (xtask's readiness wait) can tell
+/// that every replica is reachable through it without counting a hit.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
     if state.is_shutting_down() {
         return Err(AppError::ShuttingDown);
@@ -31,7 +33,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
         &pipeline,
     )
     .await?;
-    Ok(Json(json!({ "status": "ready" })))
+    Ok(Json(
+        json!({ "status": "ready", "replica": state.replica.as_ref() }),
+    ))
 }
 
 /// Prometheus text exposition.

@@ -100,6 +100,23 @@ async fn app_starts_without_redis_and_becomes_ready_when_redis_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
+async fn readyz_names_the_replica_that_answered() {
+    let redis = RedisServer::start();
+    let app =
+        crate::support::spawn_app_with(&redis.url(), &crate::support::unique_prefix(), &["--replica", "r-7"])
+            .await;
+
+    let response = app.get("/readyz").await;
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().await.expect("body"),
+        r#"{"replica":"r-7","status":"ready"}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
 async fn readyz_answers_503_as_soon_as_shutdown_begins() {
     let redis = RedisServer::start();
     let app = spawn_app(&redis.url()).await;

@@ -1,6 +1,7 @@
-//! The HTTP load tool: `oha`, installed on demand into `target/tools` with
-//! `cargo install --locked` at a pinned version, run with JSON output and
-//! parsed into a report row.
+//! The HTTP load tool: `oha`, built once per machine with `cargo install
+//! --locked` at a pinned version into a cache outside the clone (so every
+//! later clone and `cargo clean` reuse it), run with JSON output and parsed
+//! into a report row.
 //!
 //! oha rather than wrk or a load generator of our own: it is on crates.io (so
 //! `cargo` alone installs it, as the Nix devShell does from nixpkgs), keeps
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use super::report::{Latency, Row, RowKind};
@@ -19,33 +21,62 @@ use super::report::{Latency, Row, RowKind};
 /// release on crates.io when the bench was written (`cargo info oha`).
 pub const OHA_VERSION: &str = "1.16.0";
 
+/// Overrides where the built oha is kept (default: the user's cache directory).
+pub const TOOL_CACHE_VARIABLE: &str = "WEBSTACK_TOOL_CACHE";
+
+/// Where tools built from crates.io are kept across clones:
+/// `$WEBSTACK_TOOL_CACHE`, else `$XDG_CACHE_HOME/webstack`, else
+/// `$HOME/.cache/webstack`; inside the clone's `target/` only when none is set.
+pub fn tool_cache_dir(variable: impl Fn(&str) -> Option<String>) -> PathBuf {
+    let non_empty = |name: &str| variable(name).filter(|value| !value.is_empty());
+    if let Some(dir) = non_empty(TOOL_CACHE_VARIABLE) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = non_empty("XDG_CACHE_HOME") {
+        return Path::new(&dir).join("webstack");
+    }
+    if let Some(home) = non_empty("HOME") {
+        return Path::new(&home).join(".cache").join("webstack");
+    }
+    crate::project_root().join("target").join("tools")
+}
+
 /// The oha binary: one on `PATH` at the pinned version (the Nix dev shell's,
-/// if nixpkgs has that version), else the one in `target/tools/bin`,
-/// installed there first if missing. The first install compiles oha (a few
-/// minutes on two cores); later runs reuse it.
+/// if nixpkgs has that version), else the cached build (see
+/// [`tool_cache_dir`]), built there first if missing or if it is not the
+/// file that build recorded. The first build compiles oha (a few minutes on
+/// two cores); later runs, from any clone, reuse it.
 pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
-    let root = crate::project_root().join("target").join("tools");
+    if is_pinned_version(sh, Path::new("oha")) {
+        return Ok(PathBuf::from("oha"));
+    }
+    let root = tool_cache_dir(|name| std::env::var(name).ok()).join(format!("oha-{OHA_VERSION}"));
     let installed = root.join("bin").join("oha");
-    for candidate in [PathBuf::from("oha"), installed.clone()] {
-        if is_pinned_version(sh, &candidate) {
-            return Ok(candidate);
-        }
+    let record = root.join("oha.sha256");
+    match cached_build_is_intact(&installed, &record) {
+        Ok(true) if is_pinned_version(sh, &installed) => return Ok(installed),
+        Ok(true) => eprintln!(
+            "bench: {} does not answer `--version` with {OHA_VERSION}; building it again",
+            installed.display()
+        ),
+        Ok(false) => {}
+        Err(reason) => eprintln!("bench: {reason}; building oha again"),
     }
     cmd!(sh, "cargo --version")
         .quiet()
         .read()
         .context("cargo is needed to install the load tool oha; install Rust with rustup")?;
     eprintln!(
-        "bench: installing oha {OHA_VERSION} into {} (first run only)",
+        "bench: building oha {OHA_VERSION} into {} (once per machine; {TOOL_CACHE_VARIABLE} moves it)",
         root.display()
     );
     let package = format!("oha@{OHA_VERSION}");
     // Its own target dir: installing must not wait on (or invalidate) the
-    // workspace's build, and stays reusable if the install is interrupted.
+    // workspace's build, and resumes if the install is interrupted.
     let build_dir = root.join("build");
     cmd!(
         sh,
-        "cargo install --locked {package} --root {root} --target-dir {build_dir}"
+        "cargo install --locked --force {package} --root {root} --target-dir {build_dir}"
     )
     .run()
     .with_context(|| format!("install oha {OHA_VERSION} with cargo install"))?;
@@ -55,7 +86,37 @@ pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
             installed.display()
         );
     }
+    std::fs::write(&record, format!("{}\n", sha256_of_file(&installed)?))
+        .with_context(|| format!("write {}", record.display()))?;
+    // The build directory is only needed to resume an interrupted build.
+    let _ = std::fs::remove_dir_all(&build_dir);
     Ok(installed)
+}
+
+/// Whether the cached binary is the very file its build recorded (its
+/// sha256 in `record`): `Ok(false)` when there is none yet, an error naming
+/// the difference when it was changed or the record is damaged.
+fn cached_build_is_intact(binary: &Path, record: &Path) -> Result<bool, String> {
+    if !binary.exists() || !record.exists() {
+        return Ok(false);
+    }
+    let recorded = std::fs::read_to_string(record)
+        .map_err(|error| format!("cannot read {}: {error}", record.display()))?;
+    let actual = sha256_of_file(binary).map_err(|error| format!("{error:#}"))?;
+    if recorded.trim() != actual {
+        return Err(format!(
+            "{} has sha256 {actual}, but its build recorded {} in {}",
+            binary.display(),
+            recorded.trim(),
+            record.display()
+        ));
+    }
+    Ok(true)
+}
+
+fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
 /// Whether `program --version` runs and names the pinned version.
@@ -212,6 +273,49 @@ fn parse_oha_json(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tool_cache_is_outside_the_clone_unless_nothing_names_a_place() {
+        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            }
+        };
+        assert_eq!(
+            tool_cache_dir(lookup(&[(TOOL_CACHE_VARIABLE, "/srv/tools"), ("HOME", "/h")])),
+            PathBuf::from("/srv/tools")
+        );
+        assert_eq!(
+            tool_cache_dir(lookup(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+            PathBuf::from("/x/webstack")
+        );
+        assert_eq!(
+            tool_cache_dir(lookup(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])),
+            PathBuf::from("/h/.cache/webstack")
+        );
+        assert!(tool_cache_dir(lookup(&[])).starts_with(crate::project_root()));
+    }
+
+    #[test]
+    fn a_cached_build_is_used_only_while_it_is_the_file_its_build_recorded() {
+        let dir = std::env::temp_dir().join(format!("xtask-oha-cache-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let binary = dir.join("oha");
+        let record = dir.join("oha.sha256");
+        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
+        std::fs::write(&binary, b"the build").expect("write binary");
+        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
+        let digest = sha256_of_file(&binary).expect("digest");
+        std::fs::write(&record, format!("{digest}\n")).expect("write record");
+        assert_eq!(cached_build_is_intact(&binary, &record), Ok(true));
+        std::fs::write(&binary, b"changed since").expect("change binary");
+        let error = cached_build_is_intact(&binary, &record).expect_err("changed");
+        assert!(error.contains(&digest), "{error}");
+        std::fs::remove_dir_all(&dir).expect("remove scratch dir");
+    }
 
     /// Trimmed from a real `oha --output-format json` run of oha 1.16.0.
     const OHA_JSON: &str = r#"{

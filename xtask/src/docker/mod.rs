@@ -8,6 +8,7 @@
 
 pub mod deployment;
 pub mod model;
+pub mod serving;
 
 use std::net::TcpListener;
 

@@ -122,7 +122,11 @@ pub fn deploy_and_wait(
         "swarm: deploying stack {stack} (webapp {}, db {}, proxy {})",
         images.webapp, images.db, images.proxy
     );
-    let mut deployment = SwarmStack::new(stack, port);
+    let mut deployment = match target {
+        Target::ThisEngine => SwarmStack::new(stack, port),
+        Target::Cluster(_) => SwarmStack::new(stack, port)
+            .reached_at(crate::cluster::manager()?.address(), crate::cluster::SUBNET),
+    };
     let replicas = crate::stack::stack()
         .service(crate::stack::WEBAPP)?
         .replicas;

@@ -18,6 +18,7 @@ pub mod status;
 pub mod update;
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -25,6 +26,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::images::BuiltImage;
+use stack_tests::netguard::Ipv4Net;
 
 /// Stack name when none is given: services become `webstack_webapp` and so on.
 pub const DEFAULT_STACK_NAME: &str = "webstack";
@@ -102,6 +104,11 @@ pub struct SwarmStack {
     /// The tasks that existed before the last [`Deployment::deploy`]: older
     /// failures are not this deploy's.
     tasks_before: BTreeSet<String>,
+    /// Where clients reach the published proxy: loopback, or a node's
+    /// address on the simulated cluster's network.
+    proxy_host: IpAddr,
+    /// The networks besides loopback the network guard lets that address be on.
+    own_networks: Vec<Ipv4Net>,
 }
 
 impl SwarmStack {
@@ -110,7 +117,32 @@ impl SwarmStack {
             name: name.to_owned(),
             port,
             tasks_before: BTreeSet::new(),
+            proxy_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            own_networks: Vec::new(),
         }
+    }
+
+    /// The stack whose proxy clients reach at `host`, on `network` (the
+    /// simulated cluster's manager).
+    pub fn reached_at(mut self, host: Ipv4Addr, network: Ipv4Net) -> SwarmStack {
+        self.proxy_host = IpAddr::V4(host);
+        self.own_networks = vec![network];
+        self
+    }
+
+    /// The hostnames of the webapp replicas Swarm runs now (on any node).
+    fn running_webapp_replicas(&self, sh: &Shell) -> anyhow::Result<BTreeSet<String>> {
+        Ok(
+            service_tasks(sh, &self.service_name(crate::stack::WEBAPP))?
+                .iter()
+                .filter(|task| {
+                    task.desired_state == TaskState::Running
+                        && task.status.state == TaskState::Running
+                })
+                .filter_map(Task::container_id)
+                .map(crate::docker::serving::replica_name)
+                .collect(),
+        )
     }
 
     /// The full name Swarm gives a service of the model: `NAME_webapp`.
@@ -155,8 +187,21 @@ impl Deployment for SwarmStack {
         Ok(())
     }
 
+    /// Converged (every task running the spec's image, healthy, no
+    /// rollout), then serving: every replica answers through the proxy.
     fn wait_ready(&self, sh: &Shell, timeout: Duration) -> anyhow::Result<()> {
-        wait_until_converged(sh, &self.name, &self.tasks_before, timeout)
+        let started = Instant::now();
+        wait_until_converged(sh, &self.name, &self.tasks_before, timeout)?;
+        let replicas = self.running_webapp_replicas(sh)?;
+        crate::docker::serving::wait_until_every_replica_serves(
+            SocketAddr::new(self.proxy_host, self.port),
+            &replicas,
+            &self.own_networks,
+            timeout
+                .saturating_sub(started.elapsed())
+                .max(crate::docker::serving::MIN_SERVING_TIMEOUT),
+        )
+        .with_context(|| format!("stack {} converged but does not serve", self.name))
     }
 
     fn containers(&self, sh: &Shell, service: &str) -> anyhow::Result<Vec<Container>> {
