@@ -164,8 +164,13 @@ enum ClusterCommand {
     },
     /// Remove every namespace, link, engine, cgroup and directory `up` made (also after a crash).
     Down,
-    /// Show the nodes: namespace, engine, swarm state, link.
-    Status,
+    /// Show the nodes: namespace, engine, swarm state, link; with a stack,
+    /// also each node's view of its overlay networks.
+    Status {
+        /// A stack deployed to the cluster (`swarm deploy --cluster -p NAME`).
+        #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME")]
+        stack: Option<String>,
+    },
     /// Cut a node off the network, or connect it again (its link on the bridge down or up).
     Link {
         /// Node number (1 is the manager).
@@ -186,7 +191,7 @@ impl Cluster {
         match self.command {
             ClusterCommand::Up { nodes } => up(sh, nodes),
             ClusterCommand::Down => down(sh),
-            ClusterCommand::Status => status(sh),
+            ClusterCommand::Status { stack } => status(sh, stack.as_deref()),
             ClusterCommand::Link { node, state } => set_link(sh, node, state),
         }
     }
@@ -863,7 +868,7 @@ fn signal(sh: &Shell, signal: &str, pids: &[u32]) {
         .run();
 }
 
-fn status(sh: &Shell) -> anyhow::Result<()> {
+fn status(sh: &Shell, stack: Option<&str>) -> anyhow::Result<()> {
     let nodes = existing_nodes();
     if nodes.is_empty() {
         println!("No cluster is up (`cargo xtask cluster up` starts one).");
@@ -914,7 +919,74 @@ fn status(sh: &Shell) -> anyhow::Result<()> {
         println!();
         println!("export DOCKER_HOST={}", manager.docker_host());
     }
+    if let Some(stack) = stack {
+        println!();
+        println!("Overlay networks of stack {stack}, as each node's engine sees them:");
+        for line in overlay_report(sh, stack) {
+            println!("  {line}");
+        }
+    }
     Ok(())
+}
+
+/// Each node's view of the overlay networks of `stack` (its gossip peers
+/// and the task endpoints it knows), checked against the tasks Swarm runs:
+/// what shows that containers on two nodes cannot reach each other
+/// although Swarm counts both nodes Ready. Nodes whose engine does not
+/// answer, or that have no part in a network, are left out.
+pub fn overlay_report(sh: &Shell, stack: &str) -> Vec<String> {
+    let running = match running_endpoints_of(sh, stack) {
+        Ok(running) => running,
+        Err(error) => return vec![format!("the manager's tasks of {stack}: {error:#}")],
+    };
+    let mut lines = Vec::new();
+    for network in crate::stack::stack().networks {
+        let name = format!("{stack}_{}", network.name);
+        let expected = running.get(&name).cloned().unwrap_or_default();
+        let mut complete = 0;
+        for node in existing_nodes() {
+            let _engine = sh.push_env("DOCKER_HOST", node.docker_host());
+            match crate::docker::overlay::overlay_view(sh, &name) {
+                Ok(Some(view)) => {
+                    lines.push(crate::docker::overlay::describe(&node.name(), &view));
+                    let shortfalls =
+                        crate::docker::overlay::shortfalls(&node.name(), &name, &view, &expected);
+                    complete += usize::from(shortfalls.is_empty());
+                    lines.extend(shortfalls);
+                }
+                Ok(None) => {}
+                Err(error) => lines.push(format!("{}: {name}: {error:#}", node.name())),
+            }
+        }
+        lines.push(format!(
+            "{name}: {complete} node(s) know every one of the {} running endpoint(s)",
+            expected.len()
+        ));
+    }
+    lines
+}
+
+/// The manager's account of where the stack's running tasks are, per network.
+fn running_endpoints_of(
+    sh: &Shell,
+    stack: &str,
+) -> anyhow::Result<
+    std::collections::BTreeMap<
+        String,
+        std::collections::BTreeSet<crate::docker::overlay::Endpoint>,
+    >,
+> {
+    let manager = manager()?;
+    let _engine = sh.push_env("DOCKER_HOST", manager.docker_host());
+    let nodes = crate::docker::inspect_swarm_nodes(sh)?
+        .into_iter()
+        .map(|node| (node.id, node.status.addr))
+        .collect();
+    let mut tasks = Vec::new();
+    for service in crate::docker::stack_services(sh, stack)? {
+        tasks.extend(crate::docker::service_tasks(sh, &service.spec.name)?);
+    }
+    Ok(crate::docker::overlay::running_endpoints(&tasks, &nodes))
 }
 
 fn set_link(sh: &Shell, index: u8, state: LinkState) -> anyhow::Result<()> {

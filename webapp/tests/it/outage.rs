@@ -102,9 +102,12 @@ async fn app_starts_without_redis_and_becomes_ready_when_redis_appears() {
 #[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
 async fn readyz_names_the_replica_that_answered() {
     let redis = RedisServer::start();
-    let app =
-        crate::support::spawn_app_with(&redis.url(), &crate::support::unique_prefix(), &["--replica", "r-7"])
-            .await;
+    let app = crate::support::spawn_app_with(
+        &redis.url(),
+        &crate::support::unique_prefix(),
+        &["--replica", "r-7"],
+    )
+    .await;
 
     let response = app.get("/readyz").await;
 

@@ -285,7 +285,10 @@ mod tests {
             }
         };
         assert_eq!(
-            tool_cache_dir(lookup(&[(TOOL_CACHE_VARIABLE, "/srv/tools"), ("HOME", "/h")])),
+            tool_cache_dir(lookup(&[
+                (TOOL_CACHE_VARIABLE, "/srv/tools"),
+                ("HOME", "/h")
+            ])),
             PathBuf::from("/srv/tools")
         );
         assert_eq!(

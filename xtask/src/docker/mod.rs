@@ -8,6 +8,7 @@
 
 pub mod deployment;
 pub mod model;
+pub mod overlay;
 pub mod serving;
 
 use std::net::TcpListener;
@@ -180,6 +181,12 @@ pub fn parse_node_rows(text: &str) -> anyhow::Result<Vec<NodeRow>> {
         .filter(|line| !line.trim().is_empty())
         .map(|line| serde_json::from_str(line).with_context(|| format!("parse node row {line:?}")))
         .collect()
+}
+
+/// Every node of the swarm, inspected (ids, hostnames, addresses).
+pub fn inspect_swarm_nodes(sh: &Shell) -> anyhow::Result<Vec<model::SwarmNode>> {
+    let ids = list_ids(sh, &["node", "ls", "--quiet"], "the swarm's nodes")?;
+    inspect(sh, "node", &ids)
 }
 
 /// The swarm's nodes as the manager sees them.

@@ -429,6 +429,50 @@ pub struct Task {
     pub desired_state: TaskState,
     pub status: TaskStatus,
     pub spec: TaskSpec,
+    /// The node Swarm assigned it to (empty until it is assigned).
+    #[serde(rename = "NodeID", default)]
+    pub node_id: String,
+    /// Its addresses on the overlay networks it is attached to.
+    #[serde(default)]
+    pub networks_attachments: Vec<NetworkAttachment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkAttachment {
+    pub network: AttachedNetwork,
+    /// CIDR notation: `198.18.129.5/24`.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttachedNetwork {
+    pub spec: AttachedNetworkSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttachedNetworkSpec {
+    pub name: String,
+}
+
+/// A swarm node as `docker node inspect` shows it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SwarmNode {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub status: SwarmNodeStatus,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SwarmNodeStatus {
+    /// The address the node advertises to the others.
+    #[serde(default)]
+    pub addr: String,
 }
 
 #[derive(Debug, Deserialize)]

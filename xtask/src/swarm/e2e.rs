@@ -61,6 +61,10 @@ fn deploy_and_test_cluster(sh: &Shell) -> anyhow::Result<()> {
         // logs` waits for every node's part.
         crate::cluster::connect_all_links(sh);
         print_service_logs(sh, &stack);
+        eprintln!("cluster e2e: ---- each node's view of the overlay networks ----");
+        for line in crate::cluster::overlay_report(sh, &stack) {
+            eprintln!("cluster e2e: {line}");
+        }
     }
     outcome
 }

@@ -132,17 +132,14 @@ impl SwarmStack {
 
     /// The hostnames of the webapp replicas Swarm runs now (on any node).
     fn running_webapp_replicas(&self, sh: &Shell) -> anyhow::Result<BTreeSet<String>> {
-        Ok(
-            service_tasks(sh, &self.service_name(crate::stack::WEBAPP))?
-                .iter()
-                .filter(|task| {
-                    task.desired_state == TaskState::Running
-                        && task.status.state == TaskState::Running
-                })
-                .filter_map(Task::container_id)
-                .map(crate::docker::serving::replica_name)
-                .collect(),
-        )
+        Ok(service_tasks(sh, &self.service_name(crate::stack::WEBAPP))?
+            .iter()
+            .filter(|task| {
+                task.desired_state == TaskState::Running && task.status.state == TaskState::Running
+            })
+            .filter_map(Task::container_id)
+            .map(crate::docker::serving::replica_name)
+            .collect())
     }
 
     /// The full name Swarm gives a service of the model: `NAME_webapp`.
