@@ -18,6 +18,10 @@ use stack_tests::contract::swarm::{
     STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
 };
 
+/// Set (to anything) to keep the cluster and its stack when the cluster
+/// test fails, for a look at the engines' state and logs.
+pub const KEEP_FAILED_CLUSTER_VARIABLE: &str = "WEBSTACK_KEEP_FAILED_CLUSTER";
+
 /// `e2e --swarm --nodes N`: a fresh cluster of N engines (whatever an
 /// earlier run left is removed first), the stack deployed to it, the
 /// cluster test, and the cluster removed whatever happened.
@@ -33,6 +37,13 @@ pub fn run_cluster_e2e(sh: &Shell, nodes: u8) -> anyhow::Result<()> {
     }
     crate::cluster::up(sh, nodes)?;
     let outcome = deploy_and_test_cluster(sh);
+    if outcome.is_err() && std::env::var_os(KEEP_FAILED_CLUSTER_VARIABLE).is_some() {
+        eprintln!(
+            "cluster e2e: {KEEP_FAILED_CLUSTER_VARIABLE} is set: the cluster stays up for a look \
+             (`cargo xtask cluster status`, `cargo xtask cluster down` removes it)"
+        );
+        return outcome;
+    }
     let cleanup = crate::cluster::down(sh);
     eprintln!(
         "cluster e2e: finished in {:.0}s",
