@@ -89,6 +89,21 @@ impl Cluster {
             "xtask cluster link {node_index} {state} failed"
         );
     }
+
+    /// Waits (through `xtask cluster gossip --wait`) until every node's
+    /// gossip counts every other node in again, or fails the step with
+    /// what is missing.
+    fn wait_for_whole_gossip(&self) {
+        let status = Command::new(&self.xtask)
+            .args(["cluster", "gossip", "--wait"])
+            .arg(STEP_TIMEOUT.as_secs().to_string())
+            .status()
+            .expect("run xtask cluster gossip");
+        assert!(
+            status.success(),
+            "the nodes' gossip did not become whole again (output above)"
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -548,6 +563,16 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     .await;
     println!(
         "cluster e2e: {} ready again after {:.1}s",
+        lost.hostname,
+        back_at.elapsed().as_secs_f64()
+    );
+    // Ready means its agent talks to the manager again. Its gossip, which
+    // carries the overlay networks' peers and addresses, reconverges on
+    // its own schedule, and tasks placed on the node before that may start
+    // without them (docs/swarm.md, "A node that returns after a cut").
+    cluster.wait_for_whole_gossip();
+    println!(
+        "cluster e2e: {} back in every node's gossip {:.1}s after its link came up",
         lost.hostname,
         back_at.elapsed().as_secs_f64()
     );

@@ -171,6 +171,15 @@ enum ClusterCommand {
         #[arg(long = "project", short = 'p', alias = "stack", value_name = "NAME")]
         stack: Option<String>,
     },
+    /// Whether every node's gossip (Docker's NetworkDB) counts every other
+    /// node in, as the peers of the `ingress` network, which every node of
+    /// a swarm joins. After a node comes back from a cut, wait for this
+    /// before placing tasks on it (docs/swarm.md, "A node that returns").
+    Gossip {
+        /// Wait up to this many seconds for it, then fail naming what is missing.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        wait: u64,
+    },
     /// Cut a node off the network, or connect it again (its link on the bridge down or up).
     Link {
         /// Node number (1 is the manager).
@@ -192,6 +201,7 @@ impl Cluster {
             ClusterCommand::Up { nodes } => up(sh, nodes),
             ClusterCommand::Down => down(sh),
             ClusterCommand::Status { stack } => status(sh, stack.as_deref()),
+            ClusterCommand::Gossip { wait } => wait_for_whole_gossip(sh, Duration::from_secs(wait)),
             ClusterCommand::Link { node, state } => set_link(sh, node, state),
         }
     }
@@ -917,6 +927,16 @@ fn status(sh: &Shell, stack: Option<&str>) -> anyhow::Result<()> {
         println!();
         cmd!(sh, "docker node ls").run()?;
         println!();
+        let gossip = gossip_shortfalls(sh);
+        if gossip.is_empty() {
+            println!("Gossip: every node counts every other in.");
+        } else {
+            println!("Gossip (wait before placing tasks on these nodes):");
+            for line in gossip {
+                println!("  {line}");
+            }
+        }
+        println!();
         println!("export DOCKER_HOST={}", manager.docker_host());
     }
     if let Some(stack) = stack {
@@ -927,6 +947,83 @@ fn status(sh: &Shell, stack: Option<&str>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The overlay network every node of a swarm is part of, whatever runs on
+/// it: its peers are the nodes that node's gossip counts in.
+const EVERY_NODES_NETWORK: &str = "ingress";
+
+/// What each node's gossip lacks: one line per node that does not count
+/// every node of the cluster among its peers (or whose engine does not say).
+fn gossip_shortfalls(sh: &Shell) -> Vec<String> {
+    let nodes = existing_nodes();
+    let everyone: std::collections::BTreeSet<String> = nodes
+        .iter()
+        .map(|node| node.address().to_string())
+        .collect();
+    let mut shortfalls = Vec::new();
+    for node in &nodes {
+        let _engine = sh.push_env("DOCKER_HOST", node.docker_host());
+        match crate::docker::overlay::overlay_view(sh, EVERY_NODES_NETWORK) {
+            Ok(Some(view)) => {
+                let peers = view.peer_addresses();
+                let missing: Vec<&str> = everyone.difference(&peers).map(String::as_str).collect();
+                if !missing.is_empty() {
+                    shortfalls.push(format!(
+                        "{} does not gossip with {}",
+                        node.name(),
+                        missing.join(", ")
+                    ));
+                }
+            }
+            Ok(None) => shortfalls.push(format!(
+                "{} has no {EVERY_NODES_NETWORK} network (not in the swarm?)",
+                node.name()
+            )),
+            Err(error) => shortfalls.push(format!("{}: {error:#}", node.name())),
+        }
+    }
+    shortfalls
+}
+
+/// How long the gossip must stay whole before `cluster gossip --wait`
+/// trusts it: right after a node's agent reconnects, its engine removes
+/// and re-creates its network attachments (`ingress` among them), which
+/// briefly breaks a view that was already whole.
+const GOSSIP_STABLE_FOR: Duration = Duration::from_secs(3);
+
+/// `cluster gossip --wait`: polls until every node's gossip has counted
+/// every node in for [`GOSSIP_STABLE_FOR`], printing how long that took,
+/// or fails with what is missing.
+fn wait_for_whole_gossip(sh: &Shell, timeout: Duration) -> anyhow::Result<()> {
+    if existing_nodes().is_empty() {
+        anyhow::bail!("no cluster is up (`cargo xtask cluster up` starts one)");
+    }
+    let started = Instant::now();
+    let mut whole_since: Option<Instant> = None;
+    loop {
+        let shortfalls = gossip_shortfalls(sh);
+        if shortfalls.is_empty() {
+            let since = *whole_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= GOSSIP_STABLE_FOR || timeout.is_zero() {
+                println!(
+                    "every node gossips with every other (whole {:.1}s after the first look, and since)",
+                    since.duration_since(started).as_secs_f64()
+                );
+                return Ok(());
+            }
+        } else {
+            whole_since = None;
+            if started.elapsed() >= timeout {
+                anyhow::bail!(
+                    "the nodes' gossip is not whole after {:.1}s:\n  {}",
+                    started.elapsed().as_secs_f64(),
+                    shortfalls.join("\n  ")
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Each node's view of the overlay networks of `stack` (its gossip peers
