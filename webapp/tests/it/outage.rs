@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::{spawn_app, RedisServer, TestApp};
 
-/// The bound for "answers quickly when Redis is gone"; generous against the ~0.75 s
+/// The bound for "answers quickly when Redis is gone"; generous against the ~0.75 s
 /// command deadline, so it is a "does not hang" check rather than a benchmark.
 const UNAVAILABLE_ANSWER_BOUND: Duration = Duration::from_millis(1500);
 

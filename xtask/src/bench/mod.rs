@@ -41,7 +41,7 @@ use self::{
     sampler::{Sampler, WatchedContainer, WatchedProcesses},
 };
 
-/// The reference load: 64 concurrent connections.
+/// The reference load: 64 concurrent connections.
 const DEFAULT_CONNECTIONS: u32 = 64;
 /// Requests per row by default: seconds per row at the rates the 2-core
 /// reference machine reaches, so a whole run stays under two minutes even

@@ -24,7 +24,7 @@ pub struct Report {
     /// How the `GET /` row's hits spread over the webapp replicas (from
     /// `/api/replicas` before and after): shows the proxy's balancing.
     pub hits_per_replica: BTreeMap<String, u64>,
-    /// The targets for `GET /`, evaluated (reported, never asserted).
+    /// The targets for `GET /`, evaluated (reported, never asserted).
     pub targets: Vec<TargetCheck>,
 }
 
@@ -219,7 +219,7 @@ impl CounterCheck {
     }
 }
 
-/// One of the targets for `GET /` and what this run measured.
+/// One of the targets for `GET /` and what this run measured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TargetCheck {
     pub name: String,
@@ -228,7 +228,7 @@ pub struct TargetCheck {
     pub met: bool,
 }
 
-/// The targets, on this 2-core class of machine, at 64 connections.
+/// The targets for `GET /` on a 2-core machine at 64 connections (docs/bench.md).
 const TARGET_MIN_RATIO_TO_CEILING: f64 = 0.5;
 const TARGET_MAX_P99_MS: f64 = 5.0;
 const TARGET_MAX_WEBAPP_RSS_MIB: f64 = 20.0;
