@@ -17,8 +17,8 @@ use crate::docker::deployment::Deployment;
 use crate::docker::{
     self, Condition, Container, Orchestrator, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL,
 };
+use crate::stack::StackImages;
 use crate::stack::{self, DEFAULT_HOST_PORT, PORT_VARIABLE, PROXY, WEBAPP};
-use crate::swarm::StackImages;
 
 /// Compose project name when none is given: containers become
 /// `webstack_webapp_1` (1.29) or `webstack-webapp-1` (v2).

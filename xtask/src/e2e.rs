@@ -85,7 +85,7 @@ impl E2e {
         compose::require_docker(sh)?;
         eprintln!("e2e: building and loading the images");
         let built = crate::images::ensure_images(sh).context("build and load the images")?;
-        let images = crate::swarm::StackImages::from_built(&built)?;
+        let images = crate::stack::StackImages::from_built(&built)?;
 
         let project_name = format!("webstack-e2e-{}", docker::unique_suffix());
         let port = docker::free_host_port()?;
@@ -126,7 +126,7 @@ impl E2e {
 fn start_and_test(
     sh: &Shell,
     project: &ComposeProject,
-    images: crate::swarm::StackImages,
+    images: crate::stack::StackImages,
 ) -> anyhow::Result<()> {
     Up {
         replicas: E2E_REPLICAS,

@@ -212,16 +212,41 @@ pub struct Image {
     pub variable: &'static str,
 }
 
+/// The tag deploy files use; each build also tags its image with a
+/// content tag, the config digest's first 12 hex digits.
+pub const STABLE_TAG: &str = "local";
+
 impl Image {
     /// `${WEBSTACK_WEBAPP_IMAGE:-webstack/webapp:local}`: interpolated by
     /// both Compose and `docker stack deploy`.
     pub fn reference_with_override(&self) -> String {
-        format!(
-            "${{{}:-{}:{}}}",
-            self.variable,
-            self.repository,
-            crate::images::STABLE_TAG
-        )
+        format!("${{{}:-{}:{}}}", self.variable, self.repository, STABLE_TAG)
+    }
+}
+
+/// The three image references one deployment uses.
+///
+/// Swarm compares image *strings*: redeploying `webstack/webapp:local` after
+/// the tag moved to a new build changes nothing, so xtask always deploys the
+/// content-derived tags and an update is a real change of image.
+#[derive(Clone, Debug)]
+pub struct StackImages {
+    pub webapp: String,
+    pub db: String,
+    pub proxy: String,
+}
+
+impl StackImages {
+    /// The image for a service of the stack description.
+    pub fn for_service(&self, service: &str) -> anyhow::Result<&str> {
+        match service {
+            WEBAPP => Ok(&self.webapp),
+            DB => Ok(&self.db),
+            PROXY => Ok(&self.proxy),
+            other => anyhow::bail!(
+                "the stack description has a service {other:?} that xtask builds no image for"
+            ),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use xshell::Shell;
 
 use super::{Container, Orchestrator};
-use crate::swarm::StackImages;
+use crate::stack::StackImages;
 
 pub trait Deployment {
     /// The project's or stack's name.

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{bail, Context};
 use sha2::{Digest, Sha256};
 
-use super::debian::unique_temporary_name;
+use super::staging::{remove_stale_temporaries, unique_temporary_name};
 
 /// The lock's name for Debian's main archive (trixie, trixie-updates).
 pub const DEBIAN: &str = "debian";
@@ -213,27 +213,6 @@ pub fn download_verified(
         let _ = fs::remove_file(&temporary);
     }
     result
-}
-
-/// Removes temporary files (`<name>.tmp-<pid>-<n>`) that a process which is
-/// no longer running left in `directory`, e.g. one killed mid-download.
-fn remove_stale_temporaries(directory: &Path) {
-    let Ok(entries) = fs::read_dir(directory) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((_, suffix)) = name.rsplit_once(".tmp-") else {
-            continue;
-        };
-        let Some(pid) = suffix.split('-').next() else {
-            continue;
-        };
-        let alive = Path::new("/proc").join(pid).exists();
-        if !alive && entry.file_type().is_ok_and(|kind| kind.is_file()) {
-            let _ = fs::remove_file(entry.path());
-        }
-    }
 }
 
 /// GETs `url` into memory, at most `limit` bytes (for index files, whose

@@ -13,7 +13,6 @@ use std::{
     fs,
     path::{Path, PathBuf},
     rc::Rc,
-    sync::atomic::{AtomicU64, Ordering},
 };
 
 use anyhow::{bail, Context};
@@ -97,7 +96,7 @@ impl LockFile {
         let mut text = serde_json::to_string_pretty(self).context("serialise lock file")?;
         text.push('\n');
         let directory = path.parent().context("lock path has no directory")?;
-        let temporary = directory.join(unique_temporary_name(".images.lock.json"));
+        let temporary = directory.join(super::staging::unique_temporary_name(".images.lock.json"));
         fs::write(&temporary, text).with_context(|| format!("write {}", temporary.display()))?;
         fs::rename(&temporary, &path).with_context(|| format!("write {}", path.display()))
     }
@@ -156,17 +155,6 @@ pub struct DebianCache {
     pub unpack_dir: PathBuf,
     /// Where missing .debs are downloaded from.
     pub archives: Archives,
-}
-
-static TEMPORARY_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A file or directory name unique within this machine's running processes.
-pub fn unique_temporary_name(prefix: &str) -> String {
-    format!(
-        "{prefix}.tmp-{}-{}",
-        std::process::id(),
-        TEMPORARY_COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 /// The cache's name for a .deb: apt's, with the epoch colon escaped.
@@ -241,7 +229,7 @@ pub fn unpack(
             .with_context(|| format!("create {}", cache.unpack_dir.display()))?;
         let staging = cache
             .unpack_dir
-            .join(unique_temporary_name(&locked.package));
+            .join(super::staging::unique_temporary_name(&locked.package));
         if let Err(error) = deb::extract_data(deb_path, &staging) {
             let _ = fs::remove_dir_all(&staging);
             return Err(error.context(format!("unpack {}", deb_path.display())));
@@ -618,7 +606,8 @@ mod tests {
 
     #[test]
     fn a_merged_usr_package_is_found_by_the_unmerged_path_only_where_it_lacks_it() {
-        let directory = std::env::temp_dir().join(unique_temporary_name("xtask-locate"));
+        let directory =
+            std::env::temp_dir().join(crate::images::staging::unique_temporary_name("xtask-locate"));
         let unpacked = |files: &[&str]| {
             for file in files {
                 let path = directory.join(file);

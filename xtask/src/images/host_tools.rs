@@ -111,7 +111,7 @@ pub fn pinned_nix() -> anyhow::Result<PinnedNix> {
     // Several tests may get here at once while another's nix reads the file:
     // replace it whole, and only when it differs.
     if fs::read_to_string(&conf_file).ok().as_deref() != Some(conf) {
-        let staging = conf_dir.join(debian::unique_temporary_name("nix.conf"));
+        let staging = conf_dir.join(super::staging::unique_temporary_name("nix.conf"));
         fs::write(&staging, conf).with_context(|| format!("write {}", staging.display()))?;
         fs::rename(&staging, &conf_file)
             .with_context(|| format!("write {}", conf_file.display()))?;
@@ -174,7 +174,7 @@ fn materialise(
     let rootfs_parent = tools_dir.join("rootfs");
     let directory = rootfs_parent.join(format!("{}-{}", contents.image, &key[..16]));
     if !directory.exists() {
-        let staging = rootfs_parent.join(debian::unique_temporary_name(contents.image));
+        let staging = rootfs_parent.join(super::staging::unique_temporary_name(contents.image));
         rootfs.write_to_dir(&staging)?;
         // A concurrent caller may have written the same tree first.
         if fs::rename(&staging, &directory).is_err() {
@@ -215,7 +215,7 @@ fn write_wrapper(
         shell_quote(&tree.join(program)),
     );
     let wrapper = bin_dir.join(name);
-    let staging = bin_dir.join(debian::unique_temporary_name(name));
+    let staging = bin_dir.join(super::staging::unique_temporary_name(name));
     fs::write(&staging, script).with_context(|| format!("write {}", staging.display()))?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))

@@ -21,6 +21,7 @@ mod host_tools;
 mod layer;
 mod oci;
 mod release;
+mod staging;
 #[cfg(test)]
 mod tests;
 mod webapp_binary;
@@ -42,10 +43,27 @@ use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
 use layer::{FileContents, Rootfs};
 use oci::RuntimeSettings;
 
-/// The tag deploy files use; the content tag is the config digest's first 12 hex.
-pub const STABLE_TAG: &str = "local";
+pub use crate::stack::{StackImages, STABLE_TAG};
 const REPOSITORY_PREFIX: &str = "webstack";
 const MEBIBYTE: u64 = 1024 * 1024;
+
+impl StackImages {
+    /// The content tags of one build's images.
+    pub fn from_built(built: &[BuiltImage]) -> anyhow::Result<StackImages> {
+        let content_tag_of = |name: &str| {
+            built
+                .iter()
+                .find(|image| image.name == name)
+                .map(|image| image.content_tag.clone())
+                .with_context(|| format!("the image build produced no {name} image"))
+        };
+        Ok(StackImages {
+            webapp: content_tag_of("webapp")?,
+            db: content_tag_of("db")?,
+            proxy: content_tag_of("proxy")?,
+        })
+    }
+}
 
 /// Build (and load) the container images, reproducibly, from pinned inputs.
 #[derive(clap::Args)]
@@ -546,7 +564,7 @@ fn build_all(
         let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
         let temporary = layout
             .output_dir
-            .join(debian::unique_temporary_name(&format!("{name}.tar")));
+            .join(staging::unique_temporary_name(&format!("{name}.tar")));
         fs::write(&temporary, &archive)
             .with_context(|| format!("write {}", temporary.display()))?;
         fs::rename(&temporary, &archive_path)

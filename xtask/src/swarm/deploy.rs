@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use super::{engine, StackImages, SwarmStack, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use super::{engine, SwarmStack, DEFAULT_PORT, DEFAULT_STACK_NAME};
 use crate::docker::deployment::Deployment;
+use crate::stack::StackImages;
 
 /// How long a first deploy may take to converge by default: image loads are
 /// done by then, so this covers start periods and health checks.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use crate::images::BuiltImage;
+use crate::stack::StackImages;
 use stack_tests::netguard::Ipv4Net;
 
 /// Stack name when none is given: services become `webstack_webapp` and so on.
@@ -51,47 +51,6 @@ pub fn prepare_files() -> anyhow::Result<()> {
     crate::render::write_file(&stack_file_path(), &rendered)?;
     crate::secrets::ensure_redis_secrets().context("create the Redis password")?;
     Ok(())
-}
-
-/// The three image references one deployment uses.
-///
-/// Swarm compares image *strings*: redeploying `webstack/webapp:local` after
-/// the tag moved to a new build changes nothing, so xtask always deploys the
-/// content-derived tags and an update is a real change of image.
-#[derive(Clone, Debug)]
-pub struct StackImages {
-    pub webapp: String,
-    pub db: String,
-    pub proxy: String,
-}
-
-impl StackImages {
-    /// The image for a service of the stack description.
-    pub fn for_service(&self, service: &str) -> anyhow::Result<&str> {
-        match service {
-            crate::stack::WEBAPP => Ok(&self.webapp),
-            crate::stack::DB => Ok(&self.db),
-            crate::stack::PROXY => Ok(&self.proxy),
-            other => bail!(
-                "the stack description has a service {other:?} that xtask builds no image for"
-            ),
-        }
-    }
-
-    pub fn from_built(built: &[BuiltImage]) -> anyhow::Result<StackImages> {
-        let content_tag_of = |name: &str| {
-            built
-                .iter()
-                .find(|image| image.name == name)
-                .map(|image| image.content_tag.clone())
-                .with_context(|| format!("the image build produced no {name} image"))
-        };
-        Ok(StackImages {
-            webapp: content_tag_of("webapp")?,
-            db: content_tag_of("db")?,
-            proxy: content_tag_of("proxy")?,
-        })
-    }
 }
 
 /// One stack on the swarm the shell's engine manages, seen as a

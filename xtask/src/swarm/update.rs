@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use super::{engine, StackImages, UpdateState, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use super::{engine, UpdateState, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use crate::stack::StackImages;
 
 /// Roll the running stack to freshly built images (or a changed stack file)
 /// and wait for the rollout to finish; fails, saying why, if it rolled back.
