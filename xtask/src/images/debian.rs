@@ -606,8 +606,9 @@ mod tests {
 
     #[test]
     fn a_merged_usr_package_is_found_by_the_unmerged_path_only_where_it_lacks_it() {
-        let directory =
-            std::env::temp_dir().join(crate::images::staging::unique_temporary_name("xtask-locate"));
+        let directory = std::env::temp_dir().join(crate::images::staging::unique_temporary_name(
+            "xtask-locate",
+        ));
         let unpacked = |files: &[&str]| {
             for file in files {
                 let path = directory.join(file);
