@@ -35,6 +35,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+use crate::poll::{self, Look};
 use stack_tests::netguard::Ipv4Net;
 use xshell::{cmd, Shell};
 
@@ -576,31 +578,35 @@ fn start_engine(node: &Node) -> anyhow::Result<()> {
 const ENGINE_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn wait_for_engine(sh: &Shell, node: &Node) -> anyhow::Result<()> {
-    let started = Instant::now();
     let _engine = sh.push_env("DOCKER_HOST", node.docker_host());
-    loop {
-        let answered = cmd!(sh, "docker version")
-            .quiet()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()
-            .is_ok();
-        if answered {
-            return Ok(());
-        }
-        if started.elapsed() > ENGINE_START_TIMEOUT {
+    poll::until(
+        ENGINE_START_TIMEOUT,
+        Duration::from_millis(200),
+        || {
+            let answered = cmd!(sh, "docker version")
+                .quiet()
+                .ignore_stdout()
+                .ignore_stderr()
+                .run()
+                .is_ok();
+            Ok(if answered {
+                Look::Ready(())
+            } else {
+                Look::NotYet(())
+            })
+        },
+        |(), _| {
             let log = std::fs::read_to_string(node.log()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            bail!(
+            anyhow::anyhow!(
                 "the engine of {} did not answer within {}s; the end of {}:\n{}",
                 node.name(),
                 ENGINE_START_TIMEOUT.as_secs(),
                 node.log().display(),
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+            )
+        },
+    )
 }
 
 fn form_swarm(sh: &Shell, nodes: &[Node]) -> anyhow::Result<()> {
@@ -642,26 +648,30 @@ fn form_swarm(sh: &Shell, nodes: &[Node]) -> anyhow::Result<()> {
     }
     // Every node Ready, as the manager sees it.
     let _engine = sh.push_env("DOCKER_HOST", manager.docker_host());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = swarm_nodes(sh)?;
-        let ready = rows.iter().filter(|row| row.status == "Ready").count();
-        if ready == nodes.len() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
+    poll::until(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let rows = swarm_nodes(sh)?;
+            let ready = rows.iter().filter(|row| row.status == "Ready").count();
+            Ok(if ready == nodes.len() {
+                Look::Ready(())
+            } else {
+                Look::NotYet((ready, rows))
+            })
+        },
+        |(ready, rows), _| {
             let states: Vec<String> = rows
                 .iter()
                 .map(|row| format!("{} {}", row.hostname, row.status))
                 .collect();
-            bail!(
+            anyhow::anyhow!(
                 "only {ready} of {} nodes are Ready in the swarm: {}",
                 nodes.len(),
                 states.join(", ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+            )
+        },
+    )
 }
 
 /// Sets every node's link up again (after a test cut one off); best effort.
@@ -997,33 +1007,45 @@ const GOSSIP_STABLE_FOR: Duration = Duration::from_secs(3);
 /// or fails with what is missing.
 fn wait_for_whole_gossip(sh: &Shell, timeout: Duration) -> anyhow::Result<()> {
     if existing_nodes().is_empty() {
-        anyhow::bail!("no cluster is up (`cargo xtask cluster up` starts one)");
+        bail!("no cluster is up (`cargo xtask cluster up` starts one)");
     }
     let started = Instant::now();
     let mut whole_since: Option<Instant> = None;
-    loop {
-        let shortfalls = gossip_shortfalls(sh);
-        if shortfalls.is_empty() {
+    let whole_at = poll::until(
+        timeout,
+        Duration::from_millis(500),
+        || {
+            let shortfalls = gossip_shortfalls(sh);
+            if !shortfalls.is_empty() {
+                whole_since = None;
+                return Ok(Look::NotYet(shortfalls));
+            }
             let since = *whole_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= GOSSIP_STABLE_FOR || timeout.is_zero() {
-                println!(
-                    "every node gossips with every other (whole {:.1}s after the first look, and since)",
-                    since.duration_since(started).as_secs_f64()
-                );
-                return Ok(());
-            }
-        } else {
-            whole_since = None;
-            if started.elapsed() >= timeout {
-                anyhow::bail!(
-                    "the nodes' gossip is not whole after {:.1}s:\n  {}",
-                    started.elapsed().as_secs_f64(),
+            Ok(
+                if since.elapsed() >= GOSSIP_STABLE_FOR || timeout.is_zero() {
+                    Look::Ready(since)
+                } else {
+                    Look::NotYet(Vec::new())
+                },
+            )
+        },
+        |shortfalls, waited| {
+            anyhow::anyhow!(
+                "the nodes' gossip is not whole after {:.1}s:\n  {}",
+                waited.as_secs_f64(),
+                if shortfalls.is_empty() {
+                    format!("it became whole only in the last {GOSSIP_STABLE_FOR:?}")
+                } else {
                     shortfalls.join("\n  ")
-                );
-            }
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+                }
+            )
+        },
+    )?;
+    println!(
+        "every node gossips with every other (whole {:.1}s after the first look, and since)",
+        whole_at.duration_since(started).as_secs_f64()
+    );
+    Ok(())
 }
 
 /// Each node's view of the overlay networks of `stack` (its gossip peers

@@ -12,6 +12,7 @@ mod docker;
 mod e2e;
 mod flake;
 mod images;
+mod poll;
 mod render;
 mod secrets;
 mod stack;

@@ -5,9 +5,11 @@
 //! itself rather than in a file: the record survives `cargo clean` and a
 //! fresh checkout, and it disappears together with the swarm.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+
+use crate::poll::{self, Look};
 use xshell::{cmd, Shell};
 
 /// Node label: this swarm was created by `cargo xtask` (so it may leave it).
@@ -156,28 +158,31 @@ pub fn leave_swarm_if_created_by_xtask(sh: &Shell) -> anyhow::Result<()> {
 /// Removes `docker_gwbridge`, retrying while the engine still detaches the
 /// last swarm endpoints from it.
 fn remove_gwbridge_network(sh: &Shell) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if !network_exists(sh, GWBRIDGE_NETWORK) {
-            return Ok(());
-        }
-        let output = cmd!(sh, "docker network rm {GWBRIDGE_NETWORK}")
-            .quiet()
-            .ignore_status()
-            .output()
-            .context("remove the docker_gwbridge network")?;
-        if output.status.success() {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "could not remove the docker_gwbridge network the swarm created: {}; \
-                 remove it with `docker network rm docker_gwbridge` once no container uses it",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    poll::until(
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            if !network_exists(sh, GWBRIDGE_NETWORK) {
+                return Ok(Look::Ready(()));
+            }
+            let output = cmd!(sh, "docker network rm {GWBRIDGE_NETWORK}")
+                .quiet()
+                .ignore_status()
+                .output()
+                .context("remove the docker_gwbridge network")?;
+            Ok(if output.status.success() {
+                Look::Ready(())
+            } else {
+                Look::NotYet(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+            })
+        },
+        |refusal, _| {
+            anyhow!(
+                "could not remove the docker_gwbridge network the swarm created: {refusal}; \
+                 remove it with `docker network rm docker_gwbridge` once no container uses it"
+            )
+        },
+    )
 }
 
 #[cfg(test)]

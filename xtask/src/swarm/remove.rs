@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
+
+use crate::poll::{self, Look};
 use xshell::{cmd, Shell};
 
 use super::{engine, DEFAULT_STACK_NAME, STACK_NAMESPACE_LABEL};
@@ -54,21 +56,26 @@ pub fn remove_stack(sh: &Shell, stack: &str, drop_volumes: bool) -> anyhow::Resu
         // `docker stack rm` returns before the tasks have stopped; networks
         // and volumes can only go once the containers are gone.
         let started = Instant::now();
-        loop {
-            let remaining = leftovers(sh, &filter)?;
-            if remaining.is_empty() {
-                break;
-            }
-            if started.elapsed() > REMOVAL_TIMEOUT {
-                bail!(
+        poll::until(
+            REMOVAL_TIMEOUT,
+            Duration::from_millis(500),
+            || {
+                let remaining = leftovers(sh, &filter)?;
+                Ok(if remaining.is_empty() {
+                    Look::Ready(())
+                } else {
+                    Look::NotYet(remaining)
+                })
+            },
+            |remaining, waited| {
+                anyhow!(
                     "stack {stack} was not fully removed after {}s, still there: {}; \
                      run `cargo xtask swarm rm -p {stack}` again",
-                    REMOVAL_TIMEOUT.as_secs(),
+                    waited.as_secs(),
                     remaining.join(", ")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+                )
+            },
+        )?;
         eprintln!(
             "swarm: stack {stack} removed in {:.1}s",
             started.elapsed().as_secs_f64()
@@ -126,22 +133,21 @@ fn leftovers(sh: &Shell, filter: &str) -> anyhow::Result<Vec<String>> {
 /// Deletes a volume, retrying briefly: the engine releases a volume a
 /// moment after the last container using it is gone.
 fn remove_volume(sh: &Shell, volume: &str) -> anyhow::Result<()> {
-    let started = Instant::now();
-    loop {
-        let output = cmd!(sh, "docker volume rm {volume}")
-            .quiet()
-            .ignore_status()
-            .output()
-            .with_context(|| format!("docker volume rm {volume}"))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            bail!(
-                "could not delete volume {volume}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    poll::until(
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let output = cmd!(sh, "docker volume rm {volume}")
+                .quiet()
+                .ignore_status()
+                .output()
+                .with_context(|| format!("docker volume rm {volume}"))?;
+            Ok(if output.status.success() {
+                Look::Ready(())
+            } else {
+                Look::NotYet(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+            })
+        },
+        |refusal, _| anyhow!("could not delete volume {volume}: {refusal}"),
+    )
 }
