@@ -82,7 +82,7 @@ impl E2e {
 
     fn run_with_current_compose(&self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
-        compose::require_docker(sh)?;
+        docker::require_docker(sh)?;
         eprintln!("e2e: building and loading the images");
         let built = crate::images::ensure_images(sh).context("build and load the images")?;
         let images = crate::stack::StackImages::from_built(&built)?;

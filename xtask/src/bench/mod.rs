@@ -150,7 +150,7 @@ impl Bench {
             (None, Some(seconds)) => Amount::Duration(seconds),
             (None, None) => Amount::Requests(DEFAULT_REQUESTS_PER_ROW),
         };
-        compose::require_docker(sh)?;
+        crate::docker::require_docker(sh)?;
         // Before any stack is started or scaled: a missing load tool fails fast.
         let oha = oha::ensure_oha(sh)?;
 

@@ -1,0 +1,364 @@
+//! One Compose project of the stack, as a [`Deployment`]: start, health,
+//! serving, containers, published port, removal.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use xshell::{cmd, Shell};
+
+use super::{default_replicas, ComposeTool, FAILURE_LOG_LINES};
+use crate::docker::deployment::Deployment;
+use crate::docker::{
+    self, Condition, Container, Orchestrator, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL,
+};
+use crate::stack::StackImages;
+use crate::stack::{self, PORT_VARIABLE, PROXY, WEBAPP};
+
+/// One Compose project of this stack: tool, project name, file and host port.
+#[derive(Debug, Clone)]
+pub struct ComposeProject {
+    pub tool: ComposeTool,
+    pub name: String,
+    pub file: PathBuf,
+    /// Substituted for `${WEBSTACK_PORT}` in the file.
+    pub port: u16,
+    /// `WEBSTACK_*_IMAGE` variable → image, substituted in the file.
+    image_pins: Vec<(String, String)>,
+    /// The webapp replicas it runs (or is to run): what
+    /// [`Deployment::wait_ready`] waits for.
+    pub(super) webapp_replicas: usize,
+}
+
+impl ComposeProject {
+    /// The project as it runs: its services keep the images their
+    /// containers run (so `scale` adds replicas of the same build, whatever
+    /// `:local` points at now); a project with no containers uses the file's
+    /// defaults until [`ComposeProject::pin_images`].
+    pub fn new(sh: &Shell, name: &str, port: u16) -> anyhow::Result<ComposeProject> {
+        let containers = project_containers(sh, name)?;
+        let webapps = containers
+            .iter()
+            .filter(|container| service_of(container) == WEBAPP)
+            .count();
+        Ok(ComposeProject {
+            tool: ComposeTool::detect(sh)?,
+            name: name.to_string(),
+            file: crate::render::compose_file_path(),
+            port,
+            image_pins: running_images(&containers),
+            webapp_replicas: if webapps == 0 {
+                default_replicas() as usize
+            } else {
+                webapps
+            },
+        })
+    }
+
+    /// Pins every service to the content-tagged image just built, so two
+    /// builds on one engine (two checkouts, a test run beside a user's
+    /// stack) never swap each other's images through the shared `:local` tag.
+    pub fn pin_images(&mut self, images: &StackImages) -> anyhow::Result<()> {
+        self.image_pins.clear();
+        for service in stack::stack().services {
+            self.image_pins.push((
+                service.image.variable.to_string(),
+                images.for_service(service.name)?.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `docker compose -p NAME -f FILE ARGS...` with the port and image variables set.
+    pub fn command<'a>(&self, sh: &'a Shell, args: &[&str]) -> xshell::Cmd<'a> {
+        let (program, leading) = self.tool.program_and_leading_arguments();
+        let name = &self.name;
+        let file = &self.file;
+        cmd!(sh, "{program} {leading...} -p {name} -f {file} {args...}")
+            .env(PORT_VARIABLE, self.port.to_string())
+            .envs(
+                self.image_pins
+                    .iter()
+                    .map(|(variable, image)| (variable, image)),
+            )
+    }
+}
+
+impl Deployment for ComposeProject {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn orchestrator(&self) -> Orchestrator {
+        Orchestrator::Compose
+    }
+
+    /// `up --detach --remove-orphans --scale webapp=N` with these images;
+    /// Compose starts db → webapp → proxy, each once the previous is
+    /// healthy. On failure prints what each container that is not healthy
+    /// said.
+    fn deploy(
+        &mut self,
+        sh: &Shell,
+        images: Option<&StackImages>,
+        webapp_replicas: u32,
+    ) -> anyhow::Result<()> {
+        if let Some(images) = images {
+            self.pin_images(images)?;
+        }
+        prepare_files()?;
+        self.webapp_replicas = webapp_replicas as usize;
+        let scale = format!("{WEBAPP}={webapp_replicas}");
+        let outcome = self
+            .command(
+                sh,
+                &["up", "--detach", "--remove-orphans", "--scale", &scale],
+            )
+            .run();
+        if let Err(error) = outcome {
+            // Compose stops at the first dependency that turned unhealthy;
+            // show what every container that is not healthy said.
+            for container in project_containers(sh, &self.name)? {
+                if container.condition() != Condition::Healthy {
+                    print_container_logs(sh, &container);
+                }
+                if container.running() && container.network_settings.networks.is_empty() {
+                    eprintln!(
+                        "up: {} runs without any network: the engine dropped its network endpoints (Docker 20.10 does that to containers starting while it leaves a swarm); run `cargo xtask down` and `cargo xtask up` again",
+                        container.short_name()
+                    );
+                }
+            }
+            return Err(error).context(format!(
+                "start project {} (the logs of containers that are not healthy are above)",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Healthy, then serving: every webapp replica answers through the
+    /// published proxy (proxy-init finds new replicas within a second).
+    fn wait_ready(&self, sh: &Shell, timeout: Duration) -> anyhow::Result<()> {
+        let started = Instant::now();
+        wait_until_healthy(
+            sh,
+            &self.name,
+            &expected_containers(self.webapp_replicas),
+            timeout,
+        )?;
+        let replicas = self
+            .containers(sh, WEBAPP)?
+            .iter()
+            .map(|container| crate::docker::serving::replica_name(&container.id))
+            .collect();
+        crate::docker::serving::wait_until_every_replica_serves(
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
+            &replicas,
+            &[],
+            timeout
+                .saturating_sub(started.elapsed())
+                .max(crate::docker::serving::MIN_SERVING_TIMEOUT),
+        )
+        .with_context(|| format!("project {} is healthy but does not serve", self.name))
+    }
+
+    fn containers(&self, sh: &Shell, service: &str) -> anyhow::Result<Vec<Container>> {
+        let labels = [
+            format!("{COMPOSE_PROJECT_LABEL}={}", self.name),
+            format!("{COMPOSE_SERVICE_LABEL}={service}"),
+        ];
+        docker::containers_labelled(sh, &labels, false)
+            .with_context(|| format!("read the {service} containers of project {}", self.name))
+    }
+
+    fn published_port(&self, sh: &Shell) -> anyhow::Result<Option<u16>> {
+        Ok(published_proxy_port(sh, &self.name))
+    }
+
+    fn remove(&self, sh: &Shell, volumes: bool) -> anyhow::Result<()> {
+        // Compose checks that secret files exist even when removing.
+        prepare_files()?;
+        let mut args = vec!["down", "--remove-orphans"];
+        if volumes {
+            args.push("--volumes");
+        }
+        self.command(sh, &args)
+            .run()
+            .with_context(|| format!("remove project {}", self.name))?;
+        Ok(())
+    }
+}
+
+/// The image each service's containers of project `name` run, as
+/// `WEBSTACK_*_IMAGE` variable → image reference.
+pub(super) fn running_images(containers: &[Container]) -> Vec<(String, String)> {
+    let model = stack::stack();
+    let mut pins: Vec<(String, String)> = Vec::new();
+    for container in containers {
+        let Ok(described) = model.service(service_of(container)) else {
+            continue;
+        };
+        let variable = described.image.variable.to_string();
+        if !pins.iter().any(|(known, _)| *known == variable) {
+            pins.push((variable, container.config.image.clone()));
+        }
+    }
+    pins
+}
+
+/// Makes sure the checked-in Compose file is the rendered one and the
+/// secrets it names exist.
+pub fn prepare_files() -> anyhow::Result<crate::secrets::RedisSecretFiles> {
+    let stack = stack::stack();
+    let rendered = crate::render::render_compose(&stack)?;
+    crate::render::write_file(&crate::render::compose_file_path(), &rendered)?;
+    crate::secrets::ensure_redis_secrets()
+}
+
+/// Every container (running or not) of a Compose project, sorted by name.
+pub fn project_containers(sh: &Shell, project: &str) -> anyhow::Result<Vec<Container>> {
+    docker::containers_labelled(sh, &[format!("{COMPOSE_PROJECT_LABEL}={project}")], true)
+        .with_context(|| format!("read the containers of project {project}"))
+}
+
+/// The Compose service a container belongs to.
+pub(super) fn service_of(container: &Container) -> &str {
+    container.label(COMPOSE_SERVICE_LABEL).unwrap_or("?")
+}
+
+/// The host port the proxy publishes, as the model names it.
+pub(super) fn proxy_container_port() -> String {
+    let model = stack::stack();
+    let port = model
+        .service(PROXY)
+        .ok()
+        .and_then(|proxy| proxy.published_ports.first())
+        .map_or(80, |published| published.container_port);
+    format!("{port}/tcp")
+}
+
+/// The host port the project's proxy publishes, if it runs.
+pub fn published_proxy_port(sh: &Shell, project: &str) -> Option<u16> {
+    let labels = [
+        format!("{COMPOSE_PROJECT_LABEL}={project}"),
+        format!("{COMPOSE_SERVICE_LABEL}={PROXY}"),
+    ];
+    let containers = docker::containers_labelled(sh, &labels, false).ok()?;
+    containers
+        .iter()
+        .find_map(|proxy| proxy.host_port(&proxy_container_port()))
+}
+
+/// Prints the last log lines of a container (for failures).
+pub fn print_container_logs(sh: &Shell, container: &Container) {
+    let id = &container.id;
+    eprintln!(
+        "---- last {FAILURE_LOG_LINES} log lines of {} ----",
+        container.short_name()
+    );
+    let _ = cmd!(sh, "docker logs --tail {FAILURE_LOG_LINES} {id}")
+        .quiet()
+        .run();
+    eprintln!("---- end of {} ----", container.short_name());
+}
+
+/// Waits until the project runs exactly `expected` containers per service,
+/// all healthy. Prints one progress line whenever the picture changes; fails,
+/// with the culprit's last log lines, as soon as a container turns unhealthy
+/// or exits, or at the timeout.
+pub fn wait_until_healthy(
+    sh: &Shell,
+    project: &str,
+    expected: &[(&str, usize)],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last_report = String::new();
+    loop {
+        let containers = project_containers(sh, project)?;
+        let mut all_healthy = true;
+        let mut report = Vec::new();
+        for (service, count) in expected {
+            let of_service: Vec<&Container> = containers
+                .iter()
+                .filter(|container| service_of(container) == *service)
+                .collect();
+            let healthy = of_service
+                .iter()
+                .filter(|container| container.condition() == Condition::Healthy)
+                .count();
+            let running = of_service
+                .iter()
+                .filter(|container| container.running())
+                .count();
+            all_healthy &= healthy == *count && running == *count;
+            report.push(format!("{service} {healthy}/{count} healthy"));
+            for container in &of_service {
+                if container.running() && container.network_settings.networks.is_empty() {
+                    bail!(
+                        "{} ({service}) runs without any network: the engine dropped its network endpoints, which Docker 20.10 does to containers when it leaves a swarm (`docker swarm leave`) while they start; run `cargo xtask down` and `cargo xtask up` again",
+                        container.short_name()
+                    );
+                }
+                let condition = container.condition();
+                // A container scaled away is "exited (0)"-free: Compose removes
+                // it. Any other stopped container of the stack is a failure.
+                if condition.failed() {
+                    print_container_logs(sh, container);
+                    bail!(
+                        "{} ({service}) is {condition}: its last log lines are above; `cargo xtask logs {service}` shows more",
+                        container.short_name()
+                    );
+                }
+            }
+        }
+        let report = report.join(", ");
+        if report != last_report {
+            eprintln!("  [{:>3}s] {report}", started.elapsed().as_secs());
+            last_report = report;
+        }
+        if all_healthy {
+            return Ok(());
+        }
+        if started.elapsed() > timeout {
+            for container in &containers {
+                if container.condition() != Condition::Healthy {
+                    print_container_logs(sh, container);
+                }
+            }
+            bail!(
+                "the stack was not healthy after {}s ({last_report}); logs of the containers that were not are above",
+                timeout.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Fails when the host port is taken by something other than this project.
+pub(super) fn require_free_port(sh: &Shell, project: &str, port: u16) -> anyhow::Result<()> {
+    if published_proxy_port(sh, project) == Some(port) {
+        return Ok(());
+    }
+    if let Err(error) = TcpListener::bind(("0.0.0.0", port)) {
+        bail!("host port {port} is not available ({error}): pick another with `--port`, or see what listens there with `ss -ltnp 'sport = :{port}'`");
+    }
+    Ok(())
+}
+
+pub(super) fn expected_containers(replicas: usize) -> Vec<(&'static str, usize)> {
+    stack::stack()
+        .services
+        .iter()
+        .map(|service| {
+            let count = if service.name == WEBAPP {
+                replicas
+            } else {
+                service.replicas as usize
+            };
+            (service.name, count)
+        })
+        .collect()
+}
