@@ -378,151 +378,30 @@ fn measure(
     amount: Amount,
     smoke: bool,
 ) -> anyhow::Result<Report> {
-    let base_url = stack.base_url.as_str();
-    let compose_project = stack.compose_project.as_str();
     let started_at_unix_secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0);
-    let port = url_port(base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
-    let deployment = compose::ComposeProject::new(sh, compose_project, port)?;
-    let containers = sampler::stack_containers(sh, &deployment)?;
-    let watched = Watched {
-        processes: sampler::docker_host_processes(&containers, url_port(base_url)),
-        containers,
-    };
-    let redis_target = redis_target(sh, &deployment, &stack.redis_password_file)?;
-    let benchmark_binary = redis_benchmark_binary(sh, &redis_target.image)?;
-    let replicas = webapp_replicas(sh, &deployment)?;
-
-    // Warm-up, not measured: the webapp's Redis pool fills, nginx's workers
-    // and the kernel's socket buffers are in use before the first row.
-    let warm_up = Amount::Requests(if smoke { 200 } else { 5_000 });
-    for path in ["/nginx/ceiling", "/"] {
-        oha::run_http_row(
-            sh,
-            oha,
-            RowKind::ProxyCeiling,
-            &format!("{base_url}{path}"),
-            connections,
-            warm_up,
-            None,
-        )
-        .with_context(|| format!("warm up {path}"))?;
-    }
-
-    let ceiling = measure_http_row(
-        sh,
-        oha,
-        &watched,
-        RowKind::ProxyCeiling,
-        base_url,
-        "/nginx/ceiling",
-        connections,
-        amount,
-    )?;
-
+    let run = Run::prepare(sh, oha, stack, connections, amount, smoke)?;
+    run.warm_up()?;
+    let ceiling = run.http_row(RowKind::ProxyCeiling, "/nginx/ceiling", amount, None)?;
+    let base_url = stack.base_url.as_str();
     let before =
         http::read_hit_counter(base_url).context("read the hit counter before GET / load")?;
     let replicas_before = http::read_hits_per_replica(base_url)?;
-    let hit_counter = measure_http_row(
-        sh,
-        oha,
-        &watched,
-        RowKind::HitCounter,
-        base_url,
-        "/",
-        connections,
-        amount,
-    )?;
+    let hit_counter = run.http_row(RowKind::HitCounter, "/", amount, None)?;
     let after =
         http::read_hit_counter(base_url).context("read the hit counter after GET / load")?;
     let hits_per_replica =
         http::hits_between(&replicas_before, &http::read_hits_per_replica(base_url)?);
     let counter_check = CounterCheck::new(before, after, hit_counter.successful);
-
-    // Open loop: fractions of the closed-loop rate just measured.
-    let mut fixed_rate_rows = Vec::with_capacity(FIXED_RATE_FRACTIONS.len());
-    for fraction in FIXED_RATE_FRACTIONS {
-        let rate = (hit_counter.requests_per_sec * fraction).max(1.0);
-        let row_amount = match amount {
-            Amount::Requests(_) => {
-                let seconds = if smoke {
-                    SMOKE_FIXED_RATE_ROW_SECS
-                } else {
-                    FIXED_RATE_ROW_SECS
-                };
-                Amount::Requests((rate * seconds).round().max(1.0) as u64)
-            }
-            Amount::Duration(seconds) => Amount::Duration(seconds),
-        };
-        let mut row = measure_http_row_at(
-            sh,
-            oha,
-            &watched,
-            RowKind::HitCounterFixedRate,
-            base_url,
-            "/",
-            connections,
-            row_amount,
-            Some(rate),
-        )?;
-        row.fraction_of_max = Some(fraction);
-        fixed_rate_rows.push(row);
-    }
-
-    let hits_read = measure_http_row(
-        sh,
-        oha,
-        &watched,
-        RowKind::HitsReadOnly,
-        base_url,
-        "/api/hits",
-        connections,
-        amount,
-    )?;
-
-    let redis_requests = match amount {
-        Amount::Requests(requests) => requests,
-        Amount::Duration(_) => ceiling.requests_finished.max(1),
-    };
-    eprintln!(
-        "bench: {} (redis-benchmark in the db image)",
-        RowKind::RedisIncr.label()
-    );
-    let sampler = Sampler::start(&watched.containers, &watched.processes);
-    let redis = redis_row::run_redis_row(
-        sh,
-        &redis_target,
-        &benchmark_binary,
-        connections,
-        redis_requests,
-    );
-    let usage = sampler.finish()?;
-    let mut redis = redis?;
-    redis.containers = usage.containers;
-    redis.host_processes = usage.host_processes;
-
+    let fixed_rate_rows = run.fixed_rate_rows(hit_counter.requests_per_sec)?;
+    let hits_read = run.http_row(RowKind::HitsReadOnly, "/api/hits", amount, None)?;
+    let redis = run.redis_row(ceiling.requests_finished)?;
     let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
         started_at_unix_secs,
-        settings: Settings {
-            base_url: base_url.to_string(),
-            compose_project: compose_project.to_string(),
-            connections,
-            requests_per_row: match amount {
-                Amount::Requests(requests) => Some(requests),
-                Amount::Duration(_) => None,
-            },
-            duration_secs_per_row: match amount {
-                Amount::Requests(_) => None,
-                Amount::Duration(seconds) => Some(seconds),
-            },
-            webapp_replicas: replicas,
-            http_load_tool: format!("oha {}", oha::OHA_VERSION),
-            redis_load_tool: redis_benchmark_version(&redis_target, &benchmark_binary),
-            smoke,
-        },
+        settings: run.settings(),
         rows: [
             vec![ceiling, hit_counter],
             fixed_rate_rows,
@@ -537,6 +416,181 @@ fn measure(
     Ok(report)
 }
 
+/// One bench run against one stack: what every row needs, and the rows.
+struct Run<'a> {
+    sh: &'a Shell,
+    oha: &'a PathBuf,
+    stack: &'a StackUnderTest,
+    connections: u32,
+    amount: Amount,
+    smoke: bool,
+    /// What the sampler watches during every row.
+    watched: Watched,
+    redis_target: RedisTarget,
+    benchmark_binary: BenchmarkBinary,
+    /// The pinned package redis-benchmark comes from.
+    benchmark_package: String,
+    replicas: u32,
+}
+
+impl<'a> Run<'a> {
+    fn prepare(
+        sh: &'a Shell,
+        oha: &'a PathBuf,
+        stack: &'a StackUnderTest,
+        connections: u32,
+        amount: Amount,
+        smoke: bool,
+    ) -> anyhow::Result<Run<'a>> {
+        let port = url_port(&stack.base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
+        let deployment = compose::ComposeProject::new(sh, &stack.compose_project, port)?;
+        let containers = sampler::stack_containers(sh, &deployment)?;
+        let watched = Watched {
+            processes: sampler::docker_host_processes(&containers, url_port(&stack.base_url)),
+            containers,
+        };
+        let redis_target = redis_target(sh, &deployment, &stack.redis_password_file)?;
+        let (benchmark_binary, benchmark_package) =
+            redis_benchmark_binary(sh, &redis_target.image)?;
+        let replicas = webapp_replicas(sh, &deployment)?;
+        Ok(Run {
+            sh,
+            oha,
+            stack,
+            connections,
+            amount,
+            smoke,
+            watched,
+            redis_target,
+            benchmark_binary,
+            benchmark_package,
+            replicas,
+        })
+    }
+
+    /// Not measured: the webapp's Redis pool fills, nginx's workers and the
+    /// kernel's socket buffers are in use before the first row.
+    fn warm_up(&self) -> anyhow::Result<()> {
+        let warm_up = Amount::Requests(if self.smoke { 200 } else { 5_000 });
+        for path in ["/nginx/ceiling", "/"] {
+            oha::run_http_row(
+                self.sh,
+                self.oha,
+                RowKind::ProxyCeiling,
+                &format!("{}{path}", self.stack.base_url),
+                self.connections,
+                warm_up,
+                None,
+            )
+            .with_context(|| format!("warm up {path}"))?;
+        }
+        Ok(())
+    }
+
+    /// One oha row, closed loop or at a fixed `rate`, with the sampler running.
+    fn http_row(
+        &self,
+        kind: RowKind,
+        path: &str,
+        amount: Amount,
+        rate: Option<f64>,
+    ) -> anyhow::Result<Row> {
+        match rate {
+            Some(rate) => eprintln!("bench: {} (GET {path} at {rate:.0}/s)", kind.label()),
+            None => eprintln!("bench: {} (GET {path})", kind.label()),
+        }
+        let sampler = Sampler::start(&self.watched.containers, &self.watched.processes);
+        let row = oha::run_http_row(
+            self.sh,
+            self.oha,
+            kind,
+            &format!("{}{path}", self.stack.base_url),
+            self.connections,
+            amount,
+            rate,
+        );
+        let usage = sampler.finish()?;
+        let mut row = row?;
+        row.containers = usage.containers;
+        row.host_processes = usage.host_processes;
+        Ok(row)
+    }
+
+    /// Open loop: `GET /` at fractions of the closed-loop rate just measured.
+    fn fixed_rate_rows(&self, closed_loop_rate: f64) -> anyhow::Result<Vec<Row>> {
+        let mut rows = Vec::with_capacity(FIXED_RATE_FRACTIONS.len());
+        for fraction in FIXED_RATE_FRACTIONS {
+            let rate = (closed_loop_rate * fraction).max(1.0);
+            let row_amount = match self.amount {
+                Amount::Requests(_) => {
+                    let seconds = if self.smoke {
+                        SMOKE_FIXED_RATE_ROW_SECS
+                    } else {
+                        FIXED_RATE_ROW_SECS
+                    };
+                    Amount::Requests((rate * seconds).round().max(1.0) as u64)
+                }
+                Amount::Duration(seconds) => Amount::Duration(seconds),
+            };
+            let mut row =
+                self.http_row(RowKind::HitCounterFixedRate, "/", row_amount, Some(rate))?;
+            row.fraction_of_max = Some(fraction);
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+
+    /// redis-benchmark's INCR inside the backend network, as many requests
+    /// as the rows (or, in a timed run, as the ceiling row finished).
+    fn redis_row(&self, ceiling_requests: u64) -> anyhow::Result<Row> {
+        let redis_requests = match self.amount {
+            Amount::Requests(requests) => requests,
+            Amount::Duration(_) => ceiling_requests.max(1),
+        };
+        eprintln!(
+            "bench: {} (redis-benchmark in the db image)",
+            RowKind::RedisIncr.label()
+        );
+        let sampler = Sampler::start(&self.watched.containers, &self.watched.processes);
+        let redis = redis_row::run_redis_row(
+            self.sh,
+            &self.redis_target,
+            &self.benchmark_binary,
+            self.connections,
+            redis_requests,
+        );
+        let usage = sampler.finish()?;
+        let mut redis = redis?;
+        redis.containers = usage.containers;
+        redis.host_processes = usage.host_processes;
+        Ok(redis)
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            base_url: self.stack.base_url.clone(),
+            compose_project: self.stack.compose_project.clone(),
+            connections: self.connections,
+            requests_per_row: match self.amount {
+                Amount::Requests(requests) => Some(requests),
+                Amount::Duration(_) => None,
+            },
+            duration_secs_per_row: match self.amount {
+                Amount::Requests(_) => None,
+                Amount::Duration(seconds) => Some(seconds),
+            },
+            webapp_replicas: self.replicas,
+            http_load_tool: format!("oha {}", oha::OHA_VERSION),
+            redis_load_tool: redis_benchmark_version(
+                &self.redis_target,
+                &self.benchmark_binary,
+                &self.benchmark_package,
+            ),
+            smoke: self.smoke,
+        }
+    }
+}
+
 /// What the sampler watches during every row: the stack's containers and
 /// the Docker host processes working for them.
 struct Watched {
@@ -548,64 +602,6 @@ struct Watched {
 fn url_port(base_url: &str) -> Option<u16> {
     let authority = base_url.split_once("://")?.1.split('/').next()?;
     authority.rsplit_once(':')?.1.parse().ok()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn measure_http_row(
-    sh: &Shell,
-    oha: &PathBuf,
-    watched: &Watched,
-    kind: RowKind,
-    base_url: &str,
-    path: &str,
-    connections: u32,
-    amount: Amount,
-) -> anyhow::Result<Row> {
-    measure_http_row_at(
-        sh,
-        oha,
-        watched,
-        kind,
-        base_url,
-        path,
-        connections,
-        amount,
-        None,
-    )
-}
-
-/// One oha row, closed loop or at a fixed `rate`, with the sampler running.
-#[allow(clippy::too_many_arguments)]
-fn measure_http_row_at(
-    sh: &Shell,
-    oha: &PathBuf,
-    watched: &Watched,
-    kind: RowKind,
-    base_url: &str,
-    path: &str,
-    connections: u32,
-    amount: Amount,
-    rate: Option<f64>,
-) -> anyhow::Result<Row> {
-    match rate {
-        Some(rate) => eprintln!("bench: {} (GET {path} at {rate:.0}/s)", kind.label()),
-        None => eprintln!("bench: {} (GET {path})", kind.label()),
-    }
-    let sampler = Sampler::start(&watched.containers, &watched.processes);
-    let row = oha::run_http_row(
-        sh,
-        oha,
-        kind,
-        &format!("{base_url}{path}"),
-        connections,
-        amount,
-        rate,
-    );
-    let usage = sampler.finish()?;
-    let mut row = row?;
-    row.containers = usage.containers;
-    row.host_processes = usage.host_processes;
-    Ok(row)
 }
 
 /// The running db container's image, backend network and password.
@@ -649,11 +645,21 @@ fn redis_password(path: &Path) -> anyhow::Result<Option<String>> {
     Ok(Some(password.trim_end_matches(['\n', '\r']).to_string()))
 }
 
+/// The package redis-benchmark comes from, and where it is in it.
+const REDIS_BENCHMARK_PACKAGE: &str = "redis-tools";
+const REDIS_BENCHMARK_PATH: &str = "usr/bin/redis-benchmark";
+
 /// redis-benchmark from the db image if it has one, else the same file from
 /// the pinned redis-tools package (the one the image's redis-cli and
-/// redis-server come from) mounted in.
-fn redis_benchmark_binary(sh: &Shell, image: &str) -> anyhow::Result<BenchmarkBinary> {
-    let in_image = "/usr/bin/redis-benchmark";
+/// redis-server come from) mounted in; with the package it is from.
+fn redis_benchmark_binary(sh: &Shell, image: &str) -> anyhow::Result<(BenchmarkBinary, String)> {
+    let pinned = crate::images::pinned_package_file(
+        crate::stack::DB,
+        REDIS_BENCHMARK_PACKAGE,
+        REDIS_BENCHMARK_PATH,
+    )
+    .context("the pinned redis-benchmark")?;
+    let in_image = format!("/{REDIS_BENCHMARK_PATH}");
     let probe = cmd!(
         sh,
         "docker run --rm --entrypoint {in_image} {image} --version"
@@ -663,68 +669,16 @@ fn redis_benchmark_binary(sh: &Shell, image: &str) -> anyhow::Result<BenchmarkBi
     .ignore_stdout()
     .run();
     if probe.is_ok() {
-        return Ok(BenchmarkBinary::InImage(in_image.to_string()));
+        return Ok((BenchmarkBinary::InImage(in_image), pinned.package));
     }
-    Ok(BenchmarkBinary::Mounted(pinned_redis_benchmark(sh)?))
+    Ok((BenchmarkBinary::Mounted(pinned.path), pinned.package))
 }
 
-/// The pinned redis-tools package, from deploy/images.lock.json.
-fn locked_redis_tools() -> anyhow::Result<(String, String)> {
-    let path = crate::project_root()
-        .join("deploy")
-        .join("images.lock.json");
-    let text = fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))?;
-    let lock: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))?;
-    let package = lock["images"]["db"]
-        .as_array()
-        .and_then(|packages| {
-            packages
-                .iter()
-                .find(|package| package["package"] == "redis-tools")
-        })
-        .with_context(|| {
-            format!(
-                "{} pins no redis-tools package for the db image",
-                path.display()
-            )
-        })?;
-    match (package["version"].as_str(), package["sha256"].as_str()) {
-        (Some(version), Some(sha256)) if sha256.len() >= 16 => {
-            Ok((version.to_string(), sha256.to_string()))
-        }
-        _ => bail!(
-            "the redis-tools entry of {} lacks a version or sha256",
-            path.display()
-        ),
-    }
-}
-
-/// redis-benchmark in the unpacked pinned redis-tools package, unpacking it
-/// (through the images' host tools) if no image build did yet.
-fn pinned_redis_benchmark(sh: &Shell) -> anyhow::Result<PathBuf> {
-    let (_, sha256) = locked_redis_tools()?;
-    // The images' Debian cache layout: target/images/unpacked/<package>_<sha256[..16]>.
-    let path = crate::project_root()
-        .join("target/images/unpacked")
-        .join(format!("redis-tools_{}", &sha256[..16]))
-        .join("usr/bin/redis-benchmark");
-    if !path.exists() {
-        crate::images::host_tools(sh).context("unpack the pinned Redis packages")?;
-    }
-    if !path.exists() {
-        bail!(
-            "the db image has no redis-benchmark and {} does not exist after unpacking the pinned packages",
-            path.display()
-        );
-    }
-    Ok(path)
-}
-
-fn redis_benchmark_version(target: &RedisTarget, binary: &BenchmarkBinary) -> String {
-    let package = locked_redis_tools()
-        .map(|(version, _)| format!("redis-tools {version}"))
-        .unwrap_or_else(|_| String::from("redis-tools"));
+fn redis_benchmark_version(
+    target: &RedisTarget,
+    binary: &BenchmarkBinary,
+    package: &str,
+) -> String {
     match binary {
         BenchmarkBinary::InImage(_) => format!("redis-benchmark ({package}) in {}", target.image),
         BenchmarkBinary::Mounted(_) => {

@@ -36,7 +36,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 pub use compose_v2::pinned_compose_v2;
-pub use host_tools::{host_tools, pinned_nix, HostTools};
+pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
 
 use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
