@@ -499,16 +499,24 @@ impl<'a> Run<'a> {
             Some(rate) => eprintln!("bench: {} (GET {path} at {rate:.0}/s)", kind.label()),
             None => eprintln!("bench: {} (GET {path})", kind.label()),
         }
+        self.sampled(|| {
+            oha::run_http_row(
+                self.sh,
+                self.oha,
+                kind,
+                &format!("{}{path}", self.stack.base_url),
+                self.connections,
+                amount,
+                rate,
+            )
+        })
+    }
+
+    /// Runs one row's load with the sampler running, and adds what the
+    /// containers and the Docker host processes spent meanwhile.
+    fn sampled(&self, load: impl FnOnce() -> anyhow::Result<Row>) -> anyhow::Result<Row> {
         let sampler = Sampler::start(&self.watched.containers, &self.watched.processes);
-        let row = oha::run_http_row(
-            self.sh,
-            self.oha,
-            kind,
-            &format!("{}{path}", self.stack.base_url),
-            self.connections,
-            amount,
-            rate,
-        );
+        let row = load();
         let usage = sampler.finish()?;
         let mut row = row?;
         row.containers = usage.containers;
@@ -551,19 +559,15 @@ impl<'a> Run<'a> {
             "bench: {} (redis-benchmark in the db image)",
             RowKind::RedisIncr.label()
         );
-        let sampler = Sampler::start(&self.watched.containers, &self.watched.processes);
-        let redis = redis_row::run_redis_row(
-            self.sh,
-            &self.redis_target,
-            &self.benchmark_binary,
-            self.connections,
-            redis_requests,
-        );
-        let usage = sampler.finish()?;
-        let mut redis = redis?;
-        redis.containers = usage.containers;
-        redis.host_processes = usage.host_processes;
-        Ok(redis)
+        self.sampled(|| {
+            redis_row::run_redis_row(
+                self.sh,
+                &self.redis_target,
+                &self.benchmark_binary,
+                self.connections,
+                redis_requests,
+            )
+        })
     }
 
     fn settings(&self) -> Settings {
