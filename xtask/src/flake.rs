@@ -607,7 +607,7 @@ mod tests {
         let model = stack::stack();
         let mut expected = Vec::new();
         for service in &model.services {
-            let entrypoint = crate::images::entrypoint(service.name)?;
+            let entrypoint = crate::stack::entrypoint(service.name)?;
             let working_dir = service.working_dir()?.to_owned();
             expected.push(ExpectedImage {
                 attribute: format!("{}-image", service.name),

@@ -212,6 +212,20 @@ pub struct Image {
     pub variable: &'static str,
 }
 
+/// What each image runs: the model holds only what comes after it
+/// (`Service::command`, given in the deploy files).
+pub fn entrypoint(service: &str) -> anyhow::Result<Vec<String>> {
+    let parts: &[&str] = match service {
+        WEBAPP => &["/usr/local/bin/webapp"],
+        DB => &["/usr/bin/redis-server"],
+        // Runs the front and back nginx and keeps the back's list of
+        // replicas equal to DNS (webapp/src/bin/proxy-init.rs).
+        PROXY => &["/usr/local/bin/proxy-init"],
+        other => anyhow::bail!("xtask builds no image for service {other:?}"),
+    };
+    Ok(parts.iter().map(|part| part.to_string()).collect())
+}
+
 /// The tag deploy files use; each build also tags its image with a
 /// content tag, the config digest's first 12 hex digits.
 pub const STABLE_TAG: &str = "local";

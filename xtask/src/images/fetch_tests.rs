@@ -380,8 +380,9 @@ fn failed_update_lock(purpose: &str, routes: BTreeMap<String, Reply>) -> String 
     fs::write(&lock_path, &lock_before).unwrap();
     let cache = scratch.cache(&server.base_url);
 
-    let error = super::update_lock_in(&scratch.0, &cache, &keys_dir(), &[UPDATES], FIXTURE_TIME)
-        .unwrap_err();
+    let error =
+        super::lock::update_lock_in(&scratch.0, &cache, &keys_dir(), &[UPDATES], FIXTURE_TIME)
+            .unwrap_err();
 
     assert_eq!(fs::read(&lock_path).unwrap(), lock_before, "lock changed");
     assert_eq!(files_under(&cache.deb_dir), Vec::<String>::new());

@@ -420,8 +420,8 @@ fn an_image_over_its_compressed_size_budget_fails_naming_it() {
         archive_path: std::path::PathBuf::new(),
     };
 
-    let within = super::check_budgets(&[artifact("webapp", 4 * 1024 * 1024)]);
-    let over = super::check_budgets(&[
+    let within = super::check::check_budgets(&[artifact("webapp", 4 * 1024 * 1024)]);
+    let over = super::check::check_budgets(&[
         artifact("webapp", 1024),
         artifact("db", 4 * 1024 * 1024 + 1),
     ]);

@@ -1,0 +1,320 @@
+//! One build of the three images: each image's files (the webapp binary,
+//! the Debian contents, nginx's configuration, base files), its layer,
+//! config and archive, reused when the inputs' fingerprint is unchanged.
+
+use std::{collections::BTreeMap, fs, path::Path};
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use super::*;
+
+/// `root` and `nonroot` only, so tools can name the image's user.
+pub(super) fn add_base_files(rootfs: &mut Rootfs) {
+    let id = stack::NONROOT_ID;
+    rootfs.add_file(
+        "etc/passwd",
+        FileContents::Bytes(
+            format!(
+                "root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{id}:{id}:nonroot:/home/nonroot:/sbin/nologin\n"
+            )
+            .into_bytes(),
+        ),
+        0o644,
+    );
+    rootfs.add_file(
+        "etc/group",
+        FileContents::Bytes(format!("root:x:0:\nnonroot:x:{id}:\n").into_bytes()),
+        0o644,
+    );
+    // A mount point for `--tmpfs /tmp` on a read-only root.
+    rootfs.add_directory("tmp", 0o1777, 0);
+}
+
+pub(super) fn labels(name: &str, description: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (
+            "org.opencontainers.image.description".to_string(),
+            description.to_string(),
+        ),
+        (
+            "org.opencontainers.image.licenses".to_string(),
+            "MIT OR Apache-2.0".to_string(),
+        ),
+        (
+            "org.opencontainers.image.title".to_string(),
+            format!("{REPOSITORY_PREFIX}/{name}"),
+        ),
+    ])
+}
+
+/// The Debian contents of db or proxy from the pinned packages.
+pub(super) fn debian_rootfs(
+    root: &Path,
+    cache: &DebianCache,
+    contents: &DebianContents,
+) -> anyhow::Result<Rootfs> {
+    let lock = LockFile::read(root)?;
+    let Some(locked) = lock.images.get(contents.image) else {
+        bail!(
+            "{} has no entry for image {}; run `cargo xtask images --update-lock`",
+            debian::LOCK_PATH,
+            contents.image
+        )
+    };
+    let mut source = LockedSource {
+        cache,
+        locked: locked
+            .iter()
+            .map(|package| (package.package.clone(), package.clone()))
+            .collect(),
+        fetched: BTreeMap::new(),
+    };
+    let resolved = debian::resolve_contents(&mut source, contents)
+        .with_context(|| format!("assemble the Debian files of image {}", contents.image))?;
+    Ok(resolved.rootfs)
+}
+
+/// Copies every regular file under `nginx_dir` to /etc/nginx/.
+pub(super) fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow::Result<()> {
+    let mut pending = vec![nginx_dir.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        let entries = fs::read_dir(&directory)
+            .with_context(|| format!("list nginx configuration in {}", directory.display()))?;
+        for entry in entries {
+            let path = entry
+                .with_context(|| format!("list {}", directory.display()))?
+                .path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.is_file() {
+                let relative = path
+                    .strip_prefix(nginx_dir)
+                    .context("nginx file outside its directory")?
+                    .to_string_lossy()
+                    .into_owned();
+                rootfs.add_file(
+                    &format!("etc/nginx/{relative}"),
+                    FileContents::Bytes(
+                        fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+                    ),
+                    0o644,
+                );
+            }
+        }
+    }
+    for required in ["nginx.conf", "back.conf"] {
+        if !rootfs.contains(&format!("etc/nginx/{required}")) {
+            bail!(
+                "{} has no {required}: the proxy image needs the repository's nginx/ configuration",
+                nginx_dir.display()
+            )
+        }
+    }
+    Ok(())
+}
+
+/// Builds the three images into `layout.output_dir` and returns what was written.
+pub(super) fn build_all(
+    sh: &Shell,
+    root: &Path,
+    layout: &BuildLayout,
+    nginx_dir: &Path,
+    epoch: u64,
+) -> anyhow::Result<Vec<ImageArtifact>> {
+    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch)
+        .context("build the webapp binaries for the images")?;
+
+    // What the containers run as and how they are checked and stopped comes
+    // from the one model the deploy files are rendered from.
+    let model = stack::stack();
+    let model_webapp = model.service(stack::WEBAPP)?;
+    let model_db = model.service(stack::DB)?;
+    let model_proxy = model.service(stack::PROXY)?;
+    let mut webapp = Rootfs::new();
+    add_base_files(&mut webapp);
+    webapp.add_file(
+        "usr/local/bin/webapp",
+        FileContents::Path(binaries.webapp.clone()),
+        0o755,
+    );
+    let webapp_settings = RuntimeSettings {
+        entrypoint: stack::entrypoint(stack::WEBAPP)?,
+        environment: vec![DEFAULT_PATH.into()],
+        exposed_ports: model.listening_ports(model_webapp)?,
+        healthcheck_command: Some(model_webapp.healthcheck.command.clone()),
+        labels: labels(
+            "webapp",
+            "The webstack web app: one static binary, nothing else",
+        ),
+        stop_signal: Some(model_webapp.stop_signal.into()),
+        user: model_webapp.user.into(),
+        working_dir: model_webapp.working_dir()?.into(),
+    };
+
+    let mut db = debian_rootfs(root, &layout.cache, &DB_CONTENTS)?;
+    add_base_files(&mut db);
+    // Named volumes mounted here copy this ownership, so Redis can write.
+    db.add_directory("data", 0o755, u64::from(stack::NONROOT_ID));
+    let db_settings = RuntimeSettings {
+        entrypoint: stack::entrypoint(stack::DB)?,
+        environment: vec![DEFAULT_PATH.into()],
+        exposed_ports: model.listening_ports(model_db)?,
+        healthcheck_command: Some(model_db.healthcheck.command.clone()),
+        labels: labels("db", "Redis from pinned Debian packages, no shell"),
+        stop_signal: Some(model_db.stop_signal.into()),
+        user: model_db.user.into(),
+        working_dir: model_db.working_dir()?.into(),
+    };
+
+    let mut proxy = debian_rootfs(root, &layout.cache, &PROXY_CONTENTS)?;
+    add_base_files(&mut proxy);
+    add_nginx_config(&mut proxy, nginx_dir)?;
+    proxy.add_file(
+        "usr/local/bin/httpcheck",
+        FileContents::Path(binaries.httpcheck.clone()),
+        0o755,
+    );
+    proxy.add_file(
+        "usr/local/bin/proxy-init",
+        FileContents::Path(binaries.proxy_init.clone()),
+        0o755,
+    );
+    let proxy_settings = RuntimeSettings {
+        entrypoint: stack::entrypoint(stack::PROXY)?,
+        environment: vec![DEFAULT_PATH.into()],
+        exposed_ports: model.listening_ports(model_proxy)?,
+        healthcheck_command: Some(model_proxy.healthcheck.command.clone()),
+        labels: labels("proxy", "nginx from pinned Debian packages, no shell"),
+        stop_signal: Some(model_proxy.stop_signal.into()),
+        user: model_proxy.user.into(),
+        working_dir: model_proxy.working_dir()?.into(),
+    };
+
+    fs::create_dir_all(&layout.output_dir)
+        .with_context(|| format!("create {}", layout.output_dir.display()))?;
+    let mut artifacts = Vec::new();
+    for (name, rootfs, settings, budget) in [
+        ("webapp", &webapp, &webapp_settings, WEBAPP_BUDGET),
+        ("db", &db, &db_settings, DB_BUDGET),
+        ("proxy", &proxy, &proxy_settings, PROXY_BUDGET),
+    ] {
+        let archive_path = layout.output_dir.join(format!("{name}.tar"));
+        let record_path = layout.output_dir.join(format!("{name}.json"));
+        let fingerprint = build_fingerprint(rootfs, settings, epoch)?;
+        if let Some(artifact) = reusable_artifact(&record_path, &fingerprint, &archive_path) {
+            artifacts.push(ImageArtifact {
+                name,
+                budget,
+                archive_path,
+                ..artifact
+            });
+            continue;
+        }
+        eprintln!("images: writing {name}");
+        let blobs = oci::image_blobs(rootfs, settings, epoch)
+            .with_context(|| format!("build image {name}"))?;
+        let repository = format!("{REPOSITORY_PREFIX}/{name}");
+        let config_digest_hex = blobs.config_digest_hex();
+        let tags = vec![STABLE_TAG.to_string(), config_digest_hex[..12].to_string()];
+        let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
+        let temporary = layout
+            .output_dir
+            .join(staging::unique_temporary_name(&format!("{name}.tar")));
+        fs::write(&temporary, &archive)
+            .with_context(|| format!("write {}", temporary.display()))?;
+        fs::rename(&temporary, &archive_path)
+            .with_context(|| format!("write {}", archive_path.display()))?;
+        let artifact = ImageArtifact {
+            name,
+            manifest_digest_hex: blobs.manifest_digest_hex(),
+            archive_sha256_hex: layer::sha256_hex(&archive),
+            compressed_size: blobs.layer_gzip.len() as u64,
+            uncompressed_size: blobs.layer_uncompressed_size,
+            budget,
+            config_digest_hex,
+            archive_path,
+        };
+        write_build_record(&record_path, &fingerprint, &artifact, archive.len() as u64)?;
+        artifacts.push(artifact);
+    }
+    Ok(artifacts)
+}
+
+/// What `build_all` remembers about an archive it wrote, next to it.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(super) struct BuildRecord {
+    fingerprint: String,
+    archive_size: u64,
+    config_digest_hex: String,
+    manifest_digest_hex: String,
+    archive_sha256_hex: String,
+    compressed_size: u64,
+    uncompressed_size: u64,
+}
+
+/// Inputs of one image: its files (see `Rootfs::fingerprint`), settings,
+/// source date, and the xtask binary itself (a changed writer must rewrite).
+pub(super) fn build_fingerprint(
+    rootfs: &Rootfs,
+    settings: &RuntimeSettings,
+    epoch: u64,
+) -> anyhow::Result<String> {
+    let executable = std::env::current_exe()
+        .and_then(fs::metadata)
+        .and_then(|metadata| metadata.modified())
+        .ok()
+        .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|duration| duration.as_nanos())
+        .unwrap_or_default();
+    Ok(layer::sha256_hex(
+        format!(
+            "{}\0{settings:?}\0{epoch}\0{executable}",
+            rootfs.fingerprint()?
+        )
+        .as_bytes(),
+    ))
+}
+
+/// The earlier artifact when its record matches `fingerprint` and its
+/// archive is still there, whole.
+pub(super) fn reusable_artifact(
+    record_path: &Path,
+    fingerprint: &str,
+    archive_path: &Path,
+) -> Option<ImageArtifact> {
+    let record: BuildRecord = serde_json::from_slice(&fs::read(record_path).ok()?).ok()?;
+    let archive_size = fs::metadata(archive_path).ok()?.len();
+    if record.fingerprint != fingerprint || record.archive_size != archive_size {
+        return None;
+    }
+    Some(ImageArtifact {
+        name: "",
+        config_digest_hex: record.config_digest_hex,
+        manifest_digest_hex: record.manifest_digest_hex,
+        archive_sha256_hex: record.archive_sha256_hex,
+        compressed_size: record.compressed_size,
+        uncompressed_size: record.uncompressed_size,
+        budget: 0,
+        archive_path: archive_path.to_path_buf(),
+    })
+}
+
+pub(super) fn write_build_record(
+    record_path: &Path,
+    fingerprint: &str,
+    artifact: &ImageArtifact,
+    archive_size: u64,
+) -> anyhow::Result<()> {
+    let record = BuildRecord {
+        fingerprint: fingerprint.to_string(),
+        archive_size,
+        config_digest_hex: artifact.config_digest_hex.clone(),
+        manifest_digest_hex: artifact.manifest_digest_hex.clone(),
+        archive_sha256_hex: artifact.archive_sha256_hex.clone(),
+        compressed_size: artifact.compressed_size,
+        uncompressed_size: artifact.uncompressed_size,
+    };
+    let bytes = serde_json::to_vec_pretty(&record).context("serialise build record")?;
+    fs::write(record_path, bytes).with_context(|| format!("write {}", record_path.display()))
+}

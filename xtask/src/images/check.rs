@@ -1,0 +1,135 @@
+//! `images --check`: two builds from scratch must give identical bytes, and
+//! every image must stay within its size budget.
+
+use std::{fs, path::Path};
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use super::*;
+
+pub(super) fn mebibytes(bytes: u64) -> String {
+    format!("{:.2} MiB", bytes as f64 / MEBIBYTE as f64)
+}
+
+pub(super) fn print_table(artifacts: &[ImageArtifact]) {
+    println!(
+        "{:<8} {:<71} {:>11} {:>13} {:>8}",
+        "image", "digest (image id)", "compressed", "uncompressed", "budget"
+    );
+    for artifact in artifacts {
+        println!(
+            "{:<8} sha256:{:<64} {:>11} {:>13} {:>8}",
+            artifact.name,
+            artifact.config_digest_hex,
+            mebibytes(artifact.compressed_size),
+            mebibytes(artifact.uncompressed_size),
+            format!("{} MiB", artifact.budget / MEBIBYTE),
+        );
+    }
+}
+
+/// Budgets hold for every image, or an error listing the offenders.
+pub fn check_budgets(artifacts: &[ImageArtifact]) -> anyhow::Result<()> {
+    let over: Vec<String> = artifacts
+        .iter()
+        .filter(|artifact| artifact.compressed_size > artifact.budget)
+        .map(|artifact| {
+            format!(
+                "{} is {} compressed, over its {} budget",
+                artifact.name,
+                mebibytes(artifact.compressed_size),
+                mebibytes(artifact.budget)
+            )
+        })
+        .collect();
+    if !over.is_empty() {
+        bail!("image size budget exceeded: {}", over.join("; "))
+    }
+    Ok(())
+}
+
+/// What `cargo xtask images --check` does (for `cargo xtask ci`): two builds
+/// in fresh directories must give identical bytes, within the size budgets.
+pub fn check_reproducible_and_budgets(sh: &Shell) -> anyhow::Result<()> {
+    let root = crate::project_root();
+    check_reproducible(sh, &root, &root.join("nginx"))
+}
+
+pub(super) fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Result<()> {
+    let check_dir = BuildLayout::images_dir(root).join("check");
+    if check_dir.exists() {
+        fs::remove_dir_all(&check_dir)
+            .with_context(|| format!("remove the previous check in {}", check_dir.display()))?;
+    }
+    let regular = BuildLayout::regular(root);
+    // Two builds from scratch, in fresh directories and with fresh cargo
+    // target dirs at different paths, so absolute paths or stale artefacts
+    // leaking into the bytes show up. Only the .deb download cache is shared:
+    // its files are checked against the lock's sha256 on every use.
+    let first = BuildLayout {
+        output_dir: check_dir.join("first"),
+        cargo_target_dir: check_dir.join("first-cargo-target"),
+        cache: DebianCache {
+            deb_dir: regular.cache.deb_dir.clone(),
+            unpack_dir: check_dir.join("first-unpacked"),
+            archives: regular.cache.archives.clone(),
+        },
+    };
+    let second = BuildLayout {
+        output_dir: check_dir.join("second"),
+        cargo_target_dir: check_dir.join("second-cargo-target"),
+        cache: DebianCache {
+            deb_dir: regular.cache.deb_dir.clone(),
+            unpack_dir: check_dir.join("second-unpacked"),
+            archives: regular.cache.archives.clone(),
+        },
+    };
+    // One source date for both builds: a commit made while they run must not
+    // make them differ.
+    let epoch = source_date_epoch(sh)?;
+    eprintln!("images --check: first build, fresh cargo target dir (a full release build)");
+    let started = std::time::Instant::now();
+    let first_artifacts = build_all(sh, root, &first, nginx_dir, epoch)?;
+    eprintln!(
+        "images --check: first build took {:.0?}; second build, fresh cargo target dir (a full release build)",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let second_artifacts = build_all(sh, root, &second, nginx_dir, epoch)?;
+    eprintln!(
+        "images --check: second build took {:.0?}",
+        started.elapsed()
+    );
+    print_table(&first_artifacts);
+    let mut differences = Vec::new();
+    for (first, second) in first_artifacts.iter().zip(&second_artifacts) {
+        if first.archive_sha256_hex != second.archive_sha256_hex
+            || first.config_digest_hex != second.config_digest_hex
+            || first.manifest_digest_hex != second.manifest_digest_hex
+        {
+            differences.push(format!(
+                "{}: image id {} vs {} (archives {} and {})",
+                first.name,
+                first.config_digest_hex,
+                second.config_digest_hex,
+                first.archive_path.display(),
+                second.archive_path.display()
+            ));
+        }
+    }
+    if !differences.is_empty() {
+        bail!(
+            "images are not reproducible: {}. Compare the archives (e.g. with diffoscope) to find the difference",
+            differences.join("; ")
+        )
+    }
+    check_budgets(&first_artifacts)?;
+    println!("images --check: both builds gave identical bytes for all images, all within budget");
+    // The fresh target dirs are ~1 GiB each; the evidence is in the archives.
+    for layout in [&first, &second] {
+        fs::remove_dir_all(&layout.cargo_target_dir)
+            .with_context(|| format!("remove {}", layout.cargo_target_dir.display()))?;
+    }
+    Ok(())
+}

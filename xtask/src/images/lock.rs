@@ -1,0 +1,100 @@
+//! `images --update-lock`: new pins from Debian's signed indexes.
+
+use std::{collections::BTreeMap, path::Path};
+
+use anyhow::Context;
+
+use super::*;
+
+/// `--update-lock`: the signed indexes first (any failure there changes
+/// nothing), then the candidates' .debs (each checked against the signed
+/// index before it enters the cache), then the lock, written whole.
+pub(super) fn update_lock(root: &Path) -> anyhow::Result<()> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    update_lock_in(
+        root,
+        &BuildLayout::regular(root).cache,
+        &release::keys_dir(root),
+        release::SUITES,
+        now,
+    )
+}
+
+/// `update_lock` for the lock under `lock_root` and the given cache, keys
+/// and suites (tests point these at scratch directories and a local server).
+pub(super) fn update_lock_in(
+    lock_root: &Path,
+    cache: &DebianCache,
+    keys_dir: &Path,
+    suites: &[release::Suite],
+    now_unix: u64,
+) -> anyhow::Result<()> {
+    let root = lock_root;
+    let old = LockFile::read(root).unwrap_or_default();
+    let candidates = release::fetch_candidates(&cache.archives, keys_dir, suites, now_unix)?;
+    let mut source = debian::CandidateSource {
+        cache,
+        candidates: &candidates,
+        fetched: BTreeMap::new(),
+    };
+    let mut new = LockFile {
+        tools: old.tools.clone(),
+        ..LockFile::default()
+    };
+    for contents in [&DB_CONTENTS, &PROXY_CONTENTS, &NIX_CONTENTS] {
+        let resolved = debian::resolve_contents(&mut source, contents)
+            .with_context(|| format!("resolve the packages of image {}", contents.image))?;
+        new.images.insert(
+            contents.image.to_string(),
+            resolved
+                .packages
+                .values()
+                .map(|package| package.locked.clone())
+                .collect(),
+        );
+    }
+    let mut changes = Vec::new();
+    for (image, packages) in &new.images {
+        let old_packages: BTreeMap<&str, &str> = old
+            .images
+            .get(image)
+            .map(|packages| {
+                packages
+                    .iter()
+                    .map(|package| (package.package.as_str(), package.version.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let new_packages: BTreeMap<&str, &str> = packages
+            .iter()
+            .map(|package| (package.package.as_str(), package.version.as_str()))
+            .collect();
+        for (package, version) in &new_packages {
+            match old_packages.get(package) {
+                None => changes.push(format!("{image}: + {package} {version}")),
+                Some(old_version) if old_version != version => {
+                    changes.push(format!("{image}: {package} {old_version} -> {version}"))
+                }
+                Some(_) => {}
+            }
+        }
+        for (package, version) in &old_packages {
+            if !new_packages.contains_key(package) {
+                changes.push(format!("{image}: - {package} {version}"));
+            }
+        }
+    }
+    new.write(root)?;
+    if changes.is_empty() {
+        println!("{}: no changes", debian::LOCK_PATH);
+    } else {
+        println!("{} changed:", debian::LOCK_PATH);
+        for change in changes {
+            println!("  {change}");
+        }
+    }
+    Ok(())
+}
