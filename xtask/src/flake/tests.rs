@@ -1,0 +1,665 @@
+//! The flake's tests: its outputs, evaluated with stand-in inputs by the
+//! pinned nix-instantiate, against docs/nix.md, rust-toolchain.toml and the
+//! stack model.
+
+use super::*;
+
+use std::{
+    collections::BTreeMap,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use crate::stack;
+
+/// Markers around docs/nix.md's machine-readable list of what `nix develop`
+/// provides.
+const TOOL_LIST_START: &str = "<!-- nix-develop-tools -->";
+const TOOL_LIST_END: &str = "<!-- /nix-develop-tools -->";
+
+/// docs/nix.md's name for the Rust toolchain entry; the stand-in nixpkgs
+/// gives the toolchain rust-overlay would build this name.
+const TOOLCHAIN_ENTRY: &str = "rust-toolchain";
+
+fn project_shell() -> anyhow::Result<Shell> {
+    let sh = Shell::new()?;
+    sh.change_dir(crate::project_root());
+    Ok(sh)
+}
+
+fn read_project_file(relative_path: &str) -> anyhow::Result<String> {
+    let path = crate::project_root().join(relative_path);
+    std::fs::read_to_string(&path).with_context(|| format!("read {}", path.display()))
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct ScratchDirectory(PathBuf);
+
+impl ScratchDirectory {
+    fn new(purpose: &str) -> anyhow::Result<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let path =
+            std::env::temp_dir().join(format!("webstack-{purpose}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).with_context(|| format!("create {}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for ScratchDirectory {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One bullet of docs/nix.md list: "- `name`: what it is".
+#[derive(Debug)]
+struct ReadmeTool {
+    name: String,
+    line: String,
+}
+
+fn readme_tools() -> anyhow::Result<Vec<ReadmeTool>> {
+    let readme = read_project_file(NIX_DOC)?;
+    let start = readme
+        .find(TOOL_LIST_START)
+        .with_context(|| format!("docs/nix.md has no {TOOL_LIST_START} marker"))?;
+    let end = readme[start..]
+        .find(TOOL_LIST_END)
+        .with_context(|| format!("docs/nix.md has no {TOOL_LIST_END} after {TOOL_LIST_START}"))?
+        + start;
+    let mut tools = Vec::new();
+    for line in readme[start + TOOL_LIST_START.len()..end].lines() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let name = line
+            .strip_prefix("- `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(name, _)| name.to_owned())
+            .with_context(|| {
+                format!("docs/nix.md tool list line is not \"- `name`: description\": {line}")
+            })?;
+        tools.push(ReadmeTool {
+            name,
+            line: line.to_owned(),
+        });
+    }
+    if tools.is_empty() {
+        bail!("docs/nix.md's nix-develop-tools list is empty");
+    }
+    Ok(tools)
+}
+
+/// The Rust version docs/nix.md's toolchain bullet states ("Rust 1.95.0").
+fn readme_rust_version(tools: &[ReadmeTool]) -> anyhow::Result<String> {
+    let entry = tools
+        .iter()
+        .find(|tool| tool.name == TOOLCHAIN_ENTRY)
+        .with_context(|| format!("docs/nix.md tool list has no `{TOOLCHAIN_ENTRY}` entry"))?;
+    let after = entry
+        .line
+        .split_once("Rust ")
+        .map(|(_, after)| after)
+        .with_context(|| {
+            format!(
+                "docs/nix.md toolchain entry names no \"Rust X.Y.Z\": {}",
+                entry.line
+            )
+        })?;
+    let version: String = after
+        .chars()
+        .take_while(|character| character.is_ascii_digit() || *character == '.')
+        .collect();
+    let version = version.trim_end_matches('.').to_owned();
+    if version.split('.').count() != 3 {
+        bail!(
+            "docs/nix.md toolchain entry's version is not X.Y.Z: {}",
+            entry.line
+        );
+    }
+    Ok(version)
+}
+
+/// `channel` from rust-toolchain.toml's `[toolchain]` table.
+fn pinned_rust_channel() -> anyhow::Result<String> {
+    let toolchain_file = read_project_file("rust-toolchain.toml")?;
+    let mut in_toolchain_table = false;
+    for line in toolchain_file.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_toolchain_table = line == "[toolchain]";
+            continue;
+        }
+        if let Some((key, value)) = line.split_once('=') {
+            if in_toolchain_table && key.trim() == "channel" {
+                return Ok(value.trim().trim_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("rust-toolchain.toml has no channel in its [toolchain] table")
+}
+
+/// The nix-instantiate the ignored tests run: `WEBSTACK_NIX_INSTANTIATE`,
+/// else the pinned one (fetched on first use). Never a skip.
+fn test_nix() -> anyhow::Result<NixInstantiate> {
+    NixInstantiate::from_environment_or_pinned()
+}
+
+/// `nix-instantiate --eval --strict --json xtask/nix/{file} -A {attribute}
+/// --argstr …`, run from the workspace root, parsed as `T`.
+fn evaluate_json<T: serde::de::DeserializeOwned>(
+    file: &str,
+    attribute: &str,
+    string_arguments: &[(&str, String)],
+) -> anyhow::Result<T> {
+    let nix = test_nix()?;
+    let sh = project_shell()?;
+    let program = &nix.program;
+    let expression = Path::new(NIX_EXPRESSIONS_DIR).join(file);
+    let mut arguments: Vec<String> = Vec::new();
+    for (name, value) in string_arguments {
+        arguments.extend(["--argstr".to_owned(), (*name).to_owned(), value.clone()]);
+    }
+    let output = cmd!(
+        sh,
+        "{program} --eval --strict --json {expression} -A {attribute} {arguments...}"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .with_context(|| format!("run {}", program.display()))?;
+    if !output.status.success() {
+        bail!(
+            "evaluating {} -A {attribute} with {} failed:\n{}",
+            expression.display(),
+            nix.origin,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    serde_json::from_slice(&output.stdout).with_context(|| {
+        format!(
+            "{} -A {attribute} printed unexpected JSON: {}",
+            expression.display(),
+            String::from_utf8_lossy(&output.stdout)
+        )
+    })
+}
+
+/// `-A attribute` of xtask/nix/eval-flake.nix, whose stand-in nixpkgs
+/// has exactly the tools docs/nix.md lists.
+fn evaluate_flake<T: serde::de::DeserializeOwned>(attribute: &str) -> anyhow::Result<T> {
+    let tool_names: Vec<String> = readme_tools()?.into_iter().map(|tool| tool.name).collect();
+    let tool_names_json = serde_json::to_string(&tool_names).context("serialise tool names")?;
+    evaluate_json(
+        "eval-flake.nix",
+        attribute,
+        &[
+            ("toolNamesJSON", tool_names_json),
+            ("toolchainEntry", TOOLCHAIN_ENTRY.to_owned()),
+        ],
+    )
+}
+
+/// What evaluating the flake's dev shell against the stand-in nixpkgs
+/// gives (eval-flake.nix's `devShell`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct EvaluatedDevShell {
+    /// nixpkgs attribute names, in the order of the shell's `packages`.
+    package_names: Vec<String>,
+    /// Each toolchain in the shell.
+    toolchains: Vec<EvaluatedToolchain>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvaluatedToolchain {
+    /// The file handed to `rust-bin.fromRustupToolchainFile`.
+    file: PathBuf,
+    /// `toolchain.channel` from that file, as the flake's evaluation read it.
+    channel: String,
+}
+
+#[test]
+#[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+fn every_tracked_nix_file_parses() -> anyhow::Result<()> {
+    let sh = project_shell()?;
+    let nix = test_nix()?;
+    check(&sh, &nix)?;
+    let checked = nix_files_to_check(&sh)?;
+    for file in [
+        "flake.nix",
+        "xtask/nix/eval-flake.nix",
+        "xtask/nix/stand-in-nixpkgs.nix",
+    ] {
+        assert!(
+            checked.contains(&PathBuf::from(file)),
+            "{file} is not among the parse-checked files {checked:?}"
+        );
+    }
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+fn parse_check_rejects_a_nix_file_with_a_syntax_error() -> anyhow::Result<()> {
+    let sh = project_shell()?;
+    let nix = test_nix()?;
+    let scratch = ScratchDirectory::new("flake-parse")?;
+    let broken = scratch.0.join("broken.nix");
+    // Test data, not an expression anything evaluates: a stray `;`.
+    std::fs::write(&broken, "{ inputs = { nixpkgs.url = \"x\"; ; }")?;
+
+    let outcome = parse_nix_file(&sh, &nix, &broken);
+
+    let error = match outcome {
+        Ok(()) => panic!("a file with a syntax error passed the parse check"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(
+        error.contains("broken.nix") && error.contains("syntax error"),
+        "the parse check's error should name the file and nix's reason: {error}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_given_nix_instantiate_that_does_not_run_fails_in_one_line_naming_it() {
+    let missing = "/nonexistent/webstack/nix-instantiate";
+
+    let error = match NixInstantiate::given_or_pinned(Some(missing.into())) {
+        Ok(nix) => panic!("{missing} was accepted: {nix:?}"),
+        Err(error) => format!("{error:#}"),
+    };
+
+    assert!(error.contains(missing), "{error}");
+    assert!(error.contains(NIX_INSTANTIATE_VARIABLE), "{error}");
+    assert!(!error.contains('\n'), "one line: {error}");
+}
+
+#[test]
+#[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+fn flake_builds_the_toolchain_from_the_repos_rust_toolchain_toml() -> anyhow::Result<()> {
+    let tools = readme_tools()?;
+    let pinned_channel = pinned_rust_channel()?;
+
+    let shell: EvaluatedDevShell = evaluate_flake("devShell")?;
+
+    let [toolchain] = &shell.toolchains[..] else {
+        panic!(
+            "the dev shell should hold one `{TOOLCHAIN_ENTRY}`, it holds {:?}",
+            shell.toolchains
+        );
+    };
+    assert_eq!(
+        toolchain.file,
+        crate::project_root().join("rust-toolchain.toml"),
+        "flake.nix must build its toolchain with rust-bin.fromRustupToolchainFile ./rust-toolchain.toml"
+    );
+    assert_eq!(
+        toolchain.channel, pinned_channel,
+        "the toolchain file the flake reads pins another channel than rust-toolchain.toml"
+    );
+    assert_eq!(
+        readme_rust_version(&tools)?,
+        pinned_channel,
+        "docs/nix.md's Nix section states another Rust version than rust-toolchain.toml pins"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+fn dev_shell_provides_exactly_the_tools_the_readme_lists() -> anyhow::Result<()> {
+    let readme_names: Vec<String> = readme_tools()?.into_iter().map(|tool| tool.name).collect();
+
+    let shell: EvaluatedDevShell = evaluate_flake("devShell")?;
+
+    let missing_from_shell: Vec<&String> = readme_names
+        .iter()
+        .filter(|name| !shell.package_names.contains(name))
+        .collect();
+    assert!(
+        missing_from_shell.is_empty(),
+        "docs/nix.md says `nix develop` provides {missing_from_shell:?}, but flake.nix's devShell packages are {:?}",
+        shell.package_names
+    );
+    let missing_from_readme: Vec<&String> = shell
+        .package_names
+        .iter()
+        .filter(|name| !readme_names.contains(name))
+        .collect();
+    assert!(
+        missing_from_readme.is_empty(),
+        "flake.nix's devShell has {missing_from_readme:?}, which docs/nix.md's tool list does not name"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+fn flake_inputs_are_pinned_to_commits() -> anyhow::Result<()> {
+    let urls: BTreeMap<String, String> = evaluate_json("flake-inputs.nix", "urls", &[])?;
+
+    for expected in ["nixpkgs", "rust-overlay"] {
+        assert!(
+            urls.contains_key(expected),
+            "flake.nix has no input {expected}: {urls:?}"
+        );
+    }
+    for (name, url) in &urls {
+        let last_segment = url.rsplit('/').next().unwrap_or_default();
+        assert!(
+            last_segment.len() == 40 && last_segment.chars().all(|c| c.is_ascii_hexdigit()),
+            "flake input {name} ({url}) is not pinned to a 40-hex commit"
+        );
+    }
+    Ok(())
+}
+
+/// What a Nix image's `streamLayeredImage` arguments say, as
+/// eval-flake.nix's `images` prints them.
+#[derive(Debug, serde::Deserialize)]
+struct NixImage {
+    name: String,
+    tag: String,
+    config: NixImageConfig,
+}
+
+/// The parts of an image config the test compares; others are ignored.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NixImageConfig {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    entrypoint: Vec<String>,
+    #[serde(default)]
+    healthcheck: Option<NixHealthcheck>,
+    #[serde(default)]
+    stop_signal: Option<String>,
+    #[serde(default)]
+    exposed_ports: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    working_dir: Option<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct NixHealthcheck {
+    test: Vec<String>,
+}
+
+/// What an image of service `service` must say, from the model.
+#[derive(Debug, PartialEq, Eq)]
+struct ExpectedImage {
+    /// The flake's package: `{service}-image`.
+    attribute: String,
+    /// `webstack/webapp:local`.
+    reference: String,
+    user: String,
+    entrypoint: Vec<String>,
+    /// Docker's exec form: `CMD` and the model's command.
+    healthcheck: Vec<String>,
+    stop_signal: String,
+    exposed_ports: Vec<String>,
+    working_dir: String,
+}
+
+/// Every Nix image as the model says it must be: one per service of
+/// xtask/src/stack.rs, with the user, healthcheck command and stop
+/// signal `cargo xtask images` reads from it, the repository and the
+/// stable tag, the ports the service listens on, and as working
+/// directory the target of its volume (the db's /data), else /.
+fn expected_images() -> anyhow::Result<Vec<ExpectedImage>> {
+    let model = stack::stack();
+    let mut expected = Vec::new();
+    for service in &model.services {
+        let entrypoint = crate::stack::entrypoint(service.name)?;
+        let working_dir = service.working_dir()?.to_owned();
+        expected.push(ExpectedImage {
+            attribute: format!("{}-image", service.name),
+            reference: format!("{}:{}", service.image.repository, crate::images::STABLE_TAG),
+            user: service.user.to_owned(),
+            entrypoint,
+            healthcheck: std::iter::once("CMD".to_owned())
+                .chain(service.healthcheck.command.iter().cloned())
+                .collect(),
+            stop_signal: service.stop_signal.to_owned(),
+            exposed_ports: model.listening_ports(service)?,
+            working_dir,
+        });
+    }
+    Ok(expected)
+}
+
+/// Every way the Nix images differ from the model, one line each.
+fn image_differences(
+    expected: &[ExpectedImage],
+    nix_images: &BTreeMap<String, NixImage>,
+) -> Vec<String> {
+    let mut differences = Vec::new();
+    for image in expected {
+        let Some(nix) = nix_images.get(&image.attribute) else {
+            differences.push(format!(
+                "flake.nix has no package {} for service {}",
+                image.attribute, image.reference
+            ));
+            continue;
+        };
+        let config = &nix.config;
+        let mut compare = |field: &str, flake: String, model: String| {
+            if flake != model {
+                differences.push(format!(
+                    "{}: {field} is {flake} in flake.nix, the model (xtask/src/stack.rs) says {model}",
+                    image.attribute
+                ));
+            }
+        };
+        compare(
+            "the name",
+            format!("{:?}", format!("{}:{}", nix.name, nix.tag)),
+            format!("{:?}", image.reference),
+        );
+        compare(
+            "User",
+            format!("{:?}", config.user),
+            format!("{:?}", Some(&image.user)),
+        );
+        compare(
+            "Entrypoint",
+            format!("{:?}", config.entrypoint),
+            format!("{:?}", image.entrypoint),
+        );
+        compare(
+            "Healthcheck.Test",
+            format!("{:?}", config.healthcheck.as_ref().map(|check| &check.test)),
+            format!("{:?}", Some(&image.healthcheck)),
+        );
+        compare(
+            "StopSignal",
+            format!("{:?}", config.stop_signal),
+            format!("{:?}", Some(&image.stop_signal)),
+        );
+        compare(
+            "ExposedPorts",
+            format!("{:?}", config.exposed_ports.keys().collect::<Vec<_>>()),
+            format!("{:?}", image.exposed_ports),
+        );
+        compare(
+            "WorkingDir",
+            format!("{:?}", config.working_dir.as_deref().unwrap_or("/")),
+            format!("{:?}", image.working_dir),
+        );
+    }
+    for attribute in nix_images.keys() {
+        if !expected.iter().any(|image| &image.attribute == attribute) {
+            differences.push(format!(
+                "flake.nix has {attribute}, but the model has no service {:?}",
+                attribute.trim_end_matches("-image")
+            ));
+        }
+    }
+    differences
+}
+
+#[test]
+fn the_expected_images_come_from_the_model() -> anyhow::Result<()> {
+    let expected = expected_images()?;
+
+    let db = expected
+        .iter()
+        .find(|image| image.attribute == "db-image")
+        .context("no db-image expected")?;
+    let model = stack::stack();
+    let model_db = model.service(stack::DB)?;
+    assert_eq!(db.user, model_db.user);
+    assert_eq!(db.stop_signal, model_db.stop_signal);
+    assert_eq!(db.healthcheck[1..], model_db.healthcheck.command[..]);
+    assert_eq!(db.reference, "webstack/db:local");
+    assert_eq!(db.exposed_ports, ["6379/tcp"]);
+    assert_eq!(db.working_dir, "/data");
+    let ports: Vec<(&str, &[String])> = expected
+        .iter()
+        .map(|image| (image.attribute.as_str(), &image.exposed_ports[..]))
+        .collect();
+    assert_eq!(
+        ports,
+        [
+            ("db-image", &["6379/tcp".to_owned()][..]),
+            ("webapp-image", &["5000/tcp".to_owned()][..]),
+            ("proxy-image", &["80/tcp".to_owned()][..]),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn a_nix_image_that_drifts_from_the_model_is_named_with_the_field() -> anyhow::Result<()> {
+    let expected = expected_images()?;
+    // As eval-flake.nix prints them, built from the model itself, then
+    // one drift: a user the model does not have, and an extra image.
+    let mut nix_images: BTreeMap<String, NixImage> = expected
+        .iter()
+        .map(|image| {
+            let (name, tag) = image.reference.rsplit_once(':').unwrap_or_default();
+            let ports: serde_json::Map<String, serde_json::Value> = image
+                .exposed_ports
+                .iter()
+                .map(|port| (port.clone(), serde_json::json!({})))
+                .collect();
+            let json = serde_json::json!({
+                "name": name,
+                "tag": tag,
+                "config": {
+                    "User": image.user,
+                    "Entrypoint": image.entrypoint,
+                    "Healthcheck": { "Test": image.healthcheck, "Interval": 1 },
+                    "StopSignal": image.stop_signal,
+                    "ExposedPorts": ports,
+                    "WorkingDir": image.working_dir,
+                    "Env": ["PATH=/usr/bin"],
+                },
+            });
+            Ok((image.attribute.clone(), serde_json::from_value(json)?))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    assert_eq!(
+        image_differences(&expected, &nix_images),
+        Vec::<String>::new()
+    );
+
+    nix_images
+        .get_mut("proxy-image")
+        .context("no proxy-image")?
+        .config
+        .user = Some("0:0".to_owned());
+    let extra = serde_json::from_value(serde_json::json!({
+        "name": "webstack/cache", "tag": "local", "config": {}
+    }))?;
+    nix_images.insert("cache-image".to_owned(), extra);
+
+    let differences = image_differences(&expected, &nix_images);
+
+    assert_eq!(
+        differences,
+        [
+            "proxy-image: User is Some(\"0:0\") in flake.nix, the model (xtask/src/stack.rs) says Some(\"65532:65532\")",
+            "flake.nix has cache-image, but the model has no service \"cache\"",
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs nix-instantiate; cargo xtask ci runs it"]
+fn nix_images_match_the_model_the_debian_images_are_built_from() -> anyhow::Result<()> {
+    let expected = expected_images()?;
+
+    let nix_images: BTreeMap<String, NixImage> = evaluate_flake("images")?;
+
+    let differences = image_differences(&expected, &nix_images);
+    assert!(
+        differences.is_empty(),
+        "flake.nix's images drifted from the stack model:\n  {}",
+        differences.join("\n  ")
+    );
+    Ok(())
+}
+
+/// The Debian version in backticks on docs/nix.md Nix section's table row
+/// that starts with `| {row_name} |`.
+fn readme_debian_version(row_name: &str) -> anyhow::Result<String> {
+    let readme = read_project_file(NIX_DOC)?;
+    let section_start = readme
+        .find("<!-- section:nix -->")
+        .context("docs/nix.md has no nix section")?;
+    let row_start = format!("| {row_name} |");
+    let row = readme[section_start..]
+        .lines()
+        .find(|line| line.starts_with(&row_start))
+        .with_context(|| format!("docs/nix.md's Nix section has no table row {row_start}"))?;
+    let version = row
+        .split('`')
+        .nth(1)
+        .with_context(|| format!("docs/nix.md row names no `version`: {row}"))?;
+    Ok(version.to_owned())
+}
+
+/// Every version deploy/images.lock.json pins for a Debian package.
+fn locked_debian_versions(package: &str) -> anyhow::Result<Vec<String>> {
+    let lock: serde_json::Value =
+        serde_json::from_str(&read_project_file("deploy/images.lock.json")?)
+            .context("parse deploy/images.lock.json")?;
+    let images = lock["images"]
+        .as_object()
+        .context("deploy/images.lock.json has no \"images\" object")?;
+    let mut versions: Vec<String> = images
+        .values()
+        .filter_map(|packages| packages.as_array())
+        .flatten()
+        .filter(|entry| entry["package"] == package)
+        .filter_map(|entry| entry["version"].as_str().map(str::to_owned))
+        .collect();
+    versions.dedup();
+    Ok(versions)
+}
+
+#[test]
+fn readme_states_the_nginx_and_redis_versions_the_debian_images_lock() -> anyhow::Result<()> {
+    // Debian ships the Redis binaries in redis-tools; redis-server is a
+    // wrapper package around them.
+    for (row_name, debian_package) in [("nginx", "nginx"), ("Redis", "redis-tools")] {
+        let stated = readme_debian_version(row_name)?;
+
+        let locked = locked_debian_versions(debian_package)?;
+
+        assert_eq!(
+            locked,
+            std::slice::from_ref(&stated),
+            "docs/nix.md's Nix section says the Debian images run {debian_package} {stated}, \
+             deploy/images.lock.json pins {locked:?}: update docs/nix.md table"
+        );
+    }
+    Ok(())
+}
