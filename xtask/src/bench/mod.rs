@@ -16,6 +16,7 @@
 
 mod chart;
 mod http;
+mod markdown;
 mod oha;
 mod redis_row;
 pub mod report;

@@ -1,0 +1,232 @@
+//! The report as Markdown: the rows' table, CPU per request, the targets.
+
+use std::fmt::Write as _;
+
+use super::report::*;
+
+impl Report {
+    /// The Markdown written to `results.md` and printed at the end of a run.
+    pub fn to_markdown(&self) -> String {
+        let mut out = String::new();
+        let settings = &self.settings;
+        let amount = match (settings.requests_per_row, settings.duration_secs_per_row) {
+            (_, Some(secs)) => format!("{secs} s per row"),
+            (Some(requests), None) => format!("{requests} requests per row"),
+            (None, None) => String::from("default amount per row"),
+        };
+        let _ = writeln!(out, "# Benchmark results\n");
+        let _ = writeln!(
+            out,
+            "{} webapp replica(s), {} connections, {amount}, against {} (Compose project `{}`).",
+            settings.webapp_replicas,
+            settings.connections,
+            settings.base_url,
+            settings.compose_project
+        );
+        let _ = writeln!(
+            out,
+            "HTTP rows: {}; Redis row: {}.{}\n",
+            settings.http_load_tool,
+            settings.redis_load_tool,
+            if settings.smoke {
+                " Smoke run: too short to mean anything."
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(
+            out,
+            "| row | requests/s | vs ceiling | p50 ms | p90 ms | p99 ms | max ms | ok | non-2xx | socket errors |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for row in &self.rows {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.0} % | {} | {} | {} | {} | {} | {} | {} |",
+                row.label(),
+                row.requests_per_sec,
+                row.ratio_to_ceiling * 100.0,
+                milliseconds(row.latency_ms.p50),
+                row.latency_ms
+                    .p90
+                    .map(milliseconds)
+                    .unwrap_or_else(|| String::from("n/a")),
+                milliseconds(row.latency_ms.p99),
+                milliseconds(row.latency_ms.max),
+                row.successful,
+                row.non_2xx,
+                row.socket_errors,
+            );
+        }
+
+        let fixed_rate: Vec<&Row> = self
+            .rows
+            .iter()
+            .filter(|row| row.kind == RowKind::HitCounterFixedRate)
+            .collect();
+        if !fixed_rate.is_empty() {
+            let _ = writeln!(out, "\n## `GET /` at fixed rates (open loop)\n");
+            let _ = writeln!(
+                out,
+                "Rates are fractions of the closed-loop `GET /` row above; latency counts from when each request was due (no coordinated omission).\n"
+            );
+            let _ = writeln!(
+                out,
+                "| row | offered/s | achieved/s | p50 ms | p99 ms | p99.9 ms | max ms | ok | non-2xx | socket errors |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+            for row in fixed_rate {
+                let _ = writeln!(
+                    out,
+                    "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                    row.label(),
+                    row.offered_rate_per_sec.unwrap_or(0.0),
+                    row.requests_per_sec,
+                    milliseconds(row.latency_ms.p50),
+                    milliseconds(row.latency_ms.p99),
+                    row.latency_ms
+                        .p99_9
+                        .map(milliseconds)
+                        .unwrap_or_else(|| String::from("n/a")),
+                    milliseconds(row.latency_ms.max),
+                    row.successful,
+                    row.non_2xx,
+                    row.socket_errors,
+                );
+            }
+        }
+
+        self.write_cpu_per_request(&mut out);
+
+        let _ = writeln!(out, "\n## Containers during each row\n");
+        let _ = writeln!(
+            out,
+            "| row | container | service | peak RSS MiB | mean CPU % |"
+        );
+        let _ = writeln!(out, "|---|---|---|---:|---:|");
+        for row in &self.rows {
+            for container in &row.containers {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {:.1} | {:.0} |",
+                    row.label(),
+                    container.name,
+                    container.service,
+                    container.peak_rss_mib,
+                    container.mean_cpu_percent
+                );
+            }
+        }
+
+        let check = &self.counter_check;
+        let _ = writeln!(out, "\n## Correctness under load\n");
+        let _ = writeln!(
+            out,
+            "Counter before {}, after {}: rose by {}, successful `GET /` responses {}: {}.",
+            check.before,
+            check.after,
+            check.after as i128 - check.before as i128,
+            check.successful_hit_requests,
+            if check.passed { "exact" } else { "MISMATCH" }
+        );
+        if !self.hits_per_replica.is_empty() {
+            let spread: Vec<String> = self
+                .hits_per_replica
+                .iter()
+                .map(|(replica, hits)| format!("{replica} {hits}"))
+                .collect();
+            let _ = writeln!(out, "Spread over the replicas: {}.", spread.join(", "));
+        }
+
+        let _ = writeln!(out, "\n## Targets for `GET /` (reported, not asserted)\n");
+        let _ = writeln!(out, "| target | wanted | measured | met |");
+        let _ = writeln!(out, "|---|---|---|---|");
+        for target in &self.targets {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                target.name,
+                target.target,
+                target.measured,
+                if target.met { "yes" } else { "no" }
+            );
+        }
+        out
+    }
+}
+
+impl Report {
+    /// The table of CPU microseconds per request: one column per container
+    /// and per host process group, one line per HTTP row.
+    fn write_cpu_per_request(&self, out: &mut String) {
+        let mut columns: Vec<String> = Vec::new();
+        for row in &self.rows {
+            let names = row
+                .containers
+                .iter()
+                .map(|container| container.name.clone())
+                .chain(
+                    row.host_processes
+                        .iter()
+                        .map(|process| process.name.clone()),
+                );
+            for name in names {
+                if !columns.contains(&name) {
+                    columns.push(name);
+                }
+            }
+        }
+        if columns.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "\n## CPU per request (µs)\n");
+        let _ = writeln!(
+            out,
+            "CPU time each container (cgroup) and each group of Docker host processes (`/proc/<pid>/stat`, 10 ms resolution) used while the row ran, divided by the requests it finished. dockerd serves every container on the machine, not only this stack's.\n"
+        );
+        let _ = writeln!(out, "| row | {} | total |", columns.join(" | "));
+        let _ = writeln!(out, "|---|{}---:|", "---:|".repeat(columns.len()));
+        for row in self
+            .rows
+            .iter()
+            .filter(|row| row.kind != RowKind::RedisIncr)
+        {
+            let mut cells = Vec::with_capacity(columns.len());
+            let mut total = 0.0;
+            for column in &columns {
+                let value = row
+                    .containers
+                    .iter()
+                    .find(|container| &container.name == column)
+                    .map(|container| container.cpu_us_per_request)
+                    .or_else(|| {
+                        row.host_processes
+                            .iter()
+                            .find(|process| &process.name == column)
+                            .map(|process| process.cpu_us_per_request)
+                    });
+                match value {
+                    Some(value) => {
+                        total += value;
+                        cells.push(format!("{value:.1}"));
+                    }
+                    None => cells.push(String::from("n/a")),
+                }
+            }
+            let _ = writeln!(
+                out,
+                "| {} | {} | {total:.1} |",
+                row.label(),
+                cells.join(" | ")
+            );
+        }
+    }
+}
+
+pub(super) fn milliseconds(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.1}")
+    }
+}
