@@ -52,6 +52,10 @@ impl Ci {
             cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
             Ok(())
         })?;
+        // Reads the sources' `use` paths (see layers.rs); no build needed.
+        step("no import cycle between modules", &mut || {
+            crate::layers::check(&crate::project_root())
+        })?;
         step(
             "Nix checks (flake-check and the flake tests, pinned nix-instantiate)",
             &mut || {

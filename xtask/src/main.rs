@@ -12,6 +12,7 @@ mod docker;
 mod e2e;
 mod flake;
 mod images;
+mod layers;
 mod poll;
 mod render;
 mod secrets;
@@ -47,6 +48,8 @@ enum Command {
     FlakeCheck(flake::FlakeCheck),
     /// Build the webapp, db and proxy images reproducibly and load them into Docker.
     Images(images::Images),
+    /// Check that no crate of the workspace has an import cycle between its modules (read from `use` paths).
+    Layers(layers::Layers),
     /// Regenerate deploy/compose.yaml (and the other deploy files) from xtask/src/stack.rs.
     Render(render::Render),
     /// Run the stack with Docker Compose: up, down, status, logs, scale.
@@ -115,6 +118,7 @@ fn main() -> anyhow::Result<()> {
         Command::E2e(cmd) => cmd.run(&sh),
         Command::FlakeCheck(cmd) => cmd.run(&sh),
         Command::Images(cmd) => cmd.run(&sh),
+        Command::Layers(cmd) => cmd.run(&sh),
         Command::Render(cmd) => cmd.run(&sh),
         Command::Compose(ComposeCommand::Up(cmd)) | Command::Up(cmd) => cmd.run(&sh),
         Command::Compose(ComposeCommand::Down(cmd)) | Command::Down(cmd) => cmd.run(&sh),
