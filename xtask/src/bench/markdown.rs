@@ -222,11 +222,3 @@ impl Report {
         }
     }
 }
-
-pub(super) fn milliseconds(value: f64) -> String {
-    if value < 10.0 {
-        format!("{value:.2}")
-    } else {
-        format!("{value:.1}")
-    }
-}

@@ -7,8 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use super::markdown::milliseconds;
-
 use serde::{Deserialize, Serialize};
 
 /// Everything one run measured. Serialised as-is to `results.json`.
@@ -373,6 +371,14 @@ fn evaluate_targets(report: &Report) -> Vec<TargetCheck> {
             met: hits.non_2xx == 0 && hits.socket_errors == 0,
         },
     ]
+}
+
+pub(super) fn milliseconds(value: f64) -> String {
+    if value < 10.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.1}")
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use super::network::{check_subnet_is_free, create_hub, create_node_network};
-use super::teardown::is_our_process;
 use super::*;
 use crate::docker::swarm_nodes;
 use crate::poll::{self, Look};
@@ -258,17 +257,6 @@ pub(super) fn engine_answers(sh: &Shell, node: &Node) -> bool {
         .ignore_stderr()
         .run()
         .is_ok()
-}
-
-/// The pid in a node's pidfile, if that process still runs dockerd of ours.
-pub(super) fn engine_pid(node: &Node) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(node.pidfile())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    is_our_process(&cmdline).then_some(pid)
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use super::engines::engine_pid;
 use super::*;
 
 /// Everything of a cluster found on this machine, named by the prefix.
@@ -369,6 +368,17 @@ pub(super) fn signal(sh: &Shell, signal: &str, pids: &[u32]) {
         .ignore_stderr()
         .ignore_status()
         .run();
+}
+
+/// The pid in a node's pidfile, if that process still runs dockerd of ours.
+pub(super) fn engine_pid(node: &Node) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(node.pidfile())
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    is_our_process(&cmdline).then_some(pid)
 }
 
 #[cfg(test)]
