@@ -251,6 +251,22 @@ pub struct StackImages {
 }
 
 impl StackImages {
+    /// Each service's image variable (`WEBSTACK_WEBAPP_IMAGE` …) with its
+    /// image: what pins a Compose project or a Swarm stack to these images,
+    /// since both deploy files name their images through the variables.
+    pub fn variables(&self) -> anyhow::Result<Vec<(String, String)>> {
+        stack()
+            .services
+            .iter()
+            .map(|service| {
+                Ok((
+                    service.image.variable.to_string(),
+                    self.for_service(service.name)?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     /// The image for a service of the stack description.
     pub fn for_service(&self, service: &str) -> anyhow::Result<&str> {
         match service {

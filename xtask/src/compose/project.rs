@@ -60,13 +60,7 @@ impl ComposeProject {
     /// builds on one engine (two checkouts, a test run beside a user's
     /// stack) never swap each other's images through the shared `:local` tag.
     pub fn pin_images(&mut self, images: &StackImages) -> anyhow::Result<()> {
-        self.image_pins.clear();
-        for service in stack::stack().services {
-            self.image_pins.push((
-                service.image.variable.to_string(),
-                images.for_service(service.name)?.to_string(),
-            ));
-        }
+        self.image_pins = images.variables()?;
         Ok(())
     }
 

@@ -198,13 +198,8 @@ pub fn deploy_stack(
     // The stack file names its images `${WEBSTACK_WEBAPP_IMAGE:-…:local}`
     // and so on: pin the content tags through those variables.
     let mut variables = vec![(crate::stack::PORT_VARIABLE.to_string(), port.to_string())];
-    for service in crate::stack::stack().services {
-        if let Some(images) = images {
-            variables.push((
-                service.image.variable.to_string(),
-                images.for_service(service.name)?.to_string(),
-            ));
-        }
+    if let Some(images) = images {
+        variables.extend(images.variables()?);
     }
     // `--resolve-image never`: the images are local, there is no registry to
     // ask for a digest. `--prune` removes services no longer in the file.
