@@ -1588,3 +1588,163 @@ async fn request_line_and_method_errors_are_json_with_the_right_status_and_log_n
         "[error] lines in the proxy's log: {errors:#?}"
     );
 }
+
+/// Reads one HTTP answer head (and as much body as came with it) from a raw
+/// connection; `None` when the connection ended without one.
+async fn read_raw_answer(stream: &mut tokio::net::TcpStream) -> Option<RawAnswer> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return RawAnswer::parse(&bytes),
+            Ok(read) => bytes.extend_from_slice(&chunk[..read]),
+        }
+        if let Some(answer) = RawAnswer::parse(&bytes) {
+            let length: usize = answer
+                .header("content-length")
+                .and_then(|length| length.parse().ok())
+                .unwrap_or(0);
+            if answer.body.len() >= length {
+                return Some(answer);
+            }
+        }
+    }
+}
+
+/// How one slow client's connection ended.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SlowEnd {
+    /// nginx answered (status, and whether the body was a JSON error with
+    /// Retry-After, as a 429 must be).
+    Answered(u16, bool),
+    /// nginx closed it without an answer.
+    ClosedUnanswered,
+    /// Still open when the test stopped waiting.
+    Open,
+}
+
+/// Uploads in progress at once per client address (nginx/nginx.conf).
+const UPLOADS_PER_ADDRESS: usize = 64;
+/// nginx's client_body_timeout: a body that pauses longer is dropped.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn slow_uploads_get_their_own_limit_and_reads_from_the_same_address_keep_answering_200() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let address = proxy_address(&stack);
+    let client = http_client();
+    // More than the 256 requests per address that used to be shared by
+    // reads and uploads alike (the attack of issue 21).
+    let uploads = 300;
+    let trickling = Arc::new(AtomicBool::new(true));
+
+    // Each upload sends a complete header announcing 64 KiB, then a byte a
+    // second (well inside the body timeout), until told to stop; then it
+    // sends nothing more and waits for nginx to drop it.
+    let mut tasks = Vec::new();
+    for index in 0..uploads {
+        let trickling = trickling.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            let head = format!(
+                "PUT /api/cache/e2e-trickle-{index}?ttl=5 HTTP/1.1\r\nHost: x\r\nContent-Length: 65536\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).await.expect("send the head");
+            let answered = |answer: Option<RawAnswer>| match answer {
+                Some(answer) => {
+                    let json_with_retry = answer.body.contains("\"error\"")
+                        && answer.header("content-type") == Some("application/json")
+                        && answer.header("retry-after") == Some("1");
+                    SlowEnd::Answered(answer.status, json_with_retry)
+                }
+                None => SlowEnd::ClosedUnanswered,
+            };
+            // While trickling.
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            while trickling.load(Ordering::Relaxed) {
+                tokio::select! {
+                    answer = read_raw_answer(&mut stream) => return (answered(answer), None),
+                    _ = ticks.tick() => {
+                        if stream.write_all(b"v").await.is_err() {
+                            return (SlowEnd::ClosedUnanswered, None);
+                        }
+                    }
+                }
+            }
+            // Silent: nginx must let go of it (generous bound).
+            let started = Instant::now();
+            let end = match tokio::time::timeout(
+                BODY_TIMEOUT * 6,
+                read_raw_answer(&mut stream),
+            )
+            .await
+            {
+                Ok(answer) => answered(answer),
+                Err(_) => SlowEnd::Open,
+            };
+            (SlowEnd::Open, Some((end, started.elapsed())))
+        }));
+        // Under the cache write rate (100 a second), so that only the
+        // concurrency limits decide.
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    // Every upload is in: answered by now if it is ever going to be.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A reader from the same address (everything on this host reaches the
+    // proxy through Docker's userland proxy, as one address).
+    let mut reads: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..20 {
+        let outcome = match get(&client, &format!("{}/", stack.url)).await {
+            Ok((status, _)) => status.to_string(),
+            Err(error) => error,
+        };
+        *reads.entry(outcome).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    trickling.store(false, Ordering::Relaxed);
+    let mut while_trickling: BTreeMap<SlowEnd, usize> = BTreeMap::new();
+    let mut after_silence: BTreeMap<SlowEnd, usize> = BTreeMap::new();
+    let mut slowest_drop = Duration::ZERO;
+    for task in tasks {
+        let (during, after) = task.await.expect("upload task");
+        *while_trickling.entry(during).or_default() += 1;
+        if let Some((end, took)) = after {
+            *after_silence.entry(end).or_default() += 1;
+            slowest_drop = slowest_drop.max(took);
+        }
+    }
+    eprintln!(
+        "[e2e] {uploads} uploads trickling a byte a second: {while_trickling:?} while trickling; after going silent {after_silence:?}, the last dropped after {slowest_drop:.1?}; GET / from the same address meanwhile: {reads:?}"
+    );
+    assert_eq!(
+        reads.get("200"),
+        Some(&20),
+        "reads from the address of the slow uploads: {reads:?}"
+    );
+    let admitted = while_trickling.get(&SlowEnd::Open).copied().unwrap_or(0);
+    assert_eq!(
+        admitted, UPLOADS_PER_ADDRESS,
+        "uploads admitted at once from one address: {while_trickling:?}"
+    );
+    assert_eq!(
+        while_trickling.get(&SlowEnd::Answered(429, true)),
+        Some(&(uploads - UPLOADS_PER_ADDRESS)),
+        "the uploads over the limit get a JSON 429 with Retry-After: {while_trickling:?}"
+    );
+    assert_eq!(
+        after_silence.get(&SlowEnd::ClosedUnanswered),
+        Some(&admitted),
+        "uploads that went silent are dropped: {after_silence:?}"
+    );
+}
