@@ -1748,3 +1748,122 @@ async fn slow_uploads_get_their_own_limit_and_reads_from_the_same_address_keep_a
         "uploads that went silent are dropped: {after_silence:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn a_bystander_gets_every_answer_while_3000_connections_trickle_their_headers() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::AsyncWriteExt;
+
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let address = proxy_address(&stack);
+    let since = unix_now().floor() - 1.0;
+    // Above the 2 x 1024 connections the proxy's two workers used to have,
+    // and within what this 2-core test machine opens and keeps (each also
+    // costs Docker's userland proxy two sockets).
+    let slow_clients = 3_000;
+    let attacking = Arc::new(AtomicBool::new(true));
+    let open = Arc::new(AtomicUsize::new(0));
+    let connects = Arc::new(AtomicUsize::new(0));
+
+    // Each slow client sends a request line and then a header line a
+    // second, never the end of its headers; when nginx drops it (its
+    // header timeout), it connects again.
+    let mut tasks = Vec::new();
+    for _ in 0..slow_clients {
+        let (attacking, open, connects) = (attacking.clone(), open.clone(), connects.clone());
+        tasks.push(tokio::spawn(async move {
+            while attacking.load(Ordering::Relaxed) {
+                let Ok(mut stream) = tokio::net::TcpStream::connect(address).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                connects.fetch_add(1, Ordering::Relaxed);
+                open.fetch_add(1, Ordering::Relaxed);
+                let mut line: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n";
+                let mut ticks = tokio::time::interval(Duration::from_secs(1));
+                while attacking.load(Ordering::Relaxed) {
+                    tokio::select! {
+                        _ = read_raw_answer(&mut stream) => break,
+                        _ = ticks.tick() => {
+                            if stream.write_all(line).await.is_err() {
+                                break;
+                            }
+                            line = b"X-Slow: a\r\n";
+                        }
+                    }
+                }
+                open.fetch_sub(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Until nearly all are connected at once (a generous bound; nginx
+    // drops each after its header timeout, and it connects again).
+    let started = Instant::now();
+    let nearly_all = slow_clients * 97 / 100;
+    while open.load(Ordering::Relaxed) < nearly_all {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} of {slow_clients} slow clients connected at once within 60 s",
+            open.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all_open_after = started.elapsed();
+
+    // The bystander: 50 requests, each on a connection of its own.
+    let bystander = reqwest::Client::builder()
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("build the HTTP client");
+    let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+    let mut slowest = Duration::ZERO;
+    let mut fewest_open = usize::MAX;
+    for _ in 0..50 {
+        fewest_open = fewest_open.min(open.load(Ordering::Relaxed));
+        let sent = Instant::now();
+        let outcome = match get(&bystander, &format!("{}/", stack.url)).await {
+            Ok((status, _)) => status.to_string(),
+            Err(error) => error,
+        };
+        slowest = slowest.max(sent.elapsed());
+        *answers.entry(outcome).or_default() += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let memory = docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.MemUsage}}",
+        &stack.single("proxy").id,
+    ]);
+    attacking.store(false, Ordering::Relaxed);
+    for task in tasks {
+        task.await.expect("slow client");
+    }
+    let log = proxy_log_since(&stack, since);
+    let short_of_connections = log
+        .lines()
+        .filter(|line| line.contains("worker_connections are not enough"))
+        .count();
+    eprintln!(
+        "[e2e] {slow_clients} slow clients trickling headers (all connected after {all_open_after:.1?}, {} connections in all, at least {fewest_open} open during the bystander's requests; proxy memory {}): bystander's 50 GET / {answers:?}, slowest {slowest:.2?}; 'worker_connections are not enough' logged {short_of_connections} times",
+        connects.load(Ordering::Relaxed),
+        memory.trim()
+    );
+    assert_eq!(
+        answers.get("200"),
+        Some(&50),
+        "the bystander's answers: {answers:?}"
+    );
+    assert_eq!(short_of_connections, 0, "nginx ran short of connections");
+    assert!(
+        fewest_open >= 2 * 1024,
+        "only {fewest_open} slow clients were connected: the test proved nothing"
+    );
+}
