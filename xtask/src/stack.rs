@@ -516,8 +516,8 @@ pub fn stack() -> Stack {
         // nginx. The front's worker_rlimit_nofile (nginx/nginx.conf) is this
         // number; engines differ in their default (1024 soft with some).
         open_files_limit: Some(PROXY_OPEN_FILES_LIMIT),
-        // Room for every connection the front nginx accepts (4,096 per
-        // worker): a slow client's connection costs a worker about 10 KiB
+        // Room for every connection the front nginx accepts (4,096 for each
+        // of its 2 workers): a slow client's connection costs about 9 KiB
         // (measured with 3,000 trickling headers: docs/hardening.md), so
         // the workers run short of connections, which nginx handles by
         // closing idle ones, before the container runs short of memory,
