@@ -139,6 +139,8 @@ struct ComposeService {
     mem_limit: String,
     cpus: f64,
     pids_limit: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ulimits: Option<UlimitsSection>,
     stop_grace_period: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sysctls: Option<Mapping<&'static str>>,
@@ -210,8 +212,30 @@ pub struct FileSecret {
     file: String,
 }
 
-/// The top-level `volumes:` of either file: named volumes with the default
-/// driver.
+/// A service's `ulimits:` (both files; Swarm applies them since Engine 20.10,
+/// API 1.41), absent when it keeps the engine's defaults.
+#[derive(Serialize)]
+pub struct UlimitsSection {
+    nofile: SoftHard,
+}
+
+#[derive(Serialize)]
+struct SoftHard {
+    soft: u32,
+    hard: u32,
+}
+
+impl UlimitsSection {
+    pub fn of(open_files_limit: Option<u32>) -> Option<UlimitsSection> {
+        open_files_limit.map(|limit| UlimitsSection {
+            nofile: SoftHard {
+                soft: limit,
+                hard: limit,
+            },
+        })
+    }
+}
+
 /// A service's `sysctls:` section (both files), absent when it sets none.
 pub fn sysctls_section(sysctls: &[(&'static str, &'static str)]) -> Option<Mapping<&'static str>> {
     (!sysctls.is_empty()).then(|| {
@@ -284,6 +308,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 memory_limit_bytes,
                 cpu_limit_hundredths,
                 pids_limit,
+                open_files_limit,
                 stop_grace_period,
                 sysctls,
                 // The image carries it.
@@ -355,6 +380,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
                 mem_limit: format!("{}m", memory_limit_bytes / (1024 * 1024)),
                 cpus: f64::from(*cpu_limit_hundredths) / 100.0,
                 pids_limit: *pids_limit,
+                ulimits: UlimitsSection::of(*open_files_limit),
                 stop_grace_period: docker_duration(*stop_grace_period),
                 sysctls: sysctls_section(sysctls),
                 logging: LoggingSection::bounded(),
@@ -458,6 +484,38 @@ mod tests {
         assert!(parsed.get("version").is_none());
         let ports = &parsed["services"]["proxy"]["ports"];
         assert_eq!(ports[0].as_str(), Some("${WEBSTACK_PORT:-8070}:80"));
+    }
+
+    /// The front nginx raises its workers' open files limit to the proxy
+    /// container's, which must then be at least that: a worker running as
+    /// uid 65532 cannot go past the hard limit.
+    #[test]
+    fn the_proxys_open_files_limit_reaches_both_files_and_matches_nginx_conf() {
+        let limit = stack::PROXY_OPEN_FILES_LIMIT;
+        let compose: yaml_serde::Value =
+            yaml_serde::from_str(&render_compose(&stack::stack()).expect("render")).expect("YAML");
+        let swarm: yaml_serde::Value = yaml_serde::from_str(
+            &crate::swarm::render::render_stack(&stack::stack()).expect("render"),
+        )
+        .expect("YAML");
+        for file in [&compose, &swarm] {
+            let nofile = &file["services"]["proxy"]["ulimits"]["nofile"];
+            assert_eq!(nofile["soft"].as_u64(), Some(u64::from(limit)));
+            assert_eq!(nofile["hard"].as_u64(), Some(u64::from(limit)));
+            assert!(file["services"]["db"].get("ulimits").is_none());
+        }
+        let path = crate::project_root().join("nginx").join("nginx.conf");
+        let conf = std::fs::read_to_string(&path).expect("read nginx/nginx.conf");
+        let directive = |name: &str| -> u32 {
+            conf.lines()
+                .map(str::trim)
+                .find_map(|line| line.strip_prefix(name)?.strip_suffix(';'))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in nginx.conf"))
+        };
+        assert_eq!(directive("worker_rlimit_nofile "), limit);
+        // A connection is a file, and nginx needs a few of its own.
+        assert!(directive("worker_connections ") < limit);
     }
 
     #[test]

@@ -379,6 +379,10 @@ pub struct Service {
     /// Fraction of CPUs (hundredths, to stay exact): 100 = one CPU.
     pub cpu_limit_hundredths: u32,
     pub pids_limit: u32,
+    /// The open files limit (`nofile`, soft and hard alike), or the
+    /// engine's default. A process running as the non-root user cannot raise
+    /// its own beyond the hard limit.
+    pub open_files_limit: Option<u32>,
     pub stop_grace_period: Duration,
     /// The signal that makes the main process stop gracefully. The image
     /// carries it (`images` reads it from here), so the deploy files do not
@@ -389,6 +393,10 @@ pub struct Service {
 }
 
 const MIB: u64 = 1024 * 1024;
+
+/// The proxy's open files limit; nginx/nginx.conf's `worker_rlimit_nofile`
+/// says the same (a test checks).
+pub const PROXY_OPEN_FILES_LIMIT: u32 = 16384;
 
 /// Healthcheck cadence shared by all services: frequent enough that a stack
 /// is up in seconds (three services start one after the other), cheap
@@ -431,6 +439,7 @@ impl Service {
             memory_limit_bytes: 64 * MIB,
             cpu_limit_hundredths: 100,
             pids_limit: 64,
+            open_files_limit: None,
             stop_grace_period: Duration::from_secs(10),
             stop_signal: "SIGTERM",
             sysctls: Vec::new(),
@@ -557,6 +566,18 @@ pub fn stack() -> Stack {
             target: "/tmp",
             size_mib: 16,
         }],
+        // Thousands of slow clients: each connection is a file of a front
+        // nginx worker, and one more while its request goes to the back
+        // nginx. The front's worker_rlimit_nofile (nginx/nginx.conf) is this
+        // number; engines differ in their default (1024 soft with some).
+        open_files_limit: Some(PROXY_OPEN_FILES_LIMIT),
+        // Room for every connection the front nginx accepts (4,096 for each
+        // of its 2 workers): a slow client's connection costs about 9 KiB
+        // (measured with 3,000 trickling headers: docs/hardening.md), so
+        // the workers run short of connections, which nginx handles by
+        // closing idle ones, before the container runs short of memory,
+        // which the kernel handles by killing a worker.
+        memory_limit_bytes: 128 * MIB,
         // proxy-init drains both nginx on SIGQUIT (the image's stop signal);
         // a request may wait up to about 2 s for the webapp.
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),

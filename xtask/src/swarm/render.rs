@@ -77,6 +77,8 @@ struct StackService {
     user: &'static str,
     read_only: bool,
     cap_drop: Vec<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ulimits: Option<crate::render::UlimitsSection>,
     stop_grace_period: String,
     /// Swarm applies these since Engine 19.03 (API 1.40), as Compose does.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -273,6 +275,7 @@ fn stack_service(service: &Service) -> StackService {
         memory_limit_bytes,
         cpu_limit_hundredths,
         pids_limit,
+        open_files_limit,
         stop_grace_period,
         sysctls,
         // The image carries it.
@@ -368,6 +371,7 @@ fn stack_service(service: &Service) -> StackService {
         // it (docker stack deploy ignores the key). The non-root user, no
         // capabilities and no setuid binaries in the images cover the same
         // ground.
+        ulimits: crate::render::UlimitsSection::of(*open_files_limit),
         stop_grace_period: docker_duration(*stop_grace_period),
         sysctls: crate::render::sysctls_section(sysctls),
         logging: LoggingSection::bounded(),
