@@ -13,13 +13,11 @@ pub mod deploy;
 pub mod e2e;
 pub mod engine;
 pub mod remove;
-pub mod render;
 pub mod status;
 pub mod update;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -39,16 +37,11 @@ pub use crate::docker::STACK_NAMESPACE_LABEL;
 pub use crate::docker::{Condition, Service, Task, TaskState, UpdateState, UpdateStatus};
 use crate::docker::{Container, Orchestrator, SWARM_SERVICE_LABEL};
 
-/// Where the rendered, checked-in Swarm stack file lives.
-pub fn stack_file_path() -> PathBuf {
-    crate::project_root().join("deploy").join("stack.yaml")
-}
-
 /// Makes sure the checked-in stack file is the rendered one and the secret
 /// files it names exist (the same `.secrets/` files Compose uses).
 pub fn prepare_files() -> anyhow::Result<()> {
-    let rendered = render::render_stack(&crate::stack::stack())?;
-    crate::render::write_file(&stack_file_path(), &rendered)?;
+    let rendered = crate::render::render_stack(&crate::stack::stack())?;
+    crate::render::write_file(&crate::render::stack_file_path(), &rendered)?;
     crate::secrets::ensure_redis_secrets().context("create the Redis password")?;
     Ok(())
 }
@@ -188,7 +181,7 @@ pub fn deploy_stack(
     port: u16,
     images: Option<&StackImages>,
 ) -> anyhow::Result<()> {
-    let stack_file = stack_file_path();
+    let stack_file = crate::render::stack_file_path();
     if !stack_file.exists() {
         bail!(
             "{} is missing: run `cargo xtask render` to write it",

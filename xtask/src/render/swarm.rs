@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::render::{
-    file_secrets, named_volumes, quote_yaml_1_1_booleans, Empty, FileSecret, HealthcheckSection,
-    LoggingSection, Mapping, GENERATED_HEADER,
+use super::yaml::{
+    file_secrets, named_volumes, quote_yaml_1_1_booleans, sysctls_section, Empty, FileSecret,
+    HealthcheckSection, LoggingSection, Mapping, UlimitsSection,
 };
+use super::GENERATED_HEADER;
 use crate::stack::{docker_duration, Placement, Restart, Service, Stack, DB_NODE_LABEL};
 
 /// How the proxy publishes its port. `host` binds the port on the node
@@ -78,7 +79,7 @@ struct StackService {
     read_only: bool,
     cap_drop: Vec<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    ulimits: Option<crate::render::UlimitsSection>,
+    ulimits: Option<UlimitsSection>,
     stop_grace_period: String,
     /// Swarm applies these since Engine 19.03 (API 1.40), as Compose does.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -371,9 +372,9 @@ fn stack_service(service: &Service) -> StackService {
         // it (docker stack deploy ignores the key). The non-root user, no
         // capabilities and no setuid binaries in the images cover the same
         // ground.
-        ulimits: crate::render::UlimitsSection::of(*open_files_limit),
+        ulimits: UlimitsSection::of(*open_files_limit),
         stop_grace_period: docker_duration(*stop_grace_period),
-        sysctls: crate::render::sysctls_section(sysctls),
+        sysctls: sysctls_section(sysctls),
         logging: LoggingSection::bounded(),
         deploy: StackDeploy {
             endpoint_mode: dns_round_robin.then_some("dnsrr"),
