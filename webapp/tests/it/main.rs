@@ -7,6 +7,7 @@ mod abuse;
 mod auth;
 mod cache;
 mod counter;
+mod labels;
 mod logging;
 mod outage;
 mod process;
