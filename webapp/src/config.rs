@@ -60,6 +60,12 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub cache_max_entries: u64,
 
+    /// Seconds a replica may go without a sign of life (it refreshes its last-seen time every
+    /// quarter of this) before it leaves `/api/replicas`; its hits move to the retired total.
+    #[arg(long, env = "WEBAPP_REPLICA_FORGET_AFTER_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(2..=86_400), global = true)]
+    pub replica_forget_after_secs: u64,
+
     #[command(flatten)]
     pub redis: RedisSettings,
 }
@@ -148,6 +154,10 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn replica_forget_after(&self) -> Duration {
+        Duration::from_secs(self.replica_forget_after_secs)
     }
 
     pub fn request_timeout(&self) -> Duration {

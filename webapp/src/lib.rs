@@ -101,6 +101,9 @@ pub async fn run(
             tracing::debug!(cause = %error, "could not set TCP_NODELAY");
         }
     });
+    // Keeps this replica in /api/replicas while it runs; stops with this function.
+    let seen = tokio::spawn(counter::keep_replica_seen(state.clone()));
+    let _stop_seen = AbortOnDrop(seen);
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
     let deadline = async {
         shutdown_started.notified().await;
@@ -119,6 +122,15 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Aborts a background task when dropped, so it ends with the function that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).

@@ -23,6 +23,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Most cache entries at once (`WEBAPP_CACHE_MAX_ENTRIES`).
     pub cache_max_entries: u64,
+    /// A replica unseen for this long leaves `/api/replicas` (`WEBAPP_REPLICA_FORGET_AFTER_SECS`).
+    pub replica_forget_after: Duration,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -40,6 +42,7 @@ impl AppState {
             readyz_timeout: Duration::from_millis(settings.redis.readyz_timeout_ms),
             request_timeout: settings.request_timeout(),
             cache_max_entries: settings.cache_max_entries,
+            replica_forget_after: settings.replica_forget_after(),
             shutting_down: Arc::new(AtomicBool::new(false)),
         })
     }

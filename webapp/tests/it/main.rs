@@ -11,5 +11,6 @@ mod labels;
 mod logging;
 mod outage;
 mod process;
+mod replicas;
 mod router;
 mod support;
