@@ -72,9 +72,11 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` completes, then stops accepting and lets
-/// in-flight requests finish for at most `grace`; after that the remaining connections are
-/// dropped, so idle keep-alive or stuck clients cannot hold the process up.
+/// Serves `app(state)` on `listener` until `shutdown` completes; then, as a lame duck, serves on
+/// for `state.lame_duck` with /readyz answering 503 "stopping", so the proxy stops sending it
+/// requests before it stops taking them; then stops accepting, closes idle keep-alive
+/// connections and lets in-flight requests finish for at most `grace`; after that the remaining
+/// connections are dropped, so stuck clients cannot hold the process up.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -87,11 +89,16 @@ pub async fn run(
         let shutdown_started = Arc::clone(&shutdown_started);
         async move {
             shutdown.await;
+            state.begin_shutdown();
+            tracing::info!(
+                lame_duck_secs = state.lame_duck.as_secs_f64(),
+                "stopping: /readyz says so, serving on until the proxy has let go of this replica"
+            );
+            tokio::time::sleep(state.lame_duck).await;
             tracing::info!(
                 grace_secs = grace.as_secs_f64(),
-                "shutting down: not ready, no new connections, draining in-flight requests"
+                "shutting down: no new connections, closing idle ones, draining in-flight requests"
             );
-            state.begin_shutdown();
             shutdown_started.notify_one();
         }
     };
