@@ -11,6 +11,16 @@
 //!   rewrites the file and reloads the back nginx (SIGHUP). nginx 1.26 cannot re-resolve the
 //!   names of an `upstream` block itself (`server … resolve` came in 1.27.3).
 //!
+//! A replica that is shutting down leaves the list before it stops serving: the webapp answers
+//! `/readyz` with 503 `{"status":"stopping"}` from SIGTERM on and serves on for a lame-duck
+//! period (`WEBAPP_LAME_DUCK_MS`, 5 s), and every lookup asks each address's `/readyz`
+//! ([`stopping_replicas`]). Under Compose a stopping container stays in Docker's DNS until it
+//! has exited; under Swarm it leaves at once; either way it is out of the list, and the back
+//! nginx reloaded, within a lookup interval and a probe, well inside its lame-duck period, so no
+//! request and no retry reaches it once it stops accepting. Only that answer counts: a replica
+//! that does not answer, or answers 503 because Redis is unreachable (which every replica would
+//! say at once), stays listed; and if every replica says "stopping", all stay listed.
+//!
 //! A reload closes the back's idle connections from the front. nginx retries a request that
 //! fails on such a cached keep-alive connection by itself, without counting it as a try, so
 //! a reload costs no client request; the clients' own connections stay with the front.
@@ -26,6 +36,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -38,6 +50,11 @@ const FRONT_CONFIG: &str = "nginx.conf";
 const BACK_CONFIG: &str = "back.conf";
 /// A lookup that takes longer than this keeps the last known servers.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the `/readyz` probe of one replica may take; one that has not answered by then
+/// stays listed (nginx's own timeouts deal with a replica that does not answer).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The part of a `/readyz` answer the probe reads: status line, headers and a small JSON body.
+const PROBE_READ_LIMIT: u64 = 4096;
 /// How long the back nginx may take to create its socket before the front starts anyway.
 const BACK_START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -126,6 +143,65 @@ fn classify_lookup_error(message: &str) -> Lookup {
         Lookup::NoSuchName
     } else {
         Lookup::Failed(message.to_owned())
+    }
+}
+
+/// Whether this replica answers `/readyz` with 503 "stopping" within [`PROBE_TIMEOUT`]. Any other
+/// outcome (refused, no answer, ready, not ready for another reason) is false.
+async fn says_stopping(address: SocketAddr) -> bool {
+    let probe = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: proxy-init\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream
+            .take(PROBE_READ_LIMIT)
+            .read_to_end(&mut answer)
+            .await
+            .ok()?;
+        Some(is_stopping_answer(&answer))
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Some(true))
+    )
+}
+
+/// A 503 whose JSON body has `"status":"stopping"` (webapp/src/routes/health.rs).
+fn is_stopping_answer(answer: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(answer);
+    let status = text.split(' ').nth(1);
+    text.starts_with("HTTP/1.") && status == Some("503") && text.contains(r#""status":"stopping""#)
+}
+
+/// The addresses among `addresses` that say they are stopping, asked all at once.
+async fn stopping_replicas(addresses: &BTreeSet<SocketAddr>) -> BTreeSet<SocketAddr> {
+    let mut probes = tokio::task::JoinSet::new();
+    for &address in addresses {
+        probes.spawn(async move { (address, says_stopping(address).await) });
+    }
+    let mut stopping = BTreeSet::new();
+    while let Some(probed) = probes.join_next().await {
+        if let Ok((address, true)) = probed {
+            stopping.insert(address);
+        }
+    }
+    stopping
+}
+
+/// The servers to list: the addresses found, less those stopping; all of them when every one
+/// is stopping (they still serve for their lame-duck period, better than none).
+fn servers_to_list(
+    found: &BTreeSet<SocketAddr>,
+    stopping: &BTreeSet<SocketAddr>,
+) -> BTreeSet<SocketAddr> {
+    let serving: BTreeSet<SocketAddr> = found.difference(stopping).copied().collect();
+    if serving.is_empty() {
+        found.clone()
+    } else {
+        serving
     }
 }
 
@@ -290,12 +366,17 @@ async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
                     }
                 };
                 last_failure = None;
-                if found != current {
-                    match write_servers(&settings.upstream, &found) {
+                let stopping = stopping_replicas(&found).await;
+                let listed = servers_to_list(&found, &stopping);
+                if listed != current {
+                    match write_servers(&settings.upstream, &listed) {
                         Ok(()) => {
-                            eprintln!("proxy-init: {} is now {}; reloading the back nginx", settings.upstream, describe(&found));
+                            eprintln!(
+                                "proxy-init: {} is now {} (stopping, not listed: {}); reloading the back nginx",
+                                settings.upstream, describe(&listed), describe(&found.difference(&listed).copied().collect())
+                            );
                             send_signal(&back, libc::SIGHUP);
-                            current = found;
+                            current = listed;
                         }
                         Err(error) => eprintln!("proxy-init: write {SERVERS_FILE}: {error}; keeping {}", describe(&current)),
                     }
@@ -411,6 +492,35 @@ mod tests {
             .filter(|line| line.starts_with("server "))
             .collect();
         assert_eq!(servers, ["server 127.0.0.1:9 down;"]);
+    }
+
+    fn addresses(list: &[&str]) -> BTreeSet<SocketAddr> {
+        list.iter()
+            .map(|address| address.parse().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn stopping_replicas_are_left_out_unless_every_one_is_stopping() {
+        let found = addresses(&["10.0.1.9:5000", "10.0.1.10:5000", "10.0.1.11:5000"]);
+        let stopping = addresses(&["10.0.1.10:5000"]);
+        assert_eq!(
+            servers_to_list(&found, &stopping),
+            addresses(&["10.0.1.9:5000", "10.0.1.11:5000"])
+        );
+        assert_eq!(servers_to_list(&found, &found), found);
+        assert_eq!(servers_to_list(&found, &BTreeSet::new()), found);
+    }
+
+    #[test]
+    fn only_a_503_saying_stopping_is_a_stopping_answer() {
+        let stopping = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\r\n{\"error\":\"shutting down\",\"replica\":\"a\",\"status\":\"stopping\"}";
+        assert!(is_stopping_answer(stopping));
+        let redis_down = b"HTTP/1.1 503 Service Unavailable\r\n\r\n{\"error\":\"redis unavailable, retry shortly\"}";
+        assert!(!is_stopping_answer(redis_down));
+        let ready = b"HTTP/1.1 200 OK\r\n\r\n{\"replica\":\"a\",\"status\":\"ready\"}";
+        assert!(!is_stopping_answer(ready));
+        assert!(!is_stopping_answer(b""));
     }
 
     #[test]
