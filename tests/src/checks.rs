@@ -338,6 +338,10 @@ pub async fn scaling_out_and_back_in_under_load_fails_no_request(
     for _ in 0..rounds {
         for replicas in [many, usual] {
             let started = Instant::now();
+            eprintln!(
+                "{orchestrator}: {:.1}s into the load: scaling the webapp to {replicas}",
+                (started - load.started()).as_secs_f64()
+            );
             scale(replicas);
             every_webapp_replica_serves(deployment, replicas, NGINX_RERESOLVE_BOUND).await;
             steps.push((replicas, started.elapsed()));

@@ -14,12 +14,14 @@
 //! A replica that is shutting down leaves the list before it stops serving: the webapp answers
 //! `/readyz` with 503 `{"status":"stopping"}` from SIGTERM on and serves on for a lame-duck
 //! period (`WEBAPP_LAME_DUCK_MS`, 5 s), and every lookup asks each address's `/readyz`
-//! ([`stopping_replicas`]). Under Compose a stopping container stays in Docker's DNS until it
+//! ([`probe_replicas`], [`servers_to_list`]). Under Compose a stopping container stays in Docker's DNS until it
 //! has exited; under Swarm it leaves at once; either way it is out of the list, and the back
 //! nginx reloaded, within a lookup interval and a probe, well inside its lame-duck period, so no
 //! request and no retry reaches it once it stops accepting. Only that answer counts: a replica
 //! that does not answer, or answers 503 because Redis is unreachable (which every replica would
 //! say at once), stays listed; and if every replica says "stopping", all stay listed.
+//! A new replica joins the list once its `/readyz` has answered 200, which also opens its
+//! first Redis connection: no request waits for a replica that is still starting.
 //!
 //! A reload closes the back's idle connections from the front. nginx retries a request that
 //! fails on such a cached keep-alive connection by itself, without counting it as a try, so
@@ -30,7 +32,7 @@
 //! is stopped and proxy-init exits 1, so the orchestrator restarts the container.
 //! `proxy-init -t` tests both configurations, as `nginx -t` does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -146,9 +148,20 @@ fn classify_lookup_error(message: &str) -> Lookup {
     }
 }
 
-/// Whether this replica answers `/readyz` with 503 "stopping" within [`PROBE_TIMEOUT`]. Any other
-/// outcome (refused, no answer, ready, not ready for another reason) is false.
-async fn says_stopping(address: SocketAddr) -> bool {
+/// What a replica's `/readyz` said at one lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// 200: it serves, Redis included.
+    Ready,
+    /// 503 `"status":"stopping"`: it is in its lame-duck period and about to stop accepting.
+    Stopping,
+    /// Anything else: refused, no answer within [`PROBE_TIMEOUT`], or not ready (Redis
+    /// unreachable, which every replica would say at once).
+    Unknown,
+}
+
+/// Asks one replica's `/readyz`, within [`PROBE_TIMEOUT`].
+async fn probe_readiness(address: SocketAddr) -> Readiness {
     let probe = async {
         let mut stream = TcpStream::connect(address).await.ok()?;
         stream
@@ -161,47 +174,70 @@ async fn says_stopping(address: SocketAddr) -> bool {
             .read_to_end(&mut answer)
             .await
             .ok()?;
-        Some(is_stopping_answer(&answer))
+        Some(classify_readiness(&answer))
     };
-    matches!(
-        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
-        Ok(Some(true))
-    )
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Some(readiness)) => readiness,
+        Ok(None) | Err(_) => Readiness::Unknown,
+    }
 }
 
-/// A 503 whose JSON body has `"status":"stopping"` (webapp/src/routes/health.rs).
-fn is_stopping_answer(answer: &[u8]) -> bool {
+/// A 200 is ready; a 503 whose JSON body has `"status":"stopping"` (webapp/src/routes/health.rs)
+/// is stopping; anything else tells nothing.
+fn classify_readiness(answer: &[u8]) -> Readiness {
     let text = String::from_utf8_lossy(answer);
-    let status = text.split(' ').nth(1);
-    text.starts_with("HTTP/1.") && status == Some("503") && text.contains(r#""status":"stopping""#)
+    if !text.starts_with("HTTP/1.") {
+        return Readiness::Unknown;
+    }
+    match text.split(' ').nth(1) {
+        Some("200") => Readiness::Ready,
+        Some("503") if text.contains(r#""status":"stopping""#) => Readiness::Stopping,
+        _ => Readiness::Unknown,
+    }
 }
 
-/// The addresses among `addresses` that say they are stopping, asked all at once.
-async fn stopping_replicas(addresses: &BTreeSet<SocketAddr>) -> BTreeSet<SocketAddr> {
+/// Asks every address's `/readyz` at once.
+async fn probe_replicas(addresses: &BTreeSet<SocketAddr>) -> BTreeMap<SocketAddr, Readiness> {
     let mut probes = tokio::task::JoinSet::new();
     for &address in addresses {
-        probes.spawn(async move { (address, says_stopping(address).await) });
+        probes.spawn(async move { (address, probe_readiness(address).await) });
     }
-    let mut stopping = BTreeSet::new();
+    let mut answers = BTreeMap::new();
     while let Some(probed) = probes.join_next().await {
-        if let Ok((address, true)) = probed {
-            stopping.insert(address);
+        if let Ok((address, readiness)) = probed {
+            answers.insert(address, readiness);
         }
     }
-    stopping
+    answers
 }
 
-/// The servers to list: the addresses found, less those stopping; all of them when every one
-/// is stopping (they still serve for their lame-duck period, better than none).
+/// The servers to list, from the addresses found and what each said: never one that is
+/// stopping; one listed before stays whatever else it says (passive checks deal with a sick
+/// one); a new one joins once it has answered ready, so a replica still starting (its first
+/// Redis connection not yet open) gets no request it would answer late. When that leaves none,
+/// every address not stopping is listed, and when every one is stopping, all of them (they still
+/// serve for their lame-duck period): better than none.
 fn servers_to_list(
-    found: &BTreeSet<SocketAddr>,
-    stopping: &BTreeSet<SocketAddr>,
+    listed: &BTreeSet<SocketAddr>,
+    answers: &BTreeMap<SocketAddr, Readiness>,
 ) -> BTreeSet<SocketAddr> {
-    let serving: BTreeSet<SocketAddr> = found.difference(stopping).copied().collect();
-    if serving.is_empty() {
-        found.clone()
-    } else {
+    let said = |address: &SocketAddr| answers.get(address).copied().unwrap_or(Readiness::Unknown);
+    let not_stopping: BTreeSet<SocketAddr> = answers
+        .keys()
+        .filter(|address| said(address) != Readiness::Stopping)
+        .copied()
+        .collect();
+    let serving: BTreeSet<SocketAddr> = not_stopping
+        .iter()
+        .filter(|address| listed.contains(address) || said(address) == Readiness::Ready)
+        .copied()
+        .collect();
+    if !serving.is_empty() {
         serving
+    } else if !not_stopping.is_empty() {
+        not_stopping
+    } else {
+        answers.keys().copied().collect()
     }
 }
 
@@ -210,6 +246,26 @@ fn write_servers(upstream: &str, addresses: &BTreeSet<SocketAddr>) -> std::io::R
     let temporary = format!("{SERVERS_FILE}.new");
     std::fs::write(&temporary, servers_config(upstream, addresses))?;
     std::fs::rename(&temporary, SERVERS_FILE)
+}
+
+/// The addresses found but not listed, each with what it said (stopping, or not yet ready).
+fn describe_left_out(
+    answers: &BTreeMap<SocketAddr, Readiness>,
+    listed: &BTreeSet<SocketAddr>,
+) -> String {
+    let left_out: Vec<String> = answers
+        .iter()
+        .filter(|(address, _)| !listed.contains(address))
+        .map(|(address, readiness)| match readiness {
+            Readiness::Stopping => format!("{address} stopping"),
+            Readiness::Ready | Readiness::Unknown => format!("{address} not ready yet"),
+        })
+        .collect();
+    if left_out.is_empty() {
+        "none".to_owned()
+    } else {
+        left_out.join(", ")
+    }
 }
 
 fn describe(addresses: &BTreeSet<SocketAddr>) -> String {
@@ -366,14 +422,14 @@ async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
                     }
                 };
                 last_failure = None;
-                let stopping = stopping_replicas(&found).await;
-                let listed = servers_to_list(&found, &stopping);
+                let answers = probe_replicas(&found).await;
+                let listed = servers_to_list(&current, &answers);
                 if listed != current {
                     match write_servers(&settings.upstream, &listed) {
                         Ok(()) => {
                             eprintln!(
-                                "proxy-init: {} is now {} (stopping, not listed: {}); reloading the back nginx",
-                                settings.upstream, describe(&listed), describe(&found.difference(&listed).copied().collect())
+                                "proxy-init: {} is now {} (not listed: {}); reloading the back nginx",
+                                settings.upstream, describe(&listed), describe_left_out(&answers, &listed)
                             );
                             send_signal(&back, libc::SIGHUP);
                             current = listed;
@@ -494,33 +550,45 @@ mod tests {
         assert_eq!(servers, ["server 127.0.0.1:9 down;"]);
     }
 
-    fn addresses(list: &[&str]) -> BTreeSet<SocketAddr> {
-        list.iter()
-            .map(|address| address.parse().unwrap())
-            .collect()
-    }
-
     #[test]
-    fn stopping_replicas_are_left_out_unless_every_one_is_stopping() {
-        let found = addresses(&["10.0.1.9:5000", "10.0.1.10:5000", "10.0.1.11:5000"]);
-        let stopping = addresses(&["10.0.1.10:5000"]);
-        assert_eq!(
-            servers_to_list(&found, &stopping),
-            addresses(&["10.0.1.9:5000", "10.0.1.11:5000"])
+    fn stopping_replicas_leave_and_new_ones_join_once_ready() {
+        use Readiness::{Ready, Stopping, Unknown};
+        let (a, b, c, d) = (
+            "10.0.1.9:5000".parse().unwrap(),
+            "10.0.1.10:5000".parse().unwrap(),
+            "10.0.1.11:5000".parse().unwrap(),
+            "10.0.1.12:5000".parse().unwrap(),
         );
-        assert_eq!(servers_to_list(&found, &found), found);
-        assert_eq!(servers_to_list(&found, &BTreeSet::new()), found);
+        let listed = BTreeSet::from([a, b, c]);
+        // b stops; c is not ready (Redis?) yet stays; d is new and ready.
+        let answers = BTreeMap::from([(a, Ready), (b, Stopping), (c, Unknown), (d, Ready)]);
+        assert_eq!(
+            servers_to_list(&listed, &answers),
+            BTreeSet::from([a, c, d])
+        );
+        // A new replica that has not answered ready yet waits.
+        let answers = BTreeMap::from([(a, Ready), (d, Unknown)]);
+        assert_eq!(servers_to_list(&listed, &answers), BTreeSet::from([a]));
+        // Never none because of what they say: not ready (Redis down at start), or all stopping.
+        let answers = BTreeMap::from([(c, Unknown), (d, Unknown)]);
+        assert_eq!(
+            servers_to_list(&BTreeSet::new(), &answers),
+            BTreeSet::from([c, d])
+        );
+        let answers = BTreeMap::from([(a, Stopping), (b, Stopping)]);
+        assert_eq!(servers_to_list(&listed, &answers), BTreeSet::from([a, b]));
+        assert_eq!(servers_to_list(&listed, &BTreeMap::new()), BTreeSet::new());
     }
 
     #[test]
-    fn only_a_503_saying_stopping_is_a_stopping_answer() {
+    fn only_a_503_saying_stopping_is_stopping_and_only_a_200_is_ready() {
         let stopping = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\r\n{\"error\":\"shutting down\",\"replica\":\"a\",\"status\":\"stopping\"}";
-        assert!(is_stopping_answer(stopping));
+        assert_eq!(classify_readiness(stopping), Readiness::Stopping);
         let redis_down = b"HTTP/1.1 503 Service Unavailable\r\n\r\n{\"error\":\"redis unavailable, retry shortly\"}";
-        assert!(!is_stopping_answer(redis_down));
+        assert_eq!(classify_readiness(redis_down), Readiness::Unknown);
         let ready = b"HTTP/1.1 200 OK\r\n\r\n{\"replica\":\"a\",\"status\":\"ready\"}";
-        assert!(!is_stopping_answer(ready));
-        assert!(!is_stopping_answer(b""));
+        assert_eq!(classify_readiness(ready), Readiness::Ready);
+        assert_eq!(classify_readiness(b""), Readiness::Unknown);
     }
 
     #[test]
