@@ -301,3 +301,65 @@ pub async fn a_killed_webapp_replica_fails_no_request_sent_after_it_is_gone(
         failed_sent_after_gone,
     }
 }
+
+/// What [`scaling_out_and_back_in_under_load_fails_no_request`] measured.
+#[derive(Debug, Clone)]
+pub struct ScaleReport {
+    /// Each step: the replicas asked for, and how long until all of them
+    /// served through the proxy (the scale command included).
+    pub steps: Vec<(usize, Duration)>,
+    pub load: RateReport,
+}
+
+/// Under a fixed rate of `GET /`, scales the webapp from its usual replicas
+/// to `many` and back, `rounds` times, with `scale` (the orchestrator's own
+/// command, returning once it is done); after each step every running
+/// replica serves through the proxy. No request fails: replicas that leave
+/// stop getting requests (and retries) before they stop serving.
+pub async fn scaling_out_and_back_in_under_load_fails_no_request(
+    deployment: &impl Deployment,
+    scale: impl Fn(usize),
+    many: usize,
+    rounds: usize,
+    per_second: f64,
+) -> ScaleReport {
+    let usual = deployment.webapp_replicas();
+    let orchestrator = deployment.orchestrator();
+    deployment.wait_until_serving(usual);
+    every_webapp_replica_serves(deployment, usual, NGINX_RERESOLVE_BOUND).await;
+    let load = FixedRateLoad::start(
+        &http_client(),
+        &format!("{}/", deployment.base_url()),
+        per_second,
+        SLOW_ANSWER,
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut steps = Vec::new();
+    for _ in 0..rounds {
+        for replicas in [many, usual] {
+            let started = Instant::now();
+            eprintln!(
+                "{orchestrator}: {:.1}s into the load: scaling the webapp to {replicas}",
+                (started - load.started()).as_secs_f64()
+            );
+            scale(replicas);
+            every_webapp_replica_serves(deployment, replicas, NGINX_RERESOLVE_BOUND).await;
+            steps.push((replicas, started.elapsed()));
+        }
+    }
+    // Replicas that left a moment ago may still be in their lame-duck period.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let report = load.stop().await;
+    report.assert_rate_held(&format!(
+        "{orchestrator}: load while the webapp scaled {usual} -> {many} -> {usual}"
+    ));
+    assert_eq!(
+        report.failed, 0,
+        "{orchestrator}: {} of {} requests failed while the webapp scaled {usual} -> {many} -> {usual} {rounds} times; first failures: {:?}",
+        report.failed, report.sent, report.first_failures
+    );
+    ScaleReport {
+        steps,
+        load: report,
+    }
+}

@@ -326,6 +326,30 @@ async fn scaling_to_1_and_back_to_3_under_load_fails_no_request_and_keeps_the_pr
     );
 }
 
+/// Replicas the webapp is scaled out to, and back from, under load.
+const SCALE_OUT_REPLICAS: usize = 20;
+/// The fixed rate kept up while the webapp scales out to 20 and back.
+const SCALE_OUT_LOAD_PER_SECOND: f64 = 50.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn scaling_3_to_20_to_3_twice_under_load_fails_no_request() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let report = checks::scaling_out_and_back_in_under_load_fails_no_request(
+        &stack,
+        |replicas| stack.xtask(&["scale", &replicas.to_string()]),
+        SCALE_OUT_REPLICAS,
+        2,
+        SCALE_OUT_LOAD_PER_SECOND,
+    )
+    .await;
+    eprintln!(
+        "[e2e] scale 3 -> {SCALE_OUT_REPLICAS} -> 3 twice under {SCALE_OUT_LOAD_PER_SECOND} requests/s: steps (replicas, until all served) {:?}; {} sent in {:.1}s, {} failed, {} slower than 1 s",
+        report.steps, report.load.sent, report.load.seconds, report.load.failed, report.load.slow
+    );
+}
+
 /// The host's process ids of every process in a container.
 fn container_pids(container_id: &str) -> Vec<String> {
     let top = docker(&["top", container_id, "-o", "pid"]);

@@ -367,6 +367,41 @@ const ROLLOUT_LOAD_PER_SECOND: u32 = 300;
 const CHECK_LOAD_PER_SECOND: u32 = 100;
 /// Below this the rollout check would prove little.
 const MIN_REQUESTS_DURING_ROLLOUT: u64 = 1_000;
+/// Replicas the webapp is scaled out to, and back from, under load.
+const SCALE_OUT_REPLICAS: usize = 20;
+/// The fixed rate kept up while the webapp scales out to 20 and back.
+const SCALE_OUT_LOAD_PER_SECOND: f64 = 50.0;
+
+// Multi-threaded: the load runs on its own workers while the test thread
+// blocks on `docker` calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
+async fn scaling_3_to_20_to_3_twice_under_load_fails_no_request() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = SwarmStack::from_environment();
+    let scale = |replicas: usize| {
+        docker(&[
+            "service",
+            "scale",
+            "--detach=false",
+            &format!("{}={replicas}", stack.webapp()),
+        ]);
+        wait_until_service_converged(&stack.webapp());
+    };
+    let report = checks::scaling_out_and_back_in_under_load_fails_no_request(
+        &stack,
+        scale,
+        SCALE_OUT_REPLICAS,
+        2,
+        SCALE_OUT_LOAD_PER_SECOND,
+    )
+    .await;
+    println!(
+        "scale 3 -> {SCALE_OUT_REPLICAS} -> 3 twice under {SCALE_OUT_LOAD_PER_SECOND} requests/s: steps (replicas, until all served) {:?}; {} sent in {:.1}s, {} failed, {} slower than 1 s",
+        report.steps, report.load.sent, report.load.seconds, report.load.failed, report.load.slow
+    );
+}
+
 /// A `GET /` answered this slowly is counted as slow (reported only).
 const SLOW_ANSWER: Duration = Duration::from_secs(1);
 

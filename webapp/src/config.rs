@@ -48,6 +48,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(0..=3600), global = true)]
     pub shutdown_grace_secs: u64,
 
+    /// Milliseconds the app keeps serving after SIGTERM/SIGINT, with /readyz answering 503
+    /// "stopping", before it stops accepting and drains: long enough for the proxy to see it
+    /// stopping and stop sending it requests (proxy-init looks every second).
+    #[arg(long, env = "WEBAPP_LAME_DUCK_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(0..=600_000), global = true)]
+    pub lame_duck_ms: u64,
+
     /// Seconds after which any request is answered 503, whatever it waits for.
     #[arg(long, env = "WEBAPP_REQUEST_TIMEOUT_SECS", default_value_t = 10,
           value_parser = clap::value_parser!(u64).range(1..=3600), global = true)]
@@ -59,6 +66,12 @@ pub struct Settings {
     #[arg(long, env = "WEBAPP_CACHE_MAX_ENTRIES", default_value_t = 1024,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub cache_max_entries: u64,
+
+    /// Seconds a replica may go without a sign of life (it refreshes its last-seen time every
+    /// quarter of this) before it leaves `/api/replicas`; its hits move to the retired total.
+    #[arg(long, env = "WEBAPP_REPLICA_FORGET_AFTER_SECS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(2..=86_400), global = true)]
+    pub replica_forget_after_secs: u64,
 
     #[command(flatten)]
     pub redis: RedisSettings,
@@ -148,6 +161,14 @@ impl Settings {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn lame_duck(&self) -> Duration {
+        Duration::from_millis(self.lame_duck_ms)
+    }
+
+    pub fn replica_forget_after(&self) -> Duration {
+        Duration::from_secs(self.replica_forget_after_secs)
     }
 
     pub fn request_timeout(&self) -> Duration {

@@ -29,8 +29,6 @@ pub enum AppError {
     InvalidQuery(String),
     /// The cache holds its quota of entries and the key is new.
     CacheFull { max_entries: u64 },
-    /// The service is shutting down and should get no new work.
-    ShuttingDown,
     /// A Redis operation failed; [`RedisFailure::kind`] tells whether Redis was unreachable
     /// (503), out of memory (507) or refused the command (500).
     Redis(RedisFailure),
@@ -78,7 +76,6 @@ impl AppError {
             AppError::CacheFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::KeyNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
-            AppError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Redis(failure) => failure.status(),
         }
     }
@@ -91,7 +88,6 @@ impl AppError {
             AppError::PayloadTooLarge => "body too large: the limit is 65536 bytes",
             AppError::KeyNotFound => "key not found",
             AppError::RouteNotFound => "not found",
-            AppError::ShuttingDown => "shutting down",
             AppError::Redis(failure) => failure.public_message(),
             AppError::InvalidQuery(message) => return message.clone().into(),
             AppError::CacheFull { max_entries } => {

@@ -72,9 +72,11 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `app(state)` on `listener` until `shutdown` completes, then stops accepting and lets
-/// in-flight requests finish for at most `grace`; after that the remaining connections are
-/// dropped, so idle keep-alive or stuck clients cannot hold the process up.
+/// Serves `app(state)` on `listener` until `shutdown` completes; then, as a lame duck, serves on
+/// for `state.lame_duck` with /readyz answering 503 "stopping", so the proxy stops sending it
+/// requests before it stops taking them; then stops accepting, closes idle keep-alive
+/// connections and lets in-flight requests finish for at most `grace`; after that the remaining
+/// connections are dropped, so stuck clients cannot hold the process up.
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -87,11 +89,16 @@ pub async fn run(
         let shutdown_started = Arc::clone(&shutdown_started);
         async move {
             shutdown.await;
+            state.begin_shutdown();
+            tracing::info!(
+                lame_duck_secs = state.lame_duck.as_secs_f64(),
+                "stopping: /readyz says so, serving on until the proxy has let go of this replica"
+            );
+            tokio::time::sleep(state.lame_duck).await;
             tracing::info!(
                 grace_secs = grace.as_secs_f64(),
-                "shutting down: not ready, no new connections, draining in-flight requests"
+                "shutting down: no new connections, closing idle ones, draining in-flight requests"
             );
-            state.begin_shutdown();
             shutdown_started.notify_one();
         }
     };
@@ -101,6 +108,9 @@ pub async fn run(
             tracing::debug!(cause = %error, "could not set TCP_NODELAY");
         }
     });
+    // Keeps this replica in /api/replicas while it runs; stops with this function.
+    let seen = tokio::spawn(counter::keep_replica_seen(state.clone()));
+    let _stop_seen = AbortOnDrop(seen);
     let server = axum::serve(listener, app(state)).with_graceful_shutdown(signal);
     let deadline = async {
         shutdown_started.notified().await;
@@ -119,6 +129,15 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+/// Aborts a background task when dropped, so it ends with the function that started it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Completes on the first SIGTERM or SIGINT (Ctrl-C).

@@ -1,6 +1,12 @@
 //! Prometheus metrics: request counts and latency by matched route, Redis errors, pool gauges,
 //! dropped log lines.
 //!
+//! Every label takes its value from a fixed set, whatever a client sends: methods outside
+//! [`METHODS`], routes outside [`ROUTES`] and statuses outside [`STATUSES`] are [`OTHER`], and
+//! a path no route matches is [`UNMATCHED_ROUTE`]. A label value never comes from the request
+//! line, a header, a query or a key, so no client can add series (each costs memory for the
+//! life of the process): at most [`MAX_REQUEST_SERIES`] request counters exist.
+//!
 //! Each [`AppState`](crate::state::AppState) owns its own registry rather than a process-global
 //! one, so tests can run several apps in one process and read exact numbers. The one exception is
 //! the dropped log lines: the log writer belongs to the process, so every registry reports the
@@ -10,6 +16,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::http::{Method, StatusCode};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -20,6 +27,59 @@ const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+
+/// The label of any value outside its fixed set.
+pub const OTHER: &str = "OTHER";
+
+/// Methods counted under their own name; any other method (nginx passes on any token of
+/// capital letters) is [`OTHER`].
+pub const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "DELETE", "POST", "PATCH", "OPTIONS"];
+
+/// The routes of [`crate::app`], as axum's `MatchedPath` spells them.
+pub const ROUTES: [&str; 7] = [
+    "/",
+    "/api/hits",
+    "/api/replicas",
+    "/api/cache/{key}",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+];
+
+/// Route label for requests that matched no route.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// Statuses the app answers with, counted under their own code; any other is [`OTHER`].
+pub const STATUSES: [&str; 9] = [
+    "200", "204", "400", "404", "405", "413", "500", "503", "507",
+];
+
+/// The most request counter series there can be: every method, route and status label
+/// (each set plus [`OTHER`]; routes also [`UNMATCHED_ROUTE`]).
+pub const MAX_REQUEST_SERIES: usize =
+    (METHODS.len() + 1) * (ROUTES.len() + 2) * (STATUSES.len() + 1);
+
+/// The label of `method`: its name when it is one of [`METHODS`], else [`OTHER`].
+pub fn method_label(method: &Method) -> &'static str {
+    label_in(&METHODS, method.as_str())
+}
+
+/// The label of a matched route (`None`: no route matched).
+pub fn route_label(matched: Option<&str>) -> &'static str {
+    matched.map_or(UNMATCHED_ROUTE, |route| label_in(&ROUTES, route))
+}
+
+/// The label of `status`: its code when it is one of [`STATUSES`], else [`OTHER`].
+pub fn status_label(status: StatusCode) -> &'static str {
+    label_in(&STATUSES, status.as_str())
+}
+
+fn label_in(set: &[&'static str], value: &str) -> &'static str {
+    set.iter()
+        .find(|known| **known == value)
+        .copied()
+        .unwrap_or(OTHER)
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -113,9 +173,18 @@ impl Metrics {
         })
     }
 
-    pub fn observe_request(&self, method: &str, route: &str, status: &str, elapsed: Duration) {
+    /// Counts a request and its latency; the labels are bounded here, whatever the caller
+    /// passes ([`method_label`], [`route_label`], [`status_label`]).
+    pub fn observe_request(
+        &self,
+        method: &Method,
+        route: Option<&str>,
+        status: StatusCode,
+        elapsed: Duration,
+    ) {
+        let route = route_label(route);
         self.requests
-            .with_label_values(&[method, route, status])
+            .with_label_values(&[method_label(method), route, status_label(status)])
             .inc();
         self.latency
             .with_label_values(&[route])
@@ -144,5 +213,29 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buffer)
             .context("encode metrics")?;
         String::from_utf8(buffer).context("metrics text is not UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_outside_their_sets_are_other() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::OPTIONS), "OPTIONS");
+        let odd = Method::from_bytes(b"FROBNICATE").expect("a method token");
+        assert_eq!(method_label(&odd), OTHER);
+        assert_eq!(method_label(&Method::CONNECT), OTHER);
+        assert_eq!(route_label(Some("/api/cache/{key}")), "/api/cache/{key}");
+        assert_eq!(route_label(Some("/not/a/route")), OTHER);
+        assert_eq!(route_label(None), UNMATCHED_ROUTE);
+        assert_eq!(status_label(StatusCode::SERVICE_UNAVAILABLE), "503");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), OTHER);
+    }
+
+    #[test]
+    fn the_series_bound_is_the_product_of_the_label_sets() {
+        assert_eq!(MAX_REQUEST_SERIES, 8 * 9 * 10);
     }
 }

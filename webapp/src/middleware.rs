@@ -19,9 +19,6 @@ use crate::state::AppState;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// Route label for requests that matched no route, so stray paths cannot blow up label counts.
-const UNMATCHED_ROUTE: &str = "unmatched";
-
 /// Makes request ids: 16 hex digits, unique within the process, unpredictable across processes.
 ///
 /// A counter scrambled by a bijective mixer (splitmix64) with a random per-process seed: no
@@ -82,10 +79,12 @@ pub async fn observe_request(
         response = with_json_error_body(response);
     }
     let elapsed = started.elapsed();
-    let route_label = route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    let route = route.as_ref().map(MatchedPath::as_str);
     state
         .metrics
-        .observe_request(method.as_str(), route_label, status.as_str(), elapsed);
+        .observe_request(&method, route, status, elapsed);
+    // The log line's route is the metric's label: always one of a fixed set.
+    let route_label = crate::metrics::route_label(route);
 
     let request_id = request_id
         .as_ref()

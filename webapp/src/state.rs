@@ -23,6 +23,10 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Most cache entries at once (`WEBAPP_CACHE_MAX_ENTRIES`).
     pub cache_max_entries: u64,
+    /// After SIGTERM, how long the app serves on, saying it is stopping (`WEBAPP_LAME_DUCK_MS`).
+    pub lame_duck: Duration,
+    /// A replica unseen for this long leaves `/api/replicas` (`WEBAPP_REPLICA_FORGET_AFTER_SECS`).
+    pub replica_forget_after: Duration,
     shutting_down: Arc<AtomicBool>,
 }
 
@@ -40,11 +44,13 @@ impl AppState {
             readyz_timeout: Duration::from_millis(settings.redis.readyz_timeout_ms),
             request_timeout: settings.request_timeout(),
             cache_max_entries: settings.cache_max_entries,
+            replica_forget_after: settings.replica_forget_after(),
+            lame_duck: settings.lame_duck(),
             shutting_down: Arc::new(AtomicBool::new(false)),
         })
     }
 
-    /// Marks the service as going away: /readyz answers 503 from now on.
+    /// Marks the service as going away: /readyz answers 503 "stopping" from now on.
     pub fn begin_shutdown(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }

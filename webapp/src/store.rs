@@ -24,8 +24,12 @@ use crate::metrics::Metrics;
 pub struct Keys {
     /// The shared hit counter (a string holding an integer).
     pub hits: String,
-    /// Hash replica name -> hits served by that replica.
+    /// Hash replica name -> hits served by that replica, for the replicas seen lately.
     pub replica_hits: String,
+    /// Sorted set of replica names, scored by when each was last seen (ms, Redis's clock).
+    pub replica_seen: String,
+    /// The hits of replicas that were forgotten (gone too long): with `replica_hits`, the total.
+    pub retired_hits: String,
     /// Sorted set of the live cache entries' keys, scored by expiry time (ms): the quota's count.
     pub cache_index: String,
     /// Cache entries are `<prefix>cache:<key>`.
@@ -39,6 +43,8 @@ impl Keys {
         Keys {
             hits: format!("{prefix}hits"),
             replica_hits: format!("{prefix}replica-hits"),
+            replica_seen: format!("{prefix}replica-seen"),
+            retired_hits: format!("{prefix}retired-replica-hits"),
             cache_index: format!("{prefix}cache-index"),
             cache_prefix: format!("{prefix}cache:"),
             counted_prefix: format!("{prefix}counted:"),
@@ -55,6 +61,19 @@ impl Keys {
         full.push_str(key);
         full
     }
+}
+
+/// Adds `EVAL script` with `keys` to `pipeline`; the caller adds the script's arguments.
+pub fn eval<'pipeline>(
+    pipeline: &'pipeline mut redis::Pipeline,
+    script: &str,
+    keys: &[&str],
+) -> &'pipeline mut redis::Pipeline {
+    pipeline.cmd("EVAL").arg(script).arg(keys.len());
+    for key in keys {
+        pipeline.arg(*key);
+    }
+    pipeline
 }
 
 /// The pool of multiplexed Redis connections.
@@ -264,6 +283,8 @@ mod tests {
         let keys = Keys::new("test:");
         assert_eq!(keys.hits, "test:hits");
         assert_eq!(keys.replica_hits, "test:replica-hits");
+        assert_eq!(keys.replica_seen, "test:replica-seen");
+        assert_eq!(keys.retired_hits, "test:retired-replica-hits");
         assert_eq!(keys.cache("a.b"), "test:cache:a.b");
         assert_eq!(keys.cache_index, "test:cache-index");
         assert_eq!(keys.counted("r-1"), "test:counted:r-1");

@@ -20,10 +20,16 @@ pub const PORT_VARIABLE: &str = "WEBSTACK_PORT";
 pub const NONROOT_USER: &str = "65532:65532";
 pub const NONROOT_ID: u32 = 65532;
 
-/// Seconds the webapp drains in-flight requests after SIGTERM; every
-/// webapp stop grace period below is longer, so Docker never SIGKILLs a
-/// draining replica.
+/// Seconds the webapp drains in-flight requests after its lame-duck period;
+/// the webapp stop grace period below is longer than both together, so
+/// Docker never SIGKILLs a draining replica.
 pub const WEBAPP_SHUTDOWN_GRACE_SECS: u64 = 10;
+
+/// How long a webapp replica serves on after SIGTERM while its /readyz says
+/// "stopping" (`WEBAPP_LAME_DUCK_MS`): proxy-init sees that at its next
+/// lookup (every [`PROXY_RESOLVE_INTERVAL`]) and reloads the back nginx
+/// without it, so no request reaches it once it stops accepting.
+pub const WEBAPP_LAME_DUCK: Duration = Duration::from_secs(5);
 
 /// Service names: also the DNS names the services find each other by.
 /// How often the proxy looks up the webapp replicas' addresses and, when they
@@ -517,6 +523,10 @@ pub fn stack() -> Stack {
                 "WEBAPP_SHUTDOWN_GRACE_SECS",
                 WEBAPP_SHUTDOWN_GRACE_SECS.to_string(),
             ),
+            (
+                "WEBAPP_LAME_DUCK_MS",
+                WEBAPP_LAME_DUCK.as_millis().to_string(),
+            ),
         ],
         networks: vec![FRONTEND, BACKEND],
         secrets: vec![SecretMount::for_nonroot(REDIS_PASSWORD_SECRET)],
@@ -533,7 +543,8 @@ pub fn stack() -> Stack {
         }),
         memory_limit_bytes: 128 * MIB,
         pids_limit: 128,
-        stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        // Lame duck, then the drain, then 5 s to spare.
+        stop_grace_period: WEBAPP_LAME_DUCK + Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
         ..Service::hardened(
             WEBAPP,
             Image {
@@ -650,14 +661,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn webapp_stop_grace_period_is_longer_than_its_shutdown_grace() {
+    fn webapp_stop_grace_period_is_longer_than_its_lame_duck_and_shutdown_grace() {
         let stack = stack();
         let webapp = stack
             .services
             .iter()
             .find(|service| service.name == WEBAPP)
             .expect("the stack has a webapp service");
-        assert!(webapp.stop_grace_period > Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS));
+        assert!(
+            webapp.stop_grace_period
+                > WEBAPP_LAME_DUCK + Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS)
+        );
+    }
+
+    #[test]
+    fn the_lame_duck_outlasts_a_lookup_a_probe_and_a_reload() {
+        // A lookup interval, proxy-init's 500 ms probe, and a reload whose
+        // old workers finish requests retried for up to 1.5 s (back.conf).
+        assert!(WEBAPP_LAME_DUCK >= 2 * PROXY_RESOLVE_INTERVAL + Duration::from_secs(2));
     }
 
     #[test]

@@ -11,6 +11,18 @@
 //!   rewrites the file and reloads the back nginx (SIGHUP). nginx 1.26 cannot re-resolve the
 //!   names of an `upstream` block itself (`server … resolve` came in 1.27.3).
 //!
+//! A replica that is shutting down leaves the list before it stops serving: the webapp answers
+//! `/readyz` with 503 `{"status":"stopping"}` from SIGTERM on and serves on for a lame-duck
+//! period (`WEBAPP_LAME_DUCK_MS`, 5 s), and every lookup asks each address's `/readyz`
+//! ([`probe_replicas`], [`servers_to_list`]). Under Compose a stopping container stays in Docker's DNS until it
+//! has exited; under Swarm it leaves at once; either way it is out of the list, and the back
+//! nginx reloaded, within a lookup interval and a probe, well inside its lame-duck period, so no
+//! request and no retry reaches it once it stops accepting. Only that answer counts: a replica
+//! that does not answer, or answers 503 because Redis is unreachable (which every replica would
+//! say at once), stays listed; and if every replica says "stopping", all stay listed.
+//! A new replica joins the list once its `/readyz` has answered 200, which also opens its
+//! first Redis connection: no request waits for a replica that is still starting.
+//!
 //! A reload closes the back's idle connections from the front. nginx retries a request that
 //! fails on such a cached keep-alive connection by itself, without counting it as a try, so
 //! a reload costs no client request; the clients' own connections stay with the front.
@@ -20,12 +32,14 @@
 //! is stopped and proxy-init exits 1, so the orchestrator restarts the container.
 //! `proxy-init -t` tests both configurations, as `nginx -t` does.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -38,6 +52,11 @@ const FRONT_CONFIG: &str = "nginx.conf";
 const BACK_CONFIG: &str = "back.conf";
 /// A lookup that takes longer than this keeps the last known servers.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the `/readyz` probe of one replica may take; one that has not answered by then
+/// stays listed (nginx's own timeouts deal with a replica that does not answer).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// The part of a `/readyz` answer the probe reads: status line, headers and a small JSON body.
+const PROBE_READ_LIMIT: u64 = 4096;
 /// How long the back nginx may take to create its socket before the front starts anyway.
 const BACK_START_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -129,11 +148,124 @@ fn classify_lookup_error(message: &str) -> Lookup {
     }
 }
 
+/// What a replica's `/readyz` said at one lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readiness {
+    /// 200: it serves, Redis included.
+    Ready,
+    /// 503 `"status":"stopping"`: it is in its lame-duck period and about to stop accepting.
+    Stopping,
+    /// Anything else: refused, no answer within [`PROBE_TIMEOUT`], or not ready (Redis
+    /// unreachable, which every replica would say at once).
+    Unknown,
+}
+
+/// Asks one replica's `/readyz`, within [`PROBE_TIMEOUT`].
+async fn probe_readiness(address: SocketAddr) -> Readiness {
+    let probe = async {
+        let mut stream = TcpStream::connect(address).await.ok()?;
+        stream
+            .write_all(b"GET /readyz HTTP/1.0\r\nHost: proxy-init\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream
+            .take(PROBE_READ_LIMIT)
+            .read_to_end(&mut answer)
+            .await
+            .ok()?;
+        Some(classify_readiness(&answer))
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Some(readiness)) => readiness,
+        Ok(None) | Err(_) => Readiness::Unknown,
+    }
+}
+
+/// A 200 is ready; a 503 whose JSON body has `"status":"stopping"` (webapp/src/routes/health.rs)
+/// is stopping; anything else tells nothing.
+fn classify_readiness(answer: &[u8]) -> Readiness {
+    let text = String::from_utf8_lossy(answer);
+    if !text.starts_with("HTTP/1.") {
+        return Readiness::Unknown;
+    }
+    match text.split(' ').nth(1) {
+        Some("200") => Readiness::Ready,
+        Some("503") if text.contains(r#""status":"stopping""#) => Readiness::Stopping,
+        _ => Readiness::Unknown,
+    }
+}
+
+/// Asks every address's `/readyz` at once.
+async fn probe_replicas(addresses: &BTreeSet<SocketAddr>) -> BTreeMap<SocketAddr, Readiness> {
+    let mut probes = tokio::task::JoinSet::new();
+    for &address in addresses {
+        probes.spawn(async move { (address, probe_readiness(address).await) });
+    }
+    let mut answers = BTreeMap::new();
+    while let Some(probed) = probes.join_next().await {
+        if let Ok((address, readiness)) = probed {
+            answers.insert(address, readiness);
+        }
+    }
+    answers
+}
+
+/// The servers to list, from the addresses found and what each said: never one that is
+/// stopping; one listed before stays whatever else it says (passive checks deal with a sick
+/// one); a new one joins once it has answered ready, so a replica still starting (its first
+/// Redis connection not yet open) gets no request it would answer late. When that leaves none,
+/// every address not stopping is listed, and when every one is stopping, all of them (they still
+/// serve for their lame-duck period): better than none.
+fn servers_to_list(
+    listed: &BTreeSet<SocketAddr>,
+    answers: &BTreeMap<SocketAddr, Readiness>,
+) -> BTreeSet<SocketAddr> {
+    let said = |address: &SocketAddr| answers.get(address).copied().unwrap_or(Readiness::Unknown);
+    let not_stopping: BTreeSet<SocketAddr> = answers
+        .keys()
+        .filter(|address| said(address) != Readiness::Stopping)
+        .copied()
+        .collect();
+    let serving: BTreeSet<SocketAddr> = not_stopping
+        .iter()
+        .filter(|address| listed.contains(address) || said(address) == Readiness::Ready)
+        .copied()
+        .collect();
+    if !serving.is_empty() {
+        serving
+    } else if !not_stopping.is_empty() {
+        not_stopping
+    } else {
+        answers.keys().copied().collect()
+    }
+}
+
 /// Writes the server list through a temporary file, so nginx never reads half of it.
 fn write_servers(upstream: &str, addresses: &BTreeSet<SocketAddr>) -> std::io::Result<()> {
     let temporary = format!("{SERVERS_FILE}.new");
     std::fs::write(&temporary, servers_config(upstream, addresses))?;
     std::fs::rename(&temporary, SERVERS_FILE)
+}
+
+/// The addresses found but not listed, each with what it said (stopping, or not yet ready).
+fn describe_left_out(
+    answers: &BTreeMap<SocketAddr, Readiness>,
+    listed: &BTreeSet<SocketAddr>,
+) -> String {
+    let left_out: Vec<String> = answers
+        .iter()
+        .filter(|(address, _)| !listed.contains(address))
+        .map(|(address, readiness)| match readiness {
+            Readiness::Stopping => format!("{address} stopping"),
+            Readiness::Ready | Readiness::Unknown => format!("{address} not ready yet"),
+        })
+        .collect();
+    if left_out.is_empty() {
+        "none".to_owned()
+    } else {
+        left_out.join(", ")
+    }
 }
 
 fn describe(addresses: &BTreeSet<SocketAddr>) -> String {
@@ -290,12 +422,17 @@ async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
                     }
                 };
                 last_failure = None;
-                if found != current {
-                    match write_servers(&settings.upstream, &found) {
+                let answers = probe_replicas(&found).await;
+                let listed = servers_to_list(&current, &answers);
+                if listed != current {
+                    match write_servers(&settings.upstream, &listed) {
                         Ok(()) => {
-                            eprintln!("proxy-init: {} is now {}; reloading the back nginx", settings.upstream, describe(&found));
+                            eprintln!(
+                                "proxy-init: {} is now {} (not listed: {}); reloading the back nginx",
+                                settings.upstream, describe(&listed), describe_left_out(&answers, &listed)
+                            );
                             send_signal(&back, libc::SIGHUP);
-                            current = found;
+                            current = listed;
                         }
                         Err(error) => eprintln!("proxy-init: write {SERVERS_FILE}: {error}; keeping {}", describe(&current)),
                     }
@@ -411,6 +548,47 @@ mod tests {
             .filter(|line| line.starts_with("server "))
             .collect();
         assert_eq!(servers, ["server 127.0.0.1:9 down;"]);
+    }
+
+    #[test]
+    fn stopping_replicas_leave_and_new_ones_join_once_ready() {
+        use Readiness::{Ready, Stopping, Unknown};
+        let (a, b, c, d) = (
+            "10.0.1.9:5000".parse().unwrap(),
+            "10.0.1.10:5000".parse().unwrap(),
+            "10.0.1.11:5000".parse().unwrap(),
+            "10.0.1.12:5000".parse().unwrap(),
+        );
+        let listed = BTreeSet::from([a, b, c]);
+        // b stops; c is not ready (Redis?) yet stays; d is new and ready.
+        let answers = BTreeMap::from([(a, Ready), (b, Stopping), (c, Unknown), (d, Ready)]);
+        assert_eq!(
+            servers_to_list(&listed, &answers),
+            BTreeSet::from([a, c, d])
+        );
+        // A new replica that has not answered ready yet waits.
+        let answers = BTreeMap::from([(a, Ready), (d, Unknown)]);
+        assert_eq!(servers_to_list(&listed, &answers), BTreeSet::from([a]));
+        // Never none because of what they say: not ready (Redis down at start), or all stopping.
+        let answers = BTreeMap::from([(c, Unknown), (d, Unknown)]);
+        assert_eq!(
+            servers_to_list(&BTreeSet::new(), &answers),
+            BTreeSet::from([c, d])
+        );
+        let answers = BTreeMap::from([(a, Stopping), (b, Stopping)]);
+        assert_eq!(servers_to_list(&listed, &answers), BTreeSet::from([a, b]));
+        assert_eq!(servers_to_list(&listed, &BTreeMap::new()), BTreeSet::new());
+    }
+
+    #[test]
+    fn only_a_503_saying_stopping_is_stopping_and_only_a_200_is_ready() {
+        let stopping = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\r\n{\"error\":\"shutting down\",\"replica\":\"a\",\"status\":\"stopping\"}";
+        assert_eq!(classify_readiness(stopping), Readiness::Stopping);
+        let redis_down = b"HTTP/1.1 503 Service Unavailable\r\n\r\n{\"error\":\"redis unavailable, retry shortly\"}";
+        assert_eq!(classify_readiness(redis_down), Readiness::Unknown);
+        let ready = b"HTTP/1.1 200 OK\r\n\r\n{\"replica\":\"a\",\"status\":\"ready\"}";
+        assert_eq!(classify_readiness(ready), Readiness::Ready);
+        assert_eq!(classify_readiness(b""), Readiness::Unknown);
     }
 
     #[test]

@@ -126,15 +126,15 @@ pub async fn put(
         }
     })?;
     let mut pipeline = redis::pipe();
-    pipeline
-        .cmd("EVAL")
-        .arg(PUT_WITHIN_QUOTA)
-        .arg(2)
-        .arg(state.keys.cache(&key))
-        .arg(&state.keys.cache_index)
-        .arg(value.as_ref())
-        .arg(ttl)
-        .arg(state.cache_max_entries);
+    let entry = state.keys.cache(&key);
+    store::eval(
+        &mut pipeline,
+        PUT_WITHIN_QUOTA,
+        &[&entry, &state.keys.cache_index],
+    )
+    .arg(value.as_ref())
+    .arg(ttl)
+    .arg(state.cache_max_entries);
     let (stored,): (u8,) =
         store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
     if stored == 0 {

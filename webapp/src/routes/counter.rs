@@ -1,6 +1,13 @@
 //! The hit counter: `GET /` counts and greets, `/api/hits` and `/api/replicas` report.
+//!
+//! Per-replica counts cover the replicas seen lately: each replica refreshes its last-seen time
+//! in Redis every quarter of `WEBAPP_REPLICA_FORGET_AFTER_SECS` ([`keep_replica_seen`]), and one
+//! that has not for that long is forgotten: a script moves its count into the retired total and
+//! drops it from the hash in one step, so the per-replica counts plus the retired total always
+//! equal the shared counter, which pruning never touches.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, Method};
@@ -51,13 +58,9 @@ pub async fn greet(
     if method == Method::HEAD {
         pipeline.get(&state.keys.hits);
     } else if let Some(key) = idempotency_key {
-        pipeline
-            .cmd("EVAL")
-            .arg(COUNT_ONCE)
-            .arg(3)
-            .arg(&state.keys.hits)
-            .arg(&state.keys.replica_hits)
-            .arg(state.keys.counted(key))
+        let counted = state.keys.counted(key);
+        let keys = [&*state.keys.hits, &*state.keys.replica_hits, &*counted];
+        store::eval(&mut pipeline, COUNT_ONCE, &keys)
             .arg(&*state.replica)
             .arg(COUNTED_KEY_SECONDS);
     } else {
@@ -79,27 +82,94 @@ pub async fn greet(
 pub struct Hits {
     hits: u64,
     replica: String,
+    /// Hits of replicas forgotten by `/api/replicas`: with theirs, the total.
+    retired_replica_hits: u64,
 }
 
 /// The shared counter, without incrementing it.
 pub async fn hits(State(state): State<AppState>) -> Result<Json<Hits>, AppError> {
     let mut pipeline = redis::pipe();
-    pipeline.get(&state.keys.hits);
-    let (hits,): (Option<u64>,) =
+    pipeline.get(&state.keys.hits).get(&state.keys.retired_hits);
+    let (hits, retired): (Option<u64>, Option<u64>) =
         store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
     Ok(Json(Hits {
         hits: hits.unwrap_or(0),
         replica: state.replica.to_string(),
+        retired_replica_hits: retired.unwrap_or(0),
     }))
 }
 
-/// Hits per replica, so a user can watch the proxy spread the load.
+/// Forgets the replicas unseen for `ARGV[1]` ms and answers the per-replica counts of the rest.
+/// KEYS: the per-replica hash, the last-seen sorted set, the retired total. `ARGV[2]`, when not
+/// empty, is a replica seen now (the caller). A counted replica with no last-seen time (counted
+/// since it was forgotten, or before these were kept) is seen now: forgotten only after as long
+/// again. A forgotten replica's count moves to the retired total in the same step, so the sum of
+/// the counts and the retired total never changes. Redis's clock, so replicas need not agree.
+const FORGET_GONE_REPLICAS: &str = r"
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+if ARGV[2] ~= '' then
+  redis.call('ZADD', KEYS[2], now_ms, ARGV[2])
+end
+for _, name in ipairs(redis.call('HKEYS', KEYS[1])) do
+  redis.call('ZADD', KEYS[2], 'NX', now_ms, name)
+end
+for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms - tonumber(ARGV[1]))) do
+  local hits = redis.call('HGET', KEYS[1], name)
+  if hits then
+    redis.call('INCRBY', KEYS[3], hits)
+    redis.call('HDEL', KEYS[1], name)
+  end
+  redis.call('ZREM', KEYS[2], name)
+end
+return redis.call('HGETALL', KEYS[1])
+";
+
+/// Runs [`FORGET_GONE_REPLICAS`], marking `seen` (this replica) as seen now when given.
+async fn forget_gone_replicas(
+    state: &AppState,
+    seen: Option<&str>,
+) -> Result<BTreeMap<String, u64>, AppError> {
+    let mut pipeline = redis::pipe();
+    let keys = &state.keys;
+    let keys = [
+        &*keys.replica_hits,
+        &*keys.replica_seen,
+        &*keys.retired_hits,
+    ];
+    store::eval(&mut pipeline, FORGET_GONE_REPLICAS, &keys)
+        .arg(u64::try_from(state.replica_forget_after.as_millis()).unwrap_or(u64::MAX))
+        .arg(seen.unwrap_or(""));
+    let (counts,): (BTreeMap<String, u64>,) =
+        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    Ok(counts)
+}
+
+/// Hits per replica seen lately, so a user can watch the proxy spread the load.
 pub async fn replicas(
     State(state): State<AppState>,
 ) -> Result<Json<BTreeMap<String, u64>>, AppError> {
-    let mut pipeline = redis::pipe();
-    pipeline.hgetall(&state.keys.replica_hits);
-    let (counts,): (BTreeMap<String, u64>,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
-    Ok(Json(counts))
+    Ok(Json(forget_gone_replicas(&state, None).await?))
+}
+
+/// How often a replica refreshes its last-seen time: four times within the forget time, so a
+/// late or failed refresh or two does not make a live replica look gone.
+pub fn seen_interval(forget_after: Duration) -> Duration {
+    forget_after / 4
+}
+
+/// Refreshes this replica's last-seen time (and forgets gone replicas) every
+/// [`seen_interval`], for as long as it runs; a failure (Redis down) waits for the next turn.
+/// The first turn comes one interval after start: a replica that counted a hit by then is
+/// listed as seen when a read of `/api/replicas` first finds it.
+pub async fn keep_replica_seen(state: AppState) {
+    let interval = seen_interval(state.replica_forget_after);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        if let Err(error) = forget_gone_replicas(&state, Some(&state.replica)).await {
+            tracing::debug!(cause = ?error, "could not refresh this replica's last-seen time");
+        }
+    }
 }

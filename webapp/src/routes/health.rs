@@ -1,4 +1,5 @@
-//! Probes and metrics: `/healthz` (liveness), `/readyz` (Redis reachable), `/metrics`.
+//! Probes and metrics: `/healthz` (liveness), `/readyz` (Redis reachable, not stopping),
+//! `/metrics`.
 
 use axum::extract::State;
 use axum::http::{header, HeaderValue};
@@ -17,12 +18,29 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({ "status": "live" }))
 }
 
+/// The `status` of `/readyz` from the moment a shutdown begins: proxy-init drops a replica
+/// that answers it from the proxy's servers (and only for this answer, never because Redis is
+/// unreachable, which every replica would say at once).
+pub const STOPPING: &str = "stopping";
+
 /// Readiness: Redis answers PING within the readiness timeout, and no shutdown has begun.
 /// The answer names the replica, so a client of the proxy (xtask's readiness wait) can tell
 /// that every replica is reachable through it without counting a hit.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppError> {
+/// Once a shutdown has begun: 503 `{"status": "stopping", ...}` while the app serves on for its
+/// lame-duck period.
+pub async fn readyz(State(state): State<AppState>) -> Result<Response, AppError> {
     if state.is_shutting_down() {
-        return Err(AppError::ShuttingDown);
+        let body = json!({
+            "status": STOPPING,
+            "replica": state.replica.as_ref(),
+            "error": "shutting down",
+        });
+        return Ok((
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("1"))],
+            Json(body),
+        )
+            .into_response());
     }
     let mut pipeline = redis::pipe();
     pipeline.ping();
@@ -33,9 +51,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, AppErr
         &pipeline,
     )
     .await?;
-    Ok(Json(
-        json!({ "status": "ready", "replica": state.replica.as_ref() }),
-    ))
+    Ok(Json(json!({ "status": "ready", "replica": state.replica.as_ref() })).into_response())
 }
 
 /// Prometheus text exposition.

@@ -129,9 +129,12 @@ async fn readyz_answers_503_as_soon_as_shutdown_begins() {
 
     let response = app.get("/readyz").await;
     assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value =
+        serde_json::from_str(&response.text().await.expect("body")).expect("a JSON body");
     assert_eq!(
-        response.text().await.expect("body"),
-        r#"{"error":"shutting down"}"#
+        body,
+        serde_json::json!({"status": "stopping", "replica": "test-replica", "error": "shutting down"})
     );
 }
 

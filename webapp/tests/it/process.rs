@@ -8,11 +8,21 @@ use std::time::{Duration, Instant};
 
 use crate::support::{free_port, unique_prefix, BinaryApp, RedisServer};
 
+/// The app with this drain grace and no lame-duck period: it stops accepting at SIGTERM.
 fn start_app(redis: &RedisServer, grace_secs: &str) -> BinaryApp {
+    start_app_with_lame_duck(redis, grace_secs, "0")
+}
+
+fn start_app_with_lame_duck(
+    redis: &RedisServer,
+    grace_secs: &str,
+    lame_duck_ms: &str,
+) -> BinaryApp {
     BinaryApp::start(&[
         ("REDIS_URL", redis.url().as_str()),
         ("REDIS_KEY_PREFIX", &unique_prefix()),
         ("WEBAPP_SHUTDOWN_GRACE_SECS", grace_secs),
+        ("WEBAPP_LAME_DUCK_MS", lame_duck_ms),
     ])
 }
 
@@ -140,6 +150,83 @@ fn connection_stuck_mid_request_is_dropped_when_the_grace_period_ends() {
         "{}",
         app.output()
     );
+}
+
+/// Sends one request on `stream` (kept alive) and reads its answer: status line to body.
+fn request_on(stream: &mut TcpStream, path: &str) -> String {
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+        .expect("send request");
+    let mut received = Vec::new();
+    let mut buffer = [0_u8; 4096];
+    loop {
+        let read = stream.read(&mut buffer).expect("read response");
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received);
+        if read == 0 || text.ends_with('}') || text.ends_with("times.") {
+            return text.into_owned();
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
+fn after_sigterm_a_lame_duck_says_stopping_and_serves_on_then_drains_and_exits_0() {
+    // Arrange: a lame-duck period far longer than the checks below take.
+    let redis = RedisServer::start();
+    let mut app = start_app_with_lame_duck(&redis, "10", "20000");
+    let mut kept_alive = connect(&app);
+    assert!(request_on(&mut kept_alive, "/readyz").starts_with("HTTP/1.1 200"));
+
+    // Act
+    app.send_sigterm();
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Assert: not ready, "stopping", yet serving on new and kept-alive connections.
+    let mut fresh = connect(&app);
+    let readyz = request_on(&mut fresh, "/readyz");
+    assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
+    assert!(readyz.contains(r#""status":"stopping""#), "{readyz}");
+    for stream in [&mut fresh, &mut kept_alive] {
+        let greeting = request_on(stream, "/");
+        assert!(greeting.starts_with("HTTP/1.1 200"), "{greeting}");
+        assert!(greeting.contains("I have been seen"), "{greeting}");
+    }
+    assert!(app.is_running());
+    assert!(
+        app.wait_for_output("\"stopping:", Duration::from_secs(10)),
+        "{}",
+        app.output()
+    );
+    assert!(!app.output().contains("shutting down: no new connections"));
+}
+
+#[test]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
+fn a_lame_duck_stops_accepting_when_its_period_ends_closes_idle_connections_and_exits_0() {
+    let redis = RedisServer::start();
+    let mut app = start_app_with_lame_duck(&redis, "30", "1000");
+    let mut idle = connect(&app);
+    assert!(request_on(&mut idle, "/healthz").starts_with("HTTP/1.1 200"));
+
+    app.send_sigterm();
+
+    // Far below the 30 s grace: the idle connection does not hold the drain up.
+    let status = app.wait_for_exit(Duration::from_secs(15));
+    assert!(
+        status.success(),
+        "exit status {status}; output:\n{}",
+        app.output()
+    );
+    let mut rest = Vec::new();
+    let closed = idle.read_to_end(&mut rest).map(|_| rest.is_empty());
+    assert!(closed.unwrap_or(true), "the idle connection got {rest:?}");
+    let output = app.output();
+    let lame_duck = output.find("\"stopping:").expect("the lame duck is logged");
+    let drain = output
+        .find("shutting down: no new connections")
+        .expect("the drain is logged");
+    assert!(lame_duck < drain, "{output}");
 }
 
 #[test]

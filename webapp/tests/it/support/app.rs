@@ -1,10 +1,11 @@
 //! The app running in-process on `127.0.0.1:0`, with a unique key prefix, plus an HTTP client.
 
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use clap::Parser as _;
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use webapp::config::{LogFormat, Settings};
 use webapp::{telemetry, AppState};
 
@@ -16,6 +17,8 @@ pub struct TestApp {
     pub key_prefix: String,
     pub client: reqwest::Client,
     pub state: AppState,
+    /// Starts the app's shutdown, as SIGTERM does for the binary.
+    shutdown: Arc<Notify>,
 }
 
 /// Logs go nowhere unless `TEST_LOG` is set, then to stdout (shown for failing tests).
@@ -64,10 +67,12 @@ pub async fn spawn_app_with(
         .await
         .expect("bind a loopback port");
     let address = format!("http://{}", listener.local_addr().expect("local address"));
+    let shutdown = Arc::new(Notify::new());
+    let shutdown_signal = Arc::clone(&shutdown);
     tokio::spawn(webapp::run(
         listener,
         state.clone(),
-        std::future::pending(),
+        async move { shutdown_signal.notified().await },
         Duration::from_secs(1),
     ));
     TestApp {
@@ -82,6 +87,7 @@ pub async fn spawn_app_with(
             .build()
             .expect("build the HTTP client"),
         state,
+        shutdown,
     }
 }
 
@@ -91,6 +97,11 @@ pub async fn spawn_app(redis_url: &str) -> TestApp {
 }
 
 impl TestApp {
+    /// Starts shutting the app down, as SIGTERM does the binary.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.notify_one();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.address)
     }
