@@ -78,10 +78,16 @@ impl ComposeStack {
     /// `cargo xtask <args> --project <this project>`, through the xtask
     /// binary that started the tests; its progress output is shown.
     fn xtask(&self, args: &[&str]) {
+        self.xtask_with_env(args, &[]);
+    }
+
+    /// [`ComposeStack::xtask`] with these environment variables set.
+    fn xtask_with_env(&self, args: &[&str], env: &[(&str, String)]) {
         let status = Command::new(&self.xtask)
             .args(args)
             .arg("--project")
             .arg(&self.project)
+            .envs(env.iter().map(|(name, value)| (name, value)))
             .status()
             .unwrap_or_else(|error| panic!("run xtask {args:?}: {error}"));
         assert!(status.success(), "xtask {args:?} failed: {status}");
@@ -701,6 +707,18 @@ async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
         &replicas,
     ];
 
+    // With no container left, `up --skip-images` would start the `:local`
+    // tags, which another build on this machine may have moved since: the
+    // stack comes back on the very images it ran.
+    let images: Vec<(&str, String)> = [
+        ("WEBSTACK_DB_IMAGE", "db"),
+        ("WEBSTACK_WEBAPP_IMAGE", "webapp"),
+        ("WEBSTACK_PROXY_IMAGE", "proxy"),
+    ]
+    .into_iter()
+    .map(|(variable, service)| (variable, stack.running(service)[0].config.image.clone()))
+    .collect();
+
     get(&client, &format!("{}/", stack.url))
         .await
         .expect("GET / answers");
@@ -709,7 +727,7 @@ async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
 
     let started = Instant::now();
     stack.xtask(&["down"]);
-    stack.xtask(&up);
+    stack.xtask_with_env(&up, &images);
     let after_down_up = hits(&client, &stack).await;
     eprintln!(
         "[e2e] down + up took {:.1?}: counter {before} -> {after_down_up}",
@@ -719,7 +737,7 @@ async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
 
     let started = Instant::now();
     stack.xtask(&["down", "--volumes"]);
-    stack.xtask(&up);
+    stack.xtask_with_env(&up, &images);
     let after_reset = hits(&client, &stack).await;
     eprintln!(
         "[e2e] down --volumes + up took {:.1?}: counter {after_down_up} -> {after_reset}",
