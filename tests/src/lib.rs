@@ -8,9 +8,11 @@
 
 #[cfg(feature = "harness")]
 pub mod checks;
-pub mod contract;
+/// Moved to the `stack-contract` crate (tests/contract/), which xtask
+/// shares; re-exported until the suites import it from there.
+pub use stack_contract::variables as contract;
 #[cfg(feature = "harness")]
 pub mod harness;
 #[cfg(feature = "harness")]
 pub mod inspect;
-pub mod netguard;
+pub use stack_contract::netguard;
