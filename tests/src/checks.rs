@@ -6,11 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use crate::harness::{docker, get, http_client, parse_greeting, FixedRateLoad, RateReport};
-use crate::inspect::Container;
+use stack_contract::docker::Container;
+use stack_contract::service::Service;
 
-/// The stack's services, by their short names.
-pub const SERVICES: [&str; 3] = ["db", "webapp", "proxy"];
+use crate::harness::{docker, get, http_client, parse_greeting, FixedRateLoad, RateReport};
 
 /// What an orchestrator does with a webapp replica whose container was
 /// killed.
@@ -33,8 +32,9 @@ pub trait Deployment {
     fn webapp_replicas(&self) -> usize;
     /// The running webapp replicas' containers, inspected.
     fn webapp_containers(&self) -> Vec<Container>;
-    /// For each of [`SERVICES`], the host ports it publishes, from every
-    /// place the orchestrator records one.
+    /// For each service (by the name the orchestrator records, which
+    /// should be one of [`Service::ALL`]), the host ports it publishes, from
+    /// every place the orchestrator records one.
     fn published_ports(&self) -> BTreeMap<String, BTreeSet<u16>>;
     /// Waits until db, proxy and `webapp_replicas` webapps run healthy (and,
     /// on Swarm, no update is in progress); panics after a generous bound.
@@ -139,12 +139,12 @@ pub fn only_the_proxy_publishes_a_port(
     let services: BTreeSet<&str> = published.keys().map(String::as_str).collect();
     assert_eq!(
         services,
-        BTreeSet::from(SERVICES),
+        BTreeSet::from(Service::ALL.map(Service::name)),
         "{}: the services found",
         deployment.orchestrator()
     );
     for (service, ports) in &published {
-        if service != "proxy" {
+        if service != Service::Proxy.name() {
             assert!(
                 ports.is_empty(),
                 "{}: {service} publishes host ports {ports:?}; only the proxy may ({published:?})",
@@ -153,7 +153,7 @@ pub fn only_the_proxy_publishes_a_port(
         }
     }
     assert_eq!(
-        published["proxy"],
+        published[Service::Proxy.name()],
         BTreeSet::from([deployment.published_port()]),
         "{}: the proxy publishes exactly the stack's port",
         deployment.orchestrator()

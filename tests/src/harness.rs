@@ -34,7 +34,7 @@ pub fn docker_output(args: &[&str]) -> Output {
 /// The HTTP client of the suites, with [`REQUEST_TIMEOUT`].
 ///
 /// It connects only where the URL says, which the suites have checked with
-/// [`crate::netguard`]: no proxy from `HTTP_PROXY`/`ALL_PROXY` (it would carry
+/// [`stack_contract::netguard`]: no proxy from `HTTP_PROXY`/`ALL_PROXY` (it would carry
 /// the request off the machine) and no redirect (its target was never
 /// checked).
 pub fn http_client() -> reqwest::Client {

@@ -1,16 +1,12 @@
 //! End-to-end tests against a running stack; see `cargo xtask e2e`.
 //!
-//! `netguard` depends on the standard library only, so xtask shares it
-//! without the suites' HTTP client and runtime; `harness` (the default
-//! feature) is what the suites share: `harness` the client, loads and
-//! greeting, `inspect` Docker's JSON as typed structs, `checks` the checks
-//! both orchestrators run over a `checks::Deployment`.
+//! What the suites share: `harness` the docker CLI, the HTTP client, loads
+//! and greeting; `inspect` the docker CLI calls that read Docker's state
+//! into the contract's typed structs; `checks` the checks both
+//! orchestrators run over a `checks::Deployment`. What xtask shares with
+//! them (Docker's JSON, the network guard, the variables, the service
+//! names) is the `stack-contract` crate (tests/contract/).
 
-#[cfg(feature = "harness")]
 pub mod checks;
-pub mod contract;
-#[cfg(feature = "harness")]
 pub mod harness;
-#[cfg(feature = "harness")]
 pub mod inspect;
-pub mod netguard;

@@ -14,12 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-use stack_tests::contract::cluster::{
+use stack_contract::docker::{NodeRow, NodeStatus, UpdateState, UpdateStatus};
+use stack_contract::netguard::Ipv4Net;
+use stack_contract::service::Service;
+use stack_contract::variables::cluster::{
     NETWORK_VARIABLE, STACK_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
-use stack_tests::harness::{docker, FixedRateLoad, RateReport};
-use stack_tests::netguard::Ipv4Net;
+use stack_tests::harness::{docker, read_hits, FixedRateLoad, RateReport};
+use stack_tests::inspect;
 
 /// The steady load every step runs under (the harness checks that it was
 /// really sent).
@@ -58,7 +60,7 @@ impl Cluster {
         let url = read(URL_VARIABLE).trim_end_matches('/').to_owned();
         // Test traffic stays on this machine: the cluster's own network,
         // reached through the host's veth pair.
-        stack_tests::netguard::check_url(&url, &[network])
+        stack_contract::netguard::check_url(&url, &[network])
             .unwrap_or_else(|refused| panic!("{refused}"));
         assert!(
             std::env::var("DOCKER_HOST").is_ok(),
@@ -71,12 +73,17 @@ impl Cluster {
         }
     }
 
+    /// The Swarm service's full name, `<stack>_<service>`.
+    fn service(&self, service: Service) -> String {
+        format!("{}_{service}", self.stack)
+    }
+
     fn webapp(&self) -> String {
-        format!("{}_webapp", self.stack)
+        self.service(Service::Webapp)
     }
 
     fn proxy(&self) -> String {
-        format!("{}_proxy", self.stack)
+        self.service(Service::Proxy)
     }
 
     fn set_link(&self, node_index: &str, state: &str) {
@@ -182,33 +189,8 @@ fn print_proxy_errors(proxy: &str, seconds: f64) {
 // ---------------------------------------------------------------------------
 // The swarm, through the docker CLI against the manager.
 
-#[derive(Debug, Clone)]
-struct SwarmNode {
-    id: String,
-    hostname: String,
-    status: String,
-    manager: bool,
-}
-
-fn swarm_nodes() -> Vec<SwarmNode> {
-    docker(&["node", "ls", "--format", "{{json .}}"])
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| {
-            let row: Value = serde_json::from_str(line).expect("node row JSON");
-            let field = |name: &str| row[name].as_str().unwrap_or("").to_owned();
-            SwarmNode {
-                id: field("ID"),
-                hostname: field("Hostname"),
-                status: field("Status"),
-                manager: !field("ManagerStatus").is_empty(),
-            }
-        })
-        .collect()
-}
-
 fn hostname_of(node_id: &str) -> String {
-    swarm_nodes()
+    inspect::node_rows()
         .into_iter()
         .find(|node| node.id == node_id)
         .map_or_else(|| node_id.to_owned(), |node| node.hostname)
@@ -224,50 +206,20 @@ struct RunningTask {
 
 /// Tasks Swarm wants running and that run.
 fn running_tasks(service: &str) -> Vec<RunningTask> {
-    let ids = docker(&[
-        "service",
-        "ps",
-        "--quiet",
-        "--no-trunc",
-        "--filter",
-        "desired-state=running",
-        service,
-    ]);
-    let ids: Vec<&str> = ids.split_whitespace().collect();
-    if ids.is_empty() {
-        return Vec::new();
-    }
-    let mut args = vec!["inspect", "--type", "task"];
-    args.extend(ids);
+    let ids = inspect::desired_running_task_ids(service);
     // A task can vanish between listing and inspecting.
-    let output = Command::new("docker")
-        .args(&args)
-        .output()
-        .expect("docker inspect");
-    let tasks: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap_or_default();
-    tasks
+    inspect::tasks_still_there(&ids.iter().map(String::as_str).collect::<Vec<_>>())
         .iter()
-        .filter(|task| task["Status"]["State"] == "running")
+        .filter(|task| task.is_running())
         .map(|task| RunningTask {
-            node_id: task["NodeID"].as_str().unwrap_or("").to_owned(),
-            replica: task["Status"]["ContainerStatus"]["ContainerID"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(12)
-                .collect(),
+            node_id: task.node_id.clone(),
+            replica: task.container_id().unwrap_or("").chars().take(12).collect(),
         })
         .collect()
 }
 
-fn update_state(service: &str) -> (String, String) {
-    let json = docker(&["service", "inspect", service]);
-    let services: Vec<Value> = serde_json::from_str(&json).expect("service JSON");
-    let status = &services[0]["UpdateStatus"];
-    (
-        status["State"].as_str().unwrap_or("").to_owned(),
-        status["StartedAt"].as_str().unwrap_or("").to_owned(),
-    )
+fn update_status(service: &str) -> Option<UpdateStatus> {
+    inspect::service(service).update_status
 }
 
 /// Polls `check` until it returns Some, or fails the step.
@@ -301,24 +253,20 @@ async fn wait_for_replicas(service: &str, avoid: Option<&str>) -> Vec<RunningTas
 
 /// Starts a rolling update with `args` and waits until Swarm completes it.
 async fn roll(service: &str, args: &[&str]) {
-    let (_, previous_start) = update_state(service);
+    let previous_start = update_status(service).and_then(|status| status.started_at);
     let mut command = vec!["service", "update", "--detach", "--no-resolve-image"];
     command.extend_from_slice(args);
     command.push(service);
     docker(&command);
     let state = wait_for("the rolling update to finish", || {
-        let (state, started) = update_state(service);
-        let finished = started != previous_start
-            && matches!(
-                state.as_str(),
-                "completed" | "rollback_completed" | "paused" | "rollback_paused"
-            );
-        finished.then_some(state)
+        update_status(service)
+            .filter(|status| status.started_at != previous_start && status.state.is_final())
+            .map(|status| status.state)
     })
     .await;
     assert_eq!(
         state,
-        "completed",
+        UpdateState::Completed,
         "the rolling update of {service} did not complete: {}\ntasks:\n{}",
         update_message(service),
         task_history(service)
@@ -337,12 +285,9 @@ async fn roll(service: &str, args: &[&str]) {
 /// What Swarm says about the service's last update ("update rolled back
 /// due to failure or early termination of task …").
 fn update_message(service: &str) -> String {
-    let json = docker(&["service", "inspect", service]);
-    let services: Vec<Value> = serde_json::from_str(&json).expect("service JSON");
-    services[0]["UpdateStatus"]["Message"]
-        .as_str()
-        .unwrap_or("")
-        .to_owned()
+    update_status(service)
+        .and_then(|status| status.message)
+        .unwrap_or_default()
 }
 
 /// Every task of the service with its node, state and error: why a
@@ -356,19 +301,6 @@ fn task_history(service: &str) -> String {
         "{{.Name}} {{.Node}} desired={{.DesiredState}} now={{.CurrentState}} error={{.Error}}",
         service,
     ])
-}
-
-async fn hits(client: &reqwest::Client, url: &str) -> u64 {
-    let body = client
-        .get(format!("{url}/api/hits"))
-        .send()
-        .await
-        .expect("GET /api/hits")
-        .text()
-        .await
-        .expect("read /api/hits");
-    let body: Value = serde_json::from_str(&body).expect("/api/hits JSON");
-    body["hits"].as_u64().expect("numeric hits")
 }
 
 /// Ask `GET /` until every replica in `tasks` has answered; returns the
@@ -421,15 +353,15 @@ fn distinct_nodes(tasks: &[RunningTask]) -> BTreeSet<String> {
 }
 
 /// A worker that runs at least one webapp replica.
-fn worker_with_a_replica(tasks: &[RunningTask]) -> SwarmNode {
-    swarm_nodes()
+fn worker_with_a_replica(tasks: &[RunningTask]) -> NodeRow {
+    inspect::node_rows()
         .into_iter()
-        .filter(|node| !node.manager)
+        .filter(|node| !node.is_manager())
         .find(|node| tasks.iter().any(|task| task.node_id == node.id))
         .expect("a worker runs a webapp replica")
 }
 
-fn node_index(node: &SwarmNode) -> String {
+fn node_index(node: &NodeRow) -> String {
     node.hostname
         .rsplit('-')
         .next()
@@ -443,7 +375,7 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     let cluster = Cluster::from_environment();
     let service = cluster.webapp();
     let client = stack_tests::harness::http_client();
-    let hits_before = hits(&client, &cluster.url).await;
+    let hits_before = read_hits(&client, &cluster.url).await;
     let mut totals = RateReport::default();
     let add = |totals: &mut RateReport, report: RateReport| {
         totals.sent += report.sent;
@@ -502,9 +434,9 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     let cut_offset = cut_at.duration_since(load.started());
     cluster.set_link(&node_index(&lost), "down");
     let marked_down = wait_for(&format!("{} marked down", lost.hostname), || {
-        swarm_nodes()
+        inspect::node_rows()
             .iter()
-            .any(|node| node.id == lost.id && node.status.eq_ignore_ascii_case("down"))
+            .any(|node| node.id == lost.id && node.status == NodeStatus::Down)
             .then(|| cut_at.elapsed())
     })
     .await;
@@ -555,9 +487,9 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     cluster.set_link(&node_index(&lost), "up");
     let back_at = Instant::now();
     wait_for(&format!("{} ready again", lost.hostname), || {
-        swarm_nodes()
+        inspect::node_rows()
             .iter()
-            .any(|node| node.id == lost.id && node.status.eq_ignore_ascii_case("ready"))
+            .any(|node| node.id == lost.id && node.status == NodeStatus::Ready)
             .then_some(())
     })
     .await;
@@ -594,7 +526,7 @@ async fn the_stack_survives_update_drain_and_node_loss_across_nodes() {
     // 6. The counter: every success counted once, plus requests whose
     // count happened but whose answer did not come back through the same
     // try (nginx retried them on another replica, or they failed).
-    let hits_after = hits(&client, &cluster.url).await;
+    let hits_after = read_hits(&client, &cluster.url).await;
     let counted = hits_after - hits_before;
     let succeeded = totals.succeeded;
     let in_flight_bound = loss_slow + totals.failed;

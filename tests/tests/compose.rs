@@ -18,16 +18,18 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use stack_tests::checks::{self, AfterKill, Deployment};
-use stack_tests::contract::{
+use stack_contract::docker::{Container, HealthStatus};
+use stack_contract::netguard::{self, HostNetwork, Ipv4Net};
+use stack_contract::service::Service;
+use stack_contract::variables::{
     COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
+use stack_tests::checks::{self, AfterKill, Deployment};
 use stack_tests::harness::{
     docker, docker_output, get, http_client, parse_greeting, read_hits, tally, ClosedLoad,
     FixedRateLoad, Timed, REQUEST_TIMEOUT,
 };
-use stack_tests::inspect::{self, Container};
-use stack_tests::netguard::{self, HostNetwork, Ipv4Net};
+use stack_tests::inspect;
 
 /// Replicas `cargo xtask e2e` starts, and every test leaves running.
 const WEBAPP_REPLICAS: usize = 3;
@@ -94,7 +96,7 @@ impl ComposeStack {
     }
 
     /// Containers of a service (all services when `None`), running or not.
-    fn containers(&self, service: Option<&str>) -> Vec<Container> {
+    fn containers(&self, service: Option<Service>) -> Vec<Container> {
         let mut args = vec![
             "ps".to_string(),
             "--all".into(),
@@ -110,7 +112,7 @@ impl ComposeStack {
         inspect::containers(&ids.split_whitespace().collect::<Vec<_>>())
     }
 
-    fn running(&self, service: &str) -> Vec<Container> {
+    fn running(&self, service: Service) -> Vec<Container> {
         self.containers(Some(service))
             .into_iter()
             .filter(Container::is_running)
@@ -118,7 +120,7 @@ impl ComposeStack {
     }
 
     /// The only container of a single-replica service.
-    fn single(&self, service: &str) -> Container {
+    fn single(&self, service: Service) -> Container {
         let mut containers = self.containers(Some(service));
         assert_eq!(containers.len(), 1, "{service} has one container");
         containers.remove(0)
@@ -129,29 +131,28 @@ impl ComposeStack {
         let started = Instant::now();
         loop {
             let containers = self.containers(None);
-            let healthy = |service: &str| {
+            let healthy = |service: Service| {
                 containers
                     .iter()
                     .filter(|container| {
-                        container.label(SERVICE_LABEL) == Some(service)
+                        container.label(SERVICE_LABEL) == Some(service.name())
                             && container.is_running()
-                            && container
-                                .state
-                                .health
-                                .as_ref()
-                                .is_some_and(|health| health.status == "healthy")
+                            && container.health() == Some(HealthStatus::Healthy)
                     })
                     .count()
             };
-            if healthy("db") == 1 && healthy("proxy") == 1 && healthy("webapp") == webapp_replicas {
+            if healthy(Service::Db) == 1
+                && healthy(Service::Proxy) == 1
+                && healthy(Service::Webapp) == webapp_replicas
+            {
                 return;
             }
             assert!(
                 started.elapsed() < HEALTHY_TIMEOUT,
                 "the stack did not become healthy within {HEALTHY_TIMEOUT:?} (db {}, webapp {}/{webapp_replicas}, proxy {})",
-                healthy("db"),
-                healthy("webapp"),
-                healthy("proxy")
+                healthy(Service::Db),
+                healthy(Service::Webapp),
+                healthy(Service::Proxy)
             );
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -190,7 +191,7 @@ impl Deployment for ComposeStack {
     }
 
     fn webapp_containers(&self) -> Vec<Container> {
-        self.running("webapp")
+        self.running(Service::Webapp)
     }
 
     /// Every container of the project, running or not, by its service.
@@ -201,10 +202,11 @@ impl Deployment for ComposeStack {
                 .label(SERVICE_LABEL)
                 .unwrap_or_else(|| panic!("{} has no service label", container.name))
                 .to_string();
-            published
-                .entry(service)
-                .or_default()
-                .extend(container.host_ports());
+            published.entry(service).or_default().extend(
+                container
+                    .host_ports()
+                    .unwrap_or_else(|error| panic!("{}: {error}", container.name)),
+            );
         }
         published
     }
@@ -272,7 +274,7 @@ async fn every_running_webapp_replica_answers_get_root_through_the_proxy() {
 async fn scaling_to_1_and_back_to_3_under_load_fails_no_request_and_keeps_the_proxy() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let proxy_before = stack.single("proxy");
+    let proxy_before = stack.single(Service::Proxy);
     checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, Duration::from_secs(30)).await;
     // Every scale step changes the replicas' addresses, so the proxy reloads
     // its back nginx while these kept-alive client connections send.
@@ -324,7 +326,7 @@ async fn scaling_to_1_and_back_to_3_under_load_fails_no_request_and_keeps_the_pr
         report.first_failures
     );
 
-    let proxy_after = stack.single("proxy");
+    let proxy_after = stack.single(Service::Proxy);
     assert_eq!(proxy_before.id, proxy_after.id, "proxy container replaced");
     assert_eq!(
         proxy_before.state.started_at, proxy_after.state.started_at,
@@ -371,7 +373,7 @@ fn container_pids(container_id: &str) -> Vec<String> {
 /// connections are nginx's to the replicas and its healthcheck's to itself
 /// (the front reaches the back nginx over a unix socket).
 fn proxy_tcp_connections_opened(stack: &ComposeStack) -> u64 {
-    let pids = container_pids(&stack.single("proxy").id);
+    let pids = container_pids(&stack.single(Service::Proxy).id);
     let pid = pids.first().expect("the proxy runs a process");
     let path = format!("/proc/{pid}/net/snmp");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
@@ -432,7 +434,7 @@ async fn only_the_proxy_publishes_a_host_port() {
     eprintln!("[e2e] host ports per service: {published:?}");
 }
 
-// The proof needs no packet to leave this machine (stack_tests::netguard):
+// The proof needs no packet to leave this machine (stack_contract::netguard):
 // from the host it rests on facts of the host and the engine, and probes
 // from containers run only over the stack's internal networks, where a
 // failed connect stays inside the container.
@@ -479,7 +481,7 @@ fn probe_from_network(stack: &ComposeStack, network: &str, url: &str) -> String 
         network_facts(network).internal,
         "probes run only over internal networks, where no packet can leave the machine; {network} is not internal"
     );
-    let image = stack.single("proxy").config.image;
+    let image = stack.single(Service::Proxy).config.image;
     let name = format!(
         "{}-probe-{}",
         stack.project,
@@ -512,9 +514,9 @@ fn probe_from_network(stack: &ComposeStack, network: &str, url: &str) -> String 
 async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_network() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let db = stack.single("db");
-    let webapps = stack.running("webapp");
-    let proxy = stack.single("proxy");
+    let db = stack.single(Service::Db);
+    let webapps = stack.running(Service::Webapp);
+    let proxy = stack.single(Service::Proxy);
 
     // That nothing but the proxy publishes a host port is the shared check
     // `only_the_proxy_publishes_a_host_port`.
@@ -615,7 +617,7 @@ async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_wi
     let stack = ComposeStack::from_environment();
     let client = http_client();
     let url = format!("{}/", stack.url);
-    let db = stack.single("db").id;
+    let db = stack.single(Service::Db).id;
     let before = hits(&client, &stack).await;
 
     docker(&["stop", &db]);
@@ -711,9 +713,9 @@ async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
     // tags, which another build on this machine may have moved since: the
     // stack comes back on the very images it ran.
     let images: Vec<(&str, String)> = [
-        ("WEBSTACK_DB_IMAGE", "db"),
-        ("WEBSTACK_WEBAPP_IMAGE", "webapp"),
-        ("WEBSTACK_PROXY_IMAGE", "proxy"),
+        ("WEBSTACK_DB_IMAGE", Service::Db),
+        ("WEBSTACK_WEBAPP_IMAGE", Service::Webapp),
+        ("WEBSTACK_PROXY_IMAGE", Service::Proxy),
     ]
     .into_iter()
     .map(|(variable, service)| (variable, stack.running(service)[0].config.image.clone()))
@@ -834,7 +836,7 @@ async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_th
         assert!(!body.contains("# TYPE"), "{path} leaked metrics");
     }
     // Control: the webapp does serve /metrics on the internal network.
-    let proxy = stack.single("proxy").id;
+    let proxy = stack.single(Service::Proxy).id;
     docker(&[
         "exec",
         &proxy,
@@ -871,7 +873,7 @@ async fn the_server_header_names_nginx_without_a_version() {
 async fn redis_refuses_commands_without_the_generated_password() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let db = stack.single("db").id;
+    let db = stack.single(Service::Db).id;
     let without = docker(&["exec", &db, "/usr/bin/redis-cli", "ping"]);
     assert!(without.contains("NOAUTH"), "without a password: {without}");
     let password = stack.redis_password();
@@ -922,7 +924,7 @@ async fn the_proxy_passes_a_request_id_through_makes_one_when_missing_and_logs_i
     // The access log has one JSON object per request, with the id, the
     // replica that answered and the timings.
     // nginx buffers its access log and flushes it within a second.
-    let proxy = stack.single("proxy").id;
+    let proxy = stack.single(Service::Proxy).id;
     let deadline = Instant::now() + Duration::from_secs(5);
     let line = loop {
         let logs = docker_output(&["logs", "--tail", "200", &proxy]);
@@ -992,7 +994,7 @@ fn raw_request(stack: &ComposeStack, request: &[u8]) -> (u16, String) {
 
 /// `redis-cli <args>` in the db container, authenticated.
 fn redis_cli(stack: &ComposeStack, args: &[&str]) -> String {
-    let db = stack.single("db").id;
+    let db = stack.single(Service::Db).id;
     let password = stack.redis_password();
     let mut command = vec![
         "exec",
@@ -1182,7 +1184,7 @@ async fn a_frozen_replica_fails_no_request_and_delays_none_beyond_2_seconds() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let client = http_client();
-    let victim = stack.running("webapp")[0].id.clone();
+    let victim = stack.running(Service::Webapp)[0].id.clone();
     let before = hits(&client, &stack).await;
 
     let load = ClosedLoad::start(&client, &format!("{}/", stack.url), 16);
@@ -1424,7 +1426,7 @@ fn raw_exchange(stack: &ComposeStack, request: &[u8]) -> RawAnswer {
 
 /// The proxy's log lines (stdout and stderr) since `since` (Unix seconds).
 fn proxy_log_since(stack: &ComposeStack, since: f64) -> String {
-    let proxy = stack.single("proxy").id;
+    let proxy = stack.single(Service::Proxy).id;
     let output = docker_output(&["logs", "--since", &format!("{since:.3}"), &proxy]);
     format!(
         "{}{}",
@@ -1882,7 +1884,7 @@ async fn a_bystander_gets_every_answer_while_3000_connections_trickle_their_head
         "--no-stream",
         "--format",
         "{{.MemUsage}}",
-        &stack.single("proxy").id,
+        &stack.single(Service::Proxy).id,
     ]);
     attacking.store(false, Ordering::Relaxed);
     for task in tasks {

@@ -11,12 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use stack_tests::checks::{self, AfterKill, Deployment};
-use stack_tests::contract::swarm::{
+use stack_contract::docker::{Container, HealthStatus, Task, UpdateState};
+use stack_contract::service::Service;
+use stack_contract::variables::swarm::{
     STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
 };
+use stack_tests::checks::{self, AfterKill, Deployment};
 use stack_tests::harness::{docker, FixedRateLoad};
-use stack_tests::inspect::{self, Container, Task};
+use stack_tests::inspect;
 
 /// Replicas `deploy/stack.yaml` asks for.
 const WEBAPP_REPLICAS: usize = 3;
@@ -52,19 +54,21 @@ impl SwarmStack {
         let _ = read(WEBAPP_IMAGE_VARIABLE);
         let url = read(URL_VARIABLE).trim_end_matches('/').to_owned();
         // Test traffic stays on this machine: the published port on loopback.
-        stack_tests::netguard::check_url(&url, &[]).unwrap_or_else(|refused| panic!("{refused}"));
+        stack_contract::netguard::check_url(&url, &[])
+            .unwrap_or_else(|refused| panic!("{refused}"));
         SwarmStack {
             name: read(STACK_VARIABLE),
             url,
         }
     }
 
-    fn service(&self, short_name: &str) -> String {
-        format!("{}_{short_name}", self.name)
+    /// The Swarm service's full name, `<stack>_<service>`.
+    fn service(&self, service: Service) -> String {
+        format!("{}_{service}", self.name)
     }
 
     fn webapp(&self) -> String {
-        self.service("webapp")
+        self.service(Service::Webapp)
     }
 }
 
@@ -94,8 +98,8 @@ impl Deployment for SwarmStack {
     /// What each service asks for and has (`Spec.EndpointSpec.Ports`,
     /// `Endpoint.Ports`), and what its running tasks' containers bound.
     fn published_ports(&self) -> BTreeMap<String, BTreeSet<u16>> {
-        checks::SERVICES
-            .iter()
+        Service::ALL
+            .into_iter()
             .map(|short_name| {
                 let service = self.service(short_name);
                 let mut ports = inspect::service(&service).published_ports();
@@ -103,7 +107,11 @@ impl Deployment for SwarmStack {
                 for container in
                     inspect::containers(&containers.iter().map(String::as_str).collect::<Vec<_>>())
                 {
-                    ports.extend(container.host_ports());
+                    ports.extend(
+                        container
+                            .host_ports()
+                            .unwrap_or_else(|error| panic!("{}: {error}", container.name)),
+                    );
                 }
                 (short_name.to_string(), ports)
             })
@@ -116,8 +124,8 @@ impl Deployment for SwarmStack {
             webapp_replicas, WEBAPP_REPLICAS,
             "the stack file asks for {WEBAPP_REPLICAS} webapp replicas"
         );
-        for short_name in ["db", "proxy", "webapp"] {
-            wait_until_service_converged(&self.service(short_name));
+        for service in [Service::Db, Service::Proxy, Service::Webapp] {
+            wait_until_service_converged(&self.service(service));
         }
     }
 
@@ -188,7 +196,7 @@ async fn the_db_is_only_on_the_internal_backend_network() {
     // db and webapp live on overlay networks the host has no route into.
     // (Connecting to their overlay addresses from the host to prove it would
     // send traffic off this machine, so the test checks the engine's view.)
-    let db_networks = service_network_names(&stack.service("db"));
+    let db_networks = service_network_names(&stack.service(Service::Db));
     assert_eq!(
         db_networks,
         vec![format!("{}_backend", stack.name)],
@@ -236,9 +244,11 @@ async fn rolling_update_of_webapp_under_load_fails_no_request() {
         report.sent as f64 / report.seconds
     );
     assert_eq!(
-        outcome.state, "completed",
+        outcome.state,
+        UpdateState::Completed,
         "the rollout ended {} ({})",
-        outcome.state, outcome.message
+        outcome.state,
+        outcome.message
     );
     let images_running = running_task_images(&stack.webapp());
     assert!(
@@ -297,7 +307,8 @@ async fn update_to_an_image_failing_its_healthcheck_rolls_back_and_keeps_serving
         report.failed
     );
     assert_eq!(
-        outcome.state, "rollback_completed",
+        outcome.state,
+        UpdateState::RollbackCompleted,
         "an update to an image that never becomes healthy must roll back by itself ({})",
         outcome.message
     );
@@ -437,16 +448,8 @@ fn service_network_names(service: &str) -> Vec<String> {
 
 /// The tasks Swarm wants running for a service, inspected.
 fn desired_running_tasks(service: &str) -> Vec<Task> {
-    let ids = docker(&[
-        "service",
-        "ps",
-        "--quiet",
-        "--no-trunc",
-        "--filter",
-        "desired-state=running",
-        service,
-    ]);
-    inspect::tasks(&ids.split_whitespace().collect::<Vec<_>>())
+    let ids = inspect::desired_running_task_ids(service);
+    inspect::tasks(&ids.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 /// Container ids of the service's tasks that are running.
@@ -471,11 +474,12 @@ fn running_task_images(service: &str) -> Vec<String> {
 /// healthy and no rolling update is in progress; Err says what is missing.
 fn service_converged(service: &str) -> Result<(), String> {
     let spec = inspect::service(service);
-    let update_state = spec
+    if let Some(update_state) = spec
         .update_status
         .as_ref()
-        .map_or("", |status| status.state.as_str());
-    if matches!(update_state, "updating" | "rollback_started") {
+        .map(|status| status.state)
+        .filter(|state| state.in_progress())
+    {
         return Err(format!("rolling update in progress ({update_state})"));
     }
     let desired = spec.desired_replicas();
@@ -494,9 +498,9 @@ fn service_converged(service: &str) -> Result<(), String> {
         let inspected = inspect::containers(&[container]);
         let health = inspected
             .first()
-            .and_then(|container| container.state.health.as_ref())
-            .map_or("none", |health| health.status.as_str());
-        if !matches!(health, "healthy" | "none") {
+            .and_then(Container::health)
+            .unwrap_or(HealthStatus::None);
+        if !matches!(health, HealthStatus::Healthy | HealthStatus::None) {
             return Err(format!("container {container} is {health}"));
         }
         ready += 1;
@@ -568,7 +572,7 @@ fn update_webapp_image(stack: &SwarmStack, image: &str) -> Option<String> {
 }
 
 struct UpdateOutcome {
-    state: String,
+    state: UpdateState,
     message: String,
 }
 
@@ -577,17 +581,14 @@ struct UpdateOutcome {
 async fn wait_for_update_to_finish(service: &str, previous_start: Option<String>) -> UpdateOutcome {
     let deadline = Instant::now() + ROLLOUT_TIMEOUT;
     loop {
-        let status = inspect::service(service).update_status.unwrap_or_default();
-        let is_new = status.started_at != previous_start;
-        if is_new
-            && matches!(
-                status.state.as_str(),
-                "completed" | "rollback_completed" | "paused" | "rollback_paused"
-            )
+        let status = inspect::service(service).update_status;
+        if let Some(finished) = status
+            .as_ref()
+            .filter(|status| status.started_at != previous_start && status.state.is_final())
         {
             return UpdateOutcome {
-                state: status.state,
-                message: status.message,
+                state: finished.state,
+                message: finished.message.clone().unwrap_or_default(),
             };
         }
         assert!(

@@ -13,7 +13,7 @@ use xshell::{cmd, Shell};
 use crate::compose::{self, ComposeProject, Up};
 use crate::docker::{self, deployment::Deployment};
 
-use stack_tests::contract::{
+use stack_contract::variables::{
     COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
 
@@ -150,7 +150,7 @@ fn start_and_test(
     }
     let xtask = std::env::current_exe().context("locate the running xtask binary")?;
     let url = format!("http://127.0.0.1:{}", project.port);
-    stack_tests::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
+    stack_contract::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
     eprintln!("e2e: running the suite (cargo test -p stack-tests --test compose) against {url}");
     let suite = cmd!(
         sh,

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use stack_contract::service::Service as ServiceName;
+
 /// Host port the proxy publishes when none is given.
 pub const DEFAULT_HOST_PORT: u16 = 8070;
 
@@ -31,7 +33,6 @@ pub const WEBAPP_SHUTDOWN_GRACE_SECS: u64 = 10;
 /// without it, so no request reaches it once it stops accepting.
 pub const WEBAPP_LAME_DUCK: Duration = Duration::from_secs(5);
 
-/// Service names: also the DNS names the services find each other by.
 /// How often the proxy looks up the webapp replicas' addresses and, when they
 /// changed, reloads its back nginx (`PROXY_RESOLVE_INTERVAL_MS`, read by
 /// webapp/src/bin/proxy-init.rs).
@@ -40,9 +41,11 @@ pub const PROXY_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 /// The port the webapp listens on inside the stack.
 pub const WEBAPP_PORT: u16 = 5000;
 
-pub const DB: &str = "db";
-pub const WEBAPP: &str = "webapp";
-pub const PROXY: &str = "proxy";
+/// Service names: also the DNS names the services find each other by.
+/// Defined once, in `stack_contract::service`, which the suites read too.
+pub const DB: &str = ServiceName::Db.name();
+pub const WEBAPP: &str = ServiceName::Webapp.name();
+pub const PROXY: &str = ServiceName::Proxy.name();
 
 /// Network names. Only `edge` has an address on the host, which the
 /// proxy's published port needs; `frontend` (proxy ↔ webapp) and `backend`
@@ -659,6 +662,16 @@ pub fn docker_duration(duration: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stack_describes_exactly_the_services_the_suites_know() {
+        let names: Vec<&str> = stack()
+            .services
+            .iter()
+            .map(|service| service.name)
+            .collect();
+        assert_eq!(names, ServiceName::ALL.map(ServiceName::name));
+    }
 
     #[test]
     fn webapp_stop_grace_period_is_longer_than_its_lame_duck_and_shutdown_grace() {

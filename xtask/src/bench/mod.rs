@@ -174,7 +174,8 @@ impl Bench {
         // Test traffic stays on this machine: the bench's own URLs are on
         // loopback and checked; a --url is the user's explicit choice.
         if self.url.is_none() {
-            stack_tests::netguard::check_url(&stack.base_url, &[]).map_err(anyhow::Error::msg)?;
+            stack_contract::netguard::check_url(&stack.base_url, &[])
+                .map_err(anyhow::Error::msg)?;
         }
         if !stack_answers(&stack.base_url) {
             bail!(

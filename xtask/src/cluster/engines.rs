@@ -8,7 +8,7 @@ use xshell::{cmd, Shell};
 
 use super::network::{check_subnet_is_free, create_hub, create_node_network};
 use super::*;
-use crate::docker::swarm_nodes;
+use crate::docker::{swarm_nodes, NodeStatus};
 use crate::poll::{self, Look};
 
 pub fn up(sh: &Shell, count: u8) -> anyhow::Result<()> {
@@ -228,7 +228,10 @@ pub(super) fn form_swarm(sh: &Shell, nodes: &[Node]) -> anyhow::Result<()> {
         Duration::from_millis(250),
         || {
             let rows = swarm_nodes(sh)?;
-            let ready = rows.iter().filter(|row| row.status == "Ready").count();
+            let ready = rows
+                .iter()
+                .filter(|row| row.status == NodeStatus::Ready)
+                .count();
             Ok(if ready == nodes.len() {
                 Look::Ready(())
             } else {

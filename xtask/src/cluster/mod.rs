@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
-use stack_tests::netguard::Ipv4Net;
+use stack_contract::netguard::Ipv4Net;
 use xshell::{cmd, Shell};
 
 mod engines;

@@ -8,7 +8,7 @@ use super::*;
 
 /// Routes of the host that overlap the cluster's network (none may).
 pub(super) fn check_subnet_is_free() -> anyhow::Result<()> {
-    let host = stack_tests::netguard::HostNetwork::read().map_err(anyhow::Error::msg)?;
+    let host = stack_contract::netguard::HostNetwork::read().map_err(anyhow::Error::msg)?;
     if let Some(route) = host
         .routes
         .iter()

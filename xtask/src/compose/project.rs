@@ -117,7 +117,7 @@ impl Deployment for ComposeProject {
                 if container.condition() != Condition::Healthy {
                     print_container_logs(sh, &container);
                 }
-                if container.running() && container.network_settings.networks.is_empty() {
+                if container.is_running() && container.network_settings.networks.is_empty() {
                     eprintln!(
                         "up: {} runs without any network: the engine dropped its network endpoints (Docker 20.10 does that to containers starting while it leaves a swarm); run `cargo xtask down` and `cargo xtask up` again",
                         container.short_name()
@@ -285,12 +285,12 @@ pub fn wait_until_healthy(
                 .count();
             let running = of_service
                 .iter()
-                .filter(|container| container.running())
+                .filter(|container| container.is_running())
                 .count();
             all_healthy &= healthy == *count && running == *count;
             report.push(format!("{service} {healthy}/{count} healthy"));
             for container in &of_service {
-                if container.running() && container.network_settings.networks.is_empty() {
+                if container.is_running() && container.network_settings.networks.is_empty() {
                     bail!(
                         "{} ({service}) runs without any network: the engine dropped its network endpoints, which Docker 20.10 does to containers when it leaves a swarm (`docker swarm leave`) while they start; run `cargo xtask down` and `cargo xtask up` again",
                         container.short_name()

@@ -1,13 +1,12 @@
 //! The one place that runs the docker CLI for what it reports: a reachable
 //! engine, names and ports that do not collide with anything else on it,
 //! and `docker inspect`-style JSON parsed into the typed structs of
-//! [`model`]. Compose, Swarm, the bench and the e2e drivers read containers,
+//! `stack_contract::docker` (shared with the end-to-end suites). Compose, Swarm, the bench and the e2e drivers read containers,
 //! services, tasks and the swarm's state through here, and see one
 //! deployment through [`deployment::Deployment`] whichever orchestrator runs
 //! it.
 
 pub mod deployment;
-pub mod model;
 pub mod overlay;
 pub mod serving;
 
@@ -17,9 +16,9 @@ use anyhow::{bail, Context};
 use serde::de::DeserializeOwned;
 use xshell::{cmd, Shell};
 
-pub use model::{
-    Condition, Container, LocalNodeState, NodeRow, Service, SwarmInfo, Task, TaskState,
-    UpdateState, UpdateStatus,
+pub use stack_contract::docker::{
+    parse_node_rows, without_digest, Condition, Container, LocalNodeState, NodeRow, NodeStatus,
+    Service, SwarmInfo, SwarmNode, Task, TaskState, UpdateState, UpdateStatus,
 };
 
 /// The label Compose (both versions) puts on every container of a project.
@@ -175,16 +174,8 @@ pub fn swarm_info(sh: &Shell) -> anyhow::Result<SwarmInfo> {
     serde_json::from_str(&json).context("parse the Swarm section of `docker info`")
 }
 
-/// Parses `docker node ls --format '{{json .}}'`: one JSON object a line.
-pub fn parse_node_rows(text: &str) -> anyhow::Result<Vec<NodeRow>> {
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| serde_json::from_str(line).with_context(|| format!("parse node row {line:?}")))
-        .collect()
-}
-
 /// Every node of the swarm, inspected (ids, hostnames, addresses).
-pub fn inspect_swarm_nodes(sh: &Shell) -> anyhow::Result<Vec<model::SwarmNode>> {
+pub fn inspect_swarm_nodes(sh: &Shell) -> anyhow::Result<Vec<SwarmNode>> {
     let ids = list_ids(sh, &["node", "ls", "--quiet"], "the swarm's nodes")?;
     inspect(sh, "node", &ids)
 }
@@ -196,7 +187,7 @@ pub fn swarm_nodes(sh: &Shell) -> anyhow::Result<Vec<NodeRow>> {
         .quiet()
         .read()
         .context("list the swarm's nodes")?;
-    parse_node_rows(&text)
+    parse_node_rows(&text).map_err(anyhow::Error::msg)
 }
 
 /// Every service of Swarm stack `stack`, inspected, sorted by name.
@@ -278,18 +269,6 @@ mod tests {
             message.contains("not reachable") && message.contains("systemctl start docker"),
             "{message}"
         );
-    }
-
-    #[test]
-    fn node_rows_are_parsed_from_docker_node_ls_json() {
-        let text = r#"{"Availability":"Active","EngineVersion":"20.10.24","Hostname":"webstack-node-1","ID":"4aqb","ManagerStatus":"Leader","Self":true,"Status":"Ready","TLSStatus":"Ready"}
-{"Availability":"Drain","EngineVersion":"20.10.24","Hostname":"webstack-node-2","ID":"qubf","ManagerStatus":"","Self":false,"Status":"Down","TLSStatus":"Ready"}
-"#;
-        let rows = parse_node_rows(text).expect("rows");
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[0].hostname, "webstack-node-1");
-        assert_eq!(rows[0].status, "Ready");
-        assert_eq!(rows[1].status, "Down");
     }
 
     #[test]

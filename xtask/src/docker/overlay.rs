@@ -9,76 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::Context;
-use serde::Deserialize;
 use xshell::{cmd, Shell};
 
-/// One engine's view of one overlay network.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct OverlayView {
-    pub name: String,
-    /// Absent (null) when the engine has no part in the network.
-    #[serde(default)]
-    pub peers: Option<Vec<OverlayPeer>>,
-    #[serde(default)]
-    pub services: Option<BTreeMap<String, OverlayService>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct OverlayPeer {
-    #[serde(rename = "IP")]
-    pub ip: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct OverlayService {
-    #[serde(default)]
-    pub tasks: Vec<OverlayTask>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct OverlayTask {
-    #[serde(rename = "EndpointIP")]
-    pub endpoint_ip: String,
-    /// `{"Host IP": "198.18.0.12"}`: the node the task runs on.
-    #[serde(default)]
-    pub info: BTreeMap<String, String>,
-}
-
-/// A task endpoint as one engine knows it: address on the overlay, and the
-/// address of the host it lives on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Endpoint {
-    pub address: String,
-    pub host: String,
-}
-
-impl OverlayView {
-    /// The addresses of the nodes this engine gossips with on the network.
-    pub fn peer_addresses(&self) -> BTreeSet<String> {
-        self.peers
-            .iter()
-            .flatten()
-            .map(|peer| peer.ip.clone())
-            .collect()
-    }
-
-    /// Every task endpoint this engine knows on the network.
-    pub fn endpoints(&self) -> BTreeSet<Endpoint> {
-        self.services
-            .iter()
-            .flat_map(BTreeMap::values)
-            .flat_map(|service| &service.tasks)
-            .map(|task| Endpoint {
-                address: task.endpoint_ip.clone(),
-                host: task.info.get("Host IP").cloned().unwrap_or_default(),
-            })
-            .collect()
-    }
-}
+/// One engine's view of one overlay network: `docker network inspect
+/// --verbose`, typed in the contract with every other network.
+pub use stack_contract::docker::Network as OverlayView;
+/// A task endpoint as one engine knows it.
+pub use stack_contract::docker::OverlayEndpoint as Endpoint;
 
 /// `docker network inspect --verbose NETWORK` on the engine the shell
 /// points at; `None` when that engine does not have the network (it runs

@@ -77,10 +77,10 @@ impl ServingProgress {
 pub fn wait_until_every_replica_serves(
     proxy: SocketAddr,
     replicas: &BTreeSet<String>,
-    own_networks: &[stack_tests::netguard::Ipv4Net],
+    own_networks: &[stack_contract::netguard::Ipv4Net],
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    stack_tests::netguard::check_destination(proxy.ip(), own_networks)
+    stack_contract::netguard::check_destination(proxy.ip(), own_networks)
         .map_err(anyhow::Error::msg)?;
     let agent = ureq::Agent::config_builder()
         .proxy(None)

@@ -10,11 +10,11 @@ use xshell::{cmd, Shell};
 use super::engine::{self, SwarmOrigin};
 use crate::docker::deployment::Deployment;
 
-use stack_tests::contract::cluster::{
+use stack_contract::variables::cluster::{
     NETWORK_VARIABLE as CLUSTER_NETWORK_VARIABLE, STACK_VARIABLE as CLUSTER_STACK_VARIABLE,
     URL_VARIABLE as CLUSTER_URL_VARIABLE, XTASK_VARIABLE as CLUSTER_XTASK_VARIABLE,
 };
-use stack_tests::contract::swarm::{
+use stack_contract::variables::swarm::{
     STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
 };
 
@@ -99,7 +99,7 @@ fn deploy_and_test_on_manager(
         deploy_started.elapsed().as_secs_f64()
     );
     let url = format!("http://{}:{port}", manager.address());
-    stack_tests::netguard::check_url(&url, &[crate::cluster::SUBNET])
+    stack_contract::netguard::check_url(&url, &[crate::cluster::SUBNET])
         .map_err(anyhow::Error::msg)?;
     let xtask = std::env::current_exe().context("locate the running xtask binary")?;
     let network = crate::cluster::SUBNET.to_string();
@@ -161,7 +161,7 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
         deploy_started.elapsed().as_secs_f64()
     );
     let url = format!("http://127.0.0.1:{port}");
-    stack_tests::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
+    stack_contract::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
     // One test at a time: they share one stack, and the counter and rollout
     // checks would disturb each other. --nocapture shows the measured counts.
     cmd!(

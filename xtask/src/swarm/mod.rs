@@ -24,7 +24,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use crate::stack::StackImages;
-use stack_tests::netguard::Ipv4Net;
+use stack_contract::netguard::Ipv4Net;
 
 /// Stack name when none is given: services become `webstack_webapp` and so on.
 pub const DEFAULT_STACK_NAME: &str = "webstack";
@@ -34,8 +34,8 @@ pub const DEFAULT_PORT: u16 = crate::stack::DEFAULT_HOST_PORT;
 
 use crate::docker::deployment::Deployment;
 pub use crate::docker::STACK_NAMESPACE_LABEL;
+use crate::docker::{without_digest, Container, Orchestrator, SWARM_SERVICE_LABEL};
 pub use crate::docker::{Condition, Service, Task, TaskState, UpdateState, UpdateStatus};
-use crate::docker::{Container, Orchestrator, SWARM_SERVICE_LABEL};
 
 /// Makes sure the checked-in stack file is the rendered one and the secret
 /// files it names exist (the same `.secrets/` files Compose uses).
@@ -325,8 +325,7 @@ pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<Service
 }
 
 fn same_image_reference(task_image: &str, spec_image: &str) -> bool {
-    let strip_digest = |image: &str| image.split('@').next().unwrap_or(image).to_owned();
-    strip_digest(task_image) == strip_digest(spec_image)
+    without_digest(task_image) == without_digest(spec_image)
 }
 
 /// The task ids of a stack right now, so that later failures can be told

@@ -137,6 +137,10 @@ fn task_template_json(service: &super::Service) -> serde_json::Value {
         "Image": template.container_spec.image,
         "Rest": template.container_spec.rest,
     });
+    // The contract types the networks apart from `rest`; they count too.
+    if let Some(networks) = &template.networks {
+        value["Networks"] = serde_json::json!(networks);
+    }
     value
 }
 
