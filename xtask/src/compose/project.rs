@@ -178,11 +178,81 @@ impl Deployment for ComposeProject {
         if volumes {
             args.push("--volumes");
         }
-        self.command(sh, &args)
+        let down = self
+            .command(sh, &args)
             .run()
-            .with_context(|| format!("remove project {}", self.name))?;
-        Ok(())
+            .with_context(|| format!("remove project {}", self.name));
+        let Err(error) = down else {
+            return Ok(());
+        };
+        match networks_kept_by_the_engine(sh, &self.name)? {
+            Some(kept) => {
+                eprintln!(
+                    "compose: warning: every container of {} is gone, but Docker keeps its network(s) {}: \
+                     the engine reports an endpoint of a container that no longer exists (a Docker 20.10 bug, \
+                     moby/moby#43286); they hold nothing and go away with `docker network prune` after the \
+                     engine restarts",
+                    self.name,
+                    kept.join(", ")
+                );
+                if volumes {
+                    remove_project_volumes(sh, &self.name)?;
+                }
+                Ok(())
+            }
+            None => Err(error),
+        }
     }
+}
+
+/// After a failed `down`: the project's networks that are left, when that
+/// is all that is left and the engine refuses each for "active endpoints"
+/// that no container holds (the engine's stale-endpoint bug); `None` when
+/// anything else is wrong.
+fn networks_kept_by_the_engine(sh: &Shell, project: &str) -> anyhow::Result<Option<Vec<String>>> {
+    if !project_containers(sh, project)?.is_empty() {
+        return Ok(None);
+    }
+    let filter = format!("label={COMPOSE_PROJECT_LABEL}={project}");
+    let format = "{{.Name}}";
+    let networks = cmd!(sh, "docker network ls --filter {filter} --format {format}")
+        .quiet()
+        .read()
+        .with_context(|| format!("list the networks of {project}"))?;
+    let mut kept = Vec::new();
+    for network in networks.split_whitespace() {
+        let removal = cmd!(sh, "docker network rm {network}")
+            .quiet()
+            .ignore_status()
+            .output()
+            .with_context(|| format!("docker network rm {network}"))?;
+        if removal.status.success() {
+            continue;
+        }
+        if !String::from_utf8_lossy(&removal.stderr).contains("has active endpoints") {
+            return Ok(None);
+        }
+        kept.push(network.to_owned());
+    }
+    Ok((!kept.is_empty()).then_some(kept))
+}
+
+/// The project's volumes, for a `down --volumes` that stopped at a network
+/// the engine would not let go (docker-compose 1.29 removes volumes last).
+fn remove_project_volumes(sh: &Shell, project: &str) -> anyhow::Result<()> {
+    let filter = format!("label={COMPOSE_PROJECT_LABEL}={project}");
+    let volumes = cmd!(sh, "docker volume ls --quiet --filter {filter}")
+        .quiet()
+        .read()
+        .with_context(|| format!("list the volumes of {project}"))?;
+    for volume in volumes.split_whitespace() {
+        cmd!(sh, "docker volume rm {volume}")
+            .quiet()
+            .ignore_stdout()
+            .run()
+            .with_context(|| format!("remove volume {volume} of {project}"))?;
+    }
+    Ok(())
 }
 
 /// The image each service's containers of project `name` run, as
