@@ -7,6 +7,10 @@
 //! for the bench smoke test, and the pinned `nix-instantiate` (Debian's
 //! nix-bin) for the Nix checks, which fail the run when it cannot be had.
 
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -35,6 +39,15 @@ impl Ci {
         let running = std::env::current_exe().context("locate the running xtask binary")?;
         std::fs::copy(&running, &xtask)
             .with_context(|| format!("copy {} to {}", running.display(), xtask.display()))?;
+        // The load tool takes minutes to compile the first time on a machine:
+        // build it now, in the background, while the steps before the bench
+        // run (and are mostly waiting on Docker). A no-op once it is cached.
+        let load_tool = LoadToolBuild::start(
+            &xtask,
+            crate::project_root()
+                .join("target")
+                .join("ci-load-tool.log"),
+        )?;
         let mut timings = Vec::new();
         let mut step = |name: &'static str, body: &mut dyn FnMut() -> anyhow::Result<()>| {
             eprintln!("\n==> ci: {name}");
@@ -71,8 +84,9 @@ impl Ci {
                 Ok(())
             },
         )?;
-        // Builds every image twice, each time from scratch in directories
-        // of its own, and compares the digests.
+        // Builds every image from scratch in a directory of its own and
+        // again as the regular build (which the end-to-end steps then reuse),
+        // and compares the digests.
         step("images are reproducible and within budget", &mut || {
             crate::images::check_reproducible_and_budgets(sh)
         })?;
@@ -104,7 +118,11 @@ impl Ci {
             cmd!(sh, "{xtask} e2e --compose both").run()?;
             Ok(())
         })?;
+        let mut load_tool = Some(load_tool);
         step("bench smoke test", &mut || {
+            if let Some(build) = load_tool.take() {
+                build.wait();
+            }
             cmd!(sh, "{xtask} bench --smoke").run()?;
             Ok(())
         })?;
@@ -126,5 +144,92 @@ impl Ci {
             eprintln!("  {seconds:>5}s  {name}");
         }
         Ok(())
+    }
+}
+
+/// `xtask bench --load-tool-only` in the background, at the lowest CPU
+/// priority (`nice -n 19`, where there is a `nice`) so the steps it runs
+/// beside keep their pace, in a process group of its own so that it can be
+/// stopped as a whole (cargo and its rustc processes) if `ci` ends first.
+struct LoadToolBuild {
+    child: Option<Child>,
+    log: PathBuf,
+    started: Instant,
+}
+
+impl LoadToolBuild {
+    fn start(xtask: &Path, log: PathBuf) -> anyhow::Result<LoadToolBuild> {
+        let spawn = |niced: bool| -> anyhow::Result<std::io::Result<Child>> {
+            let output = File::create(&log).with_context(|| format!("create {}", log.display()))?;
+            let mut command = if niced {
+                let mut nice = Command::new("nice");
+                nice.args(["-n", "19"]).arg(xtask);
+                nice
+            } else {
+                Command::new(xtask)
+            };
+            command
+                .args(["bench", "--load-tool-only"])
+                .stdin(Stdio::null())
+                .stdout(
+                    output
+                        .try_clone()
+                        .context("duplicate the log's file handle")?,
+                )
+                .stderr(output)
+                .process_group(0);
+            Ok(command.spawn())
+        };
+        let child = match spawn(true)? {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => spawn(false)?,
+            spawned => spawned,
+        }
+        .context("start building the load tool in the background")?;
+        eprintln!(
+            "ci: building the load tool in the background if it is not cached (log: {})",
+            log.display()
+        );
+        Ok(LoadToolBuild {
+            child: Some(child),
+            log,
+            started: Instant::now(),
+        })
+    }
+
+    /// Waits for the build. A failure is only reported: the bench step then
+    /// builds the tool itself, and fails with the reason if it still cannot.
+    fn wait(mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        eprintln!(
+            "ci: waiting for the load tool (log: {})",
+            self.log.display()
+        );
+        match child.wait() {
+            Ok(status) if status.success() => eprintln!(
+                "ci: the load tool is ready ({}s after ci started building it)",
+                self.started.elapsed().as_secs()
+            ),
+            Ok(status) => eprintln!(
+                "ci: warning: building the load tool in the background failed ({status}); see {}",
+                self.log.display()
+            ),
+            Err(error) => eprintln!("ci: warning: waiting for the load tool's build: {error}"),
+        }
+    }
+}
+
+impl Drop for LoadToolBuild {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // The whole group: cargo and the rustc processes it started.
+            let group = format!("-{}", child.id());
+            let _ = Command::new("kill")
+                .args(["-TERM", "--", &group])
+                .stderr(Stdio::null())
+                .status();
+            let _ = child.wait();
+        }
     }
 }

@@ -98,6 +98,10 @@ pub struct Bench {
     /// Where results.json, results.md and latency.svg go.
     #[arg(long, default_value = "target/bench")]
     output_dir: PathBuf,
+    /// Only make sure the load tool is built (into its cache) and print its
+    /// path; `cargo xtask ci` runs this in the background.
+    #[arg(long, hide = true)]
+    load_tool_only: bool,
 }
 
 /// The running stack a benchmark measures.
@@ -138,6 +142,10 @@ enum Preparation {
 
 impl Bench {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        if self.load_tool_only {
+            println!("{}", oha::ensure_oha(sh)?.display());
+            return Ok(());
+        }
         if self.connections == 0 {
             bail!("--connections must be at least 1");
         }

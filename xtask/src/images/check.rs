@@ -1,5 +1,5 @@
-//! `images --check`: two builds from scratch must give identical bytes, and
-//! every image must stay within its size budget.
+//! `images --check`: a build from scratch and the regular build must give
+//! identical bytes, and every image must stay within its size budget.
 
 use std::{fs, path::Path};
 
@@ -49,24 +49,44 @@ pub fn check_budgets(artifacts: &[ImageArtifact]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What `cargo xtask images --check` does (for `cargo xtask ci`): two builds
-/// in fresh directories must give identical bytes, within the size budgets.
+/// What `cargo xtask images --check` does (for `cargo xtask ci`): a build
+/// from scratch, in a fresh directory, and the regular build (the images
+/// `up` runs, in target/images/out) must give identical bytes, within the
+/// size budgets. On a fresh clone both are from scratch; later, the regular
+/// one reuses its own cargo target dir, so the check also proves that the
+/// images a user runs are the ones a clean build gives. Comparing against
+/// the regular build rather than a second fresh one saves a full release
+/// build, which `up` and the end-to-end tests would otherwise do again.
 pub fn check_reproducible_and_budgets(sh: &Shell) -> anyhow::Result<()> {
     let root = crate::project_root();
-    check_reproducible(sh, &root, &root.join("nginx"))
+    check_reproducible(sh, &root, &root.join("nginx"), SecondBuild::Regular)
 }
 
-pub(super) fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> anyhow::Result<()> {
+/// The build the fresh one is compared with.
+pub(super) enum SecondBuild {
+    /// The regular build in target/images/out.
+    Regular,
+    /// A second build from scratch (with a custom nginx configuration, which
+    /// must not end up in the regular images).
+    Fresh,
+}
+
+pub(super) fn check_reproducible(
+    sh: &Shell,
+    root: &Path,
+    nginx_dir: &Path,
+    second_build: SecondBuild,
+) -> anyhow::Result<()> {
     let check_dir = BuildLayout::images_dir(root).join("check");
     if check_dir.exists() {
         fs::remove_dir_all(&check_dir)
             .with_context(|| format!("remove the previous check in {}", check_dir.display()))?;
     }
     let regular = BuildLayout::regular(root);
-    // Two builds from scratch, in fresh directories and with fresh cargo
-    // target dirs at different paths, so absolute paths or stale artefacts
-    // leaking into the bytes show up. Only the .deb download cache is shared:
-    // its files are checked against the lock's sha256 on every use.
+    // Builds in directories and cargo target dirs at different paths, so
+    // absolute paths or stale artefacts leaking into the bytes show up. Only
+    // the .deb download cache is shared: its files are checked against the
+    // lock's sha256 on every use.
     let first = BuildLayout {
         output_dir: check_dir.join("first"),
         cargo_target_dir: check_dir.join("first-cargo-target"),
@@ -76,14 +96,20 @@ pub(super) fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> a
             archives: regular.cache.archives.clone(),
         },
     };
-    let second = BuildLayout {
-        output_dir: check_dir.join("second"),
-        cargo_target_dir: check_dir.join("second-cargo-target"),
-        cache: DebianCache {
-            deb_dir: regular.cache.deb_dir.clone(),
-            unpack_dir: check_dir.join("second-unpacked"),
-            archives: regular.cache.archives.clone(),
-        },
+    let (second, second_name) = match second_build {
+        SecondBuild::Regular => (regular, "the regular build, target/images/out"),
+        SecondBuild::Fresh => (
+            BuildLayout {
+                output_dir: check_dir.join("second"),
+                cargo_target_dir: check_dir.join("second-cargo-target"),
+                cache: DebianCache {
+                    deb_dir: regular.cache.deb_dir.clone(),
+                    unpack_dir: check_dir.join("second-unpacked"),
+                    archives: regular.cache.archives.clone(),
+                },
+            },
+            "second build, fresh cargo target dir (a full release build)",
+        ),
     };
     // One source date for both builds: a commit made while they run must not
     // make them differ.
@@ -92,7 +118,7 @@ pub(super) fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> a
     let started = std::time::Instant::now();
     let first_artifacts = build_all(sh, root, &first, nginx_dir, epoch)?;
     eprintln!(
-        "images --check: first build took {:.0?}; second build, fresh cargo target dir (a full release build)",
+        "images --check: first build took {:.0?}; now {second_name}",
         started.elapsed()
     );
     let started = std::time::Instant::now();
@@ -128,8 +154,10 @@ pub(super) fn check_reproducible(sh: &Shell, root: &Path, nginx_dir: &Path) -> a
     println!("images --check: both builds gave identical bytes for all images, all within budget");
     // The fresh target dirs are ~1 GiB each; the evidence is in the archives.
     for layout in [&first, &second] {
-        fs::remove_dir_all(&layout.cargo_target_dir)
-            .with_context(|| format!("remove {}", layout.cargo_target_dir.display()))?;
+        if layout.cargo_target_dir.starts_with(&check_dir) {
+            fs::remove_dir_all(&layout.cargo_target_dir)
+                .with_context(|| format!("remove {}", layout.cargo_target_dir.display()))?;
+        }
     }
     Ok(())
 }

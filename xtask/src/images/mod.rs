@@ -36,7 +36,7 @@ use xshell::{cmd, Shell};
 
 use build::{build_all, debian_rootfs};
 pub use check::check_reproducible_and_budgets;
-use check::{check_reproducible, print_table};
+use check::{check_reproducible, print_table, SecondBuild};
 pub use compose_v2::pinned_compose_v2;
 pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
 use lock::update_lock;
@@ -71,9 +71,10 @@ impl StackImages {
 /// Build (and load) the container images, reproducibly, from pinned inputs.
 #[derive(clap::Args)]
 pub struct Images {
-    /// Build everything twice in fresh directories (the second with a fresh
-    /// cargo target dir at another path), fail if any digest differs or an
-    /// image is over its size budget. Does not touch Docker.
+    /// Build everything from scratch in a fresh directory (its own cargo
+    /// target dir at another path) and compare with the regular build, the
+    /// one `up` runs; fail if any digest differs or an image is over its
+    /// size budget. Does not touch Docker.
     #[arg(long)]
     check: bool,
     /// Move the Debian pins in deploy/images.lock.json to the newest versions
@@ -117,7 +118,7 @@ impl Images {
         if self.check {
             return match &self.nginx_config_dir {
                 None => check_reproducible_and_budgets(sh),
-                Some(_) => check_reproducible(sh, &root, &nginx_dir),
+                Some(_) => check_reproducible(sh, &root, &nginx_dir, SecondBuild::Fresh),
             };
         }
         if self.host_tools {
