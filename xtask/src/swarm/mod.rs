@@ -10,7 +10,6 @@
 //! stored).
 
 pub mod deploy;
-pub mod e2e;
 pub mod engine;
 pub mod remove;
 pub mod status;

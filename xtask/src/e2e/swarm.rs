@@ -1,14 +1,17 @@
 //! `cargo xtask e2e --swarm`: deploys the stack to Swarm under a unique name
 //! and a free port, runs the Swarm end-to-end tests (`tests/tests/swarm.rs`)
 //! against it, then always removes it and leaves the engine as it found it.
+//! With `--nodes N` the same on a fresh simulated cluster of N engines
+//! (`tests/tests/cluster.rs`), removed afterwards.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use xshell::{cmd, Shell};
 
-use super::engine::{self, SwarmOrigin};
 use crate::docker::deployment::Deployment;
+use crate::swarm::deploy::{self, Target};
+use crate::swarm::engine::{self, SwarmOrigin};
 
 use stack_contract::variables::cluster::{
     NETWORK_VARIABLE as CLUSTER_NETWORK_VARIABLE, STACK_VARIABLE as CLUSTER_STACK_VARIABLE,
@@ -49,17 +52,13 @@ pub fn run_cluster_e2e(sh: &Shell, nodes: u8) -> anyhow::Result<()> {
         "cluster e2e: finished in {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    match (outcome, cleanup) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(error), Ok(())) => Err(error),
-        (Ok(()), Err(error)) => {
-            Err(error.context("the cluster test passed, but cluster down failed"))
-        }
-        (Err(error), Err(cleanup_error)) => {
-            eprintln!("cluster e2e: cluster down failed as well: {cleanup_error:#}");
-            Err(error)
-        }
-    }
+    super::verdict(
+        "cluster e2e",
+        "the cluster test",
+        "cluster down",
+        outcome,
+        cleanup,
+    )
 }
 
 fn deploy_and_test_cluster(sh: &Shell) -> anyhow::Result<()> {
@@ -85,35 +84,45 @@ fn deploy_and_test_on_manager(
     manager: &crate::cluster::Node,
     stack: &str,
 ) -> anyhow::Result<()> {
-    let port = super::DEFAULT_PORT;
+    let port = crate::swarm::DEFAULT_PORT;
     let deploy_started = Instant::now();
-    super::deploy::deploy_and_wait(
-        sh,
-        stack,
-        port,
-        Duration::from_secs(super::deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
-        &super::deploy::Target::Cluster(super::deploy::cluster_engines()),
-    )?;
+    deploy_and_wait(sh, stack, port, &Target::Cluster(deploy::cluster_engines()))?;
     eprintln!(
         "cluster e2e: stack {stack} converged {:.1}s after the deploy started",
         deploy_started.elapsed().as_secs_f64()
     );
-    let url = format!("http://{}:{port}", manager.address());
-    stack_contract::netguard::check_url(&url, &[crate::cluster::SUBNET])
-        .map_err(anyhow::Error::msg)?;
-    let xtask = std::env::current_exe().context("locate the running xtask binary")?;
-    let network = crate::cluster::SUBNET.to_string();
-    cmd!(
+    let url = super::suite_url(manager.address(), port, &[crate::cluster::SUBNET])?;
+    super::run_suite(
         sh,
-        "cargo test --package stack-tests --test cluster -- --ignored --test-threads=1 --nocapture"
+        "cluster",
+        "cluster end-to-end test",
+        vec![
+            (CLUSTER_URL_VARIABLE, url.into()),
+            (CLUSTER_STACK_VARIABLE, stack.into()),
+            (CLUSTER_XTASK_VARIABLE, super::xtask_binary()?.into()),
+            (
+                CLUSTER_NETWORK_VARIABLE,
+                crate::cluster::SUBNET.to_string().into(),
+            ),
+        ],
     )
-    .env(CLUSTER_URL_VARIABLE, &url)
-    .env(CLUSTER_STACK_VARIABLE, stack)
-    .env(CLUSTER_XTASK_VARIABLE, xtask)
-    .env(CLUSTER_NETWORK_VARIABLE, network)
-    .run()
-    .context("the cluster end-to-end test failed (output above)")?;
-    Ok(())
+}
+
+/// Deploys `stack` with the model's defaults to `target` and waits, at most
+/// the deploy command's default time, until it has converged and serves.
+fn deploy_and_wait(
+    sh: &Shell,
+    stack: &str,
+    port: u16,
+    target: &Target,
+) -> anyhow::Result<crate::stack::StackImages> {
+    deploy::deploy_and_wait(
+        sh,
+        stack,
+        port,
+        Duration::from_secs(deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
+        target,
+    )
 }
 
 /// Deploy, test, remove. Returns the tests' verdict after cleanup.
@@ -134,50 +143,37 @@ pub fn run_swarm_e2e(sh: &Shell) -> anyhow::Result<()> {
         "swarm e2e: finished in {:.0}s",
         started.elapsed().as_secs_f64()
     );
-    match (outcome, cleanup) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(error), Ok(())) => Err(error),
-        (Ok(()), Err(error)) => {
-            Err(error.context("the Swarm tests passed, but cleaning up failed"))
-        }
-        (Err(error), Err(cleanup_error)) => {
-            eprintln!("swarm e2e: cleaning up failed as well: {cleanup_error:#}");
-            Err(error)
-        }
-    }
+    super::verdict(
+        "swarm e2e",
+        "the Swarm tests",
+        "cleaning up",
+        outcome,
+        cleanup,
+    )
 }
 
 fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
     let deploy_started = Instant::now();
-    let images = super::deploy::deploy_and_wait(
-        sh,
-        stack,
-        port,
-        Duration::from_secs(super::deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
-        &super::deploy::Target::ThisEngine,
-    )?;
+    let images = deploy_and_wait(sh, stack, port, &Target::ThisEngine)?;
     eprintln!(
         "swarm e2e: stack converged {:.1}s after the deploy started",
         deploy_started.elapsed().as_secs_f64()
     );
-    let url = format!("http://127.0.0.1:{port}");
-    stack_contract::netguard::check_url(&url, &[]).map_err(anyhow::Error::msg)?;
-    // One test at a time: they share one stack, and the counter and rollout
-    // checks would disturb each other. --nocapture shows the measured counts.
-    cmd!(
+    let url = super::suite_url("127.0.0.1", port, &[])?;
+    super::run_suite(
         sh,
-        "cargo test --package stack-tests --test swarm -- --ignored --test-threads=1 --nocapture"
+        "swarm",
+        "Swarm end-to-end tests",
+        vec![
+            (STACK_VARIABLE, stack.into()),
+            (URL_VARIABLE, url.into()),
+            (WEBAPP_IMAGE_VARIABLE, images.webapp.into()),
+        ],
     )
-    .env(STACK_VARIABLE, stack)
-    .env(URL_VARIABLE, &url)
-    .env(WEBAPP_IMAGE_VARIABLE, &images.webapp)
-    .run()
-    .context("the Swarm end-to-end tests failed (output above)")?;
-    Ok(())
 }
 
 fn cleanup(sh: &Shell, stack: &str, origin: SwarmOrigin) -> anyhow::Result<()> {
-    super::SwarmStack::new(stack, 0).remove(sh, true)?;
+    crate::swarm::SwarmStack::new(stack, 0).remove(sh, true)?;
     remove_test_images(sh, stack)?;
     // Leave the engine as it was found: in a swarm only if it was in one.
     if origin == SwarmOrigin::CreatedNow {
@@ -228,7 +224,7 @@ fn remove_test_images(sh: &Shell, stack: &str) -> anyhow::Result<()> {
 
 /// The last log lines of every service, printed when a step failed.
 fn print_service_logs(sh: &Shell, stack: &str) {
-    let Ok(services) = super::stack_services(sh, stack) else {
+    let Ok(services) = crate::swarm::stack_services(sh, stack) else {
         return;
     };
     for service in services {

@@ -1,0 +1,128 @@
+//! `cargo xtask e2e [--compose v1|v2|both]`: builds the images, starts a
+//! fresh Compose stack under a unique project name and a free host port,
+//! runs `tests/tests/compose.rs` against it, and tears it down unless
+//! `--keep`.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use xshell::Shell;
+
+use super::ComposeChoice;
+use crate::compose::{self, ComposeProject, Up};
+use crate::docker::{self, deployment::Deployment};
+
+use stack_contract::variables::{
+    COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
+};
+
+/// Replicas the suite starts with (it checks that all of them serve).
+const E2E_REPLICAS: u32 = 3;
+
+/// The suite under each Compose `choice` names, one after the other.
+pub fn run_compose_e2e(sh: &Shell, choice: ComposeChoice, keep: bool) -> anyhow::Result<()> {
+    let generations: &[&str] = match choice {
+        ComposeChoice::V1 => &["v1"],
+        ComposeChoice::V2 => &["v2"],
+        ComposeChoice::Both => &["v1", "v2"],
+        ComposeChoice::Auto => &["auto"],
+    };
+    let mut timings = Vec::new();
+    for generation in generations {
+        // Every compose command of this run, and those the suite runs
+        // through xtask, use the same Compose.
+        sh.set_var(compose::COMPOSE_VARIABLE, generation);
+        let started = Instant::now();
+        run_with_current_compose(sh, keep)
+            .with_context(|| format!("end-to-end tests with Compose {generation}"))?;
+        timings.push((generation, started.elapsed().as_secs_f64()));
+    }
+    for (generation, seconds) in timings {
+        eprintln!("e2e: Compose {generation}: passed in {seconds:.0}s");
+    }
+    Ok(())
+}
+
+fn run_with_current_compose(sh: &Shell, keep: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    docker::require_docker(sh)?;
+    eprintln!("e2e: building and loading the images");
+    let built = crate::images::ensure_images(sh).context("build and load the images")?;
+    let images = crate::stack::StackImages::from_built(&built)?;
+
+    let project_name = format!("webstack-e2e-{}", docker::unique_suffix());
+    let port = docker::free_host_port()?;
+    let project = ComposeProject::new(sh, &project_name, port)?;
+    eprintln!(
+        "e2e: project {project_name} on host port {port}, Compose {} ({:?})",
+        project.tool.generation(),
+        project.tool.program_and_leading_arguments().0
+    );
+
+    let outcome = start_and_test(sh, &project, images);
+    if outcome.is_err() {
+        eprintln!("e2e: failed; the stack's recent logs follow");
+        let _ = project
+            .command(sh, &["logs", "--no-color", "--tail=60"])
+            .run();
+    }
+    if keep {
+        eprintln!(
+            "e2e: keeping project {project_name}: remove it with `cargo xtask down --volumes -p {project_name}`"
+        );
+        outcome?;
+    } else {
+        eprintln!("e2e: removing project {project_name}");
+        let cleanup = project.remove(sh, true);
+        super::verdict(
+            "e2e",
+            "the end-to-end tests",
+            "removing the project",
+            outcome,
+            cleanup,
+        )?;
+    }
+    eprintln!("e2e: passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn start_and_test(
+    sh: &Shell,
+    project: &ComposeProject,
+    images: crate::stack::StackImages,
+) -> anyhow::Result<()> {
+    Up {
+        replicas: E2E_REPLICAS,
+        port: project.port,
+        project: project.name.clone(),
+        skip_images: true,
+        timeout_secs: docker::HEALTHY_TIMEOUT_SECS,
+        images: Some(images),
+    }
+    .run(sh)
+    .context("start the stack under test")?;
+
+    // What the suite will be told, checked against what Docker reports.
+    let published = project.published_port(sh)?;
+    if published != Some(project.port) {
+        bail!(
+            "project {} publishes the proxy on {published:?}, not on port {}",
+            project.name,
+            project.port
+        );
+    }
+    let url = super::suite_url("127.0.0.1", project.port, &[])?;
+    eprintln!("e2e: running the suite (cargo test -p stack-tests --test compose) against {url}");
+    super::run_suite(
+        sh,
+        "compose",
+        "end-to-end suite",
+        vec![
+            (URL_VARIABLE, url.into()),
+            (PROJECT_VARIABLE, project.name.clone().into()),
+            (PORT_VARIABLE, project.port.to_string().into()),
+            (COMPOSE_FILE_VARIABLE, project.file.clone().into()),
+            (XTASK_VARIABLE, super::xtask_binary()?.into()),
+        ],
+    )
+}
