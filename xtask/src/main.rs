@@ -68,15 +68,8 @@ enum Command {
     /// Deploy, update, inspect or remove the stack on Docker Swarm.
     #[command(subcommand)]
     Swarm(SwarmCommand),
-    // The names before the `swarm` group, kept as aliases for one release.
-    #[command(hide = true)]
+    /// Deploy the stack on Docker Swarm and wait until it is healthy (= swarm deploy).
     SwarmDeploy(swarm::deploy::SwarmDeploy),
-    #[command(hide = true)]
-    SwarmUpdate(swarm::update::SwarmUpdate),
-    #[command(hide = true)]
-    SwarmStatus(swarm::status::SwarmStatus),
-    #[command(hide = true)]
-    SwarmRm(swarm::remove::SwarmRm),
 }
 
 /// The Compose commands. The Compose stack is the default way to run it, so
@@ -126,9 +119,9 @@ fn main() -> anyhow::Result<()> {
         Command::Compose(ComposeCommand::Logs(cmd)) | Command::Logs(cmd) => cmd.run(&sh),
         Command::Compose(ComposeCommand::Scale(cmd)) | Command::Scale(cmd) => cmd.run(&sh),
         Command::Swarm(SwarmCommand::Deploy(cmd)) | Command::SwarmDeploy(cmd) => cmd.run(&sh),
-        Command::Swarm(SwarmCommand::Update(cmd)) | Command::SwarmUpdate(cmd) => cmd.run(&sh),
-        Command::Swarm(SwarmCommand::Status(cmd)) | Command::SwarmStatus(cmd) => cmd.run(&sh),
-        Command::Swarm(SwarmCommand::Rm(cmd)) | Command::SwarmRm(cmd) => cmd.run(&sh),
+        Command::Swarm(SwarmCommand::Update(cmd)) => cmd.run(&sh),
+        Command::Swarm(SwarmCommand::Status(cmd)) => cmd.run(&sh),
+        Command::Swarm(SwarmCommand::Rm(cmd)) => cmd.run(&sh),
     }
 }
 
@@ -151,7 +144,7 @@ mod tests {
     }
 
     #[test]
-    fn commands_take_the_grouped_and_the_short_or_old_names() {
+    fn commands_take_the_grouped_and_the_short_names() {
         for args in [
             &["xtask", "swarm", "deploy", "-p", "demo"][..],
             &["xtask", "swarm-deploy", "--stack", "demo"][..],
@@ -162,6 +155,18 @@ mod tests {
             &["xtask", "compose", "logs", "webapp", "-f"][..],
         ] {
             Cli::try_parse_from(args).unwrap_or_else(|error| panic!("{args:?}: {error}"));
+        }
+    }
+
+    #[test]
+    fn swarm_deploy_is_the_only_short_swarm_command() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("swarm-deploy"), "{help}");
+        for gone in ["swarm-update", "swarm-status", "swarm-rm"] {
+            assert!(
+                Cli::try_parse_from(["xtask", gone]).is_err(),
+                "{gone} still parses"
+            );
         }
     }
 }
