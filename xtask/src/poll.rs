@@ -36,6 +36,25 @@ pub fn until<T, S>(
     }
 }
 
+/// [`until`] for waits whose running out of time is no error (teardown
+/// goes on by force): calls `ready` every `interval` until it answers
+/// true or `timeout` has passed since the first call, and says which.
+pub fn until_true(timeout: Duration, interval: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    until(
+        timeout,
+        interval,
+        || {
+            Ok(if ready() {
+                Look::Ready(())
+            } else {
+                Look::NotYet(())
+            })
+        },
+        |(), waited| anyhow::anyhow!("not ready after {waited:?}"),
+    )
+    .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,6 +114,20 @@ mod tests {
         .expect_err("the look fails");
         assert_eq!(looks, 1);
         assert_eq!(error.to_string(), "engine gone");
+    }
+
+    #[test]
+    fn until_true_says_whether_it_was_reached() {
+        let mut looks = 0;
+        assert!(until_true(Duration::from_secs(5), Duration::ZERO, || {
+            looks += 1;
+            looks == 2
+        }));
+        assert!(!until_true(
+            Duration::from_millis(20),
+            Duration::from_millis(5),
+            || false
+        ));
     }
 
     #[test]

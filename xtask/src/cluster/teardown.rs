@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use super::*;
+use crate::poll;
 
 /// Everything of a cluster found on this machine, named by the prefix.
 #[derive(Debug, Default)]
@@ -167,6 +168,11 @@ pub fn find_leftovers(sh: &Shell) -> anyhow::Result<Leftovers> {
 pub(super) const TASKS_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an engine gets to exit after SIGTERM before it is killed.
 pub(super) const ENGINE_STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long processes naming our directory get to exit after SIGTERM and
+/// two rounds of SIGKILL, two seconds apart.
+const PROCESSES_STOP_TIMEOUT: Duration = Duration::from_secs(6);
+/// How long the processes in our cgroups get after SIGKILL.
+const CGROUP_PROCESSES_STOP_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// Removes everything of the cluster, whatever state it is in. In order:
 /// services (so no container shim outlives its engine), swarm membership,
@@ -231,17 +237,20 @@ fn remove_containers(sh: &Shell, running: &[&Node]) {
     let deadline = Instant::now() + TASKS_STOP_TIMEOUT;
     for node in running {
         let _engine = sh.push_env("DOCKER_HOST", node.docker_host());
-        while Instant::now() < deadline {
-            let containers = cmd!(sh, "docker ps --quiet")
-                .quiet()
-                .ignore_status()
-                .read()
-                .unwrap_or_default();
-            if containers.trim().is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        // What still runs at the deadline is removed by force below.
+        poll::until_true(
+            deadline.saturating_duration_since(Instant::now()),
+            Duration::from_millis(500),
+            || {
+                cmd!(sh, "docker ps --quiet")
+                    .quiet()
+                    .ignore_status()
+                    .read()
+                    .unwrap_or_default()
+                    .trim()
+                    .is_empty()
+            },
+        );
         let leftover = cmd!(sh, "docker ps --all --quiet")
             .quiet()
             .ignore_status()
@@ -276,14 +285,12 @@ fn leave_swarm(sh: &Shell, running: &[&Node]) {
 fn stop_engines(sh: &Shell, nodes: &[Node]) {
     let pids: Vec<u32> = nodes.iter().filter_map(engine_pid).collect();
     signal(sh, "TERM", &pids);
-    let deadline = Instant::now() + ENGINE_STOP_TIMEOUT;
-    while Instant::now() < deadline
-        && pids
+    // An engine still running then is killed with the other processes left.
+    poll::until_true(ENGINE_STOP_TIMEOUT, Duration::from_millis(200), || {
+        !pids
             .iter()
             .any(|pid| Path::new(&format!("/proc/{pid}")).exists())
-    {
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    });
 }
 
 /// Processes that outlive their engine: containerd-shims (dockerd stops
@@ -292,28 +299,32 @@ fn stop_engines(sh: &Shell, nodes: &[Node]) {
 /// the cgroups under the nodes' `--cgroup-parent`. Anything naming our
 /// directory, and every process in our cgroups, is ours.
 fn stop_processes_left(sh: &Shell) {
-    for attempt in 0..3 {
+    // SIGTERM first, SIGKILL at each later look; whatever survives it all
+    // is reported by `find_leftovers`.
+    let mut signal_name = "TERM";
+    poll::until_true(PROCESSES_STOP_TIMEOUT, Duration::from_secs(2), || {
         let remaining: Vec<u32> = our_processes().into_iter().map(|(pid, _)| pid).collect();
-        if remaining.is_empty() {
-            break;
-        }
-        signal(sh, if attempt == 0 { "TERM" } else { "KILL" }, &remaining);
-        std::thread::sleep(Duration::from_secs(2));
-    }
-    for attempt in 0..3 {
-        let in_cgroups = processes_in_cgroups(&our_cgroups());
-        if in_cgroups.is_empty() {
-            break;
-        }
-        if attempt == 0 {
-            eprintln!(
-                "cluster: stopping {} container process(es) whose engine is gone",
-                in_cgroups.len()
-            );
-        }
-        signal(sh, "KILL", &in_cgroups);
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        signal(sh, signal_name, &remaining);
+        signal_name = "KILL";
+        remaining.is_empty()
+    });
+    let mut announced = false;
+    poll::until_true(
+        CGROUP_PROCESSES_STOP_TIMEOUT,
+        Duration::from_millis(500),
+        || {
+            let in_cgroups = processes_in_cgroups(&our_cgroups());
+            if !announced && !in_cgroups.is_empty() {
+                eprintln!(
+                    "cluster: stopping {} container process(es) whose engine is gone",
+                    in_cgroups.len()
+                );
+                announced = true;
+            }
+            signal(sh, "KILL", &in_cgroups);
+            in_cgroups.is_empty()
+        },
+    );
     for cgroup in our_cgroups() {
         // Deepest first; a directory with a live process in it stays, and
         // `find_leftovers` reports it.

@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use xshell::{cmd, Shell};
 
 use super::{default_replicas, ComposeTool, FAILURE_LOG_LINES};
@@ -13,6 +13,7 @@ use crate::docker::deployment::Deployment;
 use crate::docker::{
     self, Condition, Container, Orchestrator, COMPOSE_PROJECT_LABEL, COMPOSE_SERVICE_LABEL,
 };
+use crate::poll::{self, Look};
 use crate::stack::StackImages;
 use crate::stack::{self, PORT_VARIABLE, PROXY, WEBAPP};
 
@@ -328,6 +329,9 @@ pub fn print_container_logs(sh: &Shell, container: &Container) {
     eprintln!("---- end of {} ----", container.short_name());
 }
 
+/// Pause between two looks at the project's containers.
+const HEALTH_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Waits until the project runs exactly `expected` containers per service,
 /// all healthy. Prints one progress line whenever the picture changes; fails,
 /// with the culprit's last log lines, as soon as a container turns unhealthy
@@ -340,65 +344,81 @@ pub fn wait_until_healthy(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_report = String::new();
-    loop {
-        let containers = project_containers(sh, project)?;
-        let mut all_healthy = true;
-        let mut report = Vec::new();
-        for (service, count) in expected {
-            let of_service: Vec<&Container> = containers
-                .iter()
-                .filter(|container| service_of(container) == *service)
-                .collect();
-            let healthy = of_service
-                .iter()
-                .filter(|container| container.condition() == Condition::Healthy)
-                .count();
-            let running = of_service
-                .iter()
-                .filter(|container| container.is_running())
-                .count();
-            all_healthy &= healthy == *count && running == *count;
-            report.push(format!("{service} {healthy}/{count} healthy"));
-            for container in &of_service {
-                if container.is_running() && container.network_settings.networks.is_empty() {
-                    bail!(
-                        "{} ({service}) runs without any network: the engine dropped its network endpoints, which Docker 20.10 does to containers when it leaves a swarm (`docker swarm leave`) while they start; run `cargo xtask down` and `cargo xtask up` again",
-                        container.short_name()
-                    );
-                }
-                let condition = container.condition();
-                // A container scaled away is "exited (0)"-free: Compose removes
-                // it. Any other stopped container of the stack is a failure.
-                if condition.failed() {
-                    print_container_logs(sh, container);
-                    bail!(
-                        "{} ({service}) is {condition}: its last log lines are above; `cargo xtask logs {service}` shows more",
-                        container.short_name()
-                    );
-                }
+    poll::until(
+        timeout,
+        HEALTH_POLL_INTERVAL,
+        || {
+            let containers = project_containers(sh, project)?;
+            let (all_healthy, report) = health_report(sh, &containers, expected)?;
+            if report != last_report {
+                eprintln!("  [{:>3}s] {report}", started.elapsed().as_secs());
+                last_report.clone_from(&report);
             }
-        }
-        let report = report.join(", ");
-        if report != last_report {
-            eprintln!("  [{:>3}s] {report}", started.elapsed().as_secs());
-            last_report = report;
-        }
-        if all_healthy {
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
+            Ok(if all_healthy {
+                Look::Ready(())
+            } else {
+                Look::NotYet((containers, report))
+            })
+        },
+        |(containers, report), _| {
             for container in &containers {
                 if container.condition() != Condition::Healthy {
                     print_container_logs(sh, container);
                 }
             }
-            bail!(
-                "the stack was not healthy after {}s ({last_report}); logs of the containers that were not are above",
+            anyhow!(
+                "the stack was not healthy after {}s ({report}); logs of the containers that were not are above",
                 timeout.as_secs()
-            );
+            )
+        },
+    )
+}
+
+/// Whether every service of `expected` runs its count of containers, all
+/// healthy, and the line that says how many are; fails, with the culprit's
+/// last log lines, when a container has failed or lost its networks.
+fn health_report(
+    sh: &Shell,
+    containers: &[Container],
+    expected: &[(&str, usize)],
+) -> anyhow::Result<(bool, String)> {
+    let mut all_healthy = true;
+    let mut report = Vec::new();
+    for (service, count) in expected {
+        let of_service: Vec<&Container> = containers
+            .iter()
+            .filter(|container| service_of(container) == *service)
+            .collect();
+        let healthy = of_service
+            .iter()
+            .filter(|container| container.condition() == Condition::Healthy)
+            .count();
+        let running = of_service
+            .iter()
+            .filter(|container| container.is_running())
+            .count();
+        all_healthy &= healthy == *count && running == *count;
+        report.push(format!("{service} {healthy}/{count} healthy"));
+        for container in &of_service {
+            if container.is_running() && container.network_settings.networks.is_empty() {
+                bail!(
+                    "{} ({service}) runs without any network: the engine dropped its network endpoints, which Docker 20.10 does to containers when it leaves a swarm (`docker swarm leave`) while they start; run `cargo xtask down` and `cargo xtask up` again",
+                    container.short_name()
+                );
+            }
+            let condition = container.condition();
+            // A container scaled away is "exited (0)"-free: Compose removes
+            // it. Any other stopped container of the stack is a failure.
+            if condition.failed() {
+                print_container_logs(sh, container);
+                bail!(
+                    "{} ({service}) is {condition}: its last log lines are above; `cargo xtask logs {service}` shows more",
+                    container.short_name()
+                );
+            }
         }
-        std::thread::sleep(Duration::from_millis(500));
     }
+    Ok((all_healthy, report.join(", ")))
 }
 
 /// Fails when the host port is taken by something other than this project.

@@ -14,8 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
+use anyhow::anyhow;
 use serde::Deserialize;
+
+use crate::poll::{self, Look};
 
 /// Bounds one probe: a replica answers `/readyz` within about 1 s (its
 /// Redis deadline), and nginx gives up on one after 1.5 s of retries.
@@ -60,6 +62,17 @@ impl ServingProgress {
         }
     }
 
+    /// The probes so far, the replicas that answered ready, and the last
+    /// other answer: what a wait that timed out says it saw.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} probe(s); answered ready: {:?}; last other answer: {}",
+            self.probes,
+            self.answered,
+            self.last_other_answer.as_deref().unwrap_or("none")
+        )
+    }
+
     /// The wanted replicas that have not answered ready yet.
     pub fn missing<'a>(&self, wanted: &'a BTreeSet<String>) -> Vec<&'a str> {
         wanted
@@ -92,44 +105,48 @@ pub fn wait_until_every_replica_serves(
     let url = format!("http://{proxy}/readyz");
     let started = Instant::now();
     let mut progress = ServingProgress::default();
-    loop {
-        let outcome = agent
-            .get(&url)
-            .call()
-            .map_err(|error| error.to_string())
-            .and_then(|mut response| {
-                let status = response.status().as_u16();
-                response
-                    .body_mut()
-                    .read_to_string()
-                    .map(|body| (status, body))
-                    .map_err(|error| error.to_string())
-            });
-        progress.record(outcome);
-        let missing = progress.missing(replicas);
-        if missing.is_empty() {
-            eprintln!(
-                "{} replica(s) answer through the proxy at {proxy} ({} probe(s), {:.1}s)",
-                replicas.len(),
-                progress.probes,
-                started.elapsed().as_secs_f64()
-            );
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            bail!(
-                "replica(s) {} did not answer GET /readyz through the proxy at {proxy} within {}s \
-                 ({} probe(s); answered ready: {:?}; last other answer: {}): the proxy has not found them, \
-                 or they cannot reach Redis",
-                missing.join(", "),
+    let probes = poll::until(
+        timeout,
+        PROBE_INTERVAL,
+        || {
+            progress.record(probe_ready(&agent, &url));
+            let missing = progress.missing(replicas);
+            Ok(if missing.is_empty() {
+                Look::Ready(progress.probes)
+            } else {
+                Look::NotYet((missing.join(", "), progress.describe()))
+            })
+        },
+        |(missing, seen), _| {
+            anyhow!(
+                "replica(s) {missing} did not answer GET /readyz through the proxy at {proxy} within {}s \
+                 ({seen}): the proxy has not found them, or they cannot reach Redis",
                 timeout.as_secs(),
-                progress.probes,
-                progress.answered,
-                progress.last_other_answer.as_deref().unwrap_or("none")
-            );
-        }
-        std::thread::sleep(PROBE_INTERVAL);
-    }
+            )
+        },
+    )?;
+    eprintln!(
+        "{} replica(s) answer through the proxy at {proxy} ({probes} probe(s), {:.1}s)",
+        replicas.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One `GET /readyz`: its status and body, or why there was none.
+fn probe_ready(agent: &ureq::Agent, url: &str) -> Result<(u16, String), String> {
+    agent
+        .get(url)
+        .call()
+        .map_err(|error| error.to_string())
+        .and_then(|mut response| {
+            let status = response.status().as_u16();
+            response
+                .body_mut()
+                .read_to_string()
+                .map(|body| (status, body))
+                .map_err(|error| error.to_string())
+        })
 }
 
 /// The hostname a container's process sees, and so the replica name the

@@ -19,9 +19,10 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use xshell::{cmd, Shell};
 
+use crate::poll::{self, Look};
 use crate::stack::StackImages;
 use stack_contract::netguard::Ipv4Net;
 
@@ -343,6 +344,9 @@ pub fn known_task_ids(sh: &Shell, stack: &str) -> anyhow::Result<BTreeSet<String
 /// instead of watching Swarm restart them until the timeout.
 const FAILED_TASKS_BEFORE_GIVING_UP: usize = 4;
 
+/// Pause between two looks at a stack's tasks.
+const CONVERGE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Waits until every service of `stack` has all its replicas running the
 /// spec's image and healthy, and no rolling update is in progress. Prints
 /// progress as it changes. On timeout, or when tasks keep failing, fails
@@ -355,35 +359,30 @@ pub fn wait_until_converged(
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last_report = String::new();
-    loop {
-        let progress = stack_progress(sh, stack)?;
-        if progress.is_empty() {
-            bail!("stack {stack} has no services: was it removed meanwhile?");
-        }
-        let report = progress
-            .iter()
-            .map(|service| format!("{} {}/{}", service.name, service.ready, service.desired))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if report != last_report {
-            eprintln!("swarm: [{:>3}s] {report}", started.elapsed().as_secs());
-            last_report = report;
-        }
-        if progress.iter().all(ServiceProgress::converged) {
-            return Ok(());
-        }
-        for service in &progress {
-            let failures = new_failed_tasks(sh, &service.name, tasks_before)?;
-            if failures.len() >= FAILED_TASKS_BEFORE_GIVING_UP {
-                print_task_failures(sh, &failures);
-                bail!(
-                    "{} tasks of {} failed since the deploy (errors and logs above); fix the cause and run the command again",
-                    failures.len(),
-                    service.name
-                );
+    poll::until(
+        timeout,
+        CONVERGE_POLL_INTERVAL,
+        || {
+            let progress = stack_progress(sh, stack)?;
+            if progress.is_empty() {
+                bail!("stack {stack} has no services: was it removed meanwhile?");
             }
-        }
-        if started.elapsed() > timeout {
+            let report = progress
+                .iter()
+                .map(|service| format!("{} {}/{}", service.name, service.ready, service.desired))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if report != last_report {
+                eprintln!("swarm: [{:>3}s] {report}", started.elapsed().as_secs());
+                last_report = report;
+            }
+            if progress.iter().all(ServiceProgress::converged) {
+                return Ok(Look::Ready(()));
+            }
+            give_up_on_failing_tasks(sh, &progress, tasks_before)?;
+            Ok(Look::NotYet(progress))
+        },
+        |progress, _| {
             for service in progress.iter().filter(|service| !service.converged()) {
                 eprintln!(
                     "swarm: {} has {}/{} ready: {}",
@@ -392,16 +391,39 @@ pub fn wait_until_converged(
                     service.desired,
                     service.pending.join("; ")
                 );
-                let failures = new_failed_tasks(sh, &service.name, tasks_before)?;
-                print_task_failures(sh, &failures);
+                match new_failed_tasks(sh, &service.name, tasks_before) {
+                    Ok(failures) => print_task_failures(sh, &failures),
+                    Err(error) => return error,
+                }
             }
-            bail!(
+            anyhow!(
                 "stack {stack} did not converge within {}s (details above); `cargo xtask swarm status -p {stack}` shows where it stands",
                 timeout.as_secs()
+            )
+        },
+    )
+}
+
+/// Fails, with their errors and logs, once one service's tasks have failed
+/// [`FAILED_TASKS_BEFORE_GIVING_UP`] times since the deploy: Swarm would
+/// only go on restarting them until the timeout.
+fn give_up_on_failing_tasks(
+    sh: &Shell,
+    progress: &[ServiceProgress],
+    tasks_before: &BTreeSet<String>,
+) -> anyhow::Result<()> {
+    for service in progress {
+        let failures = new_failed_tasks(sh, &service.name, tasks_before)?;
+        if failures.len() >= FAILED_TASKS_BEFORE_GIVING_UP {
+            print_task_failures(sh, &failures);
+            bail!(
+                "{} tasks of {} failed since the deploy (errors and logs above); fix the cause and run the command again",
+                failures.len(),
+                service.name
             );
         }
-        std::thread::sleep(Duration::from_secs(1));
     }
+    Ok(())
 }
 
 /// Tasks of `service` that are not in `before` and ended while Swarm wanted

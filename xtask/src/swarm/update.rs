@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use xshell::Shell;
 
 use super::{engine, UpdateState, UpdateStatus, DEFAULT_PORT, DEFAULT_STACK_NAME};
+use crate::poll::{self, Look};
 use crate::stack::StackImages;
 
 /// Roll the running stack to freshly built images (or a changed stack file)
@@ -160,8 +161,12 @@ struct Rollout {
     rollback_reason: Option<String>,
 }
 
+/// Pause between two looks at the rollouts.
+const ROLLOUT_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Watches all rollouts at once (Swarm runs them in parallel) until each
-/// has reached a final state, printing every state change.
+/// has reached a final state, printing every state change. The timeout
+/// counts from `started`, the deploy.
 fn wait_for_rollouts(
     sh: &Shell,
     rollouts: &mut [Rollout],
@@ -169,67 +174,82 @@ fn wait_for_rollouts(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let mut last_states: BTreeMap<String, UpdateState> = BTreeMap::new();
-    loop {
-        let mut pending = Vec::new();
-        for rollout in rollouts
-            .iter_mut()
-            .filter(|rollout| rollout.outcome.is_none())
-        {
-            let service = &rollout.service;
-            let current = super::inspect_service(sh, service)?.update_status;
-            let new_status = current.filter(|status| {
-                rollout
-                    .previous_status
-                    .as_ref()
-                    .is_none_or(|previous| previous.started_at != status.started_at)
-            });
-            let Some(status) = new_status else {
-                // Some spec changes (labels of the task template, say) do
-                // not replace tasks, so Swarm starts no rollout at all.
-                if started.elapsed() > ROLLOUT_START_GRACE {
-                    eprintln!("swarm: {service}: no task needed replacing");
-                    rollout.outcome = Some(UpdateStatus {
-                        state: UpdateState::Completed,
-                        started_at: None,
-                        completed_at: None,
-                        message: None,
-                    });
-                } else {
-                    pending.push(service.clone());
+    poll::until(
+        timeout.saturating_sub(started.elapsed()),
+        ROLLOUT_POLL_INTERVAL,
+        || {
+            let mut pending = Vec::new();
+            for rollout in rollouts
+                .iter_mut()
+                .filter(|rollout| rollout.outcome.is_none())
+            {
+                if !look_at_rollout(sh, rollout, started, &mut last_states)? {
+                    pending.push(rollout.service.clone());
                 }
-                continue;
-            };
-            if last_states.get(service) != Some(&status.state) {
-                eprintln!(
-                    "swarm: [{:>3}s] {service}: {} ({})",
-                    started.elapsed().as_secs(),
-                    status.state,
-                    status.message.as_deref().unwrap_or("")
-                );
-                last_states.insert(service.clone(), status.state);
             }
-            if status.state.is_rollback() && rollout.rollback_reason.is_none() {
-                rollout.rollback_reason = status
-                    .message
-                    .clone()
-                    .filter(|message| message.contains("rolled back due to"));
-            }
-            if status.state.is_final() {
-                rollout.outcome = Some(status);
+            Ok(if pending.is_empty() {
+                Look::Ready(())
             } else {
-                pending.push(service.clone());
-            }
-        }
-        if pending.is_empty() {
-            return Ok(());
-        }
-        if started.elapsed() > timeout {
-            bail!(
+                Look::NotYet(pending)
+            })
+        },
+        |pending, _| {
+            anyhow!(
                 "the rollout of {} did not finish within {}s; see `cargo xtask swarm status` and `docker service ps <service>`",
                 pending.join(", "),
                 timeout.as_secs()
-            );
+            )
+        },
+    )
+}
+
+/// One look at one rollout: prints its state when it changed, records its
+/// outcome once final, and says whether it has one.
+fn look_at_rollout(
+    sh: &Shell,
+    rollout: &mut Rollout,
+    started: Instant,
+    last_states: &mut BTreeMap<String, UpdateState>,
+) -> anyhow::Result<bool> {
+    let service = &rollout.service;
+    let current = super::inspect_service(sh, service)?.update_status;
+    let new_status = current.filter(|status| {
+        rollout
+            .previous_status
+            .as_ref()
+            .is_none_or(|previous| previous.started_at != status.started_at)
+    });
+    let Some(status) = new_status else {
+        // Some spec changes (labels of the task template, say) do
+        // not replace tasks, so Swarm starts no rollout at all.
+        if started.elapsed() > ROLLOUT_START_GRACE {
+            eprintln!("swarm: {service}: no task needed replacing");
+            rollout.outcome = Some(UpdateStatus {
+                state: UpdateState::Completed,
+                started_at: None,
+                completed_at: None,
+                message: None,
+            });
         }
-        std::thread::sleep(Duration::from_millis(250));
+        return Ok(rollout.outcome.is_some());
+    };
+    if last_states.get(service) != Some(&status.state) {
+        eprintln!(
+            "swarm: [{:>3}s] {service}: {} ({})",
+            started.elapsed().as_secs(),
+            status.state,
+            status.message.as_deref().unwrap_or("")
+        );
+        last_states.insert(service.clone(), status.state);
     }
+    if status.state.is_rollback() && rollout.rollback_reason.is_none() {
+        rollout.rollback_reason = status
+            .message
+            .clone()
+            .filter(|message| message.contains("rolled back due to"));
+    }
+    if status.state.is_final() {
+        rollout.outcome = Some(status);
+    }
+    Ok(rollout.outcome.is_some())
 }
