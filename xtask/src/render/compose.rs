@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use super::yaml::*;
 use super::GENERATED_HEADER;
-use crate::stack::{self, docker_duration, Restart, Stack};
+use crate::stack::{self, Restart, Stack, Tmpfs};
 
 #[derive(Serialize)]
 struct ComposeFile {
@@ -71,107 +71,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
     let services = stack
         .services
         .iter()
-        .map(|service| {
-            // Every field of the model, so that a new one cannot go missing
-            // from this file unnoticed: this does not compile until the
-            // field is rendered below or dropped here with the reason.
-            let stack::Service {
-                name,
-                image,
-                command,
-                environment,
-                networks,
-                published_ports,
-                volumes,
-                secrets,
-                healthcheck,
-                depends_on_healthy,
-                restart,
-                user,
-                read_only_root_filesystem,
-                tmpfs,
-                memory_limit_bytes,
-                cpu_limit_hundredths,
-                pids_limit,
-                open_files_limit,
-                stop_grace_period,
-                sysctls,
-                // The image carries it.
-                stop_signal: _,
-                // `--scale` sets the number of replicas.
-                replicas: _,
-                // Compose gives every replica its own DNS answer anyway.
-                dns_round_robin: _,
-                // Compose does not roll updates, and has one host to place on.
-                update: _,
-                placement: _,
-            } = service;
-            let environment = (!environment.is_empty()).then(|| {
-                Mapping(
-                    environment
-                        .iter()
-                        .map(|(name, value)| (name.to_string(), value.clone()))
-                        .collect(),
-                )
-            });
-            let depends_on = (!depends_on_healthy.is_empty()).then(|| {
-                Mapping(
-                    depends_on_healthy
-                        .iter()
-                        .map(|name| {
-                            (
-                                name.to_string(),
-                                ComposeDependency {
-                                    condition: "service_healthy",
-                                },
-                            )
-                        })
-                        .collect(),
-                )
-            });
-            let compose_service = ComposeService {
-                image: image.reference_with_override(),
-                command: command.clone(),
-                environment,
-                depends_on,
-                networks: networks.clone(),
-                ports: published_ports
-                    .iter()
-                    .map(|port| {
-                        format!(
-                            "${{{}:-{}}}:{}",
-                            port.variable, port.default_host_port, port.container_port
-                        )
-                    })
-                    .collect(),
-                volumes: volumes
-                    .iter()
-                    .map(|mount| format!("{}:{}", mount.volume, mount.target))
-                    .collect(),
-                // Short form: Compose cannot set a file secret's owner or mode
-                // (it is a bind mount), so xtask writes the host file readable
-                // by the non-root user.
-                secrets: secrets.iter().map(|mount| mount.secret).collect(),
-                healthcheck: HealthcheckSection::of(healthcheck),
-                restart: match restart {
-                    Restart::UnlessStopped => "unless-stopped",
-                },
-                user,
-                read_only: *read_only_root_filesystem,
-                tmpfs: tmpfs.iter().map(stack::Tmpfs::compose_spec).collect(),
-                cap_drop: vec!["ALL"],
-                // `=`, not `:`: Docker logs the `:` form as deprecated.
-                security_opt: vec!["no-new-privileges=true"],
-                mem_limit: format!("{}m", memory_limit_bytes / (1024 * 1024)),
-                cpus: f64::from(*cpu_limit_hundredths) / 100.0,
-                pids_limit: *pids_limit,
-                ulimits: UlimitsSection::of(*open_files_limit),
-                stop_grace_period: docker_duration(*stop_grace_period),
-                sysctls: sysctls_section(sysctls),
-                logging: LoggingSection::bounded(),
-            };
-            (name.to_string(), compose_service)
-        })
+        .map(|service| (service.name.to_string(), compose_service(service)))
         .collect();
     let file = ComposeFile {
         services: Mapping(services),
@@ -204,4 +104,127 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
         "{GENERATED_HEADER}{}",
         quote_yaml_1_1_booleans(&yaml)
     ))
+}
+
+/// One service of the Compose file. Long on purpose: the destructuring of
+/// every field of the model and where each one goes stay side by side.
+fn compose_service(service: &stack::Service) -> ComposeService {
+    // Every field of the model, so that a new one cannot go missing
+    // from this file unnoticed: this does not compile until the
+    // field is rendered below or dropped here with the reason.
+    let stack::Service {
+        // The key of the mapping it goes under.
+        name: _,
+        image,
+        command,
+        environment,
+        networks,
+        published_ports,
+        volumes,
+        secrets,
+        healthcheck,
+        depends_on_healthy,
+        restart,
+        user,
+        read_only_root_filesystem,
+        tmpfs,
+        memory_limit_bytes,
+        cpu_limit_hundredths,
+        pids_limit,
+        open_files_limit,
+        stop_grace_period,
+        sysctls,
+        // The image carries it.
+        stop_signal: _,
+        // `--scale` sets the number of replicas.
+        replicas: _,
+        // Compose gives every replica its own DNS answer anyway.
+        dns_round_robin: _,
+        // Compose does not roll updates, and has one host to place on.
+        update: _,
+        placement: _,
+    } = service;
+    let environment = (!environment.is_empty()).then(|| {
+        Mapping(
+            environment
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.clone()))
+                .collect(),
+        )
+    });
+    let depends_on = (!depends_on_healthy.is_empty()).then(|| {
+        Mapping(
+            depends_on_healthy
+                .iter()
+                .map(|name| {
+                    (
+                        name.to_string(),
+                        ComposeDependency {
+                            condition: "service_healthy",
+                        },
+                    )
+                })
+                .collect(),
+        )
+    });
+    ComposeService {
+        image: image.reference_with_override(),
+        command: command.clone(),
+        environment,
+        depends_on,
+        networks: networks.clone(),
+        ports: published_ports
+            .iter()
+            .map(|port| {
+                format!(
+                    "${{{}:-{}}}:{}",
+                    port.variable, port.default_host_port, port.container_port
+                )
+            })
+            .collect(),
+        volumes: volumes
+            .iter()
+            .map(|mount| format!("{}:{}", mount.volume, mount.target))
+            .collect(),
+        // Short form: Compose cannot set a file secret's owner or mode
+        // (it is a bind mount), so xtask writes the host file readable
+        // by the non-root user.
+        secrets: secrets.iter().map(|mount| mount.secret).collect(),
+        healthcheck: HealthcheckSection::of(healthcheck),
+        restart: match restart {
+            Restart::UnlessStopped => "unless-stopped",
+        },
+        user,
+        read_only: *read_only_root_filesystem,
+        tmpfs: tmpfs.iter().map(tmpfs_spec).collect(),
+        cap_drop: vec!["ALL"],
+        // `=`, not `:`: Docker logs the `:` form as deprecated.
+        security_opt: vec!["no-new-privileges=true"],
+        mem_limit: format!("{}m", memory_limit_bytes / (1024 * 1024)),
+        cpus: f64::from(*cpu_limit_hundredths) / 100.0,
+        pids_limit: *pids_limit,
+        ulimits: UlimitsSection::of(*open_files_limit),
+        stop_grace_period: docker_duration(*stop_grace_period),
+        sysctls: sysctls_section(sysctls),
+        logging: LoggingSection::bounded(),
+    }
+}
+
+/// Compose's short tmpfs syntax: `/tmp:size=16m,mode=1777`.
+fn tmpfs_spec(tmpfs: &Tmpfs) -> String {
+    format!("{}:size={}m,mode=1777", tmpfs.target, tmpfs.size_mib)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tmpfs_mounts_render_in_compose_syntax() {
+        let tmp = Tmpfs {
+            target: "/tmp",
+            size_mib: 16,
+        };
+        assert_eq!(tmpfs_spec(&tmp), "/tmp:size=16m,mode=1777");
+    }
 }

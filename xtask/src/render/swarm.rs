@@ -16,11 +16,11 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::yaml::{
-    file_secrets, named_volumes, quote_yaml_1_1_booleans, sysctls_section, Empty, FileSecret,
-    HealthcheckSection, LoggingSection, Mapping, UlimitsSection,
+    docker_duration, file_secrets, named_volumes, quote_yaml_1_1_booleans, sysctls_section, Empty,
+    FileSecret, HealthcheckSection, LoggingSection, Mapping, UlimitsSection,
 };
 use super::GENERATED_HEADER;
-use crate::stack::{docker_duration, Placement, Restart, Service, Stack, DB_NODE_LABEL};
+use crate::stack::{Placement, Restart, Service, Stack, DB_NODE_LABEL};
 
 /// How the proxy publishes its port. `host` binds the port on the node
 /// running the proxy task, without Swarm's ingress routing mesh: the mesh
@@ -249,6 +249,8 @@ pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
     ))
 }
 
+/// One service of the stack file. Long on purpose: the destructuring of
+/// every field of the model and where each one goes stay side by side.
 fn stack_service(service: &Service) -> StackService {
     // Every field of the model, so that a new one cannot go missing from
     // this file unnoticed: this does not compile until the field is rendered

@@ -4,7 +4,14 @@
 
 use serde::Serialize;
 
-use crate::stack::{self, docker_duration, Stack};
+use std::time::Duration;
+
+use crate::stack::{self, Stack};
+
+/// Docker's duration syntax, in whole seconds ("15s").
+pub fn docker_duration(duration: Duration) -> String {
+    format!("{}s", duration.as_secs())
+}
 
 /// An ordered YAML mapping: keys come out in the order the stack lists them
 /// (services in start order), not sorted, so the files read top-down.

@@ -1,0 +1,178 @@
+//! The three services of the stack: what each runs, and where it differs
+//! from [`Service::hardened`].
+
+use std::time::Duration;
+
+use super::*;
+
+/// Redis, with its append-only file on the `db-data` volume, on the
+/// backend network only, pinned to the node that holds the volume.
+pub(super) fn db() -> Service {
+    Service {
+        command: [
+            // requirepass, from the secret (see REDIS_CONFIG_SECRET).
+            "--include",
+            "/run/secrets/redis_config",
+            // Every write goes to the append-only file, fsynced each second;
+            // no RDB snapshots besides it.
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--save",
+            "",
+            "--dir",
+            "/data",
+            // Below the container's memory limit, so Redis is never
+            // OOM-killed. At the limit it evicts only keys with a TTL: cache
+            // entries always have one, the counters never, so a full cache
+            // gives way and the counter keeps counting.
+            "--maxmemory",
+            "192mb",
+            "--maxmemory-policy",
+            "volatile-lru",
+        ]
+        .iter()
+        .map(|argument| argument.to_string())
+        .collect(),
+        networks: vec![BACKEND],
+        volumes: vec![VolumeMount {
+            volume: DB_DATA_VOLUME,
+            target: "/data",
+        }],
+        secrets: vec![SecretMount::for_nonroot(REDIS_CONFIG_SECRET)],
+        // The webapp reaches `db` by name; on Swarm a virtual IP would need
+        // IPVS in the kernel, which not every host has, so the name resolves
+        // to the task's own address instead.
+        dns_round_robin: true,
+        placement: Placement::LabelledDbNode,
+        memory_limit_bytes: 256 * MIB,
+        ..Service::hardened(
+            DB,
+            Image {
+                repository: "webstack/db",
+                variable: "WEBSTACK_DB_IMAGE",
+            },
+            // redis-cli exits 0 once a Redis server answered, whatever it
+            // answered (here NOAUTH, since the check has no password), and 1
+            // when nothing listens: the exit code proves liveness without
+            // handing the password to the healthcheck (it would show up in
+            // `docker inspect`).
+            &["/usr/bin/redis-cli", "ping"],
+        )
+    }
+}
+
+/// The axum web app: three replicas on the frontend and backend
+/// networks, rolled one at a time, drained before they stop.
+pub(super) fn webapp() -> Service {
+    Service {
+        environment: vec![
+            ("WEBAPP_PORT", WEBAPP_PORT.to_string()),
+            ("REDIS_URL", format!("redis://{DB}:6379")),
+            (
+                "REDIS_PASSWORD_FILE",
+                format!("/run/secrets/{REDIS_PASSWORD_SECRET}"),
+            ),
+            ("LOG_FORMAT", "json".to_string()),
+            (
+                "WEBAPP_SHUTDOWN_GRACE_SECS",
+                WEBAPP_SHUTDOWN_GRACE_SECS.to_string(),
+            ),
+            (
+                "WEBAPP_LAME_DUCK_MS",
+                WEBAPP_LAME_DUCK.as_millis().to_string(),
+            ),
+        ],
+        networks: vec![FRONTEND, BACKEND],
+        secrets: vec![SecretMount::for_nonroot(REDIS_PASSWORD_SECRET)],
+        depends_on_healthy: vec![DB],
+        replicas: 3,
+        dns_round_robin: true,
+        update: Some(RollingUpdate {
+            parallelism: 1,
+            start_first: true,
+            monitor: Duration::from_secs(15),
+            rollback_on_failure: true,
+            // One of three replicas.
+            max_failure_ratio: 0.34,
+        }),
+        memory_limit_bytes: 128 * MIB,
+        pids_limit: 128,
+        // Lame duck, then the drain, then 5 s to spare.
+        stop_grace_period: WEBAPP_LAME_DUCK + Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        ..Service::hardened(
+            WEBAPP,
+            Image {
+                repository: "webstack/webapp",
+                variable: "WEBSTACK_WEBAPP_IMAGE",
+            },
+            &["/usr/local/bin/webapp", "healthcheck"],
+        )
+    }
+}
+
+/// The two nginx behind proxy-init: the only service that publishes a
+/// port, on the edge and frontend networks.
+pub(super) fn proxy() -> Service {
+    Service {
+        environment: vec![
+            // Where the replicas are: Docker's DNS answers one address each.
+            ("PROXY_UPSTREAM", format!("{WEBAPP}:{WEBAPP_PORT}")),
+            (
+                "PROXY_RESOLVE_INTERVAL_MS",
+                PROXY_RESOLVE_INTERVAL.as_millis().to_string(),
+            ),
+        ],
+        networks: vec![EDGE, FRONTEND],
+        published_ports: vec![PublishedPort {
+            variable: PORT_VARIABLE,
+            default_host_port: DEFAULT_HOST_PORT,
+            container_port: 80,
+        }],
+        depends_on_healthy: vec![WEBAPP],
+        placement: Placement::Manager,
+        // nginx's pid file and temp paths (see nginx/nginx.conf).
+        tmpfs: vec![Tmpfs {
+            target: "/tmp",
+            size_mib: 16,
+        }],
+        // Thousands of slow clients: each connection is a file of a front
+        // nginx worker, and one more while its request goes to the back
+        // nginx. The front's worker_rlimit_nofile (nginx/nginx.conf) is this
+        // number; engines differ in their default (1024 soft with some).
+        open_files_limit: Some(PROXY_OPEN_FILES_LIMIT),
+        // Room for every connection the front nginx accepts (4,096 for each
+        // of its 2 workers): a slow client's connection costs about 9 KiB
+        // (measured with 3,000 trickling headers: docs/hardening.md), so
+        // the workers run short of connections, which nginx handles by
+        // closing idle ones, before the container runs short of memory,
+        // which the kernel handles by killing a worker.
+        memory_limit_bytes: 128 * MIB,
+        // proxy-init drains both nginx on SIGQUIT (the image's stop signal);
+        // a request may wait up to about 2 s for the webapp.
+        stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM;
+        // proxy-init passes it on, to the front nginx first.
+        stop_signal: "SIGQUIT",
+        // nginx keeps its connections to the replicas (nginx/back.conf), but
+        // each reload of the back nginx opens them anew. When it opened one
+        // per request (before keep-alive), a few seconds of load used up the
+        // ~28k local ports per replica with TIME_WAIT sockets and throughput
+        // collapsed (measured: from 3,500 to 310 requests/s on the second 8 s
+        // oha run); reusing TIME_WAIT ports and a wider port range keep any
+        // burst of new connections from doing that again.
+        sysctls: vec![
+            ("net.ipv4.tcp_tw_reuse", "1"),
+            ("net.ipv4.ip_local_port_range", "1024 65535"),
+        ],
+        ..Service::hardened(
+            PROXY,
+            Image {
+                repository: "webstack/proxy",
+                variable: "WEBSTACK_PROXY_IMAGE",
+            },
+            &["/usr/local/bin/httpcheck", "http://127.0.0.1/nginx/health"],
+        )
+    }
+}
