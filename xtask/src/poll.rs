@@ -36,6 +36,36 @@ pub fn until<T, S>(
     }
 }
 
+/// The progress lines of one wait: a line is printed, after `prefix` and
+/// the seconds since the wait began, only when it differs from the last.
+pub struct Progress {
+    prefix: &'static str,
+    started: Instant,
+    last: String,
+}
+
+impl Progress {
+    pub fn new(prefix: &'static str) -> Progress {
+        Progress {
+            prefix,
+            started: Instant::now(),
+            last: String::new(),
+        }
+    }
+
+    /// Prints `line` unless it is the one printed last.
+    pub fn show(&mut self, line: &str) {
+        if line != self.last {
+            eprintln!(
+                "{}[{:>3}s] {line}",
+                self.prefix,
+                self.started.elapsed().as_secs()
+            );
+            line.clone_into(&mut self.last);
+        }
+    }
+}
+
 /// [`until`] for waits whose running out of time is no error (teardown
 /// goes on by force): calls `ready` every `interval` until it answers
 /// true or `timeout` has passed since the first call, and says which.

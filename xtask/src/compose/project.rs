@@ -342,18 +342,14 @@ pub fn wait_until_healthy(
     expected: &[(&str, usize)],
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut last_report = String::new();
+    let mut shown = poll::Progress::new("  ");
     poll::until(
         timeout,
         HEALTH_POLL_INTERVAL,
         || {
             let containers = project_containers(sh, project)?;
             let (all_healthy, report) = health_report(sh, &containers, expected)?;
-            if report != last_report {
-                eprintln!("  [{:>3}s] {report}", started.elapsed().as_secs());
-                last_report.clone_from(&report);
-            }
+            shown.show(&report);
             Ok(if all_healthy {
                 Look::Ready(())
             } else {

@@ -4,11 +4,13 @@
 //! The subcommands (`swarm deploy`, `swarm update`, `swarm status`,
 //! `swarm rm`) and `cargo xtask e2e --swarm` share what is here: probing the
 //! engine, creating a single-node swarm when there is none, deploying with
-//! content-derived image tags, and deciding when a stack has converged by
+//! content-derived image tags, and deciding when a stack has converged
+//! (`converge.rs`) by
 //! looking at every task and container ourselves rather than trusting
 //! `docker stack deploy`'s exit code (it returns as soon as the specs are
 //! stored).
 
+pub mod converge;
 pub mod deploy;
 pub mod engine;
 pub mod remove;
@@ -19,10 +21,9 @@ use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use crate::poll::{self, Look};
 use crate::stack::StackImages;
 use stack_contract::netguard::Ipv4Net;
 
@@ -34,8 +35,9 @@ pub const DEFAULT_PORT: u16 = crate::stack::DEFAULT_HOST_PORT;
 
 use crate::docker::deployment::Deployment;
 pub use crate::docker::STACK_NAMESPACE_LABEL;
-use crate::docker::{without_digest, Container, Orchestrator, SWARM_SERVICE_LABEL};
-pub use crate::docker::{Condition, Service, Task, TaskState, UpdateState, UpdateStatus};
+use crate::docker::{Container, Orchestrator, SWARM_SERVICE_LABEL};
+pub use crate::docker::{Service, Task, TaskState, UpdateState, UpdateStatus};
+use converge::{known_task_ids, wait_until_converged};
 
 /// Makes sure the checked-in stack file is the rendered one and the secret
 /// files it names exist (the same `.secrets/` files Compose uses).
@@ -174,7 +176,7 @@ impl Deployment for SwarmStack {
 
 /// `docker stack deploy`s the checked-in stack file as `stack`, with the
 /// given images and host port. Returns once the specs are stored; use
-/// [`wait_until_converged`] to wait for the tasks.
+/// [`converge::wait_until_converged`] to wait for the tasks.
 pub fn deploy_stack(
     sh: &Shell,
     stack: &str,
@@ -247,295 +249,4 @@ pub use crate::docker::{service_tasks, stack_services};
 /// One service, fully inspected.
 pub fn inspect_service(sh: &Shell, service: &str) -> anyhow::Result<Service> {
     crate::docker::service(sh, service)
-}
-
-/// How far one service is from what its spec asks for.
-#[derive(Debug)]
-pub struct ServiceProgress {
-    pub name: String,
-    pub desired: u64,
-    /// Tasks that run the spec's image, are running and (where Docker can
-    /// tell) healthy.
-    pub ready: u64,
-    /// Tasks meant to run that do not (yet): starting, unhealthy, old image.
-    pub pending: Vec<String>,
-    pub update_status: Option<UpdateStatus>,
-}
-
-impl ServiceProgress {
-    pub fn converged(&self) -> bool {
-        let rollout_finished = self
-            .update_status
-            .as_ref()
-            .is_none_or(|status| status.state.is_final());
-        self.ready == self.desired && self.pending.is_empty() && rollout_finished
-    }
-}
-
-/// Looks at every task of every service of `stack`.
-pub fn stack_progress(sh: &Shell, stack: &str) -> anyhow::Result<Vec<ServiceProgress>> {
-    stack_services(sh, stack)?
-        .iter()
-        .map(|service| service_progress(sh, service))
-        .collect()
-}
-
-/// Looks at every task of one inspected service.
-pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<ServiceProgress> {
-    let spec_image = &service.spec.task_template.container_spec.image;
-    let mut ready = 0;
-    let mut pending = Vec::new();
-    for task in service_tasks(sh, &service.spec.name)? {
-        if task.desired_state != TaskState::Running {
-            continue;
-        }
-        let slot = task
-            .slot
-            .map_or_else(String::new, |slot| format!(".{slot}"));
-        let label = format!("{}{slot}", service.spec.name);
-        if task.status.state != TaskState::Running {
-            pending.push(format!("{label}: {}", task.status.state));
-            continue;
-        }
-        // Compare the image *name* as deployed; Swarm may append a digest.
-        if !same_image_reference(&task.spec.container_spec.image, spec_image) {
-            pending.push(format!(
-                "{label}: still on {}",
-                task.spec.container_spec.image
-            ));
-            continue;
-        }
-        // A container on another node of the swarm cannot be inspected
-        // from here: its task's running state is all there is to know.
-        let container = task
-            .container_id()
-            .and_then(|id| crate::docker::local_container(sh, id));
-        match container.map(|container| container.condition()) {
-            None | Some(Condition::Healthy | Condition::Running) => ready += 1,
-            Some(other) => pending.push(format!("{label}: {other}")),
-        }
-    }
-    Ok(ServiceProgress {
-        name: service.spec.name.clone(),
-        desired: service.desired_replicas(),
-        ready,
-        pending,
-        update_status: service.update_status.clone(),
-    })
-}
-
-fn same_image_reference(task_image: &str, spec_image: &str) -> bool {
-    without_digest(task_image) == without_digest(spec_image)
-}
-
-/// The task ids of a stack right now, so that later failures can be told
-/// apart from old ones without comparing clocks.
-pub fn known_task_ids(sh: &Shell, stack: &str) -> anyhow::Result<BTreeSet<String>> {
-    let mut ids = BTreeSet::new();
-    for service in stack_services(sh, stack)? {
-        for task in service_tasks(sh, &service.spec.name)? {
-            ids.insert(task.id);
-        }
-    }
-    Ok(ids)
-}
-
-/// How many times a service's tasks may fail before a wait gives up early
-/// instead of watching Swarm restart them until the timeout.
-const FAILED_TASKS_BEFORE_GIVING_UP: usize = 4;
-
-/// Pause between two looks at a stack's tasks.
-const CONVERGE_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Waits until every service of `stack` has all its replicas running the
-/// spec's image and healthy, and no rolling update is in progress. Prints
-/// progress as it changes. On timeout, or when tasks keep failing, fails
-/// with each failing task's error and last log lines.
-pub fn wait_until_converged(
-    sh: &Shell,
-    stack: &str,
-    tasks_before: &BTreeSet<String>,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut last_report = String::new();
-    poll::until(
-        timeout,
-        CONVERGE_POLL_INTERVAL,
-        || {
-            let progress = stack_progress(sh, stack)?;
-            if progress.is_empty() {
-                bail!("stack {stack} has no services: was it removed meanwhile?");
-            }
-            let report = progress
-                .iter()
-                .map(|service| format!("{} {}/{}", service.name, service.ready, service.desired))
-                .collect::<Vec<_>>()
-                .join(", ");
-            if report != last_report {
-                eprintln!("swarm: [{:>3}s] {report}", started.elapsed().as_secs());
-                last_report = report;
-            }
-            if progress.iter().all(ServiceProgress::converged) {
-                return Ok(Look::Ready(()));
-            }
-            give_up_on_failing_tasks(sh, &progress, tasks_before)?;
-            Ok(Look::NotYet(progress))
-        },
-        |progress, _| {
-            for service in progress.iter().filter(|service| !service.converged()) {
-                eprintln!(
-                    "swarm: {} has {}/{} ready: {}",
-                    service.name,
-                    service.ready,
-                    service.desired,
-                    service.pending.join("; ")
-                );
-                match new_failed_tasks(sh, &service.name, tasks_before) {
-                    Ok(failures) => print_task_failures(sh, &failures),
-                    Err(error) => return error,
-                }
-            }
-            anyhow!(
-                "stack {stack} did not converge within {}s (details above); `cargo xtask swarm status -p {stack}` shows where it stands",
-                timeout.as_secs()
-            )
-        },
-    )
-}
-
-/// Fails, with their errors and logs, once one service's tasks have failed
-/// [`FAILED_TASKS_BEFORE_GIVING_UP`] times since the deploy: Swarm would
-/// only go on restarting them until the timeout.
-fn give_up_on_failing_tasks(
-    sh: &Shell,
-    progress: &[ServiceProgress],
-    tasks_before: &BTreeSet<String>,
-) -> anyhow::Result<()> {
-    for service in progress {
-        let failures = new_failed_tasks(sh, &service.name, tasks_before)?;
-        if failures.len() >= FAILED_TASKS_BEFORE_GIVING_UP {
-            print_task_failures(sh, &failures);
-            bail!(
-                "{} tasks of {} failed since the deploy (errors and logs above); fix the cause and run the command again",
-                failures.len(),
-                service.name
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Tasks of `service` that are not in `before` and ended while Swarm wanted
-/// them running: failed, rejected, or "complete" (exited 0, which is what a
-/// webapp stopped for being unhealthy does: it shuts down gracefully).
-pub fn new_failed_tasks(
-    sh: &Shell,
-    service: &str,
-    before: &BTreeSet<String>,
-) -> anyhow::Result<Vec<Task>> {
-    Ok(service_tasks(sh, service)?
-        .into_iter()
-        .filter(|task| !before.contains(&task.id))
-        .filter(Task::ended_unexpectedly)
-        .collect())
-}
-
-/// How many log lines of a failed task to show.
-const FAILED_TASK_LOG_LINES: &str = "20";
-
-/// Prints, for each task, its error and its last log lines: what someone
-/// needs to see to fix a failed deploy or rollout.
-pub fn print_task_failures(sh: &Shell, tasks: &[Task]) {
-    for task in tasks {
-        let exit_code = task
-            .status
-            .container_status
-            .as_ref()
-            .and_then(|status| status.exit_code)
-            .map_or_else(String::new, |code| format!(", exit code {code}"));
-        eprintln!(
-            "swarm: task {} ({}) {}{exit_code}: {}",
-            task.id,
-            task.spec.container_spec.image,
-            task.status.state,
-            task.error_text()
-        );
-        // Why Docker stopped it, when the container is on this node: the
-        // last healthcheck runs say what the check saw.
-        let container = task
-            .container_id()
-            .and_then(|id| crate::docker::local_container(sh, id));
-        if let Some(health) = container.and_then(|container| container.state.health) {
-            {
-                eprintln!("swarm:   health: {}", health.status);
-                let checks = &health.log;
-                for check in checks.iter().rev().take(3).rev() {
-                    eprintln!(
-                        "swarm:   healthcheck exit {}: {}",
-                        check.exit_code,
-                        check.output.trim()
-                    );
-                }
-            }
-        }
-        let task_id = &task.id;
-        // `docker service logs` takes a task id and works on any node of the
-        // swarm, unlike `docker logs`.
-        let logs = cmd!(
-            sh,
-            "docker service logs --raw --no-trunc --tail {FAILED_TASK_LOG_LINES} {task_id}"
-        )
-        .quiet()
-        .ignore_status()
-        .output();
-        match logs {
-            Ok(output) => {
-                let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-                text.push_str(&String::from_utf8_lossy(&output.stderr));
-                if text.trim().is_empty() {
-                    eprintln!("swarm:   (the task logged nothing)");
-                }
-                for line in text.lines() {
-                    eprintln!("swarm:   | {line}");
-                }
-            }
-            Err(error) => eprintln!("swarm:   (could not read its logs: {error})"),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(state: UpdateState) -> UpdateStatus {
-        UpdateStatus {
-            state,
-            started_at: None,
-            completed_at: None,
-            message: None,
-        }
-    }
-
-    fn progress(ready: u64, pending: &[&str], update: Option<UpdateState>) -> ServiceProgress {
-        ServiceProgress {
-            name: String::from("demo_webapp"),
-            desired: 3,
-            ready,
-            pending: pending.iter().map(|task| task.to_string()).collect(),
-            update_status: update.map(status),
-        }
-    }
-
-    #[test]
-    fn a_service_converged_when_every_replica_is_ready_and_no_rollout_runs() {
-        assert!(progress(3, &[], None).converged());
-        assert!(progress(3, &[], Some(UpdateState::Completed)).converged());
-        assert!(progress(3, &[], Some(UpdateState::RollbackCompleted)).converged());
-        assert!(!progress(3, &[], Some(UpdateState::Updating)).converged());
-        assert!(!progress(3, &[], Some(UpdateState::RollbackStarted)).converged());
-        assert!(!progress(2, &[], None).converged());
-        assert!(!progress(3, &["demo_webapp.2: starting"], None).converged());
-    }
 }

@@ -45,37 +45,7 @@ impl SwarmStatus {
             println!("No stack named {stack}.");
             return Ok(());
         }
-        println!();
-        println!(
-            "{:<32} {:>7}  {:<10} {:<40} LAST UPDATE",
-            "SERVICE", "READY", "CONVERGED", "IMAGE"
-        );
-        // Each row from one inspection of its service: a service that
-        // appears or goes meanwhile cannot shift the rows.
-        for service in &services {
-            let progress = super::service_progress(sh, service)?;
-            let update = service
-                .update_status
-                .as_ref()
-                .map_or_else(String::new, |status| {
-                    format!(
-                        "{} ({})",
-                        status.state,
-                        status.message.as_deref().unwrap_or("")
-                    )
-                });
-            println!(
-                "{:<32} {:>7}  {:<10} {:<40} {}",
-                service.spec.name,
-                format!("{}/{}", progress.ready, progress.desired),
-                if progress.converged() { "yes" } else { "no" },
-                service.spec.task_template.container_spec.image,
-                update
-            );
-            for pending in &progress.pending {
-                println!("    not ready: {pending}");
-            }
-        }
+        print_services(sh, &services)?;
         println!();
         // The tasks meant to run, with node and error columns, as Docker
         // prints them.
@@ -98,4 +68,41 @@ impl SwarmStatus {
         }
         Ok(())
     }
+}
+
+/// One row per service (ready, converged, image, last update), and the
+/// tasks that are not ready under it.
+fn print_services(sh: &Shell, services: &[super::Service]) -> anyhow::Result<()> {
+    println!();
+    println!(
+        "{:<32} {:>7}  {:<10} {:<40} LAST UPDATE",
+        "SERVICE", "READY", "CONVERGED", "IMAGE"
+    );
+    // Each row from one inspection of its service: a service that
+    // appears or goes meanwhile cannot shift the rows.
+    for service in services {
+        let progress = super::converge::service_progress(sh, service)?;
+        let update = service
+            .update_status
+            .as_ref()
+            .map_or_else(String::new, |status| {
+                format!(
+                    "{} ({})",
+                    status.state,
+                    status.message.as_deref().unwrap_or("")
+                )
+            });
+        println!(
+            "{:<32} {:>7}  {:<10} {:<40} {}",
+            service.spec.name,
+            format!("{}/{}", progress.ready, progress.desired),
+            if progress.converged() { "yes" } else { "no" },
+            service.spec.task_template.container_spec.image,
+            update
+        );
+        for pending in &progress.pending {
+            println!("    not ready: {pending}");
+        }
+    }
+    Ok(())
 }

@@ -2,7 +2,7 @@
 //! or a changed stack file, and wait until the rolling update has finished or
 //! Swarm has rolled it back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -47,7 +47,7 @@ impl SwarmUpdate {
             .iter()
             .find_map(super::Service::published_host_port)
             .unwrap_or(DEFAULT_PORT);
-        let before: BTreeMap<String, (serde_json::Value, Option<UpdateStatus>)> = services
+        let before: Before = services
             .iter()
             .map(|service| {
                 (
@@ -64,61 +64,15 @@ impl SwarmUpdate {
         if let Some(webapp_image) = &self.webapp_image {
             images.webapp = webapp_image.clone();
         }
-        let tasks_before = super::known_task_ids(sh, stack)?;
+        let tasks_before = super::converge::known_task_ids(sh, stack)?;
         let started = Instant::now();
         super::deploy_stack(sh, stack, port, Some(&images))?;
 
         let timeout = Duration::from_secs(self.timeout_secs);
-        let mut rolling = Vec::new();
-        for service in super::stack_services(sh, stack)? {
-            let name = service.spec.name.clone();
-            let Some((template_before, status_before)) = before.get(&name) else {
-                eprintln!("swarm: {name} is new");
-                continue;
-            };
-            if *template_before == task_template_json(&service) {
-                eprintln!("swarm: {name} unchanged");
-                continue;
-            }
-            eprintln!(
-                "swarm: {name} rolling to {}",
-                service.spec.task_template.container_spec.image
-            );
-            rolling.push(Rollout {
-                service: name,
-                previous_status: status_before.clone(),
-                outcome: None,
-                rollback_reason: None,
-            });
-        }
+        let mut rolling = rollouts(&super::stack_services(sh, stack)?, &before);
         wait_for_rollouts(sh, &mut rolling, started, timeout)?;
-        let mut rolled_back = Vec::new();
-        for rollout in &rolling {
-            let Some(outcome) = &rollout.outcome else {
-                continue;
-            };
-            let name = &rollout.service;
-            if outcome.state == UpdateState::Completed {
-                continue;
-            }
-            // Swarm says which task made it roll back only while the
-            // rollback runs ("update rolled back due to failure or early
-            // termination of task …"); afterwards the message is just
-            // "rollback completed".
-            let reason = rollout
-                .rollback_reason
-                .clone()
-                .or_else(|| outcome.message.clone())
-                .unwrap_or_else(|| outcome.state.to_string());
-            eprintln!(
-                "swarm: {name} did not roll out ({}): {reason}",
-                outcome.state
-            );
-            let failures = super::new_failed_tasks(sh, name, &tasks_before)?;
-            super::print_task_failures(sh, &failures);
-            rolled_back.push(format!("{name}: {reason}"));
-        }
-        super::wait_until_converged(sh, stack, &tasks_before, timeout)?;
+        let rolled_back = report_rollbacks(sh, &rolling, &tasks_before)?;
+        super::converge::wait_until_converged(sh, stack, &tasks_before, timeout)?;
         if !rolled_back.is_empty() {
             bail!(
                 "the update was rolled back ({}); the stack still runs the previous version. \
@@ -129,6 +83,74 @@ impl SwarmUpdate {
         eprintln!("swarm: stack {stack} is up to date: http://localhost:{port}/");
         Ok(())
     }
+}
+
+/// What each service was before the deploy: its task template and its
+/// update status.
+type Before = BTreeMap<String, (serde_json::Value, Option<UpdateStatus>)>;
+
+/// The services whose task template the deploy changed, each a rollout to
+/// watch; prints what became of every other one.
+fn rollouts(services: &[super::Service], before: &Before) -> Vec<Rollout> {
+    let mut rolling = Vec::new();
+    for service in services {
+        let name = service.spec.name.clone();
+        let Some((template_before, status_before)) = before.get(&name) else {
+            eprintln!("swarm: {name} is new");
+            continue;
+        };
+        if *template_before == task_template_json(service) {
+            eprintln!("swarm: {name} unchanged");
+            continue;
+        }
+        eprintln!(
+            "swarm: {name} rolling to {}",
+            service.spec.task_template.container_spec.image
+        );
+        rolling.push(Rollout {
+            service: name,
+            previous_status: status_before.clone(),
+            outcome: None,
+            rollback_reason: None,
+        });
+    }
+    rolling
+}
+
+/// Prints, for each rollout that did not complete, why Swarm rolled it back
+/// and the failed tasks' errors and logs; returns one line per such rollout.
+fn report_rollbacks(
+    sh: &Shell,
+    rolling: &[Rollout],
+    tasks_before: &BTreeSet<String>,
+) -> anyhow::Result<Vec<String>> {
+    let mut rolled_back = Vec::new();
+    for rollout in rolling {
+        let Some(outcome) = &rollout.outcome else {
+            continue;
+        };
+        let name = &rollout.service;
+        if outcome.state == UpdateState::Completed {
+            continue;
+        }
+        // Swarm says which task made it roll back only while the
+        // rollback runs ("update rolled back due to failure or early
+        // termination of task …"); afterwards the message is just
+        // "rollback completed".
+        let reason = rollout
+            .rollback_reason
+            .clone()
+            .or_else(|| outcome.message.clone())
+            .unwrap_or_else(|| outcome.state.to_string());
+        eprintln!(
+            "swarm: {name} did not roll out ({}): {reason}",
+            outcome.state
+        );
+        let failures = super::converge::new_failed_tasks(sh, name, tasks_before)?;
+        super::converge::print_task_failures(sh, &failures);
+        rolled_back.push(format!("{name}: {reason}"));
+    }
+    Ok(rolled_back)
 }
 
 fn task_template_json(service: &super::Service) -> serde_json::Value {
