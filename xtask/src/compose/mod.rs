@@ -67,7 +67,8 @@ impl Up {
         }
         require_docker(sh)?;
         let mut project = ComposeProject::new(sh, &self.project, self.port)?;
-        docker::require_no_other_deployment(sh, &project)?;
+        let remove_stack = format!("cargo xtask swarm rm -p {}", self.project);
+        docker::require_no_other_deployment(sh, &project, &remove_stack)?;
         let images = match self.images {
             Some(images) => Some(images),
             None if self.skip_images => None,

@@ -58,23 +58,17 @@ pub fn require_docker(sh: &Shell) -> anyhow::Result<()> {
 /// Refuses to start `name` under one orchestrator while containers of the
 /// same name run under the other. A Compose project and a Swarm stack of one
 /// name use the same local volume for Redis (`<name>_db-data`), and two
-/// redis-servers appending to one file would corrupt it.
+/// redis-servers appending to one file would corrupt it. `remove_other` is
+/// the command that removes the other one, for the error.
 pub fn require_no_other_deployment(
     sh: &Shell,
     starting: &dyn deployment::Deployment,
+    remove_other: &str,
 ) -> anyhow::Result<()> {
     let name = starting.name();
-    let (label, other, remove) = match starting.orchestrator() {
-        Orchestrator::Compose => (
-            "com.docker.stack.namespace",
-            "Swarm stack",
-            format!("cargo xtask swarm rm -p {name}"),
-        ),
-        Orchestrator::Swarm => (
-            "com.docker.compose.project",
-            "Compose project",
-            format!("cargo xtask down -p {name}"),
-        ),
+    let (label, other) = match starting.orchestrator() {
+        Orchestrator::Compose => (STACK_NAMESPACE_LABEL, "Swarm stack"),
+        Orchestrator::Swarm => (COMPOSE_PROJECT_LABEL, "Compose project"),
     };
     let filter = format!("label={label}={name}");
     let running = cmd!(sh, "docker ps --quiet --filter {filter}")
@@ -84,7 +78,7 @@ pub fn require_no_other_deployment(
     if !running.trim().is_empty() {
         bail!(
             "a {other} named {name} is running and would share its Redis volume {name}_db-data: \
-             remove it first (`{remove}`; its data stays) or pick another name"
+             remove it first (`{remove_other}`; its data stays) or pick another name"
         );
     }
     Ok(())

@@ -59,7 +59,12 @@ impl SwarmDeploy {
         }
         // Before a swarm is created for nothing.
         engine::require_docker(sh)?;
-        crate::docker::require_no_other_deployment(sh, &SwarmStack::new(&self.stack, self.port))?;
+        let remove_project = format!("cargo xtask down -p {}", self.stack);
+        crate::docker::require_no_other_deployment(
+            sh,
+            &SwarmStack::new(&self.stack, self.port),
+            &remove_project,
+        )?;
         engine::ensure_manager(sh)?;
         deploy_and_wait(
             sh,
