@@ -29,6 +29,8 @@ pub struct Ci {
 }
 
 impl Ci {
+    /// Long on purpose: the steps in the order they run, each in a line or
+    /// a few, read best as one list.
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let started = Instant::now();
         // The later steps are xtask commands of their own, run by this very

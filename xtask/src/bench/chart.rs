@@ -41,6 +41,38 @@ pub fn latency_svg(report: &Report) -> String {
             ]
         })
         .collect();
+    let (low_decade, high_decade) = decades(&values);
+    let scale = Scale {
+        low_decade,
+        high_decade,
+    };
+    let mut svg = String::new();
+    write_frame(&mut svg, report, &scale);
+    write_bars(&mut svg, report, &values, &scale);
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The logarithmic y axis: whole decades from `10^low_decade` to
+/// `10^high_decade` milliseconds.
+struct Scale {
+    low_decade: i32,
+    high_decade: i32,
+}
+
+impl Scale {
+    /// The y coordinate of a value; values below the axis sit on it.
+    fn y_of(&self, milliseconds: f64) -> f64 {
+        let plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
+        let clamped = milliseconds.max(10f64.powi(self.low_decade));
+        let fraction = (clamped.log10() - self.low_decade as f64)
+            / (self.high_decade - self.low_decade) as f64;
+        MARGIN_TOP + plot_height * (1.0 - fraction)
+    }
+}
+
+/// The decades the axis spans, from every row's values.
+fn decades(values: &[[Option<f64>; 4]]) -> (i32, i32) {
     let positive = values
         .iter()
         .flatten()
@@ -50,23 +82,18 @@ pub fn latency_svg(report: &Report) -> String {
     let smallest = positive.clone().fold(f64::INFINITY, f64::min);
     let largest = positive.fold(0.0, f64::max);
     // Whole decades at both ends so the grid lines land on 0.1, 1, 10 ms.
-    let (low_decade, high_decade) = if largest > 0.0 {
+    if largest > 0.0 {
         // Half the smallest value: a bar just above a grid line still shows.
         let low = (smallest * 0.5).log10().floor() as i32;
         let high = (largest.log10().ceil() as i32).max(low + 1);
         (low, high)
     } else {
         (-1, 1)
-    };
-    let plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
-    let plot_height = HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
-    let y_of = |milliseconds: f64| {
-        let clamped = milliseconds.max(10f64.powi(low_decade));
-        let fraction = (clamped.log10() - low_decade as f64) / (high_decade - low_decade) as f64;
-        MARGIN_TOP + plot_height * (1.0 - fraction)
-    };
+    }
+}
 
-    let mut svg = String::new();
+/// The document's start, title, legend, grid lines and axis.
+fn write_frame(svg: &mut String, report: &Report, scale: &Scale) {
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
@@ -94,9 +121,9 @@ pub fn latency_svg(report: &Report) -> String {
     }
 
     // Grid lines and labels, one per decade.
-    for decade in low_decade..=high_decade {
+    for decade in scale.low_decade..=scale.high_decade {
         let milliseconds = 10f64.powi(decade);
-        let y = y_of(milliseconds);
+        let y = scale.y_of(milliseconds);
         let _ = writeln!(
             svg,
             r##"<line x1="{MARGIN_LEFT}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{} ms</text>"##,
@@ -111,19 +138,22 @@ pub fn latency_svg(report: &Report) -> String {
         r#"<line x1="{MARGIN_LEFT}" y1="{MARGIN_TOP}" x2="{MARGIN_LEFT}" y2="{}" stroke="black"/>"#,
         HEIGHT - MARGIN_BOTTOM
     );
+}
 
-    // Bars.
+/// Each row's bars with their values, its label and its rate.
+fn write_bars(svg: &mut String, report: &Report, values: &[[Option<f64>; 4]], scale: &Scale) {
+    let plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
     let group_width = plot_width / report.rows.len().max(1) as f64;
     let bar_width = group_width * 0.8 / SERIES.len() as f64;
     let baseline = HEIGHT - MARGIN_BOTTOM;
-    for (row_index, (row, row_values)) in report.rows.iter().zip(&values).enumerate() {
+    for (row_index, (row, row_values)) in report.rows.iter().zip(values).enumerate() {
         let group_left = MARGIN_LEFT + row_index as f64 * group_width + group_width * 0.1;
         for (series_index, value) in row_values.iter().enumerate() {
             let x = group_left + series_index as f64 * bar_width;
             let (name, colour) = SERIES[series_index];
             match value {
                 Some(milliseconds) => {
-                    let top = y_of(*milliseconds);
+                    let top = scale.y_of(*milliseconds);
                     let _ = writeln!(
                         svg,
                         r#"<rect x="{x:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="{colour}"><title>{} {name}: {milliseconds:.3} ms</title></rect>"#,
@@ -164,8 +194,6 @@ pub fn latency_svg(report: &Report) -> String {
             row.requests_per_sec
         );
     }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 fn axis_label(milliseconds: f64) -> String {

@@ -8,6 +8,18 @@ impl Report {
     /// The Markdown written to `results.md` and printed at the end of a run.
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
+        self.write_header(&mut out);
+        self.write_rows(&mut out);
+        self.write_fixed_rate_rows(&mut out);
+        self.write_cpu_per_request(&mut out);
+        self.write_containers(&mut out);
+        self.write_counter_check(&mut out);
+        self.write_targets(&mut out);
+        out
+    }
+
+    /// The title, the settings and the load tools.
+    fn write_header(&self, out: &mut String) {
         let settings = &self.settings;
         let amount = match (settings.requests_per_row, settings.duration_secs_per_row) {
             (_, Some(secs)) => format!("{secs} s per row"),
@@ -34,6 +46,10 @@ impl Report {
                 ""
             }
         );
+    }
+
+    /// One line per row: rate, ratio to the ceiling, percentiles, errors.
+    fn write_rows(&self, out: &mut String) {
         let _ = writeln!(
             out,
             "| row | requests/s | vs ceiling | p50 ms | p90 ms | p99 ms | max ms | ok | non-2xx | socket errors |"
@@ -58,7 +74,10 @@ impl Report {
                 row.socket_errors,
             );
         }
+    }
 
+    /// The open-loop `GET /` rows, if the report has any.
+    fn write_fixed_rate_rows(&self, out: &mut String) {
         let fixed_rate: Vec<&Row> = self
             .rows
             .iter()
@@ -95,9 +114,10 @@ impl Report {
                 );
             }
         }
+    }
 
-        self.write_cpu_per_request(&mut out);
-
+    /// Peak memory and mean CPU of each container during each row.
+    fn write_containers(&self, out: &mut String) {
         let _ = writeln!(out, "\n## Containers during each row\n");
         let _ = writeln!(
             out,
@@ -117,7 +137,10 @@ impl Report {
                 );
             }
         }
+    }
 
+    /// Whether the counter rose by exactly the successful `GET /` requests, and how they spread over the replicas.
+    fn write_counter_check(&self, out: &mut String) {
         let check = &self.counter_check;
         let _ = writeln!(out, "\n## Correctness under load\n");
         let _ = writeln!(
@@ -137,7 +160,10 @@ impl Report {
                 .collect();
             let _ = writeln!(out, "Spread over the replicas: {}.", spread.join(", "));
         }
+    }
 
+    /// The targets for `GET /`, reported, not asserted.
+    fn write_targets(&self, out: &mut String) {
         let _ = writeln!(out, "\n## Targets for `GET /` (reported, not asserted)\n");
         let _ = writeln!(out, "| target | wanted | measured | met |");
         let _ = writeln!(out, "|---|---|---|---|");
@@ -151,7 +177,6 @@ impl Report {
                 if target.met { "yes" } else { "no" }
             );
         }
-        out
     }
 }
 

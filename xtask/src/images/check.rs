@@ -62,6 +62,45 @@ pub fn check_reproducible_and_budgets(sh: &Shell) -> anyhow::Result<()> {
     check_reproducible(sh, &root, &root.join("nginx"), SecondBuild::Regular)
 }
 
+/// A build of the check in `check_dir/{name}…`. Builds in directories and
+/// cargo target dirs at different paths, so absolute paths or stale
+/// artefacts leaking into the bytes show up. Only the .deb download cache is
+/// shared with the regular build: its files are checked against the lock's
+/// sha256 on every use.
+fn check_layout(check_dir: &Path, regular: &BuildLayout, name: &str) -> BuildLayout {
+    BuildLayout {
+        output_dir: check_dir.join(name),
+        cargo_target_dir: check_dir.join(format!("{name}-cargo-target")),
+        cache: DebianCache {
+            deb_dir: regular.cache.deb_dir.clone(),
+            unpack_dir: check_dir.join(format!("{name}-unpacked")),
+            archives: regular.cache.archives.clone(),
+        },
+    }
+}
+
+/// One line per image whose archive, config or manifest differs between
+/// the two builds.
+fn differences(first_builds: &[ImageArtifact], second_builds: &[ImageArtifact]) -> Vec<String> {
+    let mut differences = Vec::new();
+    for (first, second) in first_builds.iter().zip(second_builds) {
+        if first.archive_sha256_hex != second.archive_sha256_hex
+            || first.config_digest_hex != second.config_digest_hex
+            || first.manifest_digest_hex != second.manifest_digest_hex
+        {
+            differences.push(format!(
+                "{}: image id {} vs {} (archives {} and {})",
+                first.name,
+                first.config_digest_hex,
+                second.config_digest_hex,
+                first.archive_path.display(),
+                second.archive_path.display()
+            ));
+        }
+    }
+    differences
+}
+
 /// The build the fresh one is compared with.
 pub(super) enum SecondBuild {
     /// The regular build in target/images/out.
@@ -83,31 +122,11 @@ pub(super) fn check_reproducible(
             .with_context(|| format!("remove the previous check in {}", check_dir.display()))?;
     }
     let regular = BuildLayout::regular(root);
-    // Builds in directories and cargo target dirs at different paths, so
-    // absolute paths or stale artefacts leaking into the bytes show up. Only
-    // the .deb download cache is shared: its files are checked against the
-    // lock's sha256 on every use.
-    let first = BuildLayout {
-        output_dir: check_dir.join("first"),
-        cargo_target_dir: check_dir.join("first-cargo-target"),
-        cache: DebianCache {
-            deb_dir: regular.cache.deb_dir.clone(),
-            unpack_dir: check_dir.join("first-unpacked"),
-            archives: regular.cache.archives.clone(),
-        },
-    };
+    let first = check_layout(&check_dir, &regular, "first");
     let (second, second_name) = match second_build {
         SecondBuild::Regular => (regular, "the regular build, target/images/out"),
         SecondBuild::Fresh => (
-            BuildLayout {
-                output_dir: check_dir.join("second"),
-                cargo_target_dir: check_dir.join("second-cargo-target"),
-                cache: DebianCache {
-                    deb_dir: regular.cache.deb_dir.clone(),
-                    unpack_dir: check_dir.join("second-unpacked"),
-                    archives: regular.cache.archives.clone(),
-                },
-            },
+            check_layout(&check_dir, &regular, "second"),
             "second build, fresh cargo target dir (a full release build)",
         ),
     };
@@ -128,22 +147,7 @@ pub(super) fn check_reproducible(
         started.elapsed()
     );
     print_table(&first_artifacts);
-    let mut differences = Vec::new();
-    for (first, second) in first_artifacts.iter().zip(&second_artifacts) {
-        if first.archive_sha256_hex != second.archive_sha256_hex
-            || first.config_digest_hex != second.config_digest_hex
-            || first.manifest_digest_hex != second.manifest_digest_hex
-        {
-            differences.push(format!(
-                "{}: image id {} vs {} (archives {} and {})",
-                first.name,
-                first.config_digest_hex,
-                second.config_digest_hex,
-                first.archive_path.display(),
-                second.archive_path.display()
-            ));
-        }
-    }
+    let differences = differences(&first_artifacts, &second_artifacts);
     if !differences.is_empty() {
         bail!(
             "images are not reproducible: {}. Compare the archives (e.g. with diffoscope) to find the difference",
