@@ -67,7 +67,7 @@ impl Ci {
             cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
             Ok(())
         })?;
-        // Reads the sources' `use` paths (see layers.rs); no build needed.
+        // Reads the sources' `use` paths (see layers/); no build needed.
         step("no import cycle between modules", &mut || {
             crate::layers::check(&crate::project_root())
         })?;
