@@ -16,7 +16,7 @@ use deadpool_redis::{Runtime, TimeoutType};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::RedisSettings;
-use crate::error::{AppError, RedisFailure};
+use crate::error::{AppError, RedisFailure, RedisFailureKind};
 use crate::metrics::Metrics;
 
 /// Redis key names, all under the configured prefix, computed once at start-up.
@@ -190,7 +190,7 @@ pub async fn query<T: FromRedisValue>(
         Ok(Ok(value)) => return Ok(value),
         Ok(Err(failure)) => failure,
         Err(_) => RedisFailure {
-            kind: "timeout",
+            kind: RedisFailureKind::Timeout,
             detail: format!("Redis did not answer within {} ms", deadline.as_millis()),
         },
     };
@@ -201,26 +201,42 @@ pub async fn query<T: FromRedisValue>(
 fn classify_pool_error(error: PoolError) -> RedisFailure {
     match error {
         PoolError::Timeout(TimeoutType::Wait) => RedisFailure {
-            kind: "pool_exhausted",
+            kind: RedisFailureKind::PoolExhausted,
             detail: "no Redis connection became free in time (pool exhausted)".to_owned(),
         },
         PoolError::Timeout(TimeoutType::Create) => RedisFailure {
-            kind: "timeout",
+            kind: RedisFailureKind::Timeout,
             detail: "connecting to Redis timed out".to_owned(),
         },
         PoolError::Timeout(TimeoutType::Recycle) => RedisFailure {
-            kind: "timeout",
+            kind: RedisFailureKind::Timeout,
             detail: "checking a pooled Redis connection timed out".to_owned(),
         },
         PoolError::Backend(error) => classify_redis_error(&error),
         other => RedisFailure {
-            kind: "other",
+            kind: RedisFailureKind::Other,
             detail: format!("Redis pool error: {other}"),
         },
     }
 }
 
 fn classify_redis_error(error: &redis::RedisError) -> RedisFailure {
+    let kind = redis_error_kind(error);
+    let detail = match kind {
+        RedisFailureKind::Auth => format!(
+            "Redis refused authentication: check the password in REDIS_PASSWORD_FILE ({error})"
+        ),
+        RedisFailureKind::OutOfMemory => {
+            format!("Redis is out of memory (maxmemory reached): {error}")
+        }
+        RedisFailureKind::Busy => format!("Redis cannot serve right now: {error}"),
+        RedisFailureKind::Reply => format!("Redis refused the command: {error}"),
+        _ => format!("Redis error: {error}"),
+    };
+    RedisFailure { kind, detail }
+}
+
+fn redis_error_kind(error: &redis::RedisError) -> RedisFailureKind {
     // An error reply: Redis is up and answered, but refused the command. In a pipeline the
     // replies are wrapped; the first failing command's code stands for all.
     let code = error.code().map(str::to_owned).or_else(|| {
@@ -229,48 +245,23 @@ fn classify_redis_error(error: &redis::RedisError) -> RedisFailure {
             .into_server_errors()
             .and_then(|errors| errors.first().map(|(_, server)| server.code().to_owned()))
     });
-    let is_auth = error.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS"));
-    if is_auth {
-        return RedisFailure {
-            kind: "auth",
-            detail: format!(
-                "Redis refused authentication: check the password in REDIS_PASSWORD_FILE ({error})"
-            ),
-        };
+    if error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS"))
+    {
+        return RedisFailureKind::Auth;
     }
     match code.as_deref() {
-        Some("OOM") => {
-            return RedisFailure {
-                kind: "oom",
-                detail: format!("Redis is out of memory (maxmemory reached): {error}"),
-            }
+        Some("OOM") => RedisFailureKind::OutOfMemory,
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "READONLY") => RedisFailureKind::Busy,
+        Some(_) => RedisFailureKind::Reply,
+        None if error.is_timeout() => RedisFailureKind::Timeout,
+        None if error.is_io_error()
+            || error.is_connection_refusal()
+            || error.is_connection_dropped() =>
+        {
+            RedisFailureKind::Connection
         }
-        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "READONLY") => {
-            return RedisFailure {
-                kind: "busy",
-                detail: format!("Redis cannot serve right now: {error}"),
-            }
-        }
-        Some(_) => {
-            return RedisFailure {
-                kind: "reply",
-                detail: format!("Redis refused the command: {error}"),
-            }
-        }
-        None => {}
-    }
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped()
-    {
-        "connection"
-    } else {
-        "other"
-    };
-    RedisFailure {
-        kind,
-        detail: format!("Redis error: {error}"),
+        None => RedisFailureKind::Other,
     }
 }
 
@@ -288,6 +279,75 @@ mod tests {
         assert_eq!(keys.cache("a.b"), "test:cache:a.b");
         assert_eq!(keys.cache_index, "test:cache-index");
         assert_eq!(keys.counted("r-1"), "test:counted:r-1");
+    }
+
+    fn reply(code: &str) -> redis::RedisError {
+        redis::make_extension_error(code.to_owned(), Some("a reply".to_owned()))
+    }
+
+    fn io(kind: std::io::ErrorKind) -> redis::RedisError {
+        std::io::Error::new(kind, "a socket").into()
+    }
+
+    #[test]
+    fn redis_errors_are_told_apart_by_reply_code_then_by_cause() {
+        use std::io::ErrorKind as Io;
+        use RedisFailureKind::*;
+        let cases = [
+            (reply("NOAUTH"), Auth),
+            (reply("WRONGPASS"), Auth),
+            (
+                (redis::ErrorKind::AuthenticationFailed, "refused").into(),
+                Auth,
+            ),
+            (reply("OOM"), OutOfMemory),
+            (reply("LOADING"), Busy),
+            (reply("BUSY"), Busy),
+            (reply("MASTERDOWN"), Busy),
+            (reply("TRYAGAIN"), Busy),
+            (reply("READONLY"), Busy),
+            (reply("ERR"), Reply),
+            (reply("WRONGTYPE"), Reply),
+            (io(Io::TimedOut), Timeout),
+            (io(Io::ConnectionRefused), Connection),
+            (io(Io::ConnectionReset), Connection),
+            (io(Io::BrokenPipe), Connection),
+            (io(Io::UnexpectedEof), Connection),
+            ((redis::ErrorKind::Client, "odd").into(), Other),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(classify_redis_error(&error).kind, kind, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn pool_errors_are_told_apart_by_what_timed_out() {
+        use RedisFailureKind::*;
+        let cases = [
+            (PoolError::Timeout(TimeoutType::Wait), PoolExhausted),
+            (PoolError::Timeout(TimeoutType::Create), Timeout),
+            (PoolError::Timeout(TimeoutType::Recycle), Timeout),
+            (
+                PoolError::Backend(io(std::io::ErrorKind::ConnectionRefused)),
+                Connection,
+            ),
+            (PoolError::Backend(reply("NOAUTH")), Auth),
+            (PoolError::Closed, Other),
+        ];
+        for (error, kind) in cases {
+            let shown = format!("{error:?}");
+            assert_eq!(classify_pool_error(error).kind, kind, "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_detail_says_what_redis_did() {
+        let full = classify_redis_error(&reply("OOM")).detail;
+        assert!(full.starts_with("Redis is out of memory"), "{full}");
+        let auth = classify_redis_error(&reply("WRONGPASS")).detail;
+        assert!(auth.contains("REDIS_PASSWORD_FILE"), "{auth}");
+        let refused = classify_redis_error(&io(std::io::ErrorKind::ConnectionRefused)).detail;
+        assert!(refused.starts_with("Redis error: "), "{refused}");
     }
 
     #[test]
