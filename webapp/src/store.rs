@@ -1,11 +1,12 @@
 //! Redis access: the connection pool, the key layout, and one bounded way to run a command.
 //!
-//! Every Redis operation goes through [`query`], which puts a hard deadline on getting a
+//! Every Redis operation goes through [`Store::query`], which puts a hard deadline on getting a
 //! pooled connection plus running the command, and turns every failure into
-//! [`AppError::Redis`] (a 503, or 507/500 when Redis answered with an error). So a dead, paused or misconfigured Redis can slow a
-//! request down by at most the command timeout, never hang it, and the pool reconnects by itself
-//! when Redis is back.
+//! [`AppError::Redis`] (a 503, or 507/500 when Redis answered with an error). So a dead, paused
+//! or misconfigured Redis can slow a request down by at most the command timeout, never hang
+//! it, and the pool reconnects by itself when Redis is back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -85,7 +86,7 @@ type PoolError = managed::PoolError<redis::RedisError>;
 /// `deadpool_redis::Manager` verifies each connection with `PING` whenever it leaves the pool,
 /// which doubles the Redis round trips of a request. This manager only verifies connections that
 /// sat idle longer than `verify_idle_after`; a busy connection that broke is noticed by the
-/// command that fails on it, and [`query`] then removes it from the pool.
+/// command that fails on it, and [`Store::query`] then removes it from the pool.
 pub struct RedisManager {
     inner: deadpool_redis::Manager,
     verify_idle_after: Duration,
@@ -131,7 +132,7 @@ pub fn build_pool(
     let command_timeout = Duration::from_millis(settings.redis_command_timeout_ms);
     let connect_timeout = Duration::from_millis(settings.redis_connect_timeout_ms);
     // The redis crate's own timeouts bound each connection attempt and each reply, so a paused
-    // Redis fails the command instead of parking it; [`query`] adds one overall deadline.
+    // Redis fails the command instead of parking it; [`Store::query`] adds one overall deadline.
     let connection_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(command_timeout));
@@ -162,40 +163,76 @@ pub fn describe_address(url: &str) -> String {
     }
 }
 
-/// Runs `pipeline` (one round trip) on a pooled connection, all within `deadline`.
-///
-/// Single commands go through a one-command pipeline too: same cost, one code path.
-/// Failures are counted in the metrics by kind and become [`AppError::Redis`]: 503 when Redis
-/// is unreachable or busy, 507 when it is out of memory, 500 when it refuses the command.
-pub async fn query<T: FromRedisValue>(
-    pool: &Pool,
-    metrics: &Metrics,
+/// The handle every Redis operation goes through: the pool, the metrics its failures are
+/// counted in, and the deadline of one operation. Cheap to clone (the pool and the metrics are
+/// reference-counted).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    metrics: Arc<Metrics>,
     deadline: Duration,
-    pipeline: &redis::Pipeline,
-) -> Result<T, AppError> {
-    let attempt = async {
-        let mut connection = pool.get().await.map_err(classify_pool_error)?;
-        match pipeline.query_async::<T>(&mut *connection).await {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                if error.is_unrecoverable_error() {
-                    // Broken for good (Redis restarted, socket closed): keep it out of the pool.
-                    drop(managed::Object::take(connection));
-                }
-                Err(classify_redis_error(&error))
-            }
+}
+
+impl Store {
+    /// `deadline` bounds one operation, pool wait included (`REDIS_COMMAND_TIMEOUT_MS`).
+    pub fn new(pool: Pool, metrics: Arc<Metrics>, deadline: Duration) -> Store {
+        Store {
+            pool,
+            metrics,
+            deadline,
         }
-    };
-    let failure = match tokio::time::timeout(deadline, attempt).await {
-        Ok(Ok(value)) => return Ok(value),
-        Ok(Err(failure)) => failure,
-        Err(_) => RedisFailure {
-            kind: RedisFailureKind::Timeout,
-            detail: format!("Redis did not answer within {} ms", deadline.as_millis()),
-        },
-    };
-    metrics.count_redis_error(failure.kind);
-    Err(AppError::Redis(failure))
+    }
+
+    /// The pool's sizes now, for the gauges of `/metrics`.
+    pub fn pool_status(&self) -> deadpool_redis::Status {
+        self.pool.status()
+    }
+
+    /// Runs `pipeline` (one round trip) on a pooled connection, within the store's deadline.
+    ///
+    /// Single commands go through a one-command pipeline too: same cost, one code path.
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, AppError> {
+        self.query_within(self.deadline, pipeline).await
+    }
+
+    /// [`Store::query`] with a deadline of its own (the readiness probe has a shorter one).
+    ///
+    /// Failures are counted in the metrics by kind and become [`AppError::Redis`]: 503 when
+    /// Redis is unreachable or busy, 507 when it is out of memory, 500 when it refuses the
+    /// command.
+    pub async fn query_within<T: FromRedisValue>(
+        &self,
+        deadline: Duration,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, AppError> {
+        let attempt = async {
+            let mut connection = self.pool.get().await.map_err(classify_pool_error)?;
+            match pipeline.query_async::<T>(&mut *connection).await {
+                Ok(value) => Ok(value),
+                Err(error) => {
+                    if error.is_unrecoverable_error() {
+                        // Broken for good (Redis restarted, socket closed): keep it out of the
+                        // pool.
+                        drop(managed::Object::take(connection));
+                    }
+                    Err(classify_redis_error(&error))
+                }
+            }
+        };
+        let failure = match tokio::time::timeout(deadline, attempt).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(failure)) => failure,
+            Err(_) => RedisFailure {
+                kind: RedisFailureKind::Timeout,
+                detail: format!("Redis did not answer within {} ms", deadline.as_millis()),
+            },
+        };
+        self.metrics.count_redis_error(failure.kind);
+        Err(AppError::Redis(failure))
+    }
 }
 
 fn classify_pool_error(error: PoolError) -> RedisFailure {

@@ -135,8 +135,7 @@ pub async fn put(
     .arg(value.as_ref())
     .arg(ttl)
     .arg(state.cache_max_entries);
-    let (stored,): (u8,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (stored,): (u8,) = state.store.query(&pipeline).await?;
     if stored == 0 {
         return Err(AppError::CacheFull {
             max_entries: state.cache_max_entries,
@@ -156,8 +155,7 @@ pub async fn get(
     let mut pipeline = redis::pipe();
     // One round trip; if the key expires between the two commands the TTL reads -2, shown as 0.
     pipeline.get(&full_key).ttl(&full_key);
-    let (value, ttl): (Option<Vec<u8>>, i64) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (value, ttl): (Option<Vec<u8>>, i64) = state.store.query(&pipeline).await?;
     let value = value.ok_or(AppError::KeyNotFound)?;
     let mut response = (
         [
@@ -193,8 +191,7 @@ pub async fn delete(
         .del(&full_key)
         .zrem(&state.keys.cache_index, &full_key)
         .ignore();
-    let (deleted,): (u64,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (deleted,): (u64,) = state.store.query(&pipeline).await?;
     if deleted == 0 {
         return Err(AppError::KeyNotFound);
     }

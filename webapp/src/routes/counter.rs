@@ -69,8 +69,7 @@ pub async fn greet(
             .hincr(&state.keys.replica_hits, &*state.replica, 1)
             .ignore();
     }
-    let (hits,): (Option<u64>,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (hits,): (Option<u64>,) = state.store.query(&pipeline).await?;
     Ok(format!(
         "Hello from {}! I have been seen {} times.",
         state.replica,
@@ -90,8 +89,7 @@ pub struct Hits {
 pub async fn hits(State(state): State<AppState>) -> Result<Json<Hits>, AppError> {
     let mut pipeline = redis::pipe();
     pipeline.get(&state.keys.hits).get(&state.keys.retired_hits);
-    let (hits, retired): (Option<u64>, Option<u64>) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (hits, retired): (Option<u64>, Option<u64>) = state.store.query(&pipeline).await?;
     Ok(Json(Hits {
         hits: hits.unwrap_or(0),
         replica: state.replica.to_string(),
@@ -140,8 +138,7 @@ async fn forget_gone_replicas(
     store::eval(&mut pipeline, FORGET_GONE_REPLICAS, &keys)
         .arg(u64::try_from(state.replica_forget_after.as_millis()).unwrap_or(u64::MAX))
         .arg(seen.unwrap_or(""));
-    let (counts,): (BTreeMap<String, u64>,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (counts,): (BTreeMap<String, u64>,) = state.store.query(&pipeline).await?;
     Ok(counts)
 }
 
