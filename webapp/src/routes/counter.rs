@@ -16,6 +16,7 @@ use deadpool_redis::redis;
 use serde::Serialize;
 
 use crate::error::AppError;
+use crate::routes::extract::CacheKey;
 use crate::state::AppState;
 use crate::store;
 
@@ -54,7 +55,7 @@ pub async fn greet(
     let idempotency_key = headers
         .get(IDEMPOTENCY_KEY_HEADER)
         .and_then(|value| value.to_str().ok())
-        .filter(|key| crate::routes::cache::validate_key(key).is_ok());
+        .filter(|key| CacheKey::is_valid(key));
     if method == Method::HEAD {
         pipeline.get(&state.keys.hits);
     } else if let Some(key) = idempotency_key {
