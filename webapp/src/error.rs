@@ -29,37 +29,84 @@ pub enum AppError {
     InvalidQuery(String),
     /// The cache holds its quota of entries and the key is new.
     CacheFull { max_entries: u64 },
-    /// A Redis operation failed; [`RedisFailure::kind`] tells whether Redis was unreachable
+    /// A Redis operation failed; its [`RedisFailureKind`] tells whether Redis was unreachable
     /// (503), out of memory (507) or refused the command (500).
     Redis(RedisFailure),
 }
 
-/// Why a Redis operation failed; `kind` labels the `webapp_redis_errors_total` metric:
-/// `connection`, `timeout`, `pool_exhausted`, `auth`, `busy` and `other` mean Redis could not
-/// be used (503, retry shortly); `oom` that it is up but full (507); `reply` that it refused the
-/// command (500).
-#[derive(Debug, Clone)]
-pub struct RedisFailure {
-    pub kind: &'static str,
-    pub detail: String,
+/// Why a Redis operation failed, told apart once where the failure is seen (`store.rs`) and
+/// read by everything after it: the status and message a client gets, and the
+/// `webapp_redis_errors_total` label ([`RedisFailureKind::label`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisFailureKind {
+    /// Connecting failed, or the connection broke (refused, reset, closed).
+    Connection,
+    /// No answer in time: connecting, checking a pooled connection, or the whole operation.
+    Timeout,
+    /// No pooled connection became free within the pool's wait timeout.
+    PoolExhausted,
+    /// Redis refused the password.
+    Auth,
+    /// Redis is up but cannot serve right now (loading, busy script, read-only, ...).
+    Busy,
+    /// Redis is up but full: `maxmemory` reached, the write was refused.
+    OutOfMemory,
+    /// Redis answered the command with any other error reply.
+    Reply,
+    /// Anything else the client or the pool reported.
+    Other,
 }
 
-impl RedisFailure {
-    fn status(&self) -> StatusCode {
-        match self.kind {
-            "oom" => StatusCode::INSUFFICIENT_STORAGE,
-            "reply" => StatusCode::INTERNAL_SERVER_ERROR,
+impl RedisFailureKind {
+    /// Every kind: the label values the Redis error metric can take.
+    pub const ALL: [RedisFailureKind; 8] = [
+        RedisFailureKind::Connection,
+        RedisFailureKind::Timeout,
+        RedisFailureKind::PoolExhausted,
+        RedisFailureKind::Auth,
+        RedisFailureKind::Busy,
+        RedisFailureKind::OutOfMemory,
+        RedisFailureKind::Reply,
+        RedisFailureKind::Other,
+    ];
+
+    /// The `kind` label of `webapp_redis_errors_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            RedisFailureKind::Connection => "connection",
+            RedisFailureKind::Timeout => "timeout",
+            RedisFailureKind::PoolExhausted => "pool_exhausted",
+            RedisFailureKind::Auth => "auth",
+            RedisFailureKind::Busy => "busy",
+            RedisFailureKind::OutOfMemory => "oom",
+            RedisFailureKind::Reply => "reply",
+            RedisFailureKind::Other => "other",
+        }
+    }
+
+    /// 503 (retry shortly) unless Redis answered: 507 when full, 500 when it refused.
+    pub fn status(self) -> StatusCode {
+        match self {
+            RedisFailureKind::OutOfMemory => StatusCode::INSUFFICIENT_STORAGE,
+            RedisFailureKind::Reply => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
-    fn public_message(&self) -> &'static str {
-        match self.kind {
-            "oom" => "redis is out of memory: the write was refused",
-            "reply" => "redis refused the command",
+    fn public_message(self) -> &'static str {
+        match self {
+            RedisFailureKind::OutOfMemory => "redis is out of memory: the write was refused",
+            RedisFailureKind::Reply => "redis refused the command",
             _ => "redis unavailable, retry shortly",
         }
     }
+}
+
+/// A failed Redis operation: its kind, and the detail the request log gets (never the client).
+#[derive(Debug, Clone)]
+pub struct RedisFailure {
+    pub kind: RedisFailureKind,
+    pub detail: String,
 }
 
 /// Internal detail attached to error responses for the request log; never sent to the client.
@@ -76,7 +123,7 @@ impl AppError {
             AppError::CacheFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::KeyNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
-            AppError::Redis(failure) => failure.status(),
+            AppError::Redis(failure) => failure.kind.status(),
         }
     }
 
@@ -88,7 +135,7 @@ impl AppError {
             AppError::PayloadTooLarge => "body too large: the limit is 65536 bytes",
             AppError::KeyNotFound => "key not found",
             AppError::RouteNotFound => "not found",
-            AppError::Redis(failure) => failure.public_message(),
+            AppError::Redis(failure) => failure.kind.public_message(),
             AppError::InvalidQuery(message) => return message.clone().into(),
             AppError::CacheFull { max_entries } => {
                 return format!(
@@ -132,5 +179,79 @@ pub struct ErrorBody<'message> {
 impl<'message> ErrorBody<'message> {
     pub fn new(error: &'message str) -> Self {
         ErrorBody { error }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_redis_failure_kind_has_its_label_status_and_message() {
+        use RedisFailureKind::*;
+        let unavailable = "redis unavailable, retry shortly";
+        let expected = [
+            (Connection, "connection", 503, unavailable),
+            (Timeout, "timeout", 503, unavailable),
+            (PoolExhausted, "pool_exhausted", 503, unavailable),
+            (Auth, "auth", 503, unavailable),
+            (Busy, "busy", 503, unavailable),
+            (
+                OutOfMemory,
+                "oom",
+                507,
+                "redis is out of memory: the write was refused",
+            ),
+            (Reply, "reply", 500, "redis refused the command"),
+            (Other, "other", 503, unavailable),
+        ];
+        assert_eq!(expected.map(|row| row.0), RedisFailureKind::ALL);
+        for (kind, label, status, message) in expected {
+            assert_eq!(kind.label(), label);
+            assert_eq!(kind.status().as_u16(), status, "{kind:?}");
+            assert_eq!(kind.public_message(), message, "{kind:?}");
+        }
+    }
+
+    async fn body_text(response: Response) -> String {
+        let bytes = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .expect("an in-memory body");
+        String::from_utf8(bytes.to_vec()).expect("a UTF-8 body")
+    }
+
+    #[tokio::test]
+    async fn a_redis_failure_keeps_its_detail_from_the_client() {
+        let failure = RedisFailure {
+            kind: RedisFailureKind::Timeout,
+            detail: "Redis did not answer within 750 ms".to_owned(),
+        };
+        let response = AppError::Redis(failure).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let detail = response.extensions().get::<ErrorDetail>().cloned();
+        assert_eq!(
+            detail.map(|detail| detail.0).as_deref(),
+            Some("Redis did not answer within 750 ms")
+        );
+        assert_eq!(
+            body_text(response).await,
+            r#"{"error":"redis unavailable, retry shortly"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_redis_is_507_without_retry_after() {
+        let failure = RedisFailure {
+            kind: RedisFailureKind::OutOfMemory,
+            detail: String::new(),
+        };
+        let response = AppError::Redis(failure).into_response();
+        assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+        assert_eq!(
+            body_text(response).await,
+            r#"{"error":"redis is out of memory: the write was refused"}"#
+        );
     }
 }

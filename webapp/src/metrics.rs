@@ -22,6 +22,8 @@ use prometheus::{
     TextEncoder,
 };
 
+use crate::error::RedisFailureKind;
+
 /// Latency buckets in seconds: fine-grained below 10 ms, where a healthy request lands.
 const LATENCY_BUCKETS_SECONDS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -191,8 +193,8 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    pub fn count_redis_error(&self, kind: &str) {
-        self.redis_errors.with_label_values(&[kind]).inc();
+    pub fn count_redis_error(&self, kind: RedisFailureKind) {
+        self.redis_errors.with_label_values(&[kind.label()]).inc();
     }
 
     /// Renders the text exposition format, sampling the pool gauges at scrape time.

@@ -6,17 +6,16 @@ use std::time::Duration;
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::store::{self, Keys};
+use crate::store::{self, Keys, Store};
 
-/// Cheap to clone: the pool is already reference-counted, the rest sits behind `Arc`s.
+/// Cheap to clone: the store is already reference-counted, the rest sits behind `Arc`s.
 #[derive(Clone)]
 pub struct AppState {
-    pub redis: store::Pool,
+    /// Redis: the pool, with the deadline of one operation and the metrics of its failures.
+    pub store: Store,
     pub keys: Arc<Keys>,
     pub replica: Arc<str>,
     pub metrics: Arc<Metrics>,
-    /// Deadline for one Redis operation, pool wait included.
-    pub redis_timeout: Duration,
     /// Deadline for the PING behind /readyz.
     pub readyz_timeout: Duration,
     /// Per-request deadline enforced by the timeout layer.
@@ -34,13 +33,17 @@ impl AppState {
     /// Builds the state from settings; reads the password file, does not contact Redis.
     pub fn from_settings(settings: &Settings) -> anyhow::Result<AppState> {
         let password = settings.redis.read_password()?;
-        let redis = store::build_pool(&settings.redis, password)?;
+        let metrics = Arc::new(Metrics::new()?);
+        let store = Store::new(
+            store::build_pool(&settings.redis, password)?,
+            Arc::clone(&metrics),
+            Duration::from_millis(settings.redis.redis_command_timeout_ms),
+        );
         Ok(AppState {
-            redis,
+            store,
             keys: Arc::new(Keys::new(&settings.redis.redis_key_prefix)),
             replica: Arc::from(settings.replica_name()),
-            metrics: Arc::new(Metrics::new()?),
-            redis_timeout: Duration::from_millis(settings.redis.redis_command_timeout_ms),
+            metrics,
             readyz_timeout: Duration::from_millis(settings.redis.readyz_timeout_ms),
             request_timeout: settings.request_timeout(),
             cache_max_entries: settings.cache_max_entries,

@@ -1,11 +1,12 @@
 //! Redis access: the connection pool, the key layout, and one bounded way to run a command.
 //!
-//! Every Redis operation goes through [`query`], which puts a hard deadline on getting a
+//! Every Redis operation goes through [`Store::query`], which puts a hard deadline on getting a
 //! pooled connection plus running the command, and turns every failure into
-//! [`AppError::Redis`] (a 503, or 507/500 when Redis answered with an error). So a dead, paused or misconfigured Redis can slow a
-//! request down by at most the command timeout, never hang it, and the pool reconnects by itself
-//! when Redis is back.
+//! [`AppError::Redis`] (a 503, or 507/500 when Redis answered with an error). So a dead, paused
+//! or misconfigured Redis can slow a request down by at most the command timeout, never hang
+//! it, and the pool reconnects by itself when Redis is back.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,7 +17,7 @@ use deadpool_redis::{Runtime, TimeoutType};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::RedisSettings;
-use crate::error::{AppError, RedisFailure};
+use crate::error::{AppError, RedisFailure, RedisFailureKind};
 use crate::metrics::Metrics;
 
 /// Redis key names, all under the configured prefix, computed once at start-up.
@@ -85,7 +86,7 @@ type PoolError = managed::PoolError<redis::RedisError>;
 /// `deadpool_redis::Manager` verifies each connection with `PING` whenever it leaves the pool,
 /// which doubles the Redis round trips of a request. This manager only verifies connections that
 /// sat idle longer than `verify_idle_after`; a busy connection that broke is noticed by the
-/// command that fails on it, and [`query`] then removes it from the pool.
+/// command that fails on it, and [`Store::query`] then removes it from the pool.
 pub struct RedisManager {
     inner: deadpool_redis::Manager,
     verify_idle_after: Duration,
@@ -131,7 +132,7 @@ pub fn build_pool(
     let command_timeout = Duration::from_millis(settings.redis_command_timeout_ms);
     let connect_timeout = Duration::from_millis(settings.redis_connect_timeout_ms);
     // The redis crate's own timeouts bound each connection attempt and each reply, so a paused
-    // Redis fails the command instead of parking it; [`query`] adds one overall deadline.
+    // Redis fails the command instead of parking it; [`Store::query`] adds one overall deadline.
     let connection_config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(connect_timeout))
         .set_response_timeout(Some(command_timeout));
@@ -162,65 +163,117 @@ pub fn describe_address(url: &str) -> String {
     }
 }
 
-/// Runs `pipeline` (one round trip) on a pooled connection, all within `deadline`.
-///
-/// Single commands go through a one-command pipeline too: same cost, one code path.
-/// Failures are counted in the metrics by kind and become [`AppError::Redis`]: 503 when Redis
-/// is unreachable or busy, 507 when it is out of memory, 500 when it refuses the command.
-pub async fn query<T: FromRedisValue>(
-    pool: &Pool,
-    metrics: &Metrics,
+/// The handle every Redis operation goes through: the pool, the metrics its failures are
+/// counted in, and the deadline of one operation. Cheap to clone (the pool and the metrics are
+/// reference-counted).
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+    metrics: Arc<Metrics>,
     deadline: Duration,
-    pipeline: &redis::Pipeline,
-) -> Result<T, AppError> {
-    let attempt = async {
-        let mut connection = pool.get().await.map_err(classify_pool_error)?;
-        match pipeline.query_async::<T>(&mut *connection).await {
-            Ok(value) => Ok(value),
-            Err(error) => {
-                if error.is_unrecoverable_error() {
-                    // Broken for good (Redis restarted, socket closed): keep it out of the pool.
-                    drop(managed::Object::take(connection));
-                }
-                Err(classify_redis_error(&error))
-            }
+}
+
+impl Store {
+    /// `deadline` bounds one operation, pool wait included (`REDIS_COMMAND_TIMEOUT_MS`).
+    pub fn new(pool: Pool, metrics: Arc<Metrics>, deadline: Duration) -> Store {
+        Store {
+            pool,
+            metrics,
+            deadline,
         }
-    };
-    let failure = match tokio::time::timeout(deadline, attempt).await {
-        Ok(Ok(value)) => return Ok(value),
-        Ok(Err(failure)) => failure,
-        Err(_) => RedisFailure {
-            kind: "timeout",
-            detail: format!("Redis did not answer within {} ms", deadline.as_millis()),
-        },
-    };
-    metrics.count_redis_error(failure.kind);
-    Err(AppError::Redis(failure))
+    }
+
+    /// The pool's sizes now, for the gauges of `/metrics`.
+    pub fn pool_status(&self) -> deadpool_redis::Status {
+        self.pool.status()
+    }
+
+    /// Runs `pipeline` (one round trip) on a pooled connection, within the store's deadline.
+    ///
+    /// Single commands go through a one-command pipeline too: same cost, one code path.
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, AppError> {
+        self.query_within(self.deadline, pipeline).await
+    }
+
+    /// [`Store::query`] with a deadline of its own (the readiness probe has a shorter one).
+    ///
+    /// Failures are counted in the metrics by kind and become [`AppError::Redis`]: 503 when
+    /// Redis is unreachable or busy, 507 when it is out of memory, 500 when it refuses the
+    /// command.
+    pub async fn query_within<T: FromRedisValue>(
+        &self,
+        deadline: Duration,
+        pipeline: &redis::Pipeline,
+    ) -> Result<T, AppError> {
+        let attempt = async {
+            let mut connection = self.pool.get().await.map_err(classify_pool_error)?;
+            match pipeline.query_async::<T>(&mut *connection).await {
+                Ok(value) => Ok(value),
+                Err(error) => {
+                    if error.is_unrecoverable_error() {
+                        // Broken for good (Redis restarted, socket closed): keep it out of the
+                        // pool.
+                        drop(managed::Object::take(connection));
+                    }
+                    Err(classify_redis_error(&error))
+                }
+            }
+        };
+        let failure = match tokio::time::timeout(deadline, attempt).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(failure)) => failure,
+            Err(_) => RedisFailure {
+                kind: RedisFailureKind::Timeout,
+                detail: format!("Redis did not answer within {} ms", deadline.as_millis()),
+            },
+        };
+        self.metrics.count_redis_error(failure.kind);
+        Err(AppError::Redis(failure))
+    }
 }
 
 fn classify_pool_error(error: PoolError) -> RedisFailure {
     match error {
         PoolError::Timeout(TimeoutType::Wait) => RedisFailure {
-            kind: "pool_exhausted",
+            kind: RedisFailureKind::PoolExhausted,
             detail: "no Redis connection became free in time (pool exhausted)".to_owned(),
         },
         PoolError::Timeout(TimeoutType::Create) => RedisFailure {
-            kind: "timeout",
+            kind: RedisFailureKind::Timeout,
             detail: "connecting to Redis timed out".to_owned(),
         },
         PoolError::Timeout(TimeoutType::Recycle) => RedisFailure {
-            kind: "timeout",
+            kind: RedisFailureKind::Timeout,
             detail: "checking a pooled Redis connection timed out".to_owned(),
         },
         PoolError::Backend(error) => classify_redis_error(&error),
         other => RedisFailure {
-            kind: "other",
+            kind: RedisFailureKind::Other,
             detail: format!("Redis pool error: {other}"),
         },
     }
 }
 
 fn classify_redis_error(error: &redis::RedisError) -> RedisFailure {
+    let kind = redis_error_kind(error);
+    let detail = match kind {
+        RedisFailureKind::Auth => format!(
+            "Redis refused authentication: check the password in REDIS_PASSWORD_FILE ({error})"
+        ),
+        RedisFailureKind::OutOfMemory => {
+            format!("Redis is out of memory (maxmemory reached): {error}")
+        }
+        RedisFailureKind::Busy => format!("Redis cannot serve right now: {error}"),
+        RedisFailureKind::Reply => format!("Redis refused the command: {error}"),
+        _ => format!("Redis error: {error}"),
+    };
+    RedisFailure { kind, detail }
+}
+
+fn redis_error_kind(error: &redis::RedisError) -> RedisFailureKind {
     // An error reply: Redis is up and answered, but refused the command. In a pipeline the
     // replies are wrapped; the first failing command's code stands for all.
     let code = error.code().map(str::to_owned).or_else(|| {
@@ -229,48 +282,23 @@ fn classify_redis_error(error: &redis::RedisError) -> RedisFailure {
             .into_server_errors()
             .and_then(|errors| errors.first().map(|(_, server)| server.code().to_owned()))
     });
-    let is_auth = error.kind() == redis::ErrorKind::AuthenticationFailed
-        || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS"));
-    if is_auth {
-        return RedisFailure {
-            kind: "auth",
-            detail: format!(
-                "Redis refused authentication: check the password in REDIS_PASSWORD_FILE ({error})"
-            ),
-        };
+    if error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(code.as_deref(), Some("NOAUTH" | "WRONGPASS"))
+    {
+        return RedisFailureKind::Auth;
     }
     match code.as_deref() {
-        Some("OOM") => {
-            return RedisFailure {
-                kind: "oom",
-                detail: format!("Redis is out of memory (maxmemory reached): {error}"),
-            }
+        Some("OOM") => RedisFailureKind::OutOfMemory,
+        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "READONLY") => RedisFailureKind::Busy,
+        Some(_) => RedisFailureKind::Reply,
+        None if error.is_timeout() => RedisFailureKind::Timeout,
+        None if error.is_io_error()
+            || error.is_connection_refusal()
+            || error.is_connection_dropped() =>
+        {
+            RedisFailureKind::Connection
         }
-        Some("LOADING" | "BUSY" | "MASTERDOWN" | "TRYAGAIN" | "READONLY") => {
-            return RedisFailure {
-                kind: "busy",
-                detail: format!("Redis cannot serve right now: {error}"),
-            }
-        }
-        Some(_) => {
-            return RedisFailure {
-                kind: "reply",
-                detail: format!("Redis refused the command: {error}"),
-            }
-        }
-        None => {}
-    }
-    let kind = if error.is_timeout() {
-        "timeout"
-    } else if error.is_io_error() || error.is_connection_refusal() || error.is_connection_dropped()
-    {
-        "connection"
-    } else {
-        "other"
-    };
-    RedisFailure {
-        kind,
-        detail: format!("Redis error: {error}"),
+        None => RedisFailureKind::Other,
     }
 }
 
@@ -288,6 +316,75 @@ mod tests {
         assert_eq!(keys.cache("a.b"), "test:cache:a.b");
         assert_eq!(keys.cache_index, "test:cache-index");
         assert_eq!(keys.counted("r-1"), "test:counted:r-1");
+    }
+
+    fn reply(code: &str) -> redis::RedisError {
+        redis::make_extension_error(code.to_owned(), Some("a reply".to_owned()))
+    }
+
+    fn io(kind: std::io::ErrorKind) -> redis::RedisError {
+        std::io::Error::new(kind, "a socket").into()
+    }
+
+    #[test]
+    fn redis_errors_are_told_apart_by_reply_code_then_by_cause() {
+        use std::io::ErrorKind as Io;
+        use RedisFailureKind::*;
+        let cases = [
+            (reply("NOAUTH"), Auth),
+            (reply("WRONGPASS"), Auth),
+            (
+                (redis::ErrorKind::AuthenticationFailed, "refused").into(),
+                Auth,
+            ),
+            (reply("OOM"), OutOfMemory),
+            (reply("LOADING"), Busy),
+            (reply("BUSY"), Busy),
+            (reply("MASTERDOWN"), Busy),
+            (reply("TRYAGAIN"), Busy),
+            (reply("READONLY"), Busy),
+            (reply("ERR"), Reply),
+            (reply("WRONGTYPE"), Reply),
+            (io(Io::TimedOut), Timeout),
+            (io(Io::ConnectionRefused), Connection),
+            (io(Io::ConnectionReset), Connection),
+            (io(Io::BrokenPipe), Connection),
+            (io(Io::UnexpectedEof), Connection),
+            ((redis::ErrorKind::Client, "odd").into(), Other),
+        ];
+        for (error, kind) in cases {
+            assert_eq!(classify_redis_error(&error).kind, kind, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn pool_errors_are_told_apart_by_what_timed_out() {
+        use RedisFailureKind::*;
+        let cases = [
+            (PoolError::Timeout(TimeoutType::Wait), PoolExhausted),
+            (PoolError::Timeout(TimeoutType::Create), Timeout),
+            (PoolError::Timeout(TimeoutType::Recycle), Timeout),
+            (
+                PoolError::Backend(io(std::io::ErrorKind::ConnectionRefused)),
+                Connection,
+            ),
+            (PoolError::Backend(reply("NOAUTH")), Auth),
+            (PoolError::Closed, Other),
+        ];
+        for (error, kind) in cases {
+            let shown = format!("{error:?}");
+            assert_eq!(classify_pool_error(error).kind, kind, "{shown}");
+        }
+    }
+
+    #[test]
+    fn the_detail_says_what_redis_did() {
+        let full = classify_redis_error(&reply("OOM")).detail;
+        assert!(full.starts_with("Redis is out of memory"), "{full}");
+        let auth = classify_redis_error(&reply("WRONGPASS")).detail;
+        assert!(auth.contains("REDIS_PASSWORD_FILE"), "{auth}");
+        let refused = classify_redis_error(&io(std::io::ErrorKind::ConnectionRefused)).detail;
+        assert!(refused.starts_with("Redis error: "), "{refused}");
     }
 
     #[test]

@@ -1,27 +1,27 @@
 //! A small shared cache: `PUT`/`GET`/`DELETE /api/cache/{key}`.
 //!
 //! Input is validated before Redis is touched: keys are 1-128 characters of
-//! `[A-Za-z0-9._:-]`, `ttl` (the only query parameter, on `PUT` only) is 1..=86400 seconds
-//! written canonically, bodies are at most 64 KiB.
+//! `[A-Za-z0-9._:-]` ([`CacheKey`]), `ttl` (the only query parameter, on `PUT` only: [`Ttl`]
+//! in a [`StrictQuery`]) is 1..=86400 seconds written canonically, bodies are at most 64 KiB.
 //! Entries live under `<prefix>cache:` so requests cannot reach other Redis data, and always
 //! carry a TTL: Redis's `volatile-lru` policy may evict them under memory pressure, never the
 //! counters, which have none. The number of entries is capped (`WEBAPP_CACHE_MAX_ENTRIES`),
 //! so the cache alone cannot fill Redis.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use deadpool_redis::redis;
 
 use crate::error::AppError;
+use crate::routes::extract::{CacheKey, NoParameters, QueryParameters, StrictQuery};
 use crate::state::AppState;
 use crate::store;
 
 /// Largest accepted value; bigger bodies get 413 before reaching Redis.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
-pub const MAX_KEY_CHARACTERS: usize = 128;
 pub const DEFAULT_TTL_SECONDS: u64 = 300;
 /// One day: the cache is for short-lived data, not a database.
 pub const MAX_TTL_SECONDS: u64 = 86_400;
@@ -43,17 +43,20 @@ redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]) * 1000, KEYS[1])
 return 1
 ";
 
-pub fn validate_key(key: &str) -> Result<(), AppError> {
-    let allowed =
-        |byte: u8| byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-');
-    if (1..=MAX_KEY_CHARACTERS).contains(&key.len()) && key.bytes().all(allowed) {
-        Ok(())
-    } else {
-        Err(AppError::InvalidKey)
+/// `PUT`'s query: `ttl`, the entry's lifetime in seconds, [`DEFAULT_TTL_SECONDS`] without it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ttl(pub u64);
+
+impl QueryParameters for Ttl {
+    const NAMES: &'static [&'static str] = &["ttl"];
+
+    fn from_given(given: &[(&str, &str)]) -> Result<Ttl, AppError> {
+        let ttl = given.iter().find(|(name, _)| *name == "ttl");
+        parse_ttl(ttl.map(|(_, value)| *value)).map(Ttl)
     }
 }
 
-pub fn parse_ttl(ttl: Option<&str>) -> Result<u64, AppError> {
+fn parse_ttl(ttl: Option<&str>) -> Result<u64, AppError> {
     match ttl {
         None => Ok(DEFAULT_TTL_SECONDS),
         Some(text) => {
@@ -69,55 +72,16 @@ pub fn parse_ttl(ttl: Option<&str>) -> Result<u64, AppError> {
     }
 }
 
-/// The query string's parameters, refusing unknown and repeated names: `allowed` lists the
-/// names the route takes. Values are taken as written (no percent-decoding: every value this
-/// API takes is plain digits).
-pub fn parse_query<'query>(
-    raw: Option<&'query str>,
-    allowed: &[&str],
-) -> Result<Vec<(&'query str, &'query str)>, AppError> {
-    let mut parameters: Vec<(&str, &str)> = Vec::new();
-    for part in raw.unwrap_or("").split('&').filter(|part| !part.is_empty()) {
-        let (name, value) = part.split_once('=').unwrap_or((part, ""));
-        let shown: String = name.chars().take(64).collect();
-        if !allowed.contains(&name) {
-            let takes = match allowed {
-                [] => "this route takes no query parameters".to_owned(),
-                names => format!("this route takes only {}", names.join(", ")),
-            };
-            return Err(AppError::InvalidQuery(format!(
-                "unknown query parameter {shown:?}: {takes}"
-            )));
-        }
-        if parameters.iter().any(|(seen, _)| *seen == name) {
-            return Err(AppError::InvalidQuery(format!(
-                "query parameter {shown:?} is given more than once"
-            )));
-        }
-        parameters.push((name, value));
-    }
-    Ok(parameters)
-}
-
-fn ttl_from_query(raw: Option<&str>) -> Result<u64, AppError> {
-    let parameters = parse_query(raw, &["ttl"])?;
-    parse_ttl(parameters.first().map(|(_, value)| *value))
-}
-
-fn key_from_path(path: Result<Path<String>, PathRejection>) -> Result<String, AppError> {
-    let Path(key) = path.map_err(|_| AppError::InvalidKey)?;
-    validate_key(&key)?;
-    Ok(key)
-}
-
+/// The key and the query are refused only after the body has been read, as on every route
+/// (`middleware::discard_unused_body` says why): their rejections come in as values.
 pub async fn put(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
+    key: Result<CacheKey, AppError>,
+    query: Result<StrictQuery<Ttl>, AppError>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, AppError> {
-    let key = key_from_path(path)?;
-    let ttl = ttl_from_query(query.as_deref())?;
+    let key = key?;
+    let StrictQuery(Ttl(ttl)) = query?;
     let value = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge
@@ -126,7 +90,7 @@ pub async fn put(
         }
     })?;
     let mut pipeline = redis::pipe();
-    let entry = state.keys.cache(&key);
+    let entry = state.keys.cache(key.as_str());
     store::eval(
         &mut pipeline,
         PUT_WITHIN_QUOTA,
@@ -135,8 +99,7 @@ pub async fn put(
     .arg(value.as_ref())
     .arg(ttl)
     .arg(state.cache_max_entries);
-    let (stored,): (u8,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (stored,): (u8,) = state.store.query(&pipeline).await?;
     if stored == 0 {
         return Err(AppError::CacheFull {
             max_entries: state.cache_max_entries,
@@ -147,17 +110,14 @@ pub async fn put(
 
 pub async fn get(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
+    key: CacheKey,
+    StrictQuery(NoParameters): StrictQuery<NoParameters>,
 ) -> Result<Response, AppError> {
-    let key = key_from_path(path)?;
-    parse_query(query.as_deref(), &[])?;
-    let full_key = state.keys.cache(&key);
+    let full_key = state.keys.cache(key.as_str());
     let mut pipeline = redis::pipe();
     // One round trip; if the key expires between the two commands the TTL reads -2, shown as 0.
     pipeline.get(&full_key).ttl(&full_key);
-    let (value, ttl): (Option<Vec<u8>>, i64) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (value, ttl): (Option<Vec<u8>>, i64) = state.store.query(&pipeline).await?;
     let value = value.ok_or(AppError::KeyNotFound)?;
     let mut response = (
         [
@@ -182,19 +142,16 @@ pub async fn get(
 
 pub async fn delete(
     State(state): State<AppState>,
-    path: Result<Path<String>, PathRejection>,
-    RawQuery(query): RawQuery,
+    key: CacheKey,
+    StrictQuery(NoParameters): StrictQuery<NoParameters>,
 ) -> Result<StatusCode, AppError> {
-    let key = key_from_path(path)?;
-    parse_query(query.as_deref(), &[])?;
-    let full_key = state.keys.cache(&key);
+    let full_key = state.keys.cache(key.as_str());
     let mut pipeline = redis::pipe();
     pipeline
         .del(&full_key)
         .zrem(&state.keys.cache_index, &full_key)
         .ignore();
-    let (deleted,): (u64,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (deleted,): (u64,) = state.store.query(&pipeline).await?;
     if deleted == 0 {
         return Err(AppError::KeyNotFound);
     }
@@ -204,20 +161,6 @@ pub async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn keys_of_allowed_characters_and_length_are_accepted() {
-        assert!(validate_key("a").is_ok());
-        assert!(validate_key("user:42.profile_v-1").is_ok());
-        assert!(validate_key(&"k".repeat(128)).is_ok());
-    }
-
-    #[test]
-    fn empty_long_or_odd_keys_are_refused() {
-        for key in ["", "a b", "a/b", "ä", "a*", &"k".repeat(129)] {
-            assert!(validate_key(key).is_err(), "{key:?} should be refused");
-        }
-    }
 
     #[test]
     fn ttl_defaults_to_300_and_must_be_1_to_86400() {
@@ -231,25 +174,38 @@ mod tests {
         }
     }
 
-    fn query_error(raw: &str, allowed: &[&str]) -> String {
-        match parse_query(Some(raw), allowed) {
-            Err(AppError::InvalidQuery(message)) => message,
-            other => panic!("{raw:?} should be refused, got {other:?}"),
-        }
+    fn ttl_of(raw: &str) -> Result<u64, AppError> {
+        StrictQuery::<Ttl>::parse(Some(raw)).map(|StrictQuery(Ttl(seconds))| seconds)
     }
 
     #[test]
-    fn query_parameters_must_be_known_and_given_once() {
-        assert_eq!(ttl_from_query(Some("ttl=5")).ok(), Some(5));
-        assert_eq!(ttl_from_query(None).ok(), Some(300));
-        assert_eq!(ttl_from_query(Some("")).ok(), Some(300));
-        assert!(query_error("TTL=5", &["ttl"]).contains("\"TTL\""));
-        assert!(query_error("ttl[]=5", &["ttl"]).contains("\"ttl[]\""));
-        assert!(query_error("ttl=5&ttl=6", &["ttl"]).contains("more than once"));
-        assert!(query_error("x=1", &[]).contains("takes no query parameters"));
-        assert!(matches!(
-            ttl_from_query(Some("ttl")),
-            Err(AppError::InvalidTtl)
-        ));
+    fn the_query_takes_ttl_once_and_a_bad_name_is_reported_before_a_bad_value() {
+        assert_eq!(ttl_of("ttl=5").ok(), Some(5));
+        assert_eq!(ttl_of("").ok(), Some(300));
+        assert_eq!(
+            StrictQuery::<Ttl>::parse(None).ok(),
+            Some(StrictQuery(Ttl(300)))
+        );
+        assert!(matches!(ttl_of("ttl"), Err(AppError::InvalidTtl)));
+        assert!(matches!(ttl_of("ttl=+5"), Err(AppError::InvalidTtl)));
+        for raw in [
+            "TTL=5",
+            "ttl[]=5",
+            "ttl=5&ttl=6",
+            "ttl=abc&x=1",
+            "x=1&ttl=abc",
+        ] {
+            assert!(
+                matches!(ttl_of(raw), Err(AppError::InvalidQuery(_))),
+                "{raw:?}"
+            );
+        }
+        match ttl_of("x=1") {
+            Err(AppError::InvalidQuery(message)) => assert_eq!(
+                message,
+                r#"unknown query parameter "x": this route takes only ttl"#
+            ),
+            other => panic!("x=1 should be refused, got {other:?}"),
+        }
     }
 }

@@ -16,6 +16,7 @@ use deadpool_redis::redis;
 use serde::Serialize;
 
 use crate::error::AppError;
+use crate::routes::extract::CacheKey;
 use crate::state::AppState;
 use crate::store;
 
@@ -54,7 +55,7 @@ pub async fn greet(
     let idempotency_key = headers
         .get(IDEMPOTENCY_KEY_HEADER)
         .and_then(|value| value.to_str().ok())
-        .filter(|key| crate::routes::cache::validate_key(key).is_ok());
+        .filter(|key| CacheKey::is_valid(key));
     if method == Method::HEAD {
         pipeline.get(&state.keys.hits);
     } else if let Some(key) = idempotency_key {
@@ -69,8 +70,7 @@ pub async fn greet(
             .hincr(&state.keys.replica_hits, &*state.replica, 1)
             .ignore();
     }
-    let (hits,): (Option<u64>,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (hits,): (Option<u64>,) = state.store.query(&pipeline).await?;
     Ok(format!(
         "Hello from {}! I have been seen {} times.",
         state.replica,
@@ -90,8 +90,7 @@ pub struct Hits {
 pub async fn hits(State(state): State<AppState>) -> Result<Json<Hits>, AppError> {
     let mut pipeline = redis::pipe();
     pipeline.get(&state.keys.hits).get(&state.keys.retired_hits);
-    let (hits, retired): (Option<u64>, Option<u64>) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (hits, retired): (Option<u64>, Option<u64>) = state.store.query(&pipeline).await?;
     Ok(Json(Hits {
         hits: hits.unwrap_or(0),
         replica: state.replica.to_string(),
@@ -140,8 +139,7 @@ async fn forget_gone_replicas(
     store::eval(&mut pipeline, FORGET_GONE_REPLICAS, &keys)
         .arg(u64::try_from(state.replica_forget_after.as_millis()).unwrap_or(u64::MAX))
         .arg(seen.unwrap_or(""));
-    let (counts,): (BTreeMap<String, u64>,) =
-        store::query(&state.redis, &state.metrics, state.redis_timeout, &pipeline).await?;
+    let (counts,): (BTreeMap<String, u64>,) = state.store.query(&pipeline).await?;
     Ok(counts)
 }
 

@@ -10,7 +10,6 @@ use serde_json::{json, Value};
 
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::store;
 
 /// Liveness: the process serves HTTP. Deliberately ignores Redis, so an orchestrator never
 /// restarts a healthy replica because Redis is down.
@@ -44,19 +43,16 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, AppError>
     }
     let mut pipeline = redis::pipe();
     pipeline.ping();
-    let (_pong,): (String,) = store::query(
-        &state.redis,
-        &state.metrics,
-        state.readyz_timeout,
-        &pipeline,
-    )
-    .await?;
+    let (_pong,): (String,) = state
+        .store
+        .query_within(state.readyz_timeout, &pipeline)
+        .await?;
     Ok(Json(json!({ "status": "ready", "replica": state.replica.as_ref() })).into_response())
 }
 
 /// Prometheus text exposition.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    match state.metrics.render(state.redis.status()) {
+    match state.metrics.render(state.store.pool_status()) {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod counter;
+pub mod extract;
 pub mod health;
 
 use crate::error::AppError;

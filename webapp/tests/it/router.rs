@@ -3,10 +3,13 @@
 //! Redis here is a closed loopback port: a request that validation should stop never reaches
 //! Redis, so it must answer 4xx; one that does reach it gets the 503 an unreachable Redis gives.
 
-use axum::body::Body;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
 use axum::http::{header, Method, Request, StatusCode};
 use axum::response::Response;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 use tower::ServiceExt;
 use webapp::AppState;
@@ -95,6 +98,27 @@ async fn ttl_outside_1_to_86400_or_not_a_number_is_refused_with_400() {
         assert!(
             body["error"].as_str().unwrap_or_default().contains("ttl"),
             "{uri}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_put_refused_for_its_key_or_query_has_had_its_body_read() {
+    // An answer sent while the client is still sending resets the connection (see
+    // `middleware::discard_unused_body`), so a refused PUT reads its body first.
+    let state = state_with_unreachable_redis();
+    for uri in ["/api/cache/a*", "/api/cache/k?x=1", "/api/cache/k?ttl=0"] {
+        let read = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&read);
+        let body = Full::new(Bytes::from_static(b"v")).map_frame(move |frame| {
+            flag.store(true, Ordering::SeqCst);
+            frame
+        });
+        let response = send(&state, Method::PUT, uri, Body::new(body)).await;
+        assert_json_error(response, StatusCode::BAD_REQUEST).await;
+        assert!(
+            read.load(Ordering::SeqCst),
+            "PUT {uri} was answered before its body was read"
         );
     }
 }
