@@ -125,6 +125,48 @@ pub fn top_level_graph(modules: &Graph) -> Graph {
 }
 
 // ---------------------------------------------------------------------------
+// Graph -> layers.
+
+/// The layers of an acyclic graph, bottom first: a node's layer is one above
+/// the highest layer of anything it refers to, so no node refers to one in
+/// its own layer or above. `None` when the graph has a cycle.
+pub fn layers_of(graph: &Graph) -> Option<Vec<Vec<String>>> {
+    let nodes: BTreeSet<&String> = graph
+        .iter()
+        .flat_map(|(from, targets)| std::iter::once(from).chain(targets.keys()))
+        .collect();
+    let mut layer_of: BTreeMap<&String, usize> = BTreeMap::new();
+    // Each round places the nodes whose references are all placed; a round
+    // that places none means what is left is, or reaches, a cycle.
+    while layer_of.len() < nodes.len() {
+        let placed: Vec<(&String, usize)> = nodes
+            .iter()
+            .filter(|node| !layer_of.contains_key(*node))
+            .filter_map(|&node| {
+                let targets = graph.get(node).map(|targets| targets.keys());
+                let mut layer = 0;
+                for target in targets.into_iter().flatten() {
+                    layer = layer.max(layer_of.get(target)? + 1);
+                }
+                Some((node, layer))
+            })
+            .collect();
+        if placed.is_empty() {
+            return None;
+        }
+        layer_of.extend(placed);
+    }
+    let mut layers: Vec<Vec<String>> = Vec::new();
+    for (node, layer) in layer_of {
+        if layers.len() <= layer {
+            layers.resize(layer + 1, Vec::new());
+        }
+        layers[layer].push(node.clone());
+    }
+    Some(layers)
+}
+
+// ---------------------------------------------------------------------------
 // Graph -> cycles.
 
 /// The strongly connected components of more than one node (the cycles),

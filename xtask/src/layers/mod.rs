@@ -35,7 +35,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use xshell::Shell;
 
-use self::graph::{cycles_of, describe_cycle, module_graph, parse_crate, top_level_graph};
+use self::graph::{
+    cycles_of, describe_cycle, layers_of, module_graph, parse_crate, top_level_graph,
+};
 use self::parse::{ModulePath, SourceFile};
 
 /// Check that no crate of the workspace has an import cycle between its modules.
@@ -67,6 +69,12 @@ pub fn check(root: &Path) -> anyhow::Result<()> {
             for component in cycles_of(graph) {
                 cycles += 1;
                 print!("{}", describe_cycle(level, graph, &component));
+            }
+        }
+        // What ARCHITECTURE.md draws: the top-level modules, bottom first.
+        if let Some(layers) = layers_of(&top).filter(|layers| layers.len() > 1) {
+            for (number, layer) in layers.iter().enumerate() {
+                println!("  layer {number}: {}", layer.join(", "));
             }
         }
     }

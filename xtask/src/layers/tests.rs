@@ -269,3 +269,33 @@ fn manifests_name_members_and_packages() {
         "[package]\nversion = \"1\"\nname = \"stack-tests\"\n[dependencies]\nname = \"x\"\n";
     assert_eq!(package_name(package).as_deref(), Some("stack-tests"));
 }
+
+#[test]
+fn layers_put_each_module_above_everything_it_refers_to() {
+    let acyclic = graph(&[
+        ("crate", "e2e"),
+        ("e2e", "compose"),
+        ("e2e", "stack"),
+        ("compose", "docker"),
+        ("docker", "stack"),
+        ("render", "stack"),
+    ]);
+    let names = |layer: &[&str]| {
+        layer
+            .iter()
+            .map(|name| name.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        layers_of(&acyclic),
+        Some(vec![
+            names(&["stack"]),
+            names(&["docker", "render"]),
+            names(&["compose"]),
+            names(&["e2e"]),
+            names(&["crate"]),
+        ])
+    );
+    let cyclic = graph(&[("a", "b"), ("b", "a"), ("c", "a")]);
+    assert_eq!(layers_of(&cyclic), None);
+}
