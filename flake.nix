@@ -6,7 +6,7 @@
 # - `nix build` (= `.#webapp`): the webapp, httpcheck and proxy-init binaries.
 # - `.#webapp-image`, `.#db-image`, `.#proxy-image`: scripts that stream the
 #   three images into `docker load`, a Nix alternative to `cargo xtask images`.
-# - `nix flake check`: clippy over the workspace and the webapp's tests.
+# - `nix flake check`: clippy over the workspace, the webapp's and the proxy's tests.
 # - `nix fmt`: formats this file.
 #
 # Every input is pinned to a commit in its URL; the first `nix develop` (or any
@@ -69,15 +69,17 @@
 
           webappManifest = lib.importTOML ./webapp/Cargo.toml;
 
-          # Only what cargo needs, so editing the README or deploy files does
-          # not rebuild the webapp. All workspace members must be present for
-          # cargo to load the workspace, even though only webapp is built.
+          # Only what cargo needs, so editing the README, deploy files or the
+          # nginx configuration does not rebuild the binaries. All workspace
+          # members must be present for cargo to load the workspace, even
+          # though only webapp and proxy are built.
           workspaceSource = lib.fileset.toSource {
             root = ./.;
             fileset = lib.fileset.unions [
               ./Cargo.toml
               ./Cargo.lock
               ./webapp
+              ./nginx/proxy
               ./xtask
               ./tests
             ];
@@ -104,15 +106,20 @@
             src = workspaceSource;
             cargoLock.lockFile = ./Cargo.lock;
 
-            # The workspace also holds xtask and the end-to-end suite; neither
+            # The webapp and the proxy image's programs (nginx/proxy/). The
+            # workspace also holds xtask and the end-to-end suite; neither
             # belongs in the package, and the end-to-end suite needs Docker.
             cargoBuildFlags = [
               "-p"
               "webapp"
+              "-p"
+              "proxy"
             ];
             cargoTestFlags = [
               "-p"
               "webapp"
+              "-p"
+              "proxy"
             ];
 
             # The webapp's integration tests start a real redis-server; they
@@ -159,7 +166,8 @@
             ln -s ${webapp}/bin/httpcheck $out/usr/local/bin/httpcheck
             ln -s ${webapp}/bin/proxy-init $out/usr/local/bin/proxy-init
             cp ${pkgs.nginx}/conf/mime.types $out/etc/nginx/mime.types
-            cp ${./nginx}/* $out/etc/nginx/
+            # The configuration only: nginx/ also holds the proxy crate.
+            cp ${./nginx}/*.conf $out/etc/nginx/
           '';
 
           webappImage = pkgs.dockerTools.streamLayeredImage {

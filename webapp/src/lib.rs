@@ -8,7 +8,6 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod middleware;
-pub mod probe;
 pub mod routes;
 pub mod state;
 pub mod store;

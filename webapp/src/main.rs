@@ -4,9 +4,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use proxy::probe;
 use tokio::net::TcpListener;
 use webapp::config::{self, Command, Settings};
-use webapp::{probe, store, telemetry, AppState};
+use webapp::{store, telemetry, AppState};
 
 fn main() -> ExitCode {
     let settings = config::parse_or_exit();

@@ -39,7 +39,7 @@ pub const WEBAPP_LAME_DUCK: Duration = Duration::from_secs(5);
 
 /// How often the proxy looks up the webapp replicas' addresses and, when they
 /// changed, reloads its back nginx (`PROXY_RESOLVE_INTERVAL_MS`, read by
-/// webapp/src/bin/proxy-init.rs).
+/// nginx/proxy/src/bin/proxy-init/).
 pub const PROXY_RESOLVE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The port the webapp listens on inside the stack.
@@ -227,7 +227,7 @@ pub fn entrypoint(service: &str) -> anyhow::Result<Vec<String>> {
         WEBAPP => &["/usr/local/bin/webapp"],
         DB => &["/usr/bin/redis-server"],
         // Runs the front and back nginx and keeps the back's list of
-        // replicas equal to DNS (webapp/src/bin/proxy-init.rs).
+        // replicas equal to DNS (nginx/proxy/src/bin/proxy-init/).
         PROXY => &["/usr/local/bin/proxy-init"],
         other => anyhow::bail!("xtask builds no image for service {other:?}"),
     };

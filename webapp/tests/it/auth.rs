@@ -44,8 +44,8 @@ fn wrong_password_gives_503s_and_a_clear_log_line_without_crashing() {
     ]);
 
     for path in ["/", "/readyz"] {
-        let status = webapp::probe::parse_http_url(&app.url(path))
-            .and_then(|url| webapp::probe::get_status(&url))
+        let status = proxy::probe::parse_http_url(&app.url(path))
+            .and_then(|url| proxy::probe::get_status(&url))
             .expect("the app answers");
         assert_eq!(status, 503, "GET {path}");
     }
@@ -55,7 +55,7 @@ fn wrong_password_gives_503s_and_a_clear_log_line_without_crashing() {
         "webapp crashed; output:\n{}",
         app.output()
     );
-    assert_eq!(webapp::probe::check(&app.url("/healthz")), 0);
+    assert_eq!(proxy::probe::check(&app.url("/healthz")), 0);
     let logged = app.wait_for_output(
         "Redis refused authentication: check the password in REDIS_PASSWORD_FILE",
         Duration::from_secs(10),

@@ -1,12 +1,12 @@
-//! The built binaries as real processes: signals and graceful shutdown, exit codes, start-up
-//! errors, `webapp healthcheck` and `httpcheck`.
+//! The built webapp binary as a real process: signals and graceful shutdown, exit codes, start-up
+//! errors and `webapp healthcheck`.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::support::{free_port, unique_prefix, BinaryApp, RedisServer};
+use crate::support::{unique_prefix, BinaryApp, RedisServer};
 
 /// The app with this drain grace and no lame-duck period: it stops accepting at SIGTERM.
 fn start_app(redis: &RedisServer, grace_secs: &str) -> BinaryApp {
@@ -276,29 +276,4 @@ fn healthcheck_subcommand_exits_0_when_ready_and_1_when_not() {
     redis.kill();
 
     assert_eq!(healthcheck(), Some(1));
-}
-
-#[test]
-#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
-fn httpcheck_exits_0_on_2xx_and_1_otherwise() {
-    let redis = RedisServer::stopped(None);
-    let app = start_app(&redis, "1");
-    let httpcheck = |arguments: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_httpcheck"))
-            .args(arguments)
-            .output()
-            .expect("run httpcheck")
-            .status
-            .code()
-    };
-    assert_eq!(httpcheck(&[&app.url("/healthz")]), Some(0));
-    assert_eq!(
-        httpcheck(&[&app.url("/readyz")]),
-        Some(1),
-        "Redis is down: not ready"
-    );
-    assert_eq!(httpcheck(&[&app.url("/no-such-page")]), Some(1));
-    let closed = format!("http://127.0.0.1:{}/", free_port());
-    assert_eq!(httpcheck(&[&closed]), Some(1));
-    assert_eq!(httpcheck(&[]), Some(2));
 }

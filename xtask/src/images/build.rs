@@ -75,33 +75,32 @@ pub(super) fn debian_rootfs(
     Ok(resolved.rootfs)
 }
 
-/// Copies every regular file under `nginx_dir` to /etc/nginx/.
+/// Copies the top-level `*.conf` files of `nginx_dir` to /etc/nginx/: the
+/// configuration only, not the proxy crate beside it in nginx/proxy/ (whose
+/// programs the image gets as built binaries).
 pub(super) fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow::Result<()> {
-    let mut pending = vec![nginx_dir.to_path_buf()];
-    while let Some(directory) = pending.pop() {
-        let entries = fs::read_dir(&directory)
-            .with_context(|| format!("list nginx configuration in {}", directory.display()))?;
-        for entry in entries {
-            let path = entry
-                .with_context(|| format!("list {}", directory.display()))?
-                .path();
-            if path.is_dir() {
-                pending.push(path);
-            } else if path.is_file() {
-                let relative = path
-                    .strip_prefix(nginx_dir)
-                    .context("nginx file outside its directory")?
-                    .to_string_lossy()
-                    .into_owned();
-                rootfs.add_file(
-                    &format!("etc/nginx/{relative}"),
-                    FileContents::Bytes(
-                        fs::read(&path).with_context(|| format!("read {}", path.display()))?,
-                    ),
-                    0o644,
-                );
-            }
+    let entries = fs::read_dir(nginx_dir)
+        .with_context(|| format!("list nginx configuration in {}", nginx_dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("list {}", nginx_dir.display()))?
+            .path();
+        let is_config = path
+            .extension()
+            .is_some_and(|extension| extension == "conf");
+        if !is_config || !path.is_file() {
+            continue;
         }
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+            bail!("{} has a name that is not UTF-8", path.display())
+        };
+        rootfs.add_file(
+            &format!("etc/nginx/{name}"),
+            FileContents::Bytes(
+                fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+            ),
+            0o644,
+        );
     }
     for required in ["nginx.conf", "back.conf"] {
         if !rootfs.contains(&format!("etc/nginx/{required}")) {
@@ -317,4 +316,95 @@ pub(super) fn write_build_record(
     };
     let bytes = serde_json::to_vec_pretty(&record).context("serialise build record")?;
     fs::write(record_path, bytes).with_context(|| format!("write {}", record_path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::images::layer::RootfsEntry;
+
+    /// The files `add_nginx_config` added (besides their parent directories),
+    /// with their bytes.
+    fn nginx_files(nginx_dir: &Path) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+        let mut rootfs = Rootfs::new();
+        add_nginx_config(&mut rootfs, nginx_dir)?;
+        let mut files = BTreeMap::new();
+        for (path, entry) in rootfs.entries() {
+            match entry {
+                RootfsEntry::Directory { .. } => {}
+                RootfsEntry::File {
+                    contents: FileContents::Bytes(bytes),
+                    mode: 0o644,
+                } => {
+                    files.insert(path.clone(), bytes.clone());
+                }
+                other => panic!("{path} is not a plain 0644 file: {other:?}"),
+            }
+        }
+        Ok(files)
+    }
+
+    fn scratch_nginx_dir(files: &[(&str, &str)]) -> std::path::PathBuf {
+        let directory = std::env::temp_dir().join(staging::unique_temporary_name("xtask-nginx"));
+        for (name, text) in files {
+            let path = directory.join(name);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        }
+        directory
+    }
+
+    #[test]
+    fn only_the_top_level_conf_files_are_copied() {
+        let directory = scratch_nginx_dir(&[
+            ("nginx.conf", "front"),
+            ("back.conf", "back"),
+            ("webapp-proxy.conf", "included"),
+            ("notes.md", "not configuration"),
+            ("proxy/Cargo.toml", "[package]"),
+            ("proxy/src/lib.rs", "pub mod probe;"),
+            ("proxy/tests/fixture.conf", "a crate's file"),
+        ]);
+
+        let files = nginx_files(&directory).unwrap();
+        fs::remove_dir_all(&directory).unwrap();
+
+        assert_eq!(
+            files,
+            BTreeMap::from([
+                ("etc/nginx/back.conf".to_string(), b"back".to_vec()),
+                ("etc/nginx/nginx.conf".to_string(), b"front".to_vec()),
+                (
+                    "etc/nginx/webapp-proxy.conf".to_string(),
+                    b"included".to_vec()
+                ),
+            ])
+        );
+    }
+
+    #[test]
+    fn a_missing_back_conf_is_named_with_the_directory() {
+        let directory = scratch_nginx_dir(&[("nginx.conf", "front")]);
+
+        let error = nginx_files(&directory).unwrap_err().to_string();
+        fs::remove_dir_all(&directory).unwrap();
+
+        assert!(error.contains("has no back.conf"), "{error}");
+        assert!(error.contains(&directory.display().to_string()), "{error}");
+    }
+
+    #[test]
+    fn the_repositorys_nginx_directory_gives_its_configuration_and_no_crate_file() {
+        let files = nginx_files(&crate::project_root().join("nginx")).unwrap();
+
+        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "etc/nginx/back.conf",
+                "etc/nginx/nginx.conf",
+                "etc/nginx/webapp-proxy.conf"
+            ]
+        );
+    }
 }

@@ -1,4 +1,5 @@
-//! The webapp crate's binaries as static-pie executables for the images.
+//! The images' programs as static-pie executables: `webapp` from the webapp
+//! crate, `proxy-init` and `httpcheck` from the proxy crate (nginx/proxy/).
 //!
 //! No musl target is installed, so they link glibc statically
 //! (`-C target-feature=+crt-static` on x86_64-unknown-linux-gnu). `--target`
@@ -28,7 +29,8 @@ fn cargo_home() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".cargo"))
 }
 
-/// Builds `webapp`, `httpcheck` and `proxy-init` in `cargo_target_dir` (incrementally).
+/// Builds `webapp`, `httpcheck` and `proxy-init` in `cargo_target_dir` (incrementally), in
+/// one cargo invocation, so the two packages share the dependencies they have in common.
 pub fn build(
     sh: &Shell,
     root: &Path,
@@ -48,19 +50,19 @@ pub fn build(
     ]
     .join("\x1f");
     eprintln!(
-        "images: cargo build --release -p webapp (static-pie) in {}",
+        "images: cargo build --release -p webapp -p proxy (static-pie) in {}",
         cargo_target_dir.display()
     );
     cmd!(
         sh,
-        "{cargo} build --release --package webapp --bin webapp --bin httpcheck --bin proxy-init --target {TARGET_TRIPLE}"
+        "{cargo} build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {TARGET_TRIPLE}"
     )
     .env("CARGO_TARGET_DIR", cargo_target_dir)
     .env("CARGO_ENCODED_RUSTFLAGS", flags)
     .env_remove("RUSTFLAGS")
     .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
     .run()
-    .context("`cargo build --release -p webapp` failed (see the compiler output above)")?;
+    .context("`cargo build --release -p webapp -p proxy` failed (see the compiler output above)")?;
     let release_dir = cargo_target_dir.join(TARGET_TRIPLE).join("release");
     let binaries = WebappBinaries {
         webapp: release_dir.join("webapp"),

@@ -262,9 +262,11 @@ fn self_edges_are_dropped_at_the_top_level() {
 
 #[test]
 fn manifests_name_members_and_packages() {
-    let workspace =
-        "[workspace]\nresolver = \"2\"\nmembers = [\"webapp\", \"xtask\",\n \"tests\"]\n";
-    assert_eq!(workspace_members(workspace), ["webapp", "xtask", "tests"]);
+    let workspace = "[workspace]\nresolver = \"2\"\nmembers = [\"webapp\", \"nginx/proxy\", \"xtask\",\n \"tests\"]\n";
+    assert_eq!(
+        workspace_members(workspace),
+        ["webapp", "nginx/proxy", "xtask", "tests"]
+    );
     let package =
         "[package]\nversion = \"1\"\nname = \"stack-tests\"\n[dependencies]\nname = \"x\"\n";
     assert_eq!(package_name(package).as_deref(), Some("stack-tests"));

@@ -6,6 +6,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 use super::free_port;
 
 pub struct BinaryApp {
@@ -84,7 +86,7 @@ impl BinaryApp {
                     self.output()
                 ));
             }
-            if webapp::probe::check(&format!("http://127.0.0.1:{}/healthz", self.port)) == 0 {
+            if proxy::probe::check(&format!("http://127.0.0.1:{}/healthz", self.port)) == 0 {
                 return Ok(());
             }
             assert!(
@@ -124,10 +126,7 @@ impl BinaryApp {
     }
 
     pub fn send_sigterm(&self) {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits in pid_t");
-        // SAFETY: kill(2) on our own, not yet reaped, child.
-        let result = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(result, 0, "kill(SIGTERM) failed");
+        kill_process(Pid::from_child(&self.child), Signal::TERM).expect("kill(SIGTERM) failed");
     }
 
     /// Waits for the process to exit, failing the test (with its output) after `limit`.

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use rustix::process::{kill_process, Pid, Signal};
+
 use super::{free_port, ScratchDir};
 
 pub struct RedisServer {
@@ -143,7 +145,7 @@ impl RedisServer {
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             if self.paused {
-                self.signal_child(&child, libc::SIGCONT);
+                self.signal_child(&child, Signal::CONT);
                 self.paused = false;
             }
             let _ = child.kill();
@@ -154,22 +156,21 @@ impl RedisServer {
     /// SIGSTOP: the server keeps its sockets open but answers nothing.
     pub fn pause(&mut self) {
         let child = self.child.as_ref().expect("redis-server is not running");
-        self.signal_child(child, libc::SIGSTOP);
+        self.signal_child(child, Signal::STOP);
         self.paused = true;
     }
 
     /// SIGCONT after [`RedisServer::pause`].
     pub fn resume(&mut self) {
         let child = self.child.as_ref().expect("redis-server is not running");
-        self.signal_child(child, libc::SIGCONT);
+        self.signal_child(child, Signal::CONT);
         self.paused = false;
     }
 
-    fn signal_child(&self, child: &Child, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(child.id()).expect("pid fits in pid_t");
-        // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
-        let result = unsafe { libc::kill(pid, signal) };
-        assert_eq!(result, 0, "kill({pid}, {signal}) failed");
+    fn signal_child(&self, child: &Child, signal: Signal) {
+        let pid = Pid::from_child(child);
+        kill_process(pid, signal)
+            .unwrap_or_else(|error| panic!("kill({pid:?}, {signal:?}) failed: {error}"));
     }
 
     /// Runs one command (authenticating first when the server has a password) and returns the

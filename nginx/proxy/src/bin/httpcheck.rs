@@ -1,12 +1,12 @@
 //! `httpcheck URL`: exit 0 if an `http://` URL answers 2xx, else 1.
 //!
 //! For images with no shell or curl (the nginx proxy image runs it as its HEALTHCHECK).
-//! Uses only `std` and the probe code shared with `webapp healthcheck`, so the binary stays small.
-
-#[path = "../probe.rs"]
-mod probe;
+//! Uses only the probe shared with `webapp healthcheck`, with no async runtime, so the binary
+//! stays small.
 
 use std::process::ExitCode;
+
+use proxy::probe;
 
 fn main() -> ExitCode {
     let mut arguments = std::env::args().skip(1);

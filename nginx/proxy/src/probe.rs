@@ -1,12 +1,13 @@
-//! A tiny HTTP/1.1 GET probe for health checks, using only `std`.
+//! A tiny HTTP/1.1 GET probe for health checks, with no async runtime.
 //!
-//! Shared by `webapp healthcheck` and the `httpcheck` binary (which includes this file with
-//! `#[path]` so it stays free of tokio and the rest of the service). Images without a shell or
-//! curl run these as their HEALTHCHECK.
+//! Shared by `webapp healthcheck` and the `httpcheck` binary. Images without a shell or curl run
+//! these as their HEALTHCHECK.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
+
+use http::uri::{Scheme, Uri};
 
 /// How long a probe waits for connecting, writing and reading, each.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -19,33 +20,36 @@ pub struct HttpUrl {
     pub path: String,
 }
 
-/// Parses `http://host[:port][/path]`; only plain HTTP is supported.
+/// Parses `http://host[:port][/path][?query]`; only plain HTTP is supported. `http::Uri`
+/// refuses characters a request line cannot carry; it reads an invalid port as none, so the
+/// port is checked here.
 pub fn parse_http_url(url: &str) -> Result<HttpUrl, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?} is not an http:// URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(slash) => (&rest[..slash], &rest[slash..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) => (
-            host,
-            port.parse::<u16>()
-                .map_err(|_| format!("{port:?} in {url:?} is not a port number"))?,
-        ),
-        None => (authority, 80),
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
+    let uri: Uri = url
+        .parse()
+        .map_err(|error| format!("{url:?} is not a URL: {error}"))?;
+    if uri.scheme() != Some(&Scheme::HTTP) {
+        return Err(format!("{url:?} is not an http:// URL"));
     }
+    let authority = uri
+        .authority()
+        .filter(|authority| !authority.host().is_empty())
+        .ok_or_else(|| format!("{url:?} has no host"))?;
+    let port = match authority.port() {
+        Some(port) => port.as_u16(),
+        None if authority.as_str().ends_with(authority.host()) => 80,
+        None => return Err(format!("the port in {url:?} is not a port number")),
+    };
     Ok(HttpUrl {
-        host: host
+        host: authority
+            .host()
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned(),
         port,
-        path: path.to_owned(),
+        path: uri
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .to_owned(),
     })
 }
 
@@ -139,9 +143,28 @@ mod tests {
     }
 
     #[test]
+    fn query_is_kept_and_brackets_leave_an_ipv6_host() {
+        let url = parse_http_url("http://[::1]:8080/readyz?verbose").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("::1", 8080, "/readyz?verbose")
+        );
+        assert_eq!(parse_http_url("http://[::1]/").unwrap().port, 80);
+    }
+
+    #[test]
     fn https_and_garbage_are_refused() {
-        assert!(parse_http_url("https://x/").is_err());
-        assert!(parse_http_url("http://x:notaport/").is_err());
+        for url in [
+            "https://x/",
+            "http://x:notaport/",
+            "http://x:65536/",
+            "http://x:/",
+            "http:///path",
+            "http://x/a b",
+            "/readyz",
+        ] {
+            assert!(parse_http_url(url).is_err(), "{url}");
+        }
     }
 
     #[test]
