@@ -7,8 +7,8 @@
 //! cannot read a password from a file any other way).
 
 use std::fs;
-use std::io::{Read, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
@@ -87,20 +87,9 @@ fn random_password() -> anyhow::Result<String> {
 }
 
 /// Writes through a temporary file and a rename, so a reader never sees half
-/// a password.
+/// a password; the file is the owner's alone (0600) from its creation.
 fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let temporary = path.with_extension("tmp");
-    let _ = fs::remove_file(&temporary);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .with_context(|| format!("create {}", temporary.display()))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("write {}", temporary.display()))?;
-    fs::rename(&temporary, path).with_context(|| format!("write {}", path.display()))
+    crate::images::staging::write_atomically(path, contents.as_bytes(), 0o600)
 }
 
 /// Compose bind-mounts file secrets with the host file's owner and mode, and

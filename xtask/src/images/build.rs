@@ -217,13 +217,7 @@ pub(super) fn build_all(
         let config_digest_hex = blobs.config_digest_hex();
         let tags = vec![STABLE_TAG.to_string(), config_digest_hex[..12].to_string()];
         let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
-        let temporary = layout
-            .output_dir
-            .join(staging::unique_temporary_name(&format!("{name}.tar")));
-        fs::write(&temporary, &archive)
-            .with_context(|| format!("write {}", temporary.display()))?;
-        fs::rename(&temporary, &archive_path)
-            .with_context(|| format!("write {}", archive_path.display()))?;
+        staging::write_atomically(&archive_path, &archive, 0o666)?;
         let artifact = ImageArtifact {
             name,
             manifest_digest_hex: blobs.manifest_digest_hex(),

@@ -10,6 +10,7 @@ use std::{
 };
 
 use anyhow::{bail, Context};
+pub use deb822_fast::borrowed::BorrowedParagraph as Paragraph;
 
 /// The decompressed stream of an `ar` member named `name` (`control.tar.xz` …).
 fn decompressed<'a, R: Read + 'a>(name: &str, reader: R) -> anyhow::Result<Box<dyn Read + 'a>> {
@@ -81,7 +82,7 @@ pub fn control_file(deb_path: &Path) -> anyhow::Result<String> {
     })
 }
 
-/// Unpacks `data.tar.*` into `destination` (which must not exist yet), with
+/// Unpacks `data.tar.*` into `destination` (new or empty), with
 /// the archive's permission bits exactly (no umask), as `dpkg-deb --extract`.
 pub fn extract_data(deb_path: &Path, destination: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(destination).with_context(|| format!("create {}", destination.display()))?;
@@ -96,28 +97,32 @@ pub fn extract_data(deb_path: &Path, destination: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// One field of a control file (continuation lines joined with newlines),
-/// `None` when absent.
-pub fn control_field(control: &str, field: &str) -> Option<String> {
-    let mut lines = control.lines();
-    while let Some(line) = lines.next() {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        if line.starts_with([' ', '\t']) || !name.eq_ignore_ascii_case(field) {
-            continue;
-        }
-        let mut value = value.trim().to_string();
-        for continuation in lines.by_ref() {
-            if !continuation.starts_with([' ', '\t']) {
-                break;
-            }
-            value.push('\n');
-            value.push_str(continuation.trim());
-        }
-        return Some(value);
-    }
-    None
+/// The paragraphs of a deb822 text (a control file, a signed Release, a
+/// Packages index): the one parser for all of them. Each field's lines are
+/// borrowed from `text`, continuation lines without their leading blanks.
+pub fn paragraphs(text: &str) -> anyhow::Result<Vec<Paragraph<'_>>> {
+    deb822_fast::borrowed::parse_borrowed(text)
+        .context("not deb822 text (paragraphs of Field: value lines)")
+}
+
+/// One field of a paragraph, its lines trimmed and joined with newlines;
+/// `None` when absent. Names compare case-insensitively.
+pub fn field(paragraph: &Paragraph, name: &str) -> Option<String> {
+    let lines = paragraph.get(name)?;
+    Some(
+        lines
+            .iter()
+            .map(|line| line.trim())
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
+/// One field of the first paragraph of a control file.
+pub fn control_field(control: &str, name: &str) -> anyhow::Result<Option<String>> {
+    Ok(paragraphs(control)?
+        .first()
+        .and_then(|paragraph| field(paragraph, name)))
 }
 
 /// What the dynamic loader needs of an ELF file.
@@ -144,13 +149,26 @@ mod tests {
 
     #[test]
     fn control_fields_are_found_case_insensitively_with_continuations() {
-        let control = "Package: nginx\nVersion: 1.22.1-9\nDepends: libc6 (>= 2.34),\n libssl3 (>= 3.0.0)\nDescription: small\n more\n";
-        assert_eq!(control_field(control, "package").as_deref(), Some("nginx"));
+        let control = "Package: nginx\nVersion: 1.22.1-9 \nDepends: libc6 (>= 2.34),\n libssl3 (>= 3.0.0)\nDescription: small\n more\n";
+        let field = |name| control_field(control, name).unwrap();
+        assert_eq!(field("package").as_deref(), Some("nginx"));
+        assert_eq!(field("Version").as_deref(), Some("1.22.1-9"));
         assert_eq!(
-            control_field(control, "Depends").as_deref(),
+            field("Depends").as_deref(),
             Some("libc6 (>= 2.34),\nlibssl3 (>= 3.0.0)")
         );
-        assert_eq!(control_field(control, "Pre-Depends"), None);
+        assert_eq!(field("Pre-Depends"), None);
+    }
+
+    #[test]
+    fn paragraphs_are_split_at_blank_lines_and_bad_text_is_refused() {
+        let text = "Package: a\nVersion: 1\n\n\nPackage: b\nDescription: x\n .\n y\n";
+        let parsed = paragraphs(text).unwrap();
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(field(&parsed[1], "package").as_deref(), Some("b"));
+        assert_eq!(field(&parsed[1], "Description").as_deref(), Some("x\n.\ny"));
+        assert!(paragraphs("Package: a\nno colon here\n").is_err());
+        assert!(control_field(" indented first line\n", "Package").is_err());
     }
 
     /// A .deb written here, with each member compression Debian uses.
@@ -220,7 +238,10 @@ mod tests {
         for compression in ["xz", "gz", "none"] {
             let deb = write_deb(&directory, compression);
             let control = control_file(&deb).unwrap();
-            assert_eq!(control_field(&control, "Package").as_deref(), Some("demo"));
+            assert_eq!(
+                control_field(&control, "Package").unwrap().as_deref(),
+                Some("demo")
+            );
             let tree = directory.join(format!("tree-{compression}"));
             extract_data(&deb, &tree).unwrap();
             let mode =

@@ -16,6 +16,7 @@
 
 use std::{
     fs,
+    io::Write,
     path::{Path, PathBuf},
 };
 
@@ -25,7 +26,7 @@ use xshell::Shell;
 use super::{
     debian::{self, DebianContents},
     layer::{sha256_hex, Rootfs},
-    BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
+    staging, BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
 };
 
 /// Wrapper scripts in `bin_dir` (target/tools/bin), one per tool.
@@ -153,10 +154,7 @@ pub fn pinned_nix() -> anyhow::Result<PinnedNix> {
     // Several tests may get here at once while another's nix reads the file:
     // replace it whole, and only when it differs.
     if fs::read_to_string(&conf_file).ok().as_deref() != Some(conf) {
-        let staging = conf_dir.join(super::staging::unique_temporary_name("nix.conf"));
-        fs::write(&staging, conf).with_context(|| format!("write {}", staging.display()))?;
-        fs::rename(&staging, &conf_file)
-            .with_context(|| format!("write {}", conf_file.display()))?;
+        staging::write_atomically(&conf_file, conf.as_bytes(), 0o666)?;
     }
     let mut environment = String::from(
         "# Evaluation only (store = dummy://); Nix's own directories are under target/tools/nix/.\n\
@@ -216,12 +214,12 @@ fn materialise(
     let rootfs_parent = tools_dir.join("rootfs");
     let directory = rootfs_parent.join(format!("{}-{}", contents.image, &key[..16]));
     if !directory.exists() {
-        let staging = rootfs_parent.join(super::staging::unique_temporary_name(contents.image));
-        rootfs.write_to_dir(&staging)?;
+        fs::create_dir_all(&rootfs_parent)
+            .with_context(|| format!("create {}", rootfs_parent.display()))?;
+        let temporary = staging::temporary_dir(&rootfs_parent, contents.image)?;
+        rootfs.write_to_dir(temporary.path())?;
         // A concurrent caller may have written the same tree first.
-        if fs::rename(&staging, &directory).is_err() {
-            let _ = fs::remove_dir_all(&staging);
-        }
+        staging::persist_dir(temporary, &directory);
     }
     Ok(MaterialisedRootfs { directory, rootfs })
 }
@@ -257,11 +255,16 @@ fn write_wrapper(
         shell_quote(&tree.join(program)),
     );
     let wrapper = bin_dir.join(name);
-    let staging = bin_dir.join(super::staging::unique_temporary_name(name));
-    fs::write(&staging, script).with_context(|| format!("write {}", staging.display()))?;
+    let mut temporary = staging::temporary_file(bin_dir, name, 0o755)?;
+    temporary
+        .write_all(script.as_bytes())
+        .with_context(|| format!("write {}", temporary.path().display()))?;
+    // Executable whatever the umask.
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))
-        .with_context(|| format!("chmod {}", staging.display()))?;
-    fs::rename(&staging, &wrapper).with_context(|| format!("write {}", wrapper.display()))?;
+    temporary
+        .as_file()
+        .set_permissions(fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod {}", temporary.path().display()))?;
+    staging::persist(temporary, &wrapper)?;
     Ok(wrapper)
 }

@@ -24,7 +24,7 @@ mod layer;
 mod lock;
 mod oci;
 mod release;
-mod staging;
+pub mod staging;
 #[cfg(test)]
 mod tests;
 mod webapp_binary;

@@ -154,18 +154,15 @@ pub fn verify_inrelease(
     Ok(message.signed_text().replace("\r\n", "\n"))
 }
 
-/// The `SHA256:` section of a Release file: path → (size, sha256).
-pub fn release_sha256(release: &str) -> BTreeMap<String, (u64, String)> {
+/// The `SHA256:` field of a Release file: path → (size, sha256).
+pub fn release_sha256(release: &str) -> anyhow::Result<BTreeMap<String, (u64, String)>> {
     let mut files = BTreeMap::new();
-    let mut in_section = false;
-    for line in release.lines() {
-        if !line.starts_with(' ') {
-            in_section = line.trim_end() == "SHA256:";
-            continue;
-        }
-        if !in_section {
-            continue;
-        }
+    let paragraphs = deb::paragraphs(release)?;
+    let lines = paragraphs
+        .first()
+        .and_then(|paragraph| paragraph.get("SHA256"))
+        .unwrap_or_default();
+    for line in lines {
         let fields: Vec<&str> = line.split_whitespace().collect();
         if let [sha256, size, path] = fields[..] {
             if let Ok(size) = size.parse() {
@@ -173,7 +170,7 @@ pub fn release_sha256(release: &str) -> BTreeMap<String, (u64, String)> {
             }
         }
     }
-    files
+    Ok(files)
 }
 
 /// Checks `bytes` (downloaded as `name`) against the signed index entry.
@@ -200,20 +197,23 @@ pub fn check_against_release(
     Ok(())
 }
 
-/// Stanzas of a Packages file, as field → value maps (first line only:
-/// the fields used here are single-line).
-pub fn parse_packages(text: &str) -> Vec<BTreeMap<String, String>> {
-    text.split("\n\n")
-        .map(|stanza| {
-            stanza
-                .lines()
-                .filter(|line| !line.starts_with([' ', '\t']))
-                .filter_map(|line| line.split_once(':'))
-                .map(|(name, value)| (name.to_string(), value.trim().to_string()))
+/// Stanzas of a Packages file, as field → value maps.
+pub fn parse_packages(text: &str) -> anyhow::Result<Vec<BTreeMap<String, String>>> {
+    Ok(deb::paragraphs(text)?
+        .iter()
+        .map(|paragraph| {
+            paragraph
+                .iter()
+                .filter_map(|field| {
+                    Some((
+                        field.name().to_string(),
+                        deb::field(paragraph, field.name())?,
+                    ))
+                })
                 .collect::<BTreeMap<_, _>>()
         })
         .filter(|fields| fields.contains_key("Package"))
-        .collect()
+        .collect())
 }
 
 /// The locked form of a Packages stanza of `suite`.
@@ -287,14 +287,17 @@ pub fn check_release_fields(
     suite: &Suite,
     now_unix: u64,
 ) -> anyhow::Result<()> {
-    let codename = deb::control_field(release, "Codename");
+    let codename = deb::control_field(release, "Codename")
+        .with_context(|| format!("{name}: the signed Release"))?;
     if codename.as_deref() != Some(suite.name) {
         bail!(
             "{name}: the signed Release is for {codename:?}, not {}; nothing was changed",
             suite.name
         )
     }
-    if let Some(valid_until) = deb::control_field(release, "Valid-Until") {
+    if let Some(valid_until) = deb::control_field(release, "Valid-Until")
+        .with_context(|| format!("{name}: the signed Release"))?
+    {
         let until = parse_release_date(&valid_until)
             .with_context(|| format!("{name}: Valid-Until {valid_until:?}"))?;
         if until < now_unix {
@@ -307,38 +310,14 @@ pub fn check_release_fields(
     Ok(())
 }
 
-/// `Sat, 05 Dec 2026 02:53:00 UTC` → seconds since the epoch.
+/// `Sat, 05 Dec 2026 02:53:00 UTC` (RFC 2822, as Release files write it)
+/// → seconds since the epoch.
 pub fn parse_release_date(text: &str) -> anyhow::Result<u64> {
-    let parts: Vec<&str> = text.split_whitespace().collect();
-    let [_, day, month, year, time, zone] = parts[..] else {
-        bail!("not a Release date")
-    };
-    if !matches!(zone, "UTC" | "GMT" | "+0000") {
-        bail!("not in UTC");
-    }
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS
-        .iter()
-        .position(|name| *name == month)
-        .context("unknown month")? as i64
-        + 1;
-    let day: i64 = day.parse()?;
-    let year: i64 = year.parse()?;
-    let clock: Vec<i64> = time.split(':').map(str::parse).collect::<Result<_, _>>()?;
-    let [hours, minutes, seconds] = clock[..] else {
-        bail!("not a time of day")
-    };
-    // Days from 1970-01-01 to the date (Howard Hinnant's days_from_civil).
-    let shifted_year = if month <= 2 { year - 1 } else { year };
-    let era = shifted_year.div_euclid(400);
-    let year_of_era = shifted_year - era * 400;
-    let day_of_year = (153 * (month + if month > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    let seconds = days * 86_400 + hours * 3600 + minutes * 60 + seconds;
-    u64::try_from(seconds).context("before 1970")
+    const PARSER: jiff::fmt::rfc2822::DateTimeParser = jiff::fmt::rfc2822::DateTimeParser::new();
+    let timestamp = PARSER
+        .parse_timestamp(text)
+        .with_context(|| format!("{text:?} is not an RFC 2822 date"))?;
+    u64::try_from(timestamp.as_second()).context("before 1970")
 }
 
 /// Reads the signed indexes of `suites` from `archives` and returns the
@@ -359,7 +338,7 @@ pub fn fetch_candidates(
             .map_err(archive::FetchError::into_anyhow)?;
         let release = verify_inrelease(&inrelease_url, &inrelease, &keys)?;
         check_release_fields(&inrelease_url, &release, suite, now_unix)?;
-        let listed = release_sha256(&release);
+        let listed = release_sha256(&release).with_context(|| format!("read {inrelease_url}"))?;
         let packages_url = format!("{base_url}/dists/{}/{}", suite.name, packages_xz_name());
         eprintln!("images: reading {packages_url}");
         let packages_xz = archive::download_bytes(&packages_url, PACKAGES_LIMIT)
@@ -369,7 +348,8 @@ pub fn fetch_candidates(
         liblzma::read::XzDecoder::new_multi_decoder(&packages_xz[..])
             .read_to_string(&mut text)
             .with_context(|| format!("decompress {packages_url}"))?;
-        per_suite.push((*suite, parse_packages(&text)));
+        let stanzas = parse_packages(&text).with_context(|| format!("read {packages_url}"))?;
+        per_suite.push((*suite, stanzas));
     }
     newest_candidates(&per_suite)
 }
@@ -491,6 +471,28 @@ mod tests {
             compare_versions("3.0.22-1~deb12u2", "3.0.22-1~deb12u1"),
             Ordering::Greater
         );
+        for (lower, higher) in [
+            ("1.0~rc1", "1.0"),
+            ("2.0", "1:1.0"),
+            ("1.0-1", "1.0-1+deb13u1"),
+            ("1.0~~", "1.0~"),
+            ("1.0~", "1.0"),
+            ("1.0", "1.0+b1"),
+            ("1.0-1", "1.0-1.1"),
+            ("1.0-1~bpo13+1", "1.0-1"),
+            ("0:1.0-2", "1.0-10"),
+            ("1.0-a", "1.0-+"),
+            ("9", "18446744073709551616"),
+        ] {
+            assert_eq!(
+                compare_versions(lower, higher),
+                Ordering::Less,
+                "{lower} < {higher}"
+            );
+            assert_eq!(compare_versions(higher, lower), Ordering::Greater);
+        }
+        assert_eq!(compare_versions("0:1.0-1", "1.0-1"), Ordering::Equal);
+        assert_eq!(compare_versions("1.0-01", "1.0-1"), Ordering::Equal);
     }
 
     #[test]
@@ -507,13 +509,35 @@ mod tests {
             parse_release_date("Sat, 29 Feb 2020 12:00:00 UTC").unwrap(),
             1_582_977_600
         );
+        assert_eq!(
+            parse_release_date("Sat, 28 Nov 2026 02:15:35 UTC").unwrap(),
+            1_795_832_135
+        );
+        assert_eq!(
+            parse_release_date("Sat, 28 Nov 2026 04:15:35 +0200").unwrap(),
+            1_795_832_135,
+            "an offset other than UTC counts"
+        );
         assert!(parse_release_date("yesterday").is_err());
+        assert!(parse_release_date("Sat, 30 Feb 2026 00:00:00 UTC").is_err());
+        assert!(parse_release_date("Wed, 31 Dec 1969 23:59:59 UTC").is_err());
+    }
+
+    #[test]
+    fn packages_stanzas_become_field_maps() {
+        let text = "Package: zlib1g\nVersion: 1:1.3.dfsg-3\nDescription: compression\n library\nSHA256: AB\n\nPackage: nginx\nVersion: 1.26.3-3\n";
+        let stanzas = parse_packages(text).unwrap();
+        assert_eq!(stanzas.len(), 2);
+        assert_eq!(stanzas[0]["Version"], "1:1.3.dfsg-3");
+        assert_eq!(stanzas[0]["Description"], "compression\nlibrary");
+        assert_eq!(stanzas[1]["Package"], "nginx");
+        assert!(parse_packages("Package: a\n broken\nnot a field\n").is_err());
     }
 
     #[test]
     fn the_sha256_section_of_a_release_file_is_read() {
         let release = "Origin: Debian\nMD5Sum:\n 0123 10 main/binary-amd64/Packages.xz\nSHA256:\n ABCDEF 42 main/binary-amd64/Packages.xz\n 99 7 main/Contents-amd64\n";
-        let files = release_sha256(release);
+        let files = release_sha256(release).unwrap();
         assert_eq!(
             files.get("main/binary-amd64/Packages.xz"),
             Some(&(42, "abcdef".to_string()))
