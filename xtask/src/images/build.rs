@@ -338,10 +338,14 @@ mod tests {
         Ok(files)
     }
 
-    fn scratch_nginx_dir(files: &[(&str, &str)]) -> std::path::PathBuf {
-        let directory = std::env::temp_dir().join(staging::unique_temporary_name("xtask-nginx"));
+    /// A directory with these files, removed when the returned guard drops.
+    fn scratch_nginx_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let directory = tempfile::Builder::new()
+            .prefix("xtask-nginx")
+            .tempdir()
+            .unwrap();
         for (name, text) in files {
-            let path = directory.join(name);
+            let path = directory.path().join(name);
             fs::create_dir_all(path.parent().unwrap()).unwrap();
             fs::write(path, text).unwrap();
         }
@@ -360,8 +364,7 @@ mod tests {
             ("proxy/tests/fixture.conf", "a crate's file"),
         ]);
 
-        let files = nginx_files(&directory).unwrap();
-        fs::remove_dir_all(&directory).unwrap();
+        let files = nginx_files(directory.path()).unwrap();
 
         assert_eq!(
             files,
@@ -380,11 +383,13 @@ mod tests {
     fn a_missing_back_conf_is_named_with_the_directory() {
         let directory = scratch_nginx_dir(&[("nginx.conf", "front")]);
 
-        let error = nginx_files(&directory).unwrap_err().to_string();
-        fs::remove_dir_all(&directory).unwrap();
+        let error = nginx_files(directory.path()).unwrap_err().to_string();
 
         assert!(error.contains("has no back.conf"), "{error}");
-        assert!(error.contains(&directory.display().to_string()), "{error}");
+        assert!(
+            error.contains(&directory.path().display().to_string()),
+            "{error}"
+        );
     }
 
     #[test]
