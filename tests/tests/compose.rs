@@ -3,7 +3,7 @@
 //!
 //! `cargo xtask e2e` starts a fresh stack under a unique project name and a
 //! free host port, runs these tests with the `WEBSTACK_E2E_*` variables set
-//! (see xtask/src/e2e.rs), and removes the stack afterwards. Run without
+//! (see xtask/src/e2e/), and removes the stack afterwards. Run without
 //! those variables, every test fails saying so.
 //!
 //! The tests share one stack and change it (stop the db, kill a replica,
