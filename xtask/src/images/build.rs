@@ -113,23 +113,28 @@ pub(super) fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow:
     Ok(())
 }
 
-/// Builds the three images into `layout.output_dir` and returns what was written.
-pub(super) fn build_all(
-    sh: &Shell,
-    root: &Path,
-    layout: &BuildLayout,
-    nginx_dir: &Path,
-    epoch: u64,
-) -> anyhow::Result<Vec<ImageArtifact>> {
-    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch)
-        .context("build the webapp binaries for the images")?;
+/// How an image's container runs: everything comes from the one model the
+/// deploy files are rendered from, except the description.
+fn runtime_settings(
+    model: &stack::Stack,
+    service_name: &str,
+    description: &str,
+) -> anyhow::Result<RuntimeSettings> {
+    let service = model.service(service_name)?;
+    Ok(RuntimeSettings {
+        entrypoint: stack::entrypoint(service_name)?,
+        environment: vec![DEFAULT_PATH.into()],
+        exposed_ports: model.listening_ports(service)?,
+        healthcheck_command: Some(service.healthcheck.command.clone()),
+        labels: labels(service_name, description),
+        stop_signal: Some(service.stop_signal.into()),
+        user: service.user.into(),
+        working_dir: service.working_dir()?.into(),
+    })
+}
 
-    // What the containers run as and how they are checked and stopped comes
-    // from the one model the deploy files are rendered from.
-    let model = stack::stack();
-    let model_webapp = model.service(stack::WEBAPP)?;
-    let model_db = model.service(stack::DB)?;
-    let model_proxy = model.service(stack::PROXY)?;
+/// The webapp image's files: the static binary and nothing else.
+fn webapp_rootfs(binaries: &webapp_binary::WebappBinaries) -> Rootfs {
     let mut webapp = Rootfs::new();
     add_base_files(&mut webapp);
     webapp.add_file(
@@ -137,36 +142,27 @@ pub(super) fn build_all(
         FileContents::Path(binaries.webapp.clone()),
         0o755,
     );
-    let webapp_settings = RuntimeSettings {
-        entrypoint: stack::entrypoint(stack::WEBAPP)?,
-        environment: vec![DEFAULT_PATH.into()],
-        exposed_ports: model.listening_ports(model_webapp)?,
-        healthcheck_command: Some(model_webapp.healthcheck.command.clone()),
-        labels: labels(
-            "webapp",
-            "The webstack web app: one static binary, nothing else",
-        ),
-        stop_signal: Some(model_webapp.stop_signal.into()),
-        user: model_webapp.user.into(),
-        working_dir: model_webapp.working_dir()?.into(),
-    };
+    webapp
+}
 
-    let mut db = debian_rootfs(root, &layout.cache, &DB_CONTENTS)?;
+/// The db image's files: Redis from the pinned packages and its data directory.
+fn db_rootfs(root: &Path, cache: &DebianCache) -> anyhow::Result<Rootfs> {
+    let mut db = debian_rootfs(root, cache, &DB_CONTENTS)?;
     add_base_files(&mut db);
     // Named volumes mounted here copy this ownership, so Redis can write.
     db.add_directory("data", 0o755, u64::from(stack::NONROOT_ID));
-    let db_settings = RuntimeSettings {
-        entrypoint: stack::entrypoint(stack::DB)?,
-        environment: vec![DEFAULT_PATH.into()],
-        exposed_ports: model.listening_ports(model_db)?,
-        healthcheck_command: Some(model_db.healthcheck.command.clone()),
-        labels: labels("db", "Redis from pinned Debian packages, no shell"),
-        stop_signal: Some(model_db.stop_signal.into()),
-        user: model_db.user.into(),
-        working_dir: model_db.working_dir()?.into(),
-    };
+    Ok(db)
+}
 
-    let mut proxy = debian_rootfs(root, &layout.cache, &PROXY_CONTENTS)?;
+/// The proxy image's files: nginx from the pinned packages, its
+/// configuration, and the proxy crate's two programs.
+fn proxy_rootfs(
+    root: &Path,
+    cache: &DebianCache,
+    nginx_dir: &Path,
+    binaries: &webapp_binary::WebappBinaries,
+) -> anyhow::Result<Rootfs> {
+    let mut proxy = debian_rootfs(root, cache, &PROXY_CONTENTS)?;
     add_base_files(&mut proxy);
     add_nginx_config(&mut proxy, nginx_dir)?;
     proxy.add_file(
@@ -179,16 +175,38 @@ pub(super) fn build_all(
         FileContents::Path(binaries.proxy_init.clone()),
         0o755,
     );
-    let proxy_settings = RuntimeSettings {
-        entrypoint: stack::entrypoint(stack::PROXY)?,
-        environment: vec![DEFAULT_PATH.into()],
-        exposed_ports: model.listening_ports(model_proxy)?,
-        healthcheck_command: Some(model_proxy.healthcheck.command.clone()),
-        labels: labels("proxy", "nginx from pinned Debian packages, no shell"),
-        stop_signal: Some(model_proxy.stop_signal.into()),
-        user: model_proxy.user.into(),
-        working_dir: model_proxy.working_dir()?.into(),
-    };
+    Ok(proxy)
+}
+
+/// Builds the three images into `layout.output_dir` and returns what was written.
+pub(super) fn build_all(
+    sh: &Shell,
+    root: &Path,
+    layout: &BuildLayout,
+    nginx_dir: &Path,
+    epoch: u64,
+) -> anyhow::Result<Vec<ImageArtifact>> {
+    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch)
+        .context("build the webapp binaries for the images")?;
+    let model = stack::stack();
+    let webapp = webapp_rootfs(&binaries);
+    let webapp_settings = runtime_settings(
+        &model,
+        stack::WEBAPP,
+        "The webstack web app: one static binary, nothing else",
+    )?;
+    let db = db_rootfs(root, &layout.cache)?;
+    let db_settings = runtime_settings(
+        &model,
+        stack::DB,
+        "Redis from pinned Debian packages, no shell",
+    )?;
+    let proxy = proxy_rootfs(root, &layout.cache, nginx_dir, &binaries)?;
+    let proxy_settings = runtime_settings(
+        &model,
+        stack::PROXY,
+        "nginx from pinned Debian packages, no shell",
+    )?;
 
     fs::create_dir_all(&layout.output_dir)
         .with_context(|| format!("create {}", layout.output_dir.display()))?;
