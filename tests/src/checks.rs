@@ -1,5 +1,5 @@
 //! Checks that hold whichever orchestrator runs the stack, written once over
-//! [`Deployment`] and called by one test in each suite (tests/tests/compose.rs
+//! [`Deployment`] and called by one test in each suite (tests/tests/compose/
 //! and tests/tests/swarm.rs). Each asserts what must hold and returns what
 //! it measured, for the suite to print.
 

@@ -1,5 +1,5 @@
 //! The environment `cargo xtask e2e` hands the suites: defined once, read
-//! by both sides. At the top the Compose suite's (tests/tests/compose.rs),
+//! by both sides. At the top the Compose suite's (tests/tests/compose/),
 //! then [`swarm`] and [`cluster`].
 
 /// The proxy's published URL on loopback, e.g. `http://127.0.0.1:43121`.

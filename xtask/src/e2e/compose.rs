@@ -1,6 +1,6 @@
 //! `cargo xtask e2e [--compose v1|v2|both]`: builds the images, starts a
 //! fresh Compose stack under a unique project name and a free host port,
-//! runs `tests/tests/compose.rs` against it, and tears it down unless
+//! runs `tests/tests/compose/` against it, and tears it down unless
 //! `--keep`.
 
 use std::time::Instant;
