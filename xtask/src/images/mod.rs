@@ -23,6 +23,7 @@ mod host_tools;
 mod layer;
 mod lock;
 mod oci;
+mod platform;
 mod release;
 pub mod staging;
 #[cfg(test)]
@@ -45,6 +46,8 @@ use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
 use layer::{FileContents, Rootfs};
 use oci::RuntimeSettings;
+pub use oci::{Blob, MultiPlatformImage, PlatformImage};
+pub use platform::Platform;
 
 pub use crate::stack::{StackImages, STABLE_TAG};
 const REPOSITORY_PREFIX: &str = "webstack";
@@ -219,6 +222,44 @@ pub fn ensure_images_on_engines(
         }
     }
     print_table(&artifacts);
+    Ok(images)
+}
+
+/// Builds the images for `platforms` (regular layout, incrementally) and
+/// returns each as one multi-platform image: what `cargo xtask push` sends.
+/// Touches no Docker engine.
+pub fn multi_platform_images(
+    sh: &Shell,
+    platforms: &[Platform],
+) -> anyhow::Result<Vec<MultiPlatformImage>> {
+    let root = crate::project_root();
+    let nginx_dir = root.join("nginx");
+    let layout = BuildLayout::regular(&root);
+    let epoch = source_date_epoch(sh)?;
+    let mut per_platform = Vec::new();
+    for &platform in platforms {
+        if platform != Platform::Amd64 {
+            anyhow::bail!("images for {platform} cannot be built yet");
+        }
+        let artifacts = build_all(sh, &root, &layout, &nginx_dir, epoch)?;
+        per_platform.push(artifacts);
+    }
+    let mut images = Vec::new();
+    for name in ["webapp", "db", "proxy"] {
+        let mut platforms = Vec::new();
+        for artifacts in &per_platform {
+            let artifact = artifacts
+                .iter()
+                .find(|artifact| artifact.name == name)
+                .with_context(|| format!("the image build produced no {name} image"))?;
+            platforms.push(oci::read_archive(&artifact.archive_path)?);
+        }
+        images.push(MultiPlatformImage {
+            name,
+            index: oci::image_index(&platforms)?,
+            platforms,
+        });
+    }
     Ok(images)
 }
 

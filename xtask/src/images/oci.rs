@@ -17,6 +17,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::layer::{sha256_hex, Rootfs};
+use super::platform::Platform;
 
 pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
@@ -297,6 +298,184 @@ pub fn archive_tar(
         archive.add_file(&format!("blobs/sha256/{hex}"), Bytes(bytes.clone()), 0o644);
     }
     archive.to_tar(source_date_epoch)
+}
+
+/// A blob and its media type; its digest is the sha256 of its bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blob {
+    pub media_type: &'static str,
+    pub bytes: Vec<u8>,
+}
+
+impl Blob {
+    /// `sha256:<hex>`.
+    pub fn digest(&self) -> String {
+        format!("sha256:{}", sha256_hex(&self.bytes))
+    }
+    pub fn size(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+}
+
+/// One platform's image as a registry stores it: the manifest and every
+/// blob it names.
+#[derive(Clone, Debug)]
+pub struct PlatformImage {
+    pub platform: Platform,
+    pub manifest: Blob,
+    pub config: Blob,
+    pub layers: Vec<Blob>,
+}
+
+/// One image for each platform it was built for, under one OCI image index:
+/// what `cargo xtask push` sends, and what a registry serves to a host of
+/// either architecture.
+#[derive(Clone, Debug)]
+pub struct MultiPlatformImage {
+    /// "webapp", "db" or "proxy".
+    pub name: &'static str,
+    pub index: Blob,
+    /// In the index's order (`Platform::ALL`'s).
+    pub platforms: Vec<PlatformImage>,
+}
+
+#[derive(Serialize)]
+struct IndexPlatform {
+    architecture: &'static str,
+    os: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlatformDescriptor {
+    digest: String,
+    media_type: &'static str,
+    platform: IndexPlatform,
+    size: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlatformIndex {
+    manifests: Vec<PlatformDescriptor>,
+    media_type: &'static str,
+    schema_version: u32,
+}
+
+/// The OCI image index over `platforms`, each manifest with its platform.
+pub fn image_index(platforms: &[PlatformImage]) -> anyhow::Result<Blob> {
+    let index = PlatformIndex {
+        manifests: platforms
+            .iter()
+            .map(|image| PlatformDescriptor {
+                digest: image.manifest.digest(),
+                media_type: OCI_MANIFEST_MEDIA_TYPE,
+                platform: IndexPlatform {
+                    architecture: image.platform.oci_architecture(),
+                    os: "linux",
+                },
+                size: image.manifest.size(),
+            })
+            .collect(),
+        media_type: OCI_INDEX_MEDIA_TYPE,
+        schema_version: 2,
+    };
+    Ok(Blob {
+        media_type: OCI_INDEX_MEDIA_TYPE,
+        bytes: serde_json::to_vec(&index).context("serialise the image index")?,
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct ReadDescriptor {
+    digest: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ReadIndex {
+    manifests: Vec<ReadDescriptor>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReadManifest {
+    config: ReadDescriptor,
+    layers: Vec<ReadDescriptor>,
+}
+
+#[derive(serde::Deserialize)]
+struct ReadConfig {
+    architecture: String,
+}
+
+/// The image an archive written by `archive_tar` holds, read back: its
+/// manifest (the first in `index.json`; every entry names the same one),
+/// config and layers, each checked against its digest.
+pub fn read_archive(path: &std::path::Path) -> anyhow::Result<PlatformImage> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    let mut files = BTreeMap::new();
+    let mut archive = tar::Archive::new(file);
+    for entry in archive
+        .entries()
+        .with_context(|| format!("read {}", path.display()))?
+    {
+        let mut entry = entry.with_context(|| format!("read {}", path.display()))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path()?.to_string_lossy().into_owned();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes)
+            .with_context(|| format!("read {name} in {}", path.display()))?;
+        files.insert(name, bytes);
+    }
+    let blob = |digest: &str, media_type: &'static str| -> anyhow::Result<Blob> {
+        let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+        let bytes = files
+            .get(&format!("blobs/sha256/{hex}"))
+            .with_context(|| format!("{} has no blob {digest}", path.display()))?;
+        if sha256_hex(bytes) != hex {
+            anyhow::bail!(
+                "{}: blob {digest} does not match its digest",
+                path.display()
+            )
+        }
+        Ok(Blob {
+            media_type,
+            bytes: bytes.clone(),
+        })
+    };
+    let index: ReadIndex = serde_json::from_slice(
+        files
+            .get("index.json")
+            .with_context(|| format!("{} has no index.json", path.display()))?,
+    )
+    .with_context(|| format!("parse index.json in {}", path.display()))?;
+    let first = index
+        .manifests
+        .first()
+        .with_context(|| format!("{}: index.json lists no manifest", path.display()))?;
+    let manifest = blob(&first.digest, OCI_MANIFEST_MEDIA_TYPE)?;
+    let parsed: ReadManifest = serde_json::from_slice(&manifest.bytes)
+        .with_context(|| format!("parse the manifest in {}", path.display()))?;
+    let config = blob(&parsed.config.digest, OCI_CONFIG_MEDIA_TYPE)?;
+    let architecture = serde_json::from_slice::<ReadConfig>(&config.bytes)
+        .with_context(|| format!("parse the config in {}", path.display()))?
+        .architecture;
+    let platform = Platform::ALL
+        .into_iter()
+        .find(|platform| platform.oci_architecture() == architecture)
+        .with_context(|| format!("{}: unknown architecture {architecture:?}", path.display()))?;
+    let layers = parsed
+        .layers
+        .iter()
+        .map(|layer| blob(&layer.digest, OCI_LAYER_GZIP_MEDIA_TYPE))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(PlatformImage {
+        platform,
+        manifest,
+        config,
+        layers,
+    })
 }
 
 /// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC), whole seconds.
