@@ -17,6 +17,7 @@ mod containerd;
 mod deb;
 mod debian;
 mod docker;
+mod emulation;
 #[cfg(test)]
 mod fetch_tests;
 mod host_tools;
@@ -39,6 +40,7 @@ use build::{build_all, debian_rootfs};
 pub use check::check_reproducible_and_budgets;
 use check::{check_reproducible, print_table, SecondBuild};
 pub use compose_v2::pinned_compose_v2;
+pub use emulation::{Emulation, Unavailable};
 pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
 use lock::update_lock;
 
