@@ -21,36 +21,17 @@ use super::report::{Latency, Row, RowKind};
 /// release on crates.io when the bench was written (`cargo info oha`).
 pub const OHA_VERSION: &str = "1.16.0";
 
-/// Overrides where the built oha is kept (default: the user's cache directory).
-pub const TOOL_CACHE_VARIABLE: &str = "WEBSTACK_TOOL_CACHE";
-
-/// Where tools built from crates.io are kept across clones:
-/// `$WEBSTACK_TOOL_CACHE`, else `$XDG_CACHE_HOME/webstack`, else
-/// `$HOME/.cache/webstack`; inside the clone's `target/` only when none is set.
-pub fn tool_cache_dir(variable: impl Fn(&str) -> Option<String>) -> PathBuf {
-    let non_empty = |name: &str| variable(name).filter(|value| !value.is_empty());
-    if let Some(dir) = non_empty(TOOL_CACHE_VARIABLE) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = non_empty("XDG_CACHE_HOME") {
-        return Path::new(&dir).join("webstack");
-    }
-    if let Some(home) = non_empty("HOME") {
-        return Path::new(&home).join(".cache").join("webstack");
-    }
-    crate::project_root().join("target").join("tools")
-}
-
 /// The oha binary: one on `PATH` at the pinned version (the Nix dev shell's,
 /// if nixpkgs has that version), else the cached build (see
-/// [`tool_cache_dir`]), built there first if missing or if it is not the
+/// [`crate::tool_cache_dir`]), built there first if missing or if it is not the
 /// file that build recorded. The first build compiles oha (a few minutes on
 /// two cores); later runs, from any clone, reuse it.
 pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
     if is_pinned_version(sh, Path::new("oha")) {
         return Ok(PathBuf::from("oha"));
     }
-    let root = tool_cache_dir(|name| std::env::var(name).ok()).join(format!("oha-{OHA_VERSION}"));
+    let root =
+        crate::tool_cache_dir(|name| std::env::var(name).ok()).join(format!("oha-{OHA_VERSION}"));
     let installed = root.join("bin").join("oha");
     let record = root.join("oha.sha256");
     match cached_build_is_intact(&installed, &record) {
@@ -67,8 +48,9 @@ pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
         .read()
         .context("cargo is needed to install the load tool oha; install Rust with rustup")?;
     eprintln!(
-        "bench: building oha {OHA_VERSION} into {} (once per machine; {TOOL_CACHE_VARIABLE} moves it)",
-        root.display()
+        "bench: building oha {OHA_VERSION} into {} (once per machine; {} moves it)",
+        root.display(),
+        crate::TOOL_CACHE_VARIABLE
     );
     let package = format!("oha@{OHA_VERSION}");
     // Its own target dir: installing must not wait on (or invalidate) the
@@ -273,34 +255,6 @@ fn parse_oha_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_tool_cache_is_outside_the_clone_unless_nothing_names_a_place() {
-        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| (*value).to_owned())
-            }
-        };
-        assert_eq!(
-            tool_cache_dir(lookup(&[
-                (TOOL_CACHE_VARIABLE, "/srv/tools"),
-                ("HOME", "/h")
-            ])),
-            PathBuf::from("/srv/tools")
-        );
-        assert_eq!(
-            tool_cache_dir(lookup(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
-            PathBuf::from("/x/webstack")
-        );
-        assert_eq!(
-            tool_cache_dir(lookup(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])),
-            PathBuf::from("/h/.cache/webstack")
-        );
-        assert!(tool_cache_dir(lookup(&[])).starts_with(crate::project_root()));
-    }
 
     #[test]
     fn a_cached_build_is_used_only_while_it_is_the_file_its_build_recorded() {

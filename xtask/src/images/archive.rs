@@ -147,6 +147,14 @@ fn agent_for(url: &str) -> anyhow::Result<ureq::Agent> {
         .timeout_recv_response(Some(Duration::from_secs(60)))
         .timeout_per_read(Some(Duration::from_secs(60)))
         .user_agent(concat!("webstack-xtask/", env!("CARGO_PKG_VERSION")))
+        // HTTPS (Rust's standard library, static.rust-lang.org) is checked
+        // against the system's roots, as curl and cargo do, so a TLS proxy
+        // the machine trusts works; the pins check the bytes anyway.
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                .build(),
+        )
         .build()
         .into())
 }

@@ -53,24 +53,11 @@ pub(super) fn debian_rootfs(
     root: &Path,
     cache: &DebianCache,
     contents: &DebianContents,
+    platform: Platform,
 ) -> anyhow::Result<Rootfs> {
     let lock = LockFile::read(root)?;
-    let Some(locked) = lock.images.get(contents.image) else {
-        bail!(
-            "{} has no entry for image {}; run `cargo xtask images --update-lock`",
-            debian::LOCK_PATH,
-            contents.image
-        )
-    };
-    let mut source = LockedSource {
-        cache,
-        locked: locked
-            .iter()
-            .map(|package| (package.package.clone(), package.clone()))
-            .collect(),
-        fetched: BTreeMap::new(),
-    };
-    let resolved = debian::resolve_contents(&mut source, contents)
+    let mut source = LockedSource::for_image(cache, &lock, contents.image, platform)?;
+    let resolved = debian::resolve_contents(&mut source, contents, platform)
         .with_context(|| format!("assemble the Debian files of image {}", contents.image))?;
     Ok(resolved.rootfs)
 }
@@ -146,8 +133,8 @@ fn webapp_rootfs(binaries: &webapp_binary::WebappBinaries) -> Rootfs {
 }
 
 /// The db image's files: Redis from the pinned packages and its data directory.
-fn db_rootfs(root: &Path, cache: &DebianCache) -> anyhow::Result<Rootfs> {
-    let mut db = debian_rootfs(root, cache, &DB_CONTENTS)?;
+fn db_rootfs(root: &Path, cache: &DebianCache, platform: Platform) -> anyhow::Result<Rootfs> {
+    let mut db = debian_rootfs(root, cache, &DB_CONTENTS, platform)?;
     add_base_files(&mut db);
     // Named volumes mounted here copy this ownership, so Redis can write.
     db.add_directory("data", 0o755, u64::from(stack::NONROOT_ID));
@@ -161,8 +148,9 @@ fn proxy_rootfs(
     cache: &DebianCache,
     nginx_dir: &Path,
     binaries: &webapp_binary::WebappBinaries,
+    platform: Platform,
 ) -> anyhow::Result<Rootfs> {
-    let mut proxy = debian_rootfs(root, cache, &PROXY_CONTENTS)?;
+    let mut proxy = debian_rootfs(root, cache, &PROXY_CONTENTS, platform)?;
     add_base_files(&mut proxy);
     add_nginx_config(&mut proxy, nginx_dir)?;
     proxy.add_file(
@@ -178,16 +166,37 @@ fn proxy_rootfs(
     Ok(proxy)
 }
 
-/// Builds the three images into `layout.output_dir` and returns what was written.
+/// Builds the three images for each of `platforms` into
+/// `layout.output_dir/<architecture>/` and returns what was written, the
+/// platforms in the order given.
 pub(super) fn build_all(
     sh: &Shell,
     root: &Path,
     layout: &BuildLayout,
     nginx_dir: &Path,
     epoch: u64,
+    platforms: &[Platform],
 ) -> anyhow::Result<Vec<ImageArtifact>> {
-    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch)
-        .context("build the webapp binaries for the images")?;
+    let mut artifacts = Vec::new();
+    for &platform in platforms {
+        artifacts.extend(build_platform(
+            sh, root, layout, nginx_dir, epoch, platform,
+        )?);
+    }
+    Ok(artifacts)
+}
+
+/// The three images of one platform.
+fn build_platform(
+    sh: &Shell,
+    root: &Path,
+    layout: &BuildLayout,
+    nginx_dir: &Path,
+    epoch: u64,
+    platform: Platform,
+) -> anyhow::Result<Vec<ImageArtifact>> {
+    let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch, platform)
+        .with_context(|| format!("build the webapp binaries for the {platform} images"))?;
     let model = stack::stack();
     let webapp = webapp_rootfs(&binaries);
     let webapp_settings = runtime_settings(
@@ -195,49 +204,51 @@ pub(super) fn build_all(
         stack::WEBAPP,
         "The webstack web app: one static binary, nothing else",
     )?;
-    let db = db_rootfs(root, &layout.cache)?;
+    let db = db_rootfs(root, &layout.cache, platform)?;
     let db_settings = runtime_settings(
         &model,
         stack::DB,
         "Redis from pinned Debian packages, no shell",
     )?;
-    let proxy = proxy_rootfs(root, &layout.cache, nginx_dir, &binaries)?;
+    let proxy = proxy_rootfs(root, &layout.cache, nginx_dir, &binaries, platform)?;
     let proxy_settings = runtime_settings(
         &model,
         stack::PROXY,
         "nginx from pinned Debian packages, no shell",
     )?;
 
-    fs::create_dir_all(&layout.output_dir)
-        .with_context(|| format!("create {}", layout.output_dir.display()))?;
+    let output_dir = layout.output_dir.join(platform.oci_architecture());
+    fs::create_dir_all(&output_dir).with_context(|| format!("create {}", output_dir.display()))?;
     let mut artifacts = Vec::new();
     for (name, rootfs, settings, budget) in [
         ("webapp", &webapp, &webapp_settings, WEBAPP_BUDGET),
         ("db", &db, &db_settings, DB_BUDGET),
         ("proxy", &proxy, &proxy_settings, PROXY_BUDGET),
     ] {
-        let archive_path = layout.output_dir.join(format!("{name}.tar"));
-        let record_path = layout.output_dir.join(format!("{name}.json"));
-        let fingerprint = build_fingerprint(rootfs, settings, epoch)?;
+        let archive_path = output_dir.join(format!("{name}.tar"));
+        let record_path = output_dir.join(format!("{name}.json"));
+        let fingerprint = build_fingerprint(rootfs, settings, epoch, platform)?;
         if let Some(artifact) = reusable_artifact(&record_path, &fingerprint, &archive_path) {
             artifacts.push(ImageArtifact {
                 name,
+                platform,
                 budget,
                 archive_path,
                 ..artifact
             });
             continue;
         }
-        eprintln!("images: writing {name}");
-        let blobs = oci::image_blobs(rootfs, settings, epoch)
-            .with_context(|| format!("build image {name}"))?;
+        eprintln!("images: writing {name} ({platform})");
+        let blobs = oci::image_blobs(rootfs, settings, epoch, platform)
+            .with_context(|| format!("build image {name} for {platform}"))?;
         let repository = format!("{REPOSITORY_PREFIX}/{name}");
         let config_digest_hex = blobs.config_digest_hex();
-        let tags = vec![STABLE_TAG.to_string(), config_digest_hex[..12].to_string()];
+        let tags = vec![platform.stable_tag(), config_digest_hex[..12].to_string()];
         let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
         staging::write_atomically(&archive_path, &archive, 0o666)?;
         let artifact = ImageArtifact {
             name,
+            platform,
             manifest_digest_hex: blobs.manifest_digest_hex(),
             archive_sha256_hex: layer::sha256_hex(&archive),
             compressed_size: blobs.layer_gzip.len() as u64,
@@ -270,6 +281,7 @@ pub(super) fn build_fingerprint(
     rootfs: &Rootfs,
     settings: &RuntimeSettings,
     epoch: u64,
+    platform: Platform,
 ) -> anyhow::Result<String> {
     let executable = std::env::current_exe()
         .and_then(fs::metadata)
@@ -280,7 +292,7 @@ pub(super) fn build_fingerprint(
         .unwrap_or_default();
     Ok(layer::sha256_hex(
         format!(
-            "{}\0{settings:?}\0{epoch}\0{executable}",
+            "{}\0{settings:?}\0{epoch}\0{platform}\0{executable}",
             rootfs.fingerprint()?
         )
         .as_bytes(),
@@ -301,6 +313,7 @@ pub(super) fn reusable_artifact(
     }
     Some(ImageArtifact {
         name: "",
+        platform: Platform::Amd64,
         config_digest_hex: record.config_digest_hex,
         manifest_digest_hex: record.manifest_digest_hex,
         archive_sha256_hex: record.archive_sha256_hex,

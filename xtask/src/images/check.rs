@@ -14,13 +14,14 @@ pub(super) fn mebibytes(bytes: u64) -> String {
 
 pub(super) fn print_table(artifacts: &[ImageArtifact]) {
     println!(
-        "{:<8} {:<71} {:>11} {:>13} {:>8}",
-        "image", "digest (image id)", "compressed", "uncompressed", "budget"
+        "{:<8} {:<12} {:<71} {:>11} {:>13} {:>8}",
+        "image", "platform", "digest (image id)", "compressed", "uncompressed", "budget"
     );
     for artifact in artifacts {
         println!(
-            "{:<8} sha256:{:<64} {:>11} {:>13} {:>8}",
+            "{:<8} {:<12} sha256:{:<64} {:>11} {:>13} {:>8}",
             artifact.name,
+            artifact.platform.to_string(),
             artifact.config_digest_hex,
             mebibytes(artifact.compressed_size),
             mebibytes(artifact.uncompressed_size),
@@ -36,8 +37,9 @@ pub fn check_budgets(artifacts: &[ImageArtifact]) -> anyhow::Result<()> {
         .filter(|artifact| artifact.compressed_size > artifact.budget)
         .map(|artifact| {
             format!(
-                "{} is {} compressed, over its {} budget",
+                "{} ({}) is {} compressed, over its {} budget",
                 artifact.name,
+                artifact.platform,
                 mebibytes(artifact.compressed_size),
                 mebibytes(artifact.budget)
             )
@@ -51,7 +53,7 @@ pub fn check_budgets(artifacts: &[ImageArtifact]) -> anyhow::Result<()> {
 
 /// What `cargo xtask images --check` does (for `cargo xtask ci`): a build
 /// from scratch, in a fresh directory, and the regular build (the images
-/// `up` runs, in target/images/out) must give identical bytes, within the
+/// `up` runs, in target/images/out/<architecture>/) must give identical bytes, within the
 /// size budgets. On a fresh clone both are from scratch; later, the regular
 /// one reuses its own cargo target dir, so the check also proves that the
 /// images a user runs are the ones a clean build gives. Comparing against
@@ -89,8 +91,9 @@ fn differences(first_builds: &[ImageArtifact], second_builds: &[ImageArtifact]) 
             || first.manifest_digest_hex != second.manifest_digest_hex
         {
             differences.push(format!(
-                "{}: image id {} vs {} (archives {} and {})",
+                "{} ({}): image id {} vs {} (archives {} and {})",
                 first.name,
+                first.platform,
                 first.config_digest_hex,
                 second.config_digest_hex,
                 first.archive_path.display(),
@@ -103,7 +106,7 @@ fn differences(first_builds: &[ImageArtifact], second_builds: &[ImageArtifact]) 
 
 /// The build the fresh one is compared with.
 pub(super) enum SecondBuild {
-    /// The regular build in target/images/out.
+    /// The regular build in target/images/out/.
     Regular,
     /// A second build from scratch (with a custom nginx configuration, which
     /// must not end up in the regular images).
@@ -124,7 +127,7 @@ pub(super) fn check_reproducible(
     let regular = BuildLayout::regular(root);
     let first = check_layout(&check_dir, &regular, "first");
     let (second, second_name) = match second_build {
-        SecondBuild::Regular => (regular, "the regular build, target/images/out"),
+        SecondBuild::Regular => (regular, "the regular build, target/images/out/"),
         SecondBuild::Fresh => (
             check_layout(&check_dir, &regular, "second"),
             "second build, fresh cargo target dir (a full release build)",
@@ -135,13 +138,13 @@ pub(super) fn check_reproducible(
     let epoch = source_date_epoch(sh)?;
     eprintln!("images --check: first build, fresh cargo target dir (a full release build)");
     let started = std::time::Instant::now();
-    let first_artifacts = build_all(sh, root, &first, nginx_dir, epoch)?;
+    let first_artifacts = build_all(sh, root, &first, nginx_dir, epoch, &Platform::ALL)?;
     eprintln!(
         "images --check: first build took {:.0?}; now {second_name}",
         started.elapsed()
     );
     let started = std::time::Instant::now();
-    let second_artifacts = build_all(sh, root, &second, nginx_dir, epoch)?;
+    let second_artifacts = build_all(sh, root, &second, nginx_dir, epoch, &Platform::ALL)?;
     eprintln!(
         "images --check: second build took {:.0?}",
         started.elapsed()

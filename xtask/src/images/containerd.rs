@@ -39,7 +39,7 @@ fn containerd_address(sh: &Shell) -> String {
     );
 }
 
-/// `target/images/out/<name>.tar` and the manifest digest its build
+/// `target/images/out/amd64/<name>.tar` and the manifest digest its build
 /// recorded in `<name>.json`.
 fn archive_and_manifest(out: &Path, name: &str) -> (PathBuf, String) {
     let record = out.join(format!("{name}.json"));
@@ -63,7 +63,7 @@ fn every_image_archive_imports_into_containerd_with_the_manifest_digest_of_its_b
     super::ensure_images(&sh).expect("build the images");
     let address = containerd_address(&sh);
     let namespace = format!("webstack-test-{}", crate::docker::unique_suffix());
-    let out = crate::project_root().join("target/images/out");
+    let out = crate::project_root().join("target/images/out/amd64");
 
     let outcome = std::panic::catch_unwind(|| {
         for name in ["webapp", "db", "proxy"] {

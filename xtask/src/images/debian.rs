@@ -22,6 +22,7 @@ use super::{
     archive::{self, Archives, FetchError},
     deb,
     layer::sha256_file_hex,
+    platform::Platform,
 };
 
 mod resolve;
@@ -71,6 +72,14 @@ pub struct LockFile {
     /// `--update-lock` keeps them as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tools: BTreeMap<String, LockedPackage>,
+    /// Rust's standard library for the image targets the toolchain lacks,
+    /// by target (`aarch64-unknown-linux-musl`). `--update-lock` keeps it.
+    #[serde(
+        default,
+        rename = "rust-std",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub rust_std: BTreeMap<String, super::rust_std::PinnedRustStd>,
 }
 
 impl LockFile {
@@ -83,6 +92,34 @@ impl LockFile {
             )
         })?;
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// The pins of `image` for `platform`: its architecture's packages and
+    /// the architecture-independent (`all`) ones.
+    pub fn packages_for(
+        &self,
+        image: &str,
+        platform: Platform,
+    ) -> anyhow::Result<Vec<&LockedPackage>> {
+        let Some(locked) = self.images.get(image) else {
+            bail!(
+                "{LOCK_PATH} has no entry for image {image}; run `cargo xtask images --update-lock`"
+            )
+        };
+        let architecture = platform.debian_architecture();
+        let packages: Vec<&LockedPackage> = locked
+            .iter()
+            .filter(|package| package.architecture == architecture || package.architecture == "all")
+            .collect();
+        if !packages
+            .iter()
+            .any(|package| package.architecture == architecture)
+        {
+            bail!(
+                "{LOCK_PATH} pins no {architecture} packages for image {image}; run `cargo xtask images --update-lock`"
+            )
+        }
+        Ok(packages)
     }
 
     /// Writes the whole file or nothing (temporary file, then rename).
@@ -274,6 +311,27 @@ pub struct LockedSource<'a> {
     pub cache: &'a DebianCache,
     pub locked: BTreeMap<String, LockedPackage>,
     pub fetched: BTreeMap<String, Rc<UnpackedPackage>>,
+}
+
+impl<'a> LockedSource<'a> {
+    /// The pins of `image` for `platform` (its architecture's and the
+    /// architecture-independent ones).
+    pub fn for_image(
+        cache: &'a DebianCache,
+        lock: &LockFile,
+        image: &str,
+        platform: Platform,
+    ) -> anyhow::Result<LockedSource<'a>> {
+        Ok(LockedSource {
+            cache,
+            locked: lock
+                .packages_for(image, platform)?
+                .into_iter()
+                .map(|package| (package.package.clone(), package.clone()))
+                .collect(),
+            fetched: BTreeMap::new(),
+        })
+    }
 }
 
 impl PackageSource for LockedSource<'_> {

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use super::{BuiltImage, ImageArtifact, STABLE_TAG};
+use super::{BuiltImage, ImageArtifact};
 
 /// The image id a tag points at, if the tag exists.
 pub fn image_id(sh: &Shell, reference: &str) -> Option<String> {
@@ -22,7 +22,7 @@ pub fn load_and_tag(sh: &Shell, artifact: &ImageArtifact) -> anyhow::Result<Buil
     let repository = artifact.repository();
     let digest = format!("sha256:{}", artifact.config_digest_hex);
     let content_tag = format!("{repository}:{}", artifact.content_tag());
-    let stable_tag = format!("{repository}:{STABLE_TAG}");
+    let stable_tag = format!("{repository}:{}", artifact.platform.stable_tag());
     if image_id(sh, &content_tag).as_deref() != Some(digest.as_str()) {
         let archive = &artifact.archive_path;
         eprintln!("images: docker load {}", archive.display());

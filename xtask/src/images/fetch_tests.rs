@@ -358,8 +358,14 @@ fn the_real_signed_index_verifies_and_yields_candidates() {
     let scratch = Scratch::new("index");
     let cache = scratch.cache(&server.base_url);
 
-    let candidates =
-        release::fetch_candidates(&cache.archives, &keys_dir(), &[UPDATES], FIXTURE_TIME).unwrap();
+    let candidates = release::fetch_candidates(
+        &cache.archives,
+        &keys_dir(),
+        &[UPDATES],
+        FIXTURE_TIME,
+        "amd64",
+    )
+    .unwrap();
 
     assert!(!candidates.is_empty());
     for candidate in candidates.values() {

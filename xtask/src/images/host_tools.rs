@@ -201,13 +201,14 @@ fn materialise(
     cache: &debian::DebianCache,
     contents: &DebianContents,
 ) -> anyhow::Result<MaterialisedRootfs> {
-    let rootfs = super::debian_rootfs(root, cache, contents)?;
+    let platform = super::host_platform()?;
+    let rootfs = super::debian_rootfs(root, cache, contents, platform)?;
     let lock = debian::LockFile::read(root)?;
     // Keyed by the pins and the chosen paths: a lock or selection change
     // gives a new tree, an unchanged one reuses the old tree.
     let paths: Vec<&String> = rootfs.entries().keys().collect();
     let key = sha256_hex(
-        serde_json::to_string(&(lock.images.get(contents.image), paths))
+        serde_json::to_string(&(lock.packages_for(contents.image, platform)?, paths))
             .context("serialise lock entries")?
             .as_bytes(),
     );

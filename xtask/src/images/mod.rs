@@ -26,6 +26,7 @@ mod lock;
 mod oci;
 mod platform;
 mod release;
+mod rust_std;
 pub mod staging;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
 use layer::{FileContents, Rootfs};
 use oci::RuntimeSettings;
+#[allow(unused_imports)] // `cargo xtask push` (in progress) takes them
 pub use oci::{Blob, MultiPlatformImage, PlatformImage};
 pub use platform::Platform;
 
@@ -98,6 +100,10 @@ pub struct Images {
     /// (default: the repository's nginx/). For experiments only.
     #[arg(long, hide = true)]
     nginx_config_dir: Option<PathBuf>,
+    /// The platforms to build (comma-separated): the host's by default;
+    /// `--check` always builds all.
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "PLATFORM")]
+    platform: Vec<Platform>,
     /// Only unpack redis-server, redis-cli and nginx from the pinned packages
     /// into target/tools/ and print the wrapper scripts' directory.
     #[arg(long, conflicts_with_all = ["check", "update_lock"])]
@@ -138,10 +144,14 @@ impl Images {
             }
             return Ok(());
         }
-        let images = match &self.nginx_config_dir {
-            None => ensure_images(sh)?,
-            Some(nginx_dir) => ensure_images_with(sh, &root, nginx_dir)?,
+        let platforms = match &self.platform[..] {
+            [] => vec![host_platform()?],
+            chosen => chosen.to_vec(),
         };
+        let mut images = Vec::new();
+        for platform in platforms {
+            images.extend(ensure_images_with(sh, &root, &nginx_dir, platform)?);
+        }
         for image in &images {
             println!(
                 "{} {} = {} ({})",
@@ -172,6 +182,7 @@ pub struct BuiltImage {
 #[derive(Clone, Debug)]
 pub struct ImageArtifact {
     pub name: &'static str,
+    pub platform: Platform,
     pub config_digest_hex: String,
     pub manifest_digest_hex: String,
     pub archive_sha256_hex: String,
@@ -193,19 +204,25 @@ impl ImageArtifact {
 /// Builds (incrementally) all three images, `docker load`s those whose content
 /// tag is not in the engine yet and points the stable tag at each.
 pub fn ensure_images(sh: &Shell) -> anyhow::Result<Vec<BuiltImage>> {
-    let root = crate::project_root();
-    let nginx_dir = root.join("nginx");
-    ensure_images_with(sh, &root, &nginx_dir)
+    ensure_images_for(sh, host_platform()?)
 }
 
-/// Builds `platform`'s three images and loads them into the local engine,
-/// tagged with the platform's stable tag and their content tags.
-/// Stub until the arm64 build lands: the lead drops it when merging.
+/// `ensure_images` for `platform`'s images, tagged with its stable tag
+/// (`local-arm64` …) so they never replace the host's.
 pub fn ensure_images_for(sh: &Shell, platform: Platform) -> anyhow::Result<Vec<BuiltImage>> {
-    match platform {
-        Platform::Amd64 => ensure_images(sh),
-        Platform::Arm64 => anyhow::bail!("arm64 images are not built yet"),
-    }
+    let root = crate::project_root();
+    let nginx_dir = root.join("nginx");
+    ensure_images_with(sh, &root, &nginx_dir, platform)
+}
+
+/// The platform whose images this machine runs natively.
+fn host_platform() -> anyhow::Result<Platform> {
+    Platform::host().with_context(|| {
+        format!(
+            "the images exist for linux/amd64 and linux/arm64; this machine is {}",
+            std::env::consts::ARCH
+        )
+    })
 }
 
 /// Builds the images once and loads them into every engine in
@@ -220,7 +237,7 @@ pub fn ensure_images_on_engines(
     let nginx_dir = root.join("nginx");
     let layout = BuildLayout::regular(&root);
     let epoch = source_date_epoch(sh)?;
-    let artifacts = build_all(sh, &root, &layout, &nginx_dir, epoch)?;
+    let artifacts = build_all(sh, &root, &layout, &nginx_dir, epoch, &[host_platform()?])?;
     let mut images = Vec::new();
     for docker_host in docker_hosts {
         let _engine = sh.push_env("DOCKER_HOST", docker_host);
@@ -240,6 +257,7 @@ pub fn ensure_images_on_engines(
 /// Builds the images for `platforms` (regular layout, incrementally) and
 /// returns each as one multi-platform image: what `cargo xtask push` sends.
 /// Touches no Docker engine.
+#[allow(dead_code)] // until `cargo xtask push` lands
 pub fn multi_platform_images(
     sh: &Shell,
     platforms: &[Platform],
@@ -248,22 +266,12 @@ pub fn multi_platform_images(
     let nginx_dir = root.join("nginx");
     let layout = BuildLayout::regular(&root);
     let epoch = source_date_epoch(sh)?;
-    let mut per_platform = Vec::new();
-    for &platform in platforms {
-        if platform != Platform::Amd64 {
-            anyhow::bail!("images for {platform} cannot be built yet");
-        }
-        let artifacts = build_all(sh, &root, &layout, &nginx_dir, epoch)?;
-        per_platform.push(artifacts);
-    }
+    let artifacts = build_all(sh, &root, &layout, &nginx_dir, epoch, platforms)?;
+    print_table(&artifacts);
     let mut images = Vec::new();
     for name in ["webapp", "db", "proxy"] {
         let mut platforms = Vec::new();
-        for artifacts in &per_platform {
-            let artifact = artifacts
-                .iter()
-                .find(|artifact| artifact.name == name)
-                .with_context(|| format!("the image build produced no {name} image"))?;
+        for artifact in artifacts.iter().filter(|artifact| artifact.name == name) {
             platforms.push(oci::read_archive(&artifact.archive_path)?);
         }
         images.push(MultiPlatformImage {
@@ -279,12 +287,13 @@ fn ensure_images_with(
     sh: &Shell,
     root: &Path,
     nginx_dir: &Path,
+    platform: Platform,
 ) -> anyhow::Result<Vec<BuiltImage>> {
     // Probe first: no point in minutes of building for an engine we cannot reach.
     crate::docker::require_docker(sh)?;
     let layout = BuildLayout::regular(root);
     let epoch = source_date_epoch(sh)?;
-    let artifacts = build_all(sh, root, &layout, nginx_dir, epoch)?;
+    let artifacts = build_all(sh, root, &layout, nginx_dir, epoch, &[platform])?;
     let mut images = Vec::new();
     for artifact in &artifacts {
         images.push(docker::load_and_tag(sh, artifact)?);

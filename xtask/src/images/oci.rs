@@ -11,6 +11,9 @@
 //! containerd image store plus a docker-archive `manifest.json` for the classic
 //! store (Engine 20.10 reads only that), both pointing at the same blobs.
 
+// Until `cargo xtask push` lands, the multi-platform types are unused.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 
 use anyhow::Context;
@@ -134,9 +137,10 @@ pub fn image_config_json(
     settings: &RuntimeSettings,
     diff_id_hex: &str,
     created: &str,
+    platform: Platform,
 ) -> anyhow::Result<Vec<u8>> {
     let config = ImageConfig {
-        architecture: "amd64",
+        architecture: platform.oci_architecture(),
         config: ContainerConfig {
             entrypoint: &settings.entrypoint,
             env: &settings.environment,
@@ -201,11 +205,12 @@ pub fn image_blobs(
     rootfs: &Rootfs,
     settings: &RuntimeSettings,
     source_date_epoch: u64,
+    platform: Platform,
 ) -> anyhow::Result<ImageBlobs> {
     let layer_tar = rootfs.to_tar(source_date_epoch)?;
     let layer_gzip = super::layer::gzip(&layer_tar)?;
     let created = rfc3339_utc(source_date_epoch);
-    let config = image_config_json(settings, &sha256_hex(&layer_tar), &created)?;
+    let config = image_config_json(settings, &sha256_hex(&layer_tar), &created, platform)?;
     let manifest = Manifest {
         config: Descriptor {
             annotations: None,
@@ -526,12 +531,14 @@ mod tests {
             &settings_with_labels_in_order(false),
             "ab",
             "1970-01-01T00:00:00Z",
+            Platform::Amd64,
         )
         .unwrap();
         let backward = image_config_json(
             &settings_with_labels_in_order(true),
             "ab",
             "1970-01-01T00:00:00Z",
+            Platform::Amd64,
         )
         .unwrap();
 
@@ -565,21 +572,21 @@ mod tests {
         let tags = vec!["local".to_string(), "0123456789ab".to_string()];
 
         let first = archive_tar(
-            &image_blobs(&rootfs, &settings, 7).unwrap(),
+            &image_blobs(&rootfs, &settings, 7, Platform::Amd64).unwrap(),
             "webstack/db",
             &tags,
             7,
         )
         .unwrap();
         let second = archive_tar(
-            &image_blobs(&rootfs, &settings, 7).unwrap(),
+            &image_blobs(&rootfs, &settings, 7, Platform::Amd64).unwrap(),
             "webstack/db",
             &tags,
             7,
         )
         .unwrap();
         let later_epoch = archive_tar(
-            &image_blobs(&rootfs, &settings, 8).unwrap(),
+            &image_blobs(&rootfs, &settings, 8, Platform::Amd64).unwrap(),
             "webstack/db",
             &tags,
             8,

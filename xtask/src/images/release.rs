@@ -87,7 +87,6 @@ pub const SUITES: &[Suite] = &[
     },
 ];
 const COMPONENT: &str = "main";
-const ARCHITECTURE: &str = "amd64";
 /// Far above any real index (bookworm's InRelease is 150 kB, its
 /// Packages.xz 9 MB); a server sending more is refused.
 const INRELEASE_LIMIT: u64 = 16 * 1024 * 1024;
@@ -246,20 +245,22 @@ pub fn inrelease_path(suite: &Suite) -> String {
     format!("dists/{}/InRelease", suite.name)
 }
 
-pub fn packages_xz_name() -> String {
-    format!("{COMPONENT}/binary-{ARCHITECTURE}/Packages.xz")
+/// `main/binary-<architecture>/Packages.xz`, as the Release file lists it.
+pub fn packages_xz_name(architecture: &str) -> String {
+    format!("{COMPONENT}/binary-{architecture}/Packages.xz")
 }
 
 /// Picks, per package, the highest version over all suites' stanzas (the
 /// earlier suite wins a tie), as apt's candidate.
 pub fn newest_candidates(
     per_suite: &[(Suite, Vec<BTreeMap<String, String>>)],
+    wanted_architecture: &str,
 ) -> anyhow::Result<BTreeMap<String, LockedPackage>> {
     let mut candidates: BTreeMap<String, LockedPackage> = BTreeMap::new();
     for (suite, stanzas) in per_suite {
         for stanza in stanzas {
             let architecture = stanza.get("Architecture").map(String::as_str);
-            if !matches!(architecture, Some(ARCHITECTURE) | Some("all")) {
+            if architecture != Some(wanted_architecture) && architecture != Some("all") {
                 continue;
             }
             let locked = locked_from_stanza(suite, stanza)?;
@@ -321,12 +322,13 @@ pub fn parse_release_date(text: &str) -> anyhow::Result<u64> {
 }
 
 /// Reads the signed indexes of `suites` from `archives` and returns the
-/// candidates; nothing is written anywhere.
+/// candidates for `architecture` (and `all`); nothing is written anywhere.
 pub fn fetch_candidates(
     archives: &Archives,
     keys_dir: &Path,
     suites: &[Suite],
     now_unix: u64,
+    architecture: &str,
 ) -> anyhow::Result<BTreeMap<String, LockedPackage>> {
     let keys = trusted_keys(keys_dir)?;
     let mut per_suite = Vec::new();
@@ -339,11 +341,12 @@ pub fn fetch_candidates(
         let release = verify_inrelease(&inrelease_url, &inrelease, &keys)?;
         check_release_fields(&inrelease_url, &release, suite, now_unix)?;
         let listed = release_sha256(&release).with_context(|| format!("read {inrelease_url}"))?;
-        let packages_url = format!("{base_url}/dists/{}/{}", suite.name, packages_xz_name());
+        let packages_name = packages_xz_name(architecture);
+        let packages_url = format!("{base_url}/dists/{}/{packages_name}", suite.name);
         eprintln!("images: reading {packages_url}");
         let packages_xz = archive::download_bytes(&packages_url, PACKAGES_LIMIT)
             .map_err(archive::FetchError::into_anyhow)?;
-        check_against_release(&packages_url, &packages_xz, listed.get(&packages_xz_name()))?;
+        check_against_release(&packages_url, &packages_xz, listed.get(&packages_name))?;
         let mut text = String::new();
         liblzma::read::XzDecoder::new_multi_decoder(&packages_xz[..])
             .read_to_string(&mut text)
@@ -351,7 +354,7 @@ pub fn fetch_candidates(
         let stanzas = parse_packages(&text).with_context(|| format!("read {packages_url}"))?;
         per_suite.push((*suite, stanzas));
     }
-    newest_candidates(&per_suite)
+    newest_candidates(&per_suite, architecture)
 }
 
 pub fn keys_dir(root: &Path) -> PathBuf {
@@ -560,24 +563,27 @@ mod tests {
                 ("SHA256".to_string(), "AA".to_string()),
             ])
         };
-        let candidates = newest_candidates(&[
-            (
-                SUITES[0],
-                vec![
-                    stanza("libssl3", "3.0.17-1~deb12u2", "amd64"),
-                    stanza("zlib1g", "1:1.2.13.dfsg-1", "amd64"),
-                    stanza("other-arch", "1", "arm64"),
-                ],
-            ),
-            (
-                SUITES[2],
-                vec![
-                    stanza("libssl3", "3.0.22-1~deb12u2", "amd64"),
-                    stanza("zlib1g", "1:1.2.13.dfsg-1", "amd64"),
-                    stanza("nginx-common", "1.22.1-9+deb12u11", "all"),
-                ],
-            ),
-        ])
+        let candidates = newest_candidates(
+            &[
+                (
+                    SUITES[0],
+                    vec![
+                        stanza("libssl3", "3.0.17-1~deb12u2", "amd64"),
+                        stanza("zlib1g", "1:1.2.13.dfsg-1", "amd64"),
+                        stanza("other-arch", "1", "arm64"),
+                    ],
+                ),
+                (
+                    SUITES[2],
+                    vec![
+                        stanza("libssl3", "3.0.22-1~deb12u2", "amd64"),
+                        stanza("zlib1g", "1:1.2.13.dfsg-1", "amd64"),
+                        stanza("nginx-common", "1.22.1-9+deb12u11", "all"),
+                    ],
+                ),
+            ],
+            "amd64",
+        )
         .unwrap();
         assert_eq!(candidates["libssl3"].suite, SUITES[2].name);
         assert_eq!(candidates["libssl3"].archive, "debian-security");

@@ -24,7 +24,7 @@ use xshell::{cmd, Shell};
 
 use super::{
     debian::{self, LockFile, LockedSource},
-    ensure_images, host_tools, BuildLayout, BuiltImage, DB_CONTENTS,
+    ensure_images, host_tools, BuildLayout, BuiltImage, Platform, DB_CONTENTS,
 };
 
 fn shell() -> Shell {
@@ -387,17 +387,10 @@ fn host_tools_nginx_runs_with_the_pinned_libraries() {
 fn a_lock_missing_the_package_of_a_needed_library_names_the_library() {
     let lock = LockFile::read(&crate::project_root()).unwrap();
     let cache = BuildLayout::regular(&crate::project_root()).cache;
-    let mut source = LockedSource {
-        cache: &cache,
-        locked: lock.images["db"]
-            .iter()
-            .filter(|package| package.package != "libjemalloc2")
-            .map(|package| (package.package.clone(), package.clone()))
-            .collect(),
-        fetched: Default::default(),
-    };
+    let mut source = LockedSource::for_image(&cache, &lock, "db", Platform::Amd64).unwrap();
+    source.locked.remove("libjemalloc2");
 
-    let error = match debian::resolve_contents(&mut source, &DB_CONTENTS) {
+    let error = match debian::resolve_contents(&mut source, &DB_CONTENTS, Platform::Amd64) {
         Ok(_) => panic!("resolving db without libjemalloc2 succeeded"),
         Err(error) => error,
     };
@@ -411,6 +404,7 @@ fn a_lock_missing_the_package_of_a_needed_library_names_the_library() {
 fn an_image_over_its_compressed_size_budget_fails_naming_it() {
     let artifact = |name: &'static str, compressed_size: u64| super::ImageArtifact {
         name,
+        platform: Platform::Arm64,
         config_digest_hex: "0".repeat(64),
         manifest_digest_hex: "0".repeat(64),
         archive_sha256_hex: "0".repeat(64),
@@ -428,7 +422,10 @@ fn an_image_over_its_compressed_size_budget_fails_naming_it() {
 
     assert!(within.is_ok());
     let message = format!("{:#}", over.unwrap_err());
-    assert!(message.contains("db is 4.00 MiB compressed"), "{message}");
+    assert!(
+        message.contains("db (linux/arm64) is 4.00 MiB compressed"),
+        "{message}"
+    );
     assert!(!message.contains("webapp"), "{message}");
 }
 
@@ -483,6 +480,7 @@ fn host_tools_start_with_an_empty_environment_from_outside_the_checkout() {
     let upstream = |image: &str, package: &str| {
         let locked = lock.images[image]
             .iter()
+            .filter(|locked| locked.architecture != "arm64")
             .find(|locked| locked.package == package)
             .unwrap_or_else(|| panic!("the lock has no {package} in image {image}"));
         let version = locked

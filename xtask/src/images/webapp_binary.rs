@@ -1,10 +1,12 @@
 //! The images' programs as static-pie executables: `webapp` from the webapp
 //! crate, `proxy-init` and `httpcheck` from the proxy crate (nginx/proxy/).
 //!
-//! No musl target is installed, so they link glibc statically
-//! (`-C target-feature=+crt-static` on x86_64-unknown-linux-gnu). `--target`
-//! keeps those flags off build scripts and proc macros, which must stay
-//! dynamic. `--remap-path-prefix` rewrites the checkout, CARGO_HOME and the
+//! For amd64 they link glibc statically (`-C target-feature=+crt-static`
+//! on x86_64-unknown-linux-gnu, whose standard library the toolchain has);
+//! for arm64, musl (aarch64-unknown-linux-musl, static by default) with the
+//! pinned standard library of `rust_std` and the toolchain's `rust-lld`.
+//! `--target` keeps those flags off build scripts and proc macros, which
+//! must stay dynamic and run on the host. `--remap-path-prefix` rewrites the checkout, CARGO_HOME and the
 //! target dir so the bytes do not depend on where they live; the release
 //! profile strips symbols (Cargo.toml).
 
@@ -13,7 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-pub const TARGET_TRIPLE: &str = "x86_64-unknown-linux-gnu";
+use super::{platform::Platform, rust_std};
 
 pub struct WebappBinaries {
     pub webapp: PathBuf,
@@ -36,26 +38,36 @@ pub fn build(
     root: &Path,
     cargo_target_dir: &Path,
     source_date_epoch: u64,
+    platform: Platform,
 ) -> anyhow::Result<WebappBinaries> {
+    let target = platform.rust_target();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let cargo_home = cargo_home()?;
     // Later rules win when several prefixes match, so the target dir (inside
     // the checkout) comes after the checkout. CARGO_ENCODED_RUSTFLAGS keeps
     // paths with spaces whole and overrides any RUSTFLAGS of the caller.
-    let flags = [
-        "-Ctarget-feature=+crt-static".to_string(),
+    let pins = super::debian::LockFile::read(root)?.rust_std;
+    let mut flags = match rust_std::cross_target(sh, platform, &pins)? {
+        None => vec!["-Ctarget-feature=+crt-static".to_string()],
+        Some(cross) => vec![
+            format!("--sysroot={}", cross.sysroot.display()),
+            format!("-Clinker={}", cross.linker.display()),
+            format!("--remap-path-prefix={}=/sysroot", cross.sysroot.display()),
+        ],
+    };
+    flags.extend([
         format!("--remap-path-prefix={}=/cargo-home", cargo_home.display()),
         format!("--remap-path-prefix={}=/webstack", root.display()),
         format!("--remap-path-prefix={}=/target", cargo_target_dir.display()),
-    ]
-    .join("\x1f");
+    ]);
+    let flags = flags.join("\x1f");
     eprintln!(
-        "images: cargo build --release -p webapp -p proxy (static-pie) in {}",
+        "images: cargo build --release -p webapp -p proxy (static, {target}) in {}",
         cargo_target_dir.display()
     );
     cmd!(
         sh,
-        "{cargo} build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {TARGET_TRIPLE}"
+        "{cargo} build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {target}"
     )
     .env("CARGO_TARGET_DIR", cargo_target_dir)
     .env("CARGO_ENCODED_RUSTFLAGS", flags)
@@ -63,7 +75,7 @@ pub fn build(
     .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
     .run()
     .context("`cargo build --release -p webapp -p proxy` failed (see the compiler output above)")?;
-    let release_dir = cargo_target_dir.join(TARGET_TRIPLE).join("release");
+    let release_dir = cargo_target_dir.join(target).join("release");
     let binaries = WebappBinaries {
         webapp: release_dir.join("webapp"),
         httpcheck: release_dir.join("httpcheck"),

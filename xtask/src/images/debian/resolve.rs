@@ -15,15 +15,19 @@ use super::{DebianContents, PackageSource, UnpackedPackage, LOCK_PATH};
 use crate::images::{
     deb,
     layer::{normalize_image_path, resolve_symlink_target, FileContents, Rootfs},
+    platform::Platform,
 };
 
-/// Library directories ld.so searches by default on Debian amd64.
-const LIBRARY_DIRECTORIES: &[&str] = &[
-    "lib/x86_64-linux-gnu",
-    "usr/lib/x86_64-linux-gnu",
-    "lib",
-    "usr/lib",
-];
+/// Library directories ld.so searches by default on Debian for `platform`.
+fn library_directories(platform: Platform) -> [String; 4] {
+    let tuple = platform.multiarch_tuple();
+    [
+        format!("lib/{tuple}"),
+        format!("usr/lib/{tuple}"),
+        "lib".to_string(),
+        "usr/lib".to_string(),
+    ]
+}
 
 /// The image files taken from Debian packages, and the packages they came from.
 pub struct ResolvedContents {
@@ -34,6 +38,7 @@ pub struct ResolvedContents {
 struct Resolver<'a, 'b> {
     source: &'a mut dyn PackageSource,
     image: &'b str,
+    platform: Platform,
     chosen: BTreeMap<String, Rc<UnpackedPackage>>,
     rootfs: Rootfs,
     scanned: BTreeSet<String>,
@@ -138,7 +143,7 @@ impl Resolver<'_, '_> {
         soname: &str,
         needed_by: &str,
     ) -> anyhow::Result<String> {
-        let candidates: Vec<String> = LIBRARY_DIRECTORIES
+        let candidates: Vec<String> = library_directories(self.platform)
             .iter()
             .map(|directory| format!("{directory}/{soname}"))
             .collect();
@@ -203,10 +208,12 @@ impl Resolver<'_, '_> {
 pub fn resolve_contents(
     source: &mut dyn PackageSource,
     contents: &DebianContents,
+    platform: Platform,
 ) -> anyhow::Result<ResolvedContents> {
     let mut resolver = Resolver {
         source,
         image: contents.image,
+        platform,
         chosen: BTreeMap::new(),
         rootfs: Rootfs::new(),
         scanned: BTreeSet::new(),
