@@ -29,8 +29,9 @@ const READY_TIMEOUT: Duration = Duration::from_secs(600);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// redis-server for aarch64 tests the kernel at start for a copy-on-write
-/// bug of old arm64 kernels (it forks after `MADV_FREE` and reads
-/// `/proc/self/smaps`). Under qemu-user that reads qemu's account of the
+/// bug of old arm64 kernels (fixed by Linux commit ff1712f953e2, "arm64:
+/// pgtable: Ensure dirty bit is preserved across pte_wrprotect()"): it forks
+/// after `MADV_FREE` and reads `Shared_Dirty` in `/proc/self/smaps`. Under qemu-user that reads qemu's account of the
 /// memory, the test fails and Redis exits ("Your kernel has a bug that could
 /// lead to data corruption during background save"). Real arm64 kernels
 /// pass it, so the deploy files keep the check; only the emulated stack
