@@ -58,12 +58,14 @@ pub fn up(sh: &Shell, count: u8) -> anyhow::Result<()> {
 
 /// The daemon configuration of a node. `bridge: none`: no default bridge
 /// (nothing uses it); the overlay networks and `docker_gwbridge` are all a
-/// swarm needs.
+/// swarm needs. The cluster network is an insecure-registry range: the
+/// cluster's registry (`registry.rs`) speaks plain HTTP on it.
 pub(super) const DAEMON_JSON: &str = r#"{
   "storage-driver": "overlay2",
   "bridge": "none",
   "log-driver": "json-file",
-  "log-opts": {"max-size": "10m", "max-file": "3"}
+  "log-opts": {"max-size": "10m", "max-file": "3"},
+  "insecure-registries": ["198.18.0.0/24"]
 }
 "#;
 

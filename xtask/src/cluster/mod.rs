@@ -41,6 +41,7 @@ use xshell::{cmd, Shell};
 mod engines;
 mod gossip;
 mod network;
+mod registry;
 mod teardown;
 
 use engines::engine_answers;
@@ -48,6 +49,7 @@ pub use engines::up;
 pub use gossip::overlay_report;
 use gossip::{gossip_shortfalls, wait_for_whole_gossip};
 pub use network::connect_all_links;
+pub use registry::ensure_registry;
 use network::set_link;
 pub use teardown::{down, find_leftovers};
 
