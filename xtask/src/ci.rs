@@ -128,6 +128,12 @@ impl Ci {
             cmd!(sh, "{xtask} bench --smoke").run()?;
             Ok(())
         })?;
+        // The arm64 images (built by the images step) under qemu-user:
+        // skipped in one line where binfmt_misc cannot be used.
+        step("arm64 images under emulation (smoke test)", &mut || {
+            cmd!(sh, "{xtask} e2e --arm64").run()?;
+            Ok(())
+        })?;
         if !self.no_swarm {
             step("Swarm end to end", &mut || {
                 cmd!(sh, "{xtask} e2e --swarm").run()?;
