@@ -11,7 +11,6 @@
 mod archive;
 mod build;
 mod check;
-mod compose_v2;
 #[cfg(test)]
 mod containerd;
 mod deb;
@@ -23,6 +22,7 @@ mod host_tools;
 mod layer;
 mod lock;
 mod oci;
+mod pinned_tools;
 mod platform;
 mod release;
 pub mod staging;
@@ -38,9 +38,11 @@ use xshell::{cmd, Shell};
 use build::{build_all, debian_rootfs};
 pub use check::check_reproducible_and_budgets;
 use check::{check_reproducible, print_table, SecondBuild};
-pub use compose_v2::pinned_compose_v2;
 pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
 use lock::update_lock;
+pub use pinned_tools::pinned_compose_v2;
+#[cfg(test)]
+pub use pinned_tools::pinned_registry;
 
 use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
