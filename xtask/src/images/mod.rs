@@ -48,6 +48,8 @@ use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
 use layer::{FileContents, Rootfs};
 use oci::RuntimeSettings;
+#[cfg(test)]
+pub use oci::{image_index, OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
 pub use oci::{Blob, MultiPlatformImage, PlatformImage};
 pub use platform::Platform;
 

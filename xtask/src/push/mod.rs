@@ -10,6 +10,8 @@
 
 mod credentials;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -170,7 +172,10 @@ pub fn push_images(
         .context("start the async runtime for the registry client")?;
     runtime.block_on(async {
         let first = images.first().map_or("webapp", |image| image.name);
-        let session = session::Session::connect(target, auth, &target.repository(first)).await?;
+        let repository = target.repository(first);
+        let session = session::Session::connect(target, auth, &repository)
+            .await
+            .with_context(|| format!("push image {first} to {}/{repository}", target.registry))?;
         let mut pushed = Vec::new();
         for image in images {
             let started = Instant::now();
