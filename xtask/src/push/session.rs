@@ -24,6 +24,10 @@ use crate::images::{Blob, MultiPlatformImage};
 const EMPTY_BLOB_DIGEST: &str =
     "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+/// A proxy that is never used (every host is exempt from it): only there
+/// so that reqwest ignores the proxy variables for a loopback registry.
+const UNUSED_PROXY: &str = "http://127.0.0.1:9";
+
 pub struct Session<'a> {
     target: &'a PushTarget,
     client: Client,
@@ -57,9 +61,24 @@ impl<'a> Session<'a> {
             }],
             None => Vec::new(),
         };
+        // reqwest follows the proxy variables unless the client names a
+        // proxy; naming one that every host is exempt from (`*` for names,
+        // the loopback networks for addresses) switches that off, so a
+        // loopback registry is reached directly, as images/archive.rs
+        // reaches a loopback mirror.
+        let (http_proxy, no_proxy) = if is_loopback(&target.registry) {
+            (
+                Some(UNUSED_PROXY.to_string()),
+                Some("127.0.0.0/8,::1,localhost,*".to_string()),
+            )
+        } else {
+            (None, None)
+        };
         let client = |protocol| {
             Client::try_from(ClientConfig {
                 protocol,
+                http_proxy: http_proxy.clone(),
+                no_proxy: no_proxy.clone(),
                 extra_root_certificates: extra_roots.clone(),
                 // Uploads one at a time: a failure then names one blob, and
                 // the registry never holds two half uploads of one image.
