@@ -134,11 +134,13 @@ impl<'a> Session<'a> {
                 return Ok(http);
             }
         }
-        Err(anyhow::Error::new(https_error)).with_context(|| {
-            format!(
-                "reach the registry https://{registry}/v2/ (plain HTTP needs a loopback registry or --insecure-http)"
-            )
-        })
+        let how = if is_loopback(registry) {
+            "nor over plain HTTP, tried as it is on loopback"
+        } else {
+            "plain HTTP needs a loopback registry or --insecure-http"
+        };
+        Err(anyhow::Error::new(https_error))
+            .with_context(|| format!("reach the registry https://{registry}/v2/ ({how})"))
     }
 
     /// Whether the registry takes this client's requests: `/v2/`, then a
