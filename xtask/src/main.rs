@@ -14,6 +14,7 @@ mod flake;
 mod images;
 mod layers;
 mod poll;
+mod push;
 mod render;
 mod secrets;
 mod stack;
@@ -50,6 +51,8 @@ enum Command {
     Images(images::Images),
     /// Check that no crate of the workspace has an import cycle between its modules (read from `use` paths).
     Layers(layers::Layers),
+    /// Build the images for every platform and push them to a registry: REGISTRY/PREFIX/{webapp,db,proxy}, by digest, then the content tag.
+    Push(push::Push),
     /// Regenerate deploy/compose.yaml (and the other deploy files) from xtask/src/stack.rs.
     Render(render::Render),
     /// Run the stack with Docker Compose: up, down, status, logs, scale.
@@ -112,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         Command::FlakeCheck(cmd) => cmd.run(&sh),
         Command::Images(cmd) => cmd.run(&sh),
         Command::Layers(cmd) => cmd.run(&sh),
+        Command::Push(cmd) => cmd.run(&sh),
         Command::Render(cmd) => cmd.run(&sh),
         Command::Compose(ComposeCommand::Up(cmd)) | Command::Up(cmd) => cmd.run(&sh),
         Command::Compose(ComposeCommand::Down(cmd)) | Command::Down(cmd) => cmd.run(&sh),

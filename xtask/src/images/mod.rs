@@ -11,7 +11,6 @@
 mod archive;
 mod build;
 mod check;
-mod compose_v2;
 #[cfg(test)]
 mod containerd;
 mod deb;
@@ -24,6 +23,7 @@ mod host_tools;
 mod layer;
 mod lock;
 mod oci;
+mod pinned_tools;
 mod platform;
 mod release;
 mod rust_std;
@@ -40,16 +40,19 @@ use xshell::{cmd, Shell};
 use build::{build_all, debian_rootfs};
 pub use check::check_reproducible_and_budgets;
 use check::{check_reproducible, print_table, SecondBuild};
-pub use compose_v2::pinned_compose_v2;
 pub use emulation::{Emulation, Unavailable};
 pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
 use lock::update_lock;
+pub use pinned_tools::pinned_compose_v2;
+#[cfg(test)]
+pub use pinned_tools::pinned_registry;
 
 use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
 use layer::{FileContents, Rootfs};
 use oci::RuntimeSettings;
-#[allow(unused_imports)] // `cargo xtask push` (in progress) takes them
+#[cfg(test)]
+pub use oci::{image_index, OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
 pub use oci::{Blob, MultiPlatformImage, PlatformImage};
 pub use platform::Platform;
 
