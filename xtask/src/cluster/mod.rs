@@ -49,8 +49,8 @@ pub use engines::up;
 pub use gossip::overlay_report;
 use gossip::{gossip_shortfalls, wait_for_whole_gossip};
 pub use network::connect_all_links;
-pub use registry::ensure_registry;
 use network::set_link;
+pub use registry::ensure_registry;
 pub use teardown::{down, find_leftovers};
 
 /// Where every node keeps its files (data root, exec root, socket, logs).

@@ -79,7 +79,10 @@ pub fn ensure_registry(program: &Path) -> anyhow::Result<SocketAddrV4> {
         .status()
         .with_context(|| format!("start {}", program.display()))?;
     if !status.success() {
-        bail!("starting the cluster's registry failed ({status}); see {}", log_path.display())
+        bail!(
+            "starting the cluster's registry failed ({status}); see {}",
+            log_path.display()
+        )
     }
     let started =
         crate::poll::until_true(Duration::from_secs(20), Duration::from_millis(100), || {
@@ -91,7 +94,10 @@ pub fn ensure_registry(program: &Path) -> anyhow::Result<SocketAddrV4> {
             log_path.display()
         )
     }
-    eprintln!("cluster: registry at http://{address}/ (storage {})", storage.display());
+    eprintln!(
+        "cluster: registry at http://{address}/ (storage {})",
+        storage.display()
+    );
     Ok(address)
 }
 
@@ -129,7 +135,10 @@ mod tests {
     #[test]
     fn the_configuration_names_its_address_and_storage() {
         let address = SocketAddrV4::new(HOST_ADDRESS, 40123);
-        let config = config_yaml(address, Path::new("/var/lib/webstack-cluster/registry/data"));
+        let config = config_yaml(
+            address,
+            Path::new("/var/lib/webstack-cluster/registry/data"),
+        );
 
         assert_eq!(address_in(&config), Some(address));
         assert!(config.contains("rootdirectory: /var/lib/webstack-cluster/registry/data\n"));

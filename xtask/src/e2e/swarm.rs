@@ -86,11 +86,20 @@ fn deploy_and_test_on_manager(
 ) -> anyhow::Result<()> {
     let port = crate::swarm::DEFAULT_PORT;
     let deploy_started = Instant::now();
-    deploy_and_wait(sh, stack, port, &Target::Cluster(deploy::cluster_engines()))?;
+    // As on real servers: pushed to a registry, pulled by each node.
+    let target = Target::Registry {
+        push: deploy::cluster_registry()?,
+        platforms: crate::images::Platform::ALL.to_vec(),
+        cluster: true,
+    };
+    let images = deploy_and_wait(sh, stack, port, &target)?;
     eprintln!(
         "cluster e2e: stack {stack} converged {:.1}s after the deploy started",
         deploy_started.elapsed().as_secs_f64()
     );
+    for line in nodes_pulled(sh, stack, &images)? {
+        eprintln!("cluster e2e: {line}");
+    }
     let url = super::suite_url(manager.address(), port, &[crate::cluster::SUBNET])?;
     super::run_suite(
         sh,
@@ -106,6 +115,77 @@ fn deploy_and_test_on_manager(
             ),
         ],
     )
+}
+
+/// Checks that every node holds the image of each task it runs under the
+/// pushed reference (so it pulled it from the registry), and that no node
+/// holds a `webstack/…` image (one loaded by hand). Returns one line per node.
+fn nodes_pulled(
+    sh: &Shell,
+    stack: &str,
+    images: &crate::stack::StackImages,
+) -> anyhow::Result<Vec<String>> {
+    let format = "{{.Node}} {{.Name}}";
+    let tasks = cmd!(
+        sh,
+        "docker stack ps --filter desired-state=running --format {format} {stack}"
+    )
+    .quiet()
+    .read()
+    .with_context(|| format!("list the running tasks of {stack}"))?;
+    let mut report = Vec::new();
+    for node in crate::cluster::existing_nodes() {
+        let _engine = sh.push_env("DOCKER_HOST", node.docker_host());
+        let format = "{{.Repository}}@{{.Digest}}";
+        let held = cmd!(sh, "docker image ls --digests --format {format}")
+            .quiet()
+            .read()
+            .with_context(|| format!("list the images of {}", node.name()))?;
+        let held: Vec<&str> = held.lines().map(str::trim).collect();
+        if let Some(loaded) = held
+            .iter()
+            .find(|image| image.starts_with(&format!("{}/", crate::images::REPOSITORY_PREFIX)))
+        {
+            anyhow::bail!(
+                "{} holds {loaded}: an image loaded by hand, not pulled",
+                node.name()
+            )
+        }
+        let mut pulled = Vec::new();
+        for line in tasks
+            .lines()
+            .filter(|line| line.split(' ').next() == Some(&node.name()))
+        {
+            let Some(service) = line
+                .split(' ')
+                .nth(1)
+                .and_then(|task| task.strip_prefix(&format!("{stack}_")))
+                .and_then(|task| task.split('.').next())
+            else {
+                continue;
+            };
+            let reference = images.for_service(service)?;
+            if !held.contains(&reference) {
+                anyhow::bail!(
+                    "{} runs a {service} task but holds no {reference}; it holds {held:?}",
+                    node.name()
+                )
+            }
+            pulled.push(service.to_string());
+        }
+        pulled.sort();
+        pulled.dedup();
+        report.push(format!(
+            "{} pulled from the registry the images of: {}",
+            node.name(),
+            if pulled.is_empty() {
+                "nothing (no task)".to_string()
+            } else {
+                pulled.join(", ")
+            }
+        ));
+    }
+    Ok(report)
 }
 
 /// Deploys `stack` with the model's defaults to `target` and waits, at most

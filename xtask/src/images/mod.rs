@@ -44,7 +44,6 @@ pub use emulation::{Emulation, Unavailable};
 pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
 use lock::update_lock;
 pub use pinned_tools::pinned_compose_v2;
-#[cfg(test)]
 pub use pinned_tools::pinned_registry;
 
 use crate::stack;
@@ -52,12 +51,16 @@ use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
 use layer::{FileContents, Rootfs};
 use oci::RuntimeSettings;
 #[cfg(test)]
-pub use oci::{image_index, OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
-pub use oci::{Blob, MultiPlatformImage, PlatformImage};
+pub use oci::{
+    image_index, PlatformImage, OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
+    OCI_MANIFEST_MEDIA_TYPE,
+};
+pub use oci::{Blob, MultiPlatformImage};
 pub use platform::Platform;
 
 pub use crate::stack::{StackImages, STABLE_TAG};
-const REPOSITORY_PREFIX: &str = "webstack";
+/// The images are `webstack/webapp` and so on, locally and under a registry's prefix.
+pub const REPOSITORY_PREFIX: &str = "webstack";
 const MEBIBYTE: u64 = 1024 * 1024;
 
 impl StackImages {
@@ -260,7 +263,6 @@ pub fn ensure_images_on_engines(
 /// Builds the images for `platforms` (regular layout, incrementally) and
 /// returns each as one multi-platform image: what `cargo xtask push` sends.
 /// Touches no Docker engine.
-#[allow(dead_code)] // until `cargo xtask push` lands
 pub fn multi_platform_images(
     sh: &Shell,
     platforms: &[Platform],

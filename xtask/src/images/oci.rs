@@ -11,9 +11,6 @@
 //! containerd image store plus a docker-archive `manifest.json` for the classic
 //! store (Engine 20.10 reads only that), both pointing at the same blobs.
 
-// Until `cargo xtask push` lands, the multi-platform types are unused.
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
 use anyhow::Context;

@@ -21,9 +21,8 @@ pub fn pinned_compose_v2() -> anyhow::Result<PathBuf> {
     )
 }
 
-/// The pinned registry (distribution 2.8), which the push tests run on
-/// loopback.
-#[cfg(test)]
+/// The pinned registry (distribution 2.8): the push tests run it on
+/// loopback, the simulated cluster on its own network.
 pub fn pinned_registry() -> anyhow::Result<PathBuf> {
     pinned_tool("docker-registry", "usr/bin/docker-registry")
 }

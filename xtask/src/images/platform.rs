@@ -55,7 +55,6 @@ impl Platform {
     }
 
     /// `uname -m`, and the name qemu-user gives its emulator.
-    #[allow(dead_code)] // until the arm64 smoke test lands
     pub fn machine(self) -> &'static str {
         match self {
             Platform::Amd64 => "x86_64",

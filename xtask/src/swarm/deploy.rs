@@ -9,6 +9,8 @@ use xshell::Shell;
 
 use super::{engine, SwarmStack, DEFAULT_PORT, DEFAULT_STACK_NAME};
 use crate::docker::deployment::Deployment;
+use crate::images::Platform;
+use crate::push::{PushTarget, PushedImage};
 use crate::stack::StackImages;
 
 /// How long a first deploy may take to converge by default: image loads are
@@ -29,18 +31,55 @@ pub struct SwarmDeploy {
     #[arg(long, default_value_t = DEFAULT_CONVERGE_TIMEOUT_SECS)]
     pub timeout_secs: u64,
     /// Deploy to the cluster of `cargo xtask cluster up` instead of the
-    /// engine DOCKER_HOST names: the images are loaded into every node.
+    /// engine DOCKER_HOST names: the images are loaded into every node, or
+    /// with --registry pulled by each from the cluster's own registry.
     #[arg(long)]
     pub cluster: bool,
+    /// Push the images to this registry (REGISTRY/PREFIX, as `cargo xtask
+    /// push` takes it; credentials from Docker's config.json) and deploy
+    /// them by digest, so that every node pulls them. With --cluster and no
+    /// value: the cluster's own registry.
+    #[arg(long, value_name = "REGISTRY/PREFIX", num_args = 0..=1, default_missing_value = "")]
+    pub registry: Option<String>,
+    /// With --registry: the platforms pushed, under one index per image.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Platform::ALL, requires = "registry")]
+    pub platform: Vec<Platform>,
+    /// With --registry: a PEM file of CA certificates to trust besides the
+    /// system's roots.
+    #[arg(long, value_name = "PATH", requires = "registry")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// With --registry: plain HTTP to a registry that is not on loopback.
+    #[arg(long, requires = "registry")]
+    pub insecure_http: bool,
 }
 
 impl SwarmDeploy {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
+        let registry = match self.registry.as_deref() {
+            None => None,
+            Some("") if self.cluster => Some(cluster_registry()?),
+            Some("") => bail!(
+                "--registry needs REGISTRY/PREFIX (only with --cluster does it default to the cluster's registry)"
+            ),
+            Some(target) => Some(PushTarget {
+                ca_file: self.ca_file.clone(),
+                insecure_http: self.insecure_http,
+                ..PushTarget::parse(target)?
+            }),
+        };
+        let platforms = self.platform.clone();
         if self.cluster {
             let manager = crate::cluster::manager()?;
             sh.set_var("DOCKER_HOST", manager.docker_host());
             engine::require_docker(sh)?;
-            let target = Target::Cluster(cluster_engines());
+            let target = match registry {
+                Some(push) => Target::Registry {
+                    push,
+                    platforms,
+                    cluster: true,
+                },
+                None => Target::Cluster(cluster_engines()),
+            };
             deploy_and_wait(
                 sh,
                 &self.stack,
@@ -66,12 +105,20 @@ impl SwarmDeploy {
             &remove_project,
         )?;
         engine::ensure_manager(sh)?;
+        let target = match registry {
+            Some(push) => Target::Registry {
+                push,
+                platforms,
+                cluster: false,
+            },
+            None => Target::ThisEngine,
+        };
         deploy_and_wait(
             sh,
             &self.stack,
             self.port,
             Duration::from_secs(self.timeout_secs),
-            &Target::ThisEngine,
+            &target,
         )?;
         eprintln!(
             "swarm: stack {} is up: http://localhost:{}/ (`cargo xtask swarm status -p {}`, \
@@ -90,6 +137,41 @@ pub enum Target {
     /// The simulated cluster: the shell points at its manager, and the
     /// images are loaded into every engine listed (`DOCKER_HOST` values).
     Cluster(Vec<String>),
+    /// The images pushed to a registry and deployed by digest: every node
+    /// pulls what it runs. `cluster`: the shell points at the simulated
+    /// cluster's manager.
+    Registry {
+        push: PushTarget,
+        platforms: Vec<Platform>,
+        cluster: bool,
+    },
+}
+
+/// The simulated cluster's own registry (started if it is not running),
+/// as a push target: plain HTTP on the cluster's network, no credentials.
+pub fn cluster_registry() -> anyhow::Result<PushTarget> {
+    let program = crate::images::pinned_registry()?;
+    let address = crate::cluster::ensure_registry(&program)?;
+    Ok(PushTarget {
+        insecure_http: true,
+        ..PushTarget::parse(&format!("{address}/{}", crate::images::REPOSITORY_PREFIX))?
+    })
+}
+
+/// The pushed images by digest, as the stack's three images.
+fn images_by_digest(pushed: &[PushedImage]) -> anyhow::Result<StackImages> {
+    let reference = |name: &str| {
+        pushed
+            .iter()
+            .find(|image| image.name == name)
+            .map(|image| image.reference_by_digest.clone())
+            .with_context(|| format!("the push returned no {name} image"))
+    };
+    Ok(StackImages {
+        webapp: reference(crate::stack::WEBAPP)?,
+        db: reference(crate::stack::DB)?,
+        proxy: reference(crate::stack::PROXY)?,
+    })
 }
 
 /// The `DOCKER_HOST` of every node of the cluster that is up.
@@ -109,28 +191,40 @@ pub fn deploy_and_wait(
     timeout: Duration,
     target: &Target,
 ) -> anyhow::Result<StackImages> {
-    let built = match target {
-        Target::ThisEngine => {
-            check_port_is_free(sh, stack, port)?;
-            super::prepare_files()?;
-            crate::images::ensure_images(sh).context("build and load the images")?
-        }
-        // The port is bound in the manager's own network namespace, where
-        // nothing else runs.
-        Target::Cluster(engines) => {
-            super::prepare_files()?;
-            crate::images::ensure_images_on_engines(sh, engines)
-                .context("build the images and load them into every node")?
+    // On the cluster the port is bound in the manager's own network
+    // namespace, where nothing else runs.
+    if matches!(
+        target,
+        Target::ThisEngine | Target::Registry { cluster: false, .. }
+    ) {
+        check_port_is_free(sh, stack, port)?;
+    }
+    super::prepare_files()?;
+    let images = match target {
+        Target::ThisEngine => StackImages::from_built(
+            &crate::images::ensure_images(sh).context("build and load the images")?,
+        )?,
+        Target::Cluster(engines) => StackImages::from_built(
+            &crate::images::ensure_images_on_engines(sh, engines)
+                .context("build the images and load them into every node")?,
+        )?,
+        Target::Registry {
+            push, platforms, ..
+        } => {
+            let built = crate::images::multi_platform_images(sh, platforms)?;
+            let pushed = crate::push::push_images(sh, push, &built)?;
+            images_by_digest(&pushed)?
         }
     };
-    let images = StackImages::from_built(&built)?;
     eprintln!(
         "swarm: deploying stack {stack} (webapp {}, db {}, proxy {})",
         images.webapp, images.db, images.proxy
     );
     let mut deployment = match target {
-        Target::ThisEngine => SwarmStack::new(stack, port),
-        Target::Cluster(_) => SwarmStack::new(stack, port)
+        Target::ThisEngine | Target::Registry { cluster: false, .. } => {
+            SwarmStack::new(stack, port)
+        }
+        Target::Cluster(_) | Target::Registry { cluster: true, .. } => SwarmStack::new(stack, port)
             .reached_at(crate::cluster::manager()?.address(), crate::cluster::SUBNET),
     };
     let replicas = crate::stack::stack()

@@ -196,13 +196,17 @@ pub fn deploy_stack(
     if let Some(images) = images {
         variables.extend(images.variables()?);
     }
-    // `--resolve-image never`: the images are local, there is no registry to
-    // ask for a digest. `--prune` removes services no longer in the file.
-    // No `--detach`: older CLIs lack the flag, and the newer default is
-    // detached anyway; callers wait with `wait_until_converged`.
+    // `--resolve-image never`: the images are local content tags, or
+    // pushed ones already named by digest; either way nothing needs a
+    // registry's answer at deploy time (each node pulls what it lacks).
+    // `--with-registry-auth`: a pushed image's registry may want the
+    // credentials the docker CLI holds (none is sent when it holds none).
+    // `--prune` removes services no longer in the file. No `--detach`: older
+    // CLIs lack the flag, and the newer default is detached anyway; callers
+    // wait with `wait_until_converged`.
     cmd!(
         sh,
-        "docker stack deploy --resolve-image never --prune --compose-file {stack_file} {stack}"
+        "docker stack deploy --resolve-image never --with-registry-auth --prune --compose-file {stack_file} {stack}"
     )
     .envs(variables)
     .run()
