@@ -88,8 +88,6 @@ mount --bind {dir}/etc-docker /etc/docker
 mount --bind {dir}/run-docker /run/docker
 mount --bind {dir}/run-containerd /run/containerd
 hostname {name}
-# No registry: without this every task first tries a pull and waits for DNS to time out.
-export DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1
 exec dockerd --config-file {dir}/daemon.json --data-root {dir}/data --exec-root {dir}/exec \
   --pidfile {dir}/dockerd.pid -H unix://{dir}/docker.sock --cgroup-parent /{name}
 "#
@@ -279,7 +277,8 @@ mod tests {
             assert!(script.contains(&format!("etc-docker {private}")) || script.contains(private));
         }
         assert!(script.contains("hostname webstack-node-2"));
-        assert!(script.contains("DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1"));
+        // Tasks pull their images from the cluster's registry.
+        assert!(!script.contains("DOCKER_SERVICE_PREFER_OFFLINE_IMAGE"));
         assert!(script.contains("--config-file /var/lib/webstack-cluster/node-2/daemon.json"));
     }
 }

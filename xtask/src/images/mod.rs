@@ -231,35 +231,6 @@ fn host_platform() -> anyhow::Result<Platform> {
     })
 }
 
-/// Builds the images once and loads them into every engine in
-/// `docker_hosts` (`DOCKER_HOST` values): how the nodes of a cluster get
-/// the images without a registry. Nothing is loaded into the engine the
-/// shell itself points at.
-pub fn ensure_images_on_engines(
-    sh: &Shell,
-    docker_hosts: &[String],
-) -> anyhow::Result<Vec<BuiltImage>> {
-    let root = crate::project_root();
-    let nginx_dir = root.join("nginx");
-    let layout = BuildLayout::regular(&root);
-    let epoch = source_date_epoch(sh)?;
-    let artifacts = build_all(sh, &root, &layout, &nginx_dir, epoch, &[host_platform()?])?;
-    let mut images = Vec::new();
-    for docker_host in docker_hosts {
-        let _engine = sh.push_env("DOCKER_HOST", docker_host);
-        crate::docker::require_docker(sh)?;
-        images.clear();
-        for artifact in &artifacts {
-            images.push(
-                docker::load_and_tag(sh, artifact)
-                    .with_context(|| format!("load {} into {docker_host}", artifact.name))?,
-            );
-        }
-    }
-    print_table(&artifacts);
-    Ok(images)
-}
-
 /// Builds the images for `platforms` (regular layout, incrementally) and
 /// returns each as one multi-platform image: what `cargo xtask push` sends.
 /// Touches no Docker engine.

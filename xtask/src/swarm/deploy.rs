@@ -31,18 +31,19 @@ pub struct SwarmDeploy {
     #[arg(long, default_value_t = DEFAULT_CONVERGE_TIMEOUT_SECS)]
     pub timeout_secs: u64,
     /// Deploy to the cluster of `cargo xtask cluster up` instead of the
-    /// engine DOCKER_HOST names: the images are loaded into every node, or
-    /// with --registry pulled by each from the cluster's own registry.
+    /// engine DOCKER_HOST names: the images are pushed to the cluster's own
+    /// registry (started if need be) and each node pulls them, by digest.
     #[arg(long)]
     pub cluster: bool,
     /// Push the images to this registry (REGISTRY/PREFIX, as `cargo xtask
     /// push` takes it; credentials from Docker's config.json) and deploy
-    /// them by digest, so that every node pulls them. With --cluster and no
-    /// value: the cluster's own registry.
+    /// them by digest, so that every node pulls them. With --cluster: the
+    /// cluster's own registry, always (no value).
     #[arg(long, value_name = "REGISTRY/PREFIX", num_args = 0..=1, default_missing_value = "")]
     pub registry: Option<String>,
-    /// With --registry: the platforms pushed, under one index per image.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Platform::ALL, requires = "registry")]
+    /// With --registry or --cluster: the platforms pushed, under one index
+    /// per image.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Platform::ALL)]
     pub platform: Vec<Platform>,
     /// With --registry: a PEM file of CA certificates to trust besides the
     /// system's roots.
@@ -56,8 +57,8 @@ pub struct SwarmDeploy {
 impl SwarmDeploy {
     pub fn run(self, sh: &Shell) -> anyhow::Result<()> {
         let registry = match self.registry.as_deref() {
+            _ if self.cluster => None,
             None => None,
-            Some("") if self.cluster => Some(cluster_registry()?),
             Some("") => bail!(
                 "--registry needs REGISTRY/PREFIX (only with --cluster does it default to the cluster's registry)"
             ),
@@ -72,13 +73,15 @@ impl SwarmDeploy {
             let manager = crate::cluster::manager()?;
             sh.set_var("DOCKER_HOST", manager.docker_host());
             engine::require_docker(sh)?;
-            let target = match registry {
-                Some(push) => Target::Registry {
-                    push,
-                    platforms,
-                    cluster: true,
-                },
-                None => Target::Cluster(cluster_engines()),
+            if matches!(self.registry.as_deref(), Some(value) if !value.is_empty()) {
+                bail!(
+                    "--cluster deploys from the cluster's own registry (its nodes reach nothing else): drop the registry's name, or --cluster"
+                )
+            }
+            let target = Target::Registry {
+                push: cluster_registry()?,
+                platforms,
+                cluster: true,
             };
             deploy_and_wait(
                 sh,
@@ -134,9 +137,6 @@ pub enum Target {
     /// The engine the shell points at (a single-node swarm, or a real
     /// cluster's manager whose nodes get the images some other way).
     ThisEngine,
-    /// The simulated cluster: the shell points at its manager, and the
-    /// images are loaded into every engine listed (`DOCKER_HOST` values).
-    Cluster(Vec<String>),
     /// The images pushed to a registry and deployed by digest: every node
     /// pulls what it runs. `cluster`: the shell points at the simulated
     /// cluster's manager.
@@ -174,14 +174,6 @@ fn images_by_digest(pushed: &[PushedImage]) -> anyhow::Result<StackImages> {
     })
 }
 
-/// The `DOCKER_HOST` of every node of the cluster that is up.
-pub fn cluster_engines() -> Vec<String> {
-    crate::cluster::existing_nodes()
-        .iter()
-        .map(crate::cluster::Node::docker_host)
-        .collect()
-}
-
 /// Everything after the swarm exists: secret, stack file, images, deploy,
 /// convergence. Returns the images deployed. Shared with `e2e --swarm`.
 pub fn deploy_and_wait(
@@ -204,10 +196,6 @@ pub fn deploy_and_wait(
         Target::ThisEngine => StackImages::from_built(
             &crate::images::ensure_images(sh).context("build and load the images")?,
         )?,
-        Target::Cluster(engines) => StackImages::from_built(
-            &crate::images::ensure_images_on_engines(sh, engines)
-                .context("build the images and load them into every node")?,
-        )?,
         Target::Registry {
             push, platforms, ..
         } => {
@@ -224,7 +212,7 @@ pub fn deploy_and_wait(
         Target::ThisEngine | Target::Registry { cluster: false, .. } => {
             SwarmStack::new(stack, port)
         }
-        Target::Cluster(_) | Target::Registry { cluster: true, .. } => SwarmStack::new(stack, port)
+        Target::Registry { cluster: true, .. } => SwarmStack::new(stack, port)
             .reached_at(crate::cluster::manager()?.address(), crate::cluster::SUBNET),
     };
     let replicas = crate::stack::stack()
