@@ -53,6 +53,9 @@ enum Command {
     Layers(layers::Layers),
     /// Build the images for every platform and push them to a registry: REGISTRY/PREFIX/{webapp,db,proxy}, by digest, then the content tag.
     Push(push::Push),
+    /// Print what each image's SBOM (target/images/out/<architecture>/<image>.spdx.json)
+    /// lists: Debian packages, crates, other files and licenses, with counts and sizes.
+    Sbom(images::Sbom),
     /// Regenerate deploy/compose.yaml (and the other deploy files) from xtask/src/stack.rs.
     Render(render::Render),
     /// Run the stack with Docker Compose: up, down, status, logs, scale.
@@ -116,6 +119,7 @@ fn main() -> anyhow::Result<()> {
         Command::Images(cmd) => cmd.run(&sh),
         Command::Layers(cmd) => cmd.run(&sh),
         Command::Push(cmd) => cmd.run(&sh),
+        Command::Sbom(cmd) => cmd.run(&sh),
         Command::Render(cmd) => cmd.run(&sh),
         Command::Compose(ComposeCommand::Up(cmd)) | Command::Up(cmd) => cmd.run(&sh),
         Command::Compose(ComposeCommand::Down(cmd)) | Command::Down(cmd) => cmd.run(&sh),

@@ -2,7 +2,11 @@
 //! the Debian contents, nginx's configuration, base files), its layer,
 //! config and archive, reused when the inputs' fingerprint is unchanged.
 
-use std::{collections::BTreeMap, fs, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fs,
+    path::Path,
+};
 
 use anyhow::{bail, Context};
 use xshell::Shell;
@@ -55,11 +59,66 @@ pub(super) fn debian_rootfs(
     contents: &DebianContents,
     platform: Platform,
 ) -> anyhow::Result<Rootfs> {
+    Ok(debian_part(root, cache, contents, platform)?.rootfs)
+}
+
+/// An image's files from Debian packages, and the packages, for its SBOM.
+struct DebianPart {
+    rootfs: Rootfs,
+    packages: Vec<sbom::DebianPackage>,
+}
+
+fn debian_part(
+    root: &Path,
+    cache: &DebianCache,
+    contents: &DebianContents,
+    platform: Platform,
+) -> anyhow::Result<DebianPart> {
     let lock = LockFile::read(root)?;
     let mut source = LockedSource::for_image(cache, &lock, contents.image, platform)?;
     let resolved = debian::resolve_contents(&mut source, contents, platform)
         .with_context(|| format!("assemble the Debian files of image {}", contents.image))?;
-    Ok(resolved.rootfs)
+    let packages = resolved
+        .packages
+        .values()
+        .map(|package| sbom::DebianPackage::from_unpacked(package))
+        .collect::<anyhow::Result<_>>()?;
+    Ok(DebianPart {
+        rootfs: resolved.rootfs,
+        packages,
+    })
+}
+
+/// One image of a platform: its files, settings and what its SBOM needs.
+struct ImageInputs {
+    name: &'static str,
+    rootfs: Rootfs,
+    settings: RuntimeSettings,
+    budget: u64,
+    packages: Vec<sbom::DebianPackage>,
+    /// The image paths the Debian packages provided.
+    from_packages: BTreeSet<String>,
+    /// The image's own programs: image path → the cargo package built into it.
+    programs: &'static [(&'static str, &'static str)],
+}
+
+impl ImageInputs {
+    fn from_debian(
+        name: &'static str,
+        debian: DebianPart,
+        settings: RuntimeSettings,
+        budget: u64,
+    ) -> ImageInputs {
+        ImageInputs {
+            name,
+            from_packages: debian.rootfs.entries().keys().cloned().collect(),
+            rootfs: debian.rootfs,
+            settings,
+            budget,
+            packages: debian.packages,
+            programs: &[],
+        }
+    }
 }
 
 /// Copies the top-level `*.conf` files of `nginx_dir` to /etc/nginx/: the
@@ -132,27 +191,49 @@ fn webapp_rootfs(binaries: &webapp_binary::WebappBinaries) -> Rootfs {
     webapp
 }
 
-/// The db image's files: Redis from the pinned packages and its data directory.
-fn db_rootfs(root: &Path, cache: &DebianCache, platform: Platform) -> anyhow::Result<Rootfs> {
-    let mut db = debian_rootfs(root, cache, &DB_CONTENTS, platform)?;
-    add_base_files(&mut db);
+/// The db image: Redis from the pinned packages and its data directory.
+fn db_image(
+    root: &Path,
+    cache: &DebianCache,
+    platform: Platform,
+    settings: RuntimeSettings,
+) -> anyhow::Result<ImageInputs> {
+    let mut db = ImageInputs::from_debian(
+        "db",
+        debian_part(root, cache, &DB_CONTENTS, platform)?,
+        settings,
+        DB_BUDGET,
+    );
+    add_base_files(&mut db.rootfs);
     // Named volumes mounted here copy this ownership, so Redis can write.
-    db.add_directory("data", 0o755, u64::from(stack::NONROOT_ID));
+    db.rootfs
+        .add_directory("data", 0o755, u64::from(stack::NONROOT_ID));
     Ok(db)
 }
 
-/// The proxy image's files: nginx from the pinned packages, its
-/// configuration, and the proxy crate's two programs.
-fn proxy_rootfs(
+/// The proxy image: nginx from the pinned packages, its configuration, and
+/// the proxy crate's two programs.
+fn proxy_image(
     root: &Path,
     cache: &DebianCache,
     nginx_dir: &Path,
     binaries: &webapp_binary::WebappBinaries,
     platform: Platform,
-) -> anyhow::Result<Rootfs> {
-    let mut proxy = debian_rootfs(root, cache, &PROXY_CONTENTS, platform)?;
-    add_base_files(&mut proxy);
-    add_nginx_config(&mut proxy, nginx_dir)?;
+    settings: RuntimeSettings,
+) -> anyhow::Result<ImageInputs> {
+    let mut image = ImageInputs::from_debian(
+        "proxy",
+        debian_part(root, cache, &PROXY_CONTENTS, platform)?,
+        settings,
+        PROXY_BUDGET,
+    );
+    image.programs = &[
+        ("usr/local/bin/httpcheck", "proxy"),
+        ("usr/local/bin/proxy-init", "proxy"),
+    ];
+    let proxy = &mut image.rootfs;
+    add_base_files(proxy);
+    add_nginx_config(proxy, nginx_dir)?;
     proxy.add_file(
         "usr/local/bin/httpcheck",
         FileContents::Path(binaries.httpcheck.clone()),
@@ -163,7 +244,7 @@ fn proxy_rootfs(
         FileContents::Path(binaries.proxy_init.clone()),
         0o755,
     );
-    Ok(proxy)
+    Ok(image)
 }
 
 /// Builds the three images for each of `platforms` into
@@ -198,33 +279,54 @@ fn build_platform(
     let binaries = webapp_binary::build(sh, root, &layout.cargo_target_dir, epoch, platform)
         .with_context(|| format!("build the webapp binaries for the {platform} images"))?;
     let model = stack::stack();
-    let webapp = webapp_rootfs(&binaries);
-    let webapp_settings = runtime_settings(
-        &model,
-        stack::WEBAPP,
-        "The webstack web app: one static binary, nothing else",
+    let webapp = ImageInputs {
+        name: "webapp",
+        rootfs: webapp_rootfs(&binaries),
+        settings: runtime_settings(
+            &model,
+            stack::WEBAPP,
+            "The webstack web app: one static binary, nothing else",
+        )?,
+        budget: WEBAPP_BUDGET,
+        packages: Vec::new(),
+        from_packages: BTreeSet::new(),
+        programs: &[("usr/local/bin/webapp", "webapp")],
+    };
+    let db = db_image(
+        root,
+        &layout.cache,
+        platform,
+        runtime_settings(
+            &model,
+            stack::DB,
+            "Redis from pinned Debian packages, no shell",
+        )?,
     )?;
-    let db = db_rootfs(root, &layout.cache, platform)?;
-    let db_settings = runtime_settings(
-        &model,
-        stack::DB,
-        "Redis from pinned Debian packages, no shell",
-    )?;
-    let proxy = proxy_rootfs(root, &layout.cache, nginx_dir, &binaries, platform)?;
-    let proxy_settings = runtime_settings(
-        &model,
-        stack::PROXY,
-        "nginx from pinned Debian packages, no shell",
+    let proxy = proxy_image(
+        root,
+        &layout.cache,
+        nginx_dir,
+        &binaries,
+        platform,
+        runtime_settings(
+            &model,
+            stack::PROXY,
+            "nginx from pinned Debian packages, no shell",
+        )?,
     )?;
 
     let output_dir = layout.output_dir.join(platform.oci_architecture());
     fs::create_dir_all(&output_dir).with_context(|| format!("create {}", output_dir.display()))?;
     let mut artifacts = Vec::new();
-    for (name, rootfs, settings, budget) in [
-        ("webapp", &webapp, &webapp_settings, WEBAPP_BUDGET),
-        ("db", &db, &db_settings, DB_BUDGET),
-        ("proxy", &proxy, &proxy_settings, PROXY_BUDGET),
-    ] {
+    for image in [&webapp, &db, &proxy] {
+        let ImageInputs {
+            name,
+            rootfs,
+            settings,
+            budget,
+            ..
+        } = image;
+        let (name, budget) = (*name, *budget);
         let archive_path = output_dir.join(format!("{name}.tar"));
         let record_path = output_dir.join(format!("{name}.json"));
         let fingerprint = build_fingerprint(rootfs, settings, epoch, platform)?;
@@ -245,10 +347,20 @@ fn build_platform(
         let config_digest_hex = blobs.config_digest_hex();
         let tags = vec![platform.stable_tag(), config_digest_hex[..12].to_string()];
         let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
+        let sbom = image_sbom(
+            sh,
+            root,
+            image,
+            platform,
+            &blobs.manifest_digest_hex(),
+            epoch,
+        )?;
+        staging::write_atomically(&sbom::sbom_path(&archive_path), &sbom, 0o666)?;
         staging::write_atomically(&archive_path, &archive, 0o666)?;
         let artifact = ImageArtifact {
             name,
             platform,
+            sbom_sha256_hex: layer::sha256_hex(&sbom),
             manifest_digest_hex: blobs.manifest_digest_hex(),
             archive_sha256_hex: layer::sha256_hex(&archive),
             compressed_size: blobs.layer_gzip.len() as u64,
@@ -263,6 +375,36 @@ fn build_platform(
     Ok(artifacts)
 }
 
+/// The SBOM of one image (see `sbom`): its packages, files, and the
+/// crates of its own programs as `cargo tree` lists them for the platform.
+fn image_sbom(
+    sh: &Shell,
+    root: &Path,
+    image: &ImageInputs,
+    platform: Platform,
+    manifest_digest_hex: &str,
+    epoch: u64,
+) -> anyhow::Result<Vec<u8>> {
+    let mut programs = BTreeMap::new();
+    for (path, package) in image.programs {
+        programs.insert(
+            path.to_string(),
+            sbom::normal_dependencies(sh, root, package, platform.rust_target())?,
+        );
+    }
+    sbom::document(&sbom::ImageContents {
+        name: image.name,
+        platform,
+        manifest_digest_hex,
+        created: &oci::rfc3339_utc(epoch),
+        packages: &image.packages,
+        rootfs: &image.rootfs,
+        from_packages: &image.from_packages,
+        programs: &programs,
+    })
+    .with_context(|| format!("write the SBOM of {} ({platform})", image.name))
+}
+
 /// What `build_all` remembers about an archive it wrote, next to it.
 #[derive(serde::Serialize, serde::Deserialize)]
 pub(super) struct BuildRecord {
@@ -271,6 +413,7 @@ pub(super) struct BuildRecord {
     config_digest_hex: String,
     manifest_digest_hex: String,
     archive_sha256_hex: String,
+    sbom_sha256_hex: String,
     compressed_size: u64,
     uncompressed_size: u64,
 }
@@ -311,12 +454,18 @@ pub(super) fn reusable_artifact(
     if record.fingerprint != fingerprint || record.archive_size != archive_size {
         return None;
     }
+    // The SBOM beside it, whole (it is written before the archive).
+    let sbom = fs::read(sbom::sbom_path(archive_path)).ok()?;
+    if layer::sha256_hex(&sbom) != record.sbom_sha256_hex {
+        return None;
+    }
     Some(ImageArtifact {
         name: "",
         platform: Platform::Amd64,
         config_digest_hex: record.config_digest_hex,
         manifest_digest_hex: record.manifest_digest_hex,
         archive_sha256_hex: record.archive_sha256_hex,
+        sbom_sha256_hex: record.sbom_sha256_hex,
         compressed_size: record.compressed_size,
         uncompressed_size: record.uncompressed_size,
         budget: 0,
@@ -336,6 +485,7 @@ pub(super) fn write_build_record(
         config_digest_hex: artifact.config_digest_hex.clone(),
         manifest_digest_hex: artifact.manifest_digest_hex.clone(),
         archive_sha256_hex: artifact.archive_sha256_hex.clone(),
+        sbom_sha256_hex: artifact.sbom_sha256_hex.clone(),
         compressed_size: artifact.compressed_size,
         uncompressed_size: artifact.uncompressed_size,
     };

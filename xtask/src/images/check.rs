@@ -87,11 +87,12 @@ fn differences(first_builds: &[ImageArtifact], second_builds: &[ImageArtifact]) 
     let mut differences = Vec::new();
     for (first, second) in first_builds.iter().zip(second_builds) {
         if first.archive_sha256_hex != second.archive_sha256_hex
+            || first.sbom_sha256_hex != second.sbom_sha256_hex
             || first.config_digest_hex != second.config_digest_hex
             || first.manifest_digest_hex != second.manifest_digest_hex
         {
             differences.push(format!(
-                "{} ({}): image id {} vs {} (archives {} and {})",
+                "{} ({}): image id {} vs {} (archives {} and {}, SBOMs beside them)",
                 first.name,
                 first.platform,
                 first.config_digest_hex,

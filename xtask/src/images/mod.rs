@@ -27,6 +27,7 @@ mod pinned_tools;
 mod platform;
 mod release;
 mod rust_std;
+mod sbom;
 pub mod staging;
 #[cfg(test)]
 mod tests;
@@ -57,6 +58,7 @@ pub use oci::{
 };
 pub use oci::{Blob, MultiPlatformImage};
 pub use platform::Platform;
+pub use sbom::Sbom;
 
 pub use crate::stack::{StackImages, STABLE_TAG};
 /// The images are `webstack/webapp` and so on, locally and under a registry's prefix.
@@ -192,6 +194,8 @@ pub struct ImageArtifact {
     pub config_digest_hex: String,
     pub manifest_digest_hex: String,
     pub archive_sha256_hex: String,
+    /// Of the SPDX SBOM beside the archive (`sbom::sbom_path`).
+    pub sbom_sha256_hex: String,
     pub compressed_size: u64,
     pub uncompressed_size: u64,
     pub budget: u64,
@@ -257,6 +261,14 @@ pub fn multi_platform_images(
         });
     }
     Ok(images)
+}
+
+/// The regular build of `platform`'s three images (incremental; no Docker).
+pub fn build_for(sh: &Shell, platform: Platform) -> anyhow::Result<Vec<ImageArtifact>> {
+    let root = crate::project_root();
+    let layout = BuildLayout::regular(&root);
+    let epoch = source_date_epoch(sh)?;
+    build_all(sh, &root, &layout, &root.join("nginx"), epoch, &[platform])
 }
 
 fn ensure_images_with(

@@ -408,6 +408,7 @@ fn an_image_over_its_compressed_size_budget_fails_naming_it() {
         config_digest_hex: "0".repeat(64),
         manifest_digest_hex: "0".repeat(64),
         archive_sha256_hex: "0".repeat(64),
+        sbom_sha256_hex: "0".repeat(64),
         compressed_size,
         uncompressed_size: compressed_size * 2,
         budget: 4 * 1024 * 1024,
