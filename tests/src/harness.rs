@@ -38,12 +38,22 @@ pub fn docker_output(args: &[&str]) -> Output {
 /// the request off the machine) and no redirect (its target was never
 /// checked).
 pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .expect("build the HTTP client")
+}
+
+/// [`http_client`]'s settings, for a client that needs one more of its own.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    // Built with the rest of the workspace (`cargo test --workspace`), reqwest
+    // gets the features xtask's registry client turns on, rustls without a
+    // crypto provider, and then wants a process-wide provider even for
+    // plain HTTP: install ring's (no-op when one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(REQUEST_TIMEOUT)
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("build the HTTP client")
 }
 
 /// Status (or the error) and body of one GET.

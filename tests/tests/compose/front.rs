@@ -523,10 +523,7 @@ async fn a_bystander_gets_every_answer_while_3000_connections_trickle_their_head
     let all_open_after = started.elapsed();
 
     // The bystander: 50 requests, each on a connection of its own.
-    let bystander = reqwest::Client::builder()
-        .timeout(REQUEST_TIMEOUT)
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
+    let bystander = stack_tests::harness::http_client_builder()
         .pool_max_idle_per_host(0)
         .build()
         .expect("build the HTTP client");

@@ -75,6 +75,11 @@ pub async fn spawn_app_with(
         async move { shutdown_signal.notified().await },
         Duration::from_secs(1),
     ));
+    // Built with the rest of the workspace (`cargo test --workspace`), reqwest
+    // gets the features xtask's registry client turns on, rustls without a
+    // crypto provider, and then wants a process-wide provider even for
+    // plain HTTP: install ring's (no-op when one is installed already).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     TestApp {
         address,
         key_prefix: key_prefix.to_owned(),
