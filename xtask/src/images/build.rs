@@ -315,6 +315,12 @@ fn build_platform(
         )?,
     )?;
 
+    let rust_std = LockFile::read(root)?
+        .rust_std
+        .get(platform.rust_target())
+        .filter(|_| Some(platform) != Platform::host())
+        .map(|pin| (pin.url.clone(), pin.sha256.clone()));
+    let facts = attestation::build_facts(sh, root, epoch, rust_std)?;
     let output_dir = layout.output_dir.join(platform.oci_architecture());
     fs::create_dir_all(&output_dir).with_context(|| format!("create {}", output_dir.display()))?;
     let mut artifacts = Vec::new();
@@ -329,7 +335,8 @@ fn build_platform(
         let (name, budget) = (*name, *budget);
         let archive_path = output_dir.join(format!("{name}.tar"));
         let record_path = output_dir.join(format!("{name}.json"));
-        let fingerprint = build_fingerprint(rootfs, settings, epoch, platform)?;
+        // The provenance names the commit, the locks and the compiler.
+        let fingerprint = build_fingerprint(rootfs, settings, &format!("{facts:?}"), platform)?;
         if let Some(artifact) = reusable_artifact(&record_path, &fingerprint, &archive_path) {
             artifacts.push(ImageArtifact {
                 name,
@@ -346,7 +353,6 @@ fn build_platform(
         let repository = format!("{REPOSITORY_PREFIX}/{name}");
         let config_digest_hex = blobs.config_digest_hex();
         let tags = vec![platform.stable_tag(), config_digest_hex[..12].to_string()];
-        let archive = oci::archive_tar(&blobs, &repository, &tags, epoch)?;
         let sbom = image_sbom(
             sh,
             root,
@@ -355,6 +361,9 @@ fn build_platform(
             &blobs.manifest_digest_hex(),
             epoch,
         )?;
+        let attestation =
+            attestation::attestation(name, platform, &blobs.manifest_digest_hex(), &sbom, &facts)?;
+        let archive = oci::archive_tar(&blobs, &repository, &tags, Some(&attestation), epoch)?;
         staging::write_atomically(&sbom::sbom_path(&archive_path), &sbom, 0o666)?;
         staging::write_atomically(&archive_path, &archive, 0o666)?;
         let artifact = ImageArtifact {
@@ -419,11 +428,12 @@ pub(super) struct BuildRecord {
 }
 
 /// Inputs of one image: its files (see `Rootfs::fingerprint`), settings,
-/// source date, and the xtask binary itself (a changed writer must rewrite).
+/// what its provenance records (source date, commit, locks, compiler), and
+/// the xtask binary itself (a changed writer must rewrite).
 pub(super) fn build_fingerprint(
     rootfs: &Rootfs,
     settings: &RuntimeSettings,
-    epoch: u64,
+    build_facts: &str,
     platform: Platform,
 ) -> anyhow::Result<String> {
     let executable = std::env::current_exe()
@@ -435,7 +445,7 @@ pub(super) fn build_fingerprint(
         .unwrap_or_default();
     Ok(layer::sha256_hex(
         format!(
-            "{}\0{settings:?}\0{epoch}\0{platform}\0{executable}",
+            "{}\0{settings:?}\0{build_facts}\0{platform}\0{executable}",
             rootfs.fingerprint()?
         )
         .as_bytes(),

@@ -23,6 +23,18 @@ pub const OCI_MANIFEST_MEDIA_TYPE: &str = "application/vnd.oci.image.manifest.v1
 pub const OCI_CONFIG_MEDIA_TYPE: &str = "application/vnd.oci.image.config.v1+json";
 pub const OCI_LAYER_GZIP_MEDIA_TYPE: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const OCI_INDEX_MEDIA_TYPE: &str = "application/vnd.oci.image.index.v1+json";
+/// An in-toto statement, an attestation manifest's "layer".
+pub const IN_TOTO_MEDIA_TYPE: &str = "application/vnd.in-toto+json";
+
+/// One platform image's attestation manifest and the blobs it names (see
+/// `attestation`, which writes them).
+#[derive(Clone, Debug)]
+pub struct Attestation {
+    pub manifest: Blob,
+    pub config: Blob,
+    /// The in-toto statements.
+    pub layers: Vec<Blob>,
+}
 
 /// What an image runs and how; the parts of the Docker/OCI config we use.
 #[derive(Clone, Debug, Default)]
@@ -98,8 +110,38 @@ struct Descriptor<'a> {
     annotations: Option<BTreeMap<&'static str, String>>,
     digest: String,
     media_type: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<IndexPlatform>,
     size: u64,
 }
+
+/// An image index's entry for `attestation`, the attestation manifest of
+/// the image whose manifest digest is `image_manifest_digest`, as BuildKit
+/// writes it (platform unknown/unknown, so that no runtime picks it).
+fn attestation_descriptor<'a>(
+    attestation: &Attestation,
+    image_manifest_digest: String,
+) -> Descriptor<'a> {
+    Descriptor {
+        annotations: Some(BTreeMap::from([
+            ("vnd.docker.reference.digest", image_manifest_digest),
+            (
+                "vnd.docker.reference.type",
+                ATTESTATION_MANIFEST.to_string(),
+            ),
+        ])),
+        digest: attestation.manifest.digest(),
+        media_type: OCI_MANIFEST_MEDIA_TYPE,
+        platform: Some(IndexPlatform {
+            architecture: "unknown",
+            os: "unknown",
+        }),
+        size: attestation.manifest.size(),
+    }
+}
+
+/// `vnd.docker.reference.type` of an attestation manifest.
+const ATTESTATION_MANIFEST: &str = "attestation-manifest";
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -213,12 +255,14 @@ pub fn image_blobs(
             annotations: None,
             digest: format!("sha256:{}", sha256_hex(&config)),
             media_type: OCI_CONFIG_MEDIA_TYPE,
+            platform: None,
             size: config.len() as u64,
         },
         layers: vec![Descriptor {
             annotations: None,
             digest: format!("sha256:{}", sha256_hex(&layer_gzip)),
             media_type: OCI_LAYER_GZIP_MEDIA_TYPE,
+            platform: None,
             size: layer_gzip.len() as u64,
         }],
         media_type: OCI_MANIFEST_MEDIA_TYPE,
@@ -239,6 +283,7 @@ pub fn archive_tar(
     blobs: &ImageBlobs,
     repository: &str,
     tags: &[String],
+    attestation: Option<&Attestation>,
     source_date_epoch: u64,
 ) -> anyhow::Result<Vec<u8>> {
     let config_hex = blobs.config_digest_hex();
@@ -258,8 +303,12 @@ pub fn archive_tar(
                 ])),
                 digest: format!("sha256:{manifest_hex}"),
                 media_type: OCI_MANIFEST_MEDIA_TYPE,
+                platform: None,
                 size: blobs.manifest.len() as u64,
             })
+            .chain(attestation.map(|attestation| {
+                attestation_descriptor(attestation, format!("sha256:{manifest_hex}"))
+            }))
             .collect(),
         media_type: OCI_INDEX_MEDIA_TYPE,
         schema_version: 2,
@@ -299,6 +348,18 @@ pub fn archive_tar(
     ] {
         archive.add_file(&format!("blobs/sha256/{hex}"), Bytes(bytes.clone()), 0o644);
     }
+    for blob in attestation.iter().flat_map(|attestation| {
+        attestation
+            .layers
+            .iter()
+            .chain([&attestation.config, &attestation.manifest])
+    }) {
+        archive.add_file(
+            &format!("blobs/sha256/{}", sha256_hex(&blob.bytes)),
+            Bytes(blob.bytes.clone()),
+            0o644,
+        );
+    }
     archive.to_tar(source_date_epoch)
 }
 
@@ -327,6 +388,8 @@ pub struct PlatformImage {
     pub manifest: Blob,
     pub config: Blob,
     pub layers: Vec<Blob>,
+    /// Its SBOM and provenance (`attestation`), when the build attached them.
+    pub attestation: Option<Attestation>,
 }
 
 /// One image for each platform it was built for, under one OCI image index:
@@ -349,36 +412,33 @@ struct IndexPlatform {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct PlatformDescriptor {
-    digest: String,
-    media_type: &'static str,
-    platform: IndexPlatform,
-    size: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct PlatformIndex {
-    manifests: Vec<PlatformDescriptor>,
+struct PlatformIndex<'a> {
+    manifests: Vec<Descriptor<'a>>,
     media_type: &'static str,
     schema_version: u32,
 }
 
-/// The OCI image index over `platforms`, each manifest with its platform.
+/// The OCI image index over `platforms`, each manifest with its platform,
+/// then their attestation manifests (as BuildKit orders them).
 pub fn image_index(platforms: &[PlatformImage]) -> anyhow::Result<Blob> {
+    let images = platforms.iter().map(|image| Descriptor {
+        annotations: None,
+        digest: image.manifest.digest(),
+        media_type: OCI_MANIFEST_MEDIA_TYPE,
+        platform: Some(IndexPlatform {
+            architecture: image.platform.oci_architecture(),
+            os: "linux",
+        }),
+        size: image.manifest.size(),
+    });
+    let attestations = platforms.iter().filter_map(|image| {
+        image
+            .attestation
+            .as_ref()
+            .map(|attestation| attestation_descriptor(attestation, image.manifest.digest()))
+    });
     let index = PlatformIndex {
-        manifests: platforms
-            .iter()
-            .map(|image| PlatformDescriptor {
-                digest: image.manifest.digest(),
-                media_type: OCI_MANIFEST_MEDIA_TYPE,
-                platform: IndexPlatform {
-                    architecture: image.platform.oci_architecture(),
-                    os: "linux",
-                },
-                size: image.manifest.size(),
-            })
-            .collect(),
+        manifests: images.chain(attestations).collect(),
         media_type: OCI_INDEX_MEDIA_TYPE,
         schema_version: 2,
     };
@@ -391,6 +451,8 @@ pub fn image_index(platforms: &[PlatformImage]) -> anyhow::Result<Blob> {
 #[derive(serde::Deserialize)]
 struct ReadDescriptor {
     digest: String,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
 }
 
 #[derive(serde::Deserialize)]
@@ -472,11 +534,35 @@ pub fn read_archive(path: &std::path::Path) -> anyhow::Result<PlatformImage> {
         .iter()
         .map(|layer| blob(&layer.digest, OCI_LAYER_GZIP_MEDIA_TYPE))
         .collect::<anyhow::Result<_>>()?;
+    let attestation = match index.manifests.iter().find(|entry| {
+        entry
+            .annotations
+            .get("vnd.docker.reference.type")
+            .map(String::as_str)
+            == Some(ATTESTATION_MANIFEST)
+    }) {
+        None => None,
+        Some(entry) => {
+            let attestation_manifest = blob(&entry.digest, OCI_MANIFEST_MEDIA_TYPE)?;
+            let parsed: ReadManifest = serde_json::from_slice(&attestation_manifest.bytes)
+                .with_context(|| format!("parse the attestation manifest in {}", path.display()))?;
+            Some(Attestation {
+                config: blob(&parsed.config.digest, OCI_CONFIG_MEDIA_TYPE)?,
+                layers: parsed
+                    .layers
+                    .iter()
+                    .map(|layer| blob(&layer.digest, IN_TOTO_MEDIA_TYPE))
+                    .collect::<anyhow::Result<_>>()?,
+                manifest: attestation_manifest,
+            })
+        }
+    };
     Ok(PlatformImage {
         platform,
         manifest,
         config,
         layers,
+        attestation,
     })
 }
 
@@ -572,6 +658,7 @@ mod tests {
             &image_blobs(&rootfs, &settings, 7, Platform::Amd64).unwrap(),
             "webstack/db",
             &tags,
+            None,
             7,
         )
         .unwrap();
@@ -579,6 +666,7 @@ mod tests {
             &image_blobs(&rootfs, &settings, 7, Platform::Amd64).unwrap(),
             "webstack/db",
             &tags,
+            None,
             7,
         )
         .unwrap();
@@ -586,6 +674,7 @@ mod tests {
             &image_blobs(&rootfs, &settings, 8, Platform::Amd64).unwrap(),
             "webstack/db",
             &tags,
+            None,
             8,
         )
         .unwrap();

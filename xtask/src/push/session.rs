@@ -203,10 +203,16 @@ impl<'a> Session<'a> {
             bytes_sent: 0,
         };
         let mut seen = BTreeSet::new();
-        let blobs = image
-            .platforms
-            .iter()
-            .flat_map(|platform| platform.layers.iter().chain([&platform.config]));
+        // Each platform's layers and config, then its attestation's
+        // statements and config.
+        let blobs = image.platforms.iter().flat_map(|platform| {
+            platform.layers.iter().chain([&platform.config]).chain(
+                platform
+                    .attestation
+                    .iter()
+                    .flat_map(|attestation| attestation.layers.iter().chain([&attestation.config])),
+            )
+        });
         for blob in blobs {
             let digest = blob.digest();
             if !seen.insert(digest.clone()) {
@@ -239,6 +245,21 @@ impl<'a> Session<'a> {
             )
             .await
             .with_context(|| failed(format!("put the {} manifest {digest}", platform.platform)))?;
+            if let Some(attestation) = &platform.attestation {
+                let digest = attestation.manifest.digest();
+                self.push_manifest(
+                    &repository,
+                    ManifestName::Digest(digest.clone()),
+                    &attestation.manifest,
+                )
+                .await
+                .with_context(|| {
+                    failed(format!(
+                        "put the attestation manifest {digest} of the {} image",
+                        platform.platform
+                    ))
+                })?;
+            }
         }
         self.push_manifest(
             &repository,

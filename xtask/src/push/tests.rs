@@ -105,6 +105,7 @@ fn synthetic_platform_image(platform: Platform, layer: Vec<u8>) -> PlatformImage
         manifest,
         config,
         layers: vec![layer],
+        attestation: None,
     }
 }
 
