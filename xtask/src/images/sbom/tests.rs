@@ -247,3 +247,40 @@ fn the_same_inputs_give_the_same_bytes_and_name_every_file() {
     );
     assert!(text.contains("linux/arm64"), "{text}");
 }
+
+#[test]
+#[ignore = "builds the images of both platforms; cargo xtask ci runs it"]
+fn every_archive_attests_its_own_sbom_and_provenance() {
+    #[derive(Deserialize)]
+    struct Statement {
+        #[serde(rename = "predicateType")]
+        predicate_type: String,
+        predicate: Box<serde_json::value::RawValue>,
+    }
+    for artifact in artifacts() {
+        let image = crate::images::oci::read_archive(&artifact.archive_path).unwrap();
+        let attestation = image
+            .attestation
+            .unwrap_or_else(|| panic!("{} has no attestation", artifact.archive_path.display()));
+        let statements: Vec<Statement> = attestation
+            .layers
+            .iter()
+            .map(|layer| serde_json::from_slice(&layer.bytes).unwrap())
+            .collect();
+        let sbom = std::fs::read_to_string(sbom_path(&artifact.archive_path)).unwrap();
+        assert_eq!(statements[0].predicate_type, "https://spdx.dev/Document");
+        assert_eq!(statements[0].predicate.get(), sbom.trim_end());
+        assert_eq!(
+            statements[1].predicate_type,
+            "https://slsa.dev/provenance/v1"
+        );
+        assert!(
+            statements[1]
+                .predicate
+                .get()
+                .contains(&format!("\"platform\":\"{}\"", artifact.platform)),
+            "{}",
+            statements[1].predicate.get()
+        );
+    }
+}
