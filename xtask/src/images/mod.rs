@@ -9,6 +9,7 @@
 //! (`docker`). `host_tools` runs the same redis and nginx on the host.
 
 mod archive;
+pub mod auditable;
 mod build;
 mod check;
 #[cfg(test)]
