@@ -74,16 +74,11 @@ pub fn ensure_cargo_auditable(sh: &Shell) -> anyhow::Result<PathBuf> {
             installed.display()
         );
     }
-    let recorded = tempfile::NamedTempFile::new_in(&root)
-        .with_context(|| format!("create a temporary file in {}", root.display()))?;
-    std::fs::write(
-        recorded.path(),
-        format!("{}\n", sha256_of_file(&installed)?),
-    )
-    .with_context(|| format!("write {}", recorded.path().display()))?;
-    recorded
-        .persist(&record)
-        .with_context(|| format!("write {}", record.display()))?;
+    super::staging::write_atomically(
+        &record,
+        format!("{}\n", sha256_of_file(&installed)?).as_bytes(),
+        0o644,
+    )?;
     // The build directory is only needed to resume an interrupted build.
     let _ = std::fs::remove_dir_all(&build_dir);
     Ok(installed)
@@ -334,6 +329,21 @@ mod tests {
     #[ignore = "builds the release binaries; cargo xtask ci runs it"]
     fn the_arm64_webapp_binary_embeds_its_linked_crates() {
         check_webapp_list(Platform::Arm64);
+    }
+
+    #[test]
+    fn a_cached_cargo_auditable_is_used_only_if_it_is_the_file_its_build_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let binary = dir.path().join("cargo-auditable");
+        let record = dir.path().join("cargo-auditable.sha256");
+        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
+        std::fs::write(&binary, b"built").unwrap();
+        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
+        std::fs::write(&record, format!("{}\n", sha256_of_file(&binary).unwrap())).unwrap();
+        assert_eq!(cached_build_is_intact(&binary, &record), Ok(true));
+        std::fs::write(&binary, b"changed").unwrap();
+        let error = cached_build_is_intact(&binary, &record).unwrap_err();
+        assert!(error.contains("its build recorded"), "{error}");
     }
 
     #[test]
