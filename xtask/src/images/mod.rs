@@ -10,6 +10,7 @@
 
 mod archive;
 mod attestation;
+pub mod auditable;
 mod build;
 mod check;
 #[cfg(test)]

@@ -9,6 +9,9 @@
 //! must stay dynamic and run on the host. `--remap-path-prefix` rewrites the checkout, CARGO_HOME and the
 //! target dir so the bytes do not depend on where they live; the release
 //! profile strips symbols (Cargo.toml).
+//!
+//! The build runs under the pinned `cargo-auditable` (`auditable`), which
+//! links into each program the list of the crates compiled into it.
 
 use std::path::{Path, PathBuf};
 
@@ -61,27 +64,44 @@ pub fn build(
         format!("--remap-path-prefix={}=/target", cargo_target_dir.display()),
     ]);
     let flags = flags.join("\x1f");
+    let cargo_auditable = super::auditable::ensure_cargo_auditable(sh)?;
     eprintln!(
-        "images: cargo build --release -p webapp -p proxy (static, {target}) in {}",
+        "images: cargo auditable build --release -p webapp -p proxy (static, {target}) in {}",
         cargo_target_dir.display()
     );
+    // `cargo-auditable auditable ARGS` is what `cargo auditable ARGS` runs:
+    // it starts `$CARGO ARGS` with itself as RUSTC_WORKSPACE_WRAPPER.
     cmd!(
         sh,
-        "{cargo} build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {target}"
+        "{cargo_auditable} auditable build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {target}"
     )
+    .env("CARGO", &cargo)
     .env("CARGO_TARGET_DIR", cargo_target_dir)
     .env("CARGO_ENCODED_RUSTFLAGS", flags)
     .env_remove("RUSTFLAGS")
     .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
     .run()
-    .context("`cargo build --release -p webapp -p proxy` failed (see the compiler output above)")?;
+    .context("`cargo auditable build --release -p webapp -p proxy` failed (see the compiler output above)")?;
     let release_dir = cargo_target_dir.join(target).join("release");
     let binaries = WebappBinaries {
         webapp: release_dir.join("webapp"),
         httpcheck: release_dir.join("httpcheck"),
         proxy_init: release_dir.join("proxy-init"),
     };
-    for binary in [&binaries.webapp, &binaries.httpcheck, &binaries.proxy_init] {
+    for (binary, package) in [
+        (&binaries.webapp, "webapp"),
+        (&binaries.httpcheck, "proxy"),
+        (&binaries.proxy_init, "proxy"),
+    ] {
+        // cargo-auditable only warns when it cannot embed (an unsupported
+        // target, a rustc command it does not understand): here that fails.
+        let crates = super::auditable::embedded_crates(binary)?;
+        if !crates.iter().any(|c| c.is_root && c.name == package) {
+            bail!(
+                "{} embeds a crate list whose root is not the {package} package",
+                binary.display()
+            )
+        }
         let facts = super::deb::elf_facts(binary)?;
         if !facts.needed.is_empty() {
             bail!(
