@@ -284,3 +284,46 @@ fn every_archive_attests_its_own_sbom_and_provenance() {
         );
     }
 }
+
+#[test]
+#[ignore = "builds the images of both platforms; cargo xtask ci runs it"]
+fn the_crates_embedded_in_each_program_cover_its_sbom() {
+    let cargo_target = crate::project_root().join("target/images/cargo-target");
+    for artifact in artifacts() {
+        let programs: &[&str] = match artifact.name {
+            "webapp" => &["webapp"],
+            "proxy" => &["proxy-init", "httpcheck"],
+            _ => continue,
+        };
+        let in_sbom = listed(&read(&sbom_path(&artifact.archive_path)), "pkg:cargo/");
+        for program in programs {
+            let binary = cargo_target
+                .join(artifact.platform.rust_target())
+                .join("release")
+                .join(program);
+            let embedded: BTreeSet<(String, String)> =
+                crate::images::auditable::embedded_crates(&binary)
+                    .unwrap()
+                    .into_iter()
+                    .map(|krate| (krate.name, krate.version))
+                    .collect();
+            // Every crate the SBOM lists is in the binary's own record.
+            let missing: Vec<_> = in_sbom.difference(&embedded).collect();
+            assert!(
+                missing.is_empty(),
+                "{program} ({}) does not record {missing:?}",
+                artifact.platform
+            );
+            // cargo-auditable resolves features over the whole workspace
+            // (cargo-auditable#66), so it may record a few more crates that
+            // only xtask or the tests enable; the SBOM lists what is built.
+            let extra: Vec<_> = embedded.difference(&in_sbom).collect();
+            println!(
+                "{program} ({}): {} crates recorded, {} in the SBOM; recorded beyond it: {extra:?}",
+                artifact.platform,
+                embedded.len(),
+                in_sbom.len()
+            );
+        }
+    }
+}
