@@ -5,6 +5,7 @@
 //! from the workspace root whatever directory cargo was started in.
 
 mod bench;
+mod cargo_tools;
 mod ci;
 mod cluster;
 mod compose;

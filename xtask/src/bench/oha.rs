@@ -10,9 +10,8 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use super::report::{Latency, Row, RowKind};
@@ -30,75 +29,13 @@ pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
     if is_pinned_version(sh, Path::new("oha")) {
         return Ok(PathBuf::from("oha"));
     }
-    let root =
-        crate::tool_cache_dir(|name| std::env::var(name).ok()).join(format!("oha-{OHA_VERSION}"));
-    let installed = root.join("bin").join("oha");
-    let record = root.join("oha.sha256");
-    match cached_build_is_intact(&installed, &record) {
-        Ok(true) if is_pinned_version(sh, &installed) => return Ok(installed),
-        Ok(true) => eprintln!(
-            "bench: {} does not answer `--version` with {OHA_VERSION}; building it again",
-            installed.display()
-        ),
-        Ok(false) => {}
-        Err(reason) => eprintln!("bench: {reason}; building oha again"),
-    }
-    cmd!(sh, "cargo --version")
-        .quiet()
-        .read()
-        .context("cargo is needed to install the load tool oha; install Rust with rustup")?;
-    eprintln!(
-        "bench: building oha {OHA_VERSION} into {} (once per machine; {} moves it)",
-        root.display(),
-        crate::TOOL_CACHE_VARIABLE
-    );
-    let package = format!("oha@{OHA_VERSION}");
-    // Its own target dir: installing must not wait on (or invalidate) the
-    // workspace's build, and resumes if the install is interrupted.
-    let build_dir = root.join("build");
-    cmd!(
-        sh,
-        "cargo install --locked --force {package} --root {root} --target-dir {build_dir}"
-    )
-    .run()
-    .with_context(|| format!("install oha {OHA_VERSION} with cargo install"))?;
-    if !is_pinned_version(sh, &installed) {
-        bail!(
-            "cargo install oha finished but {} does not answer `--version` with {OHA_VERSION}",
-            installed.display()
-        );
-    }
-    std::fs::write(&record, format!("{}\n", sha256_of_file(&installed)?))
-        .with_context(|| format!("write {}", record.display()))?;
-    // The build directory is only needed to resume an interrupted build.
-    let _ = std::fs::remove_dir_all(&build_dir);
-    Ok(installed)
-}
-
-/// Whether the cached binary is the very file its build recorded (its
-/// sha256 in `record`): `Ok(false)` when there is none yet, an error naming
-/// the difference when it was changed or the record is damaged.
-fn cached_build_is_intact(binary: &Path, record: &Path) -> Result<bool, String> {
-    if !binary.exists() || !record.exists() {
-        return Ok(false);
-    }
-    let recorded = std::fs::read_to_string(record)
-        .map_err(|error| format!("cannot read {}: {error}", record.display()))?;
-    let actual = sha256_of_file(binary).map_err(|error| format!("{error:#}"))?;
-    if recorded.trim() != actual {
-        return Err(format!(
-            "{} has sha256 {actual}, but its build recorded {} in {}",
-            binary.display(),
-            recorded.trim(),
-            record.display()
-        ));
-    }
-    Ok(true)
-}
-
-fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    let tool = crate::cargo_tools::PinnedTool {
+        package: "oha",
+        version: OHA_VERSION,
+        binary: "oha",
+        caller: "bench",
+    };
+    crate::cargo_tools::ensure(sh, &tool, |installed| is_pinned_version(sh, installed))
 }
 
 /// Whether `program --version` runs and names the pinned version.
@@ -255,24 +192,6 @@ fn parse_oha_json(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cached_build_is_used_only_while_it_is_the_file_its_build_recorded() {
-        let dir = std::env::temp_dir().join(format!("xtask-oha-cache-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let binary = dir.join("oha");
-        let record = dir.join("oha.sha256");
-        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
-        std::fs::write(&binary, b"the build").expect("write binary");
-        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
-        let digest = sha256_of_file(&binary).expect("digest");
-        std::fs::write(&record, format!("{digest}\n")).expect("write record");
-        assert_eq!(cached_build_is_intact(&binary, &record), Ok(true));
-        std::fs::write(&binary, b"changed since").expect("change binary");
-        let error = cached_build_is_intact(&binary, &record).expect_err("changed");
-        assert!(error.contains(&digest), "{error}");
-        std::fs::remove_dir_all(&dir).expect("remove scratch dir");
-    }
 
     /// Trimmed from a real `oha --output-format json` run of oha 1.16.0.
     const OHA_JSON: &str = r#"{

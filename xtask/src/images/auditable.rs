@@ -16,13 +16,11 @@
 //! (`auditable-info`), for the SBOM and the tests.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use auditable_info::{audit_info_from_file, Limits};
 use auditable_serde::DependencyKind;
-use sha2::{Digest, Sha256};
-use xshell::{cmd, Shell};
+use xshell::Shell;
 
 /// Pinned so every machine embeds with the same tool: the newest release on
 /// crates.io when this was written (`cargo info cargo-auditable`, 2026-12-05).
@@ -33,81 +31,13 @@ pub const CARGO_AUDITABLE_VERSION: &str = "0.7.7";
 /// minute on two cores, once per machine); later builds, from any clone,
 /// reuse it.
 pub fn ensure_cargo_auditable(sh: &Shell) -> anyhow::Result<PathBuf> {
-    // One install at a time within this process (the tests build both
-    // platforms in parallel); a poisoned lock only means another install failed.
-    static INSTALL: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let root = crate::tool_cache_dir(|name| std::env::var(name).ok())
-        .join(format!("cargo-auditable-{CARGO_AUDITABLE_VERSION}"));
-    let installed = root.join("bin").join("cargo-auditable");
-    let record = root.join("cargo-auditable.sha256");
-    match cached_build_is_intact(&installed, &record) {
-        Ok(true) => return Ok(installed),
-        Ok(false) => {}
-        Err(reason) => eprintln!("images: {reason}; building cargo-auditable again"),
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    eprintln!(
-        "images: building cargo-auditable {CARGO_AUDITABLE_VERSION} into {} (once per machine; {} moves it)",
-        root.display(),
-        crate::TOOL_CACHE_VARIABLE
-    );
-    let package = format!("cargo-auditable@{CARGO_AUDITABLE_VERSION}");
-    // Its own target dir: the install neither waits on nor invalidates the
-    // workspace's builds, and resumes if it is interrupted.
-    let build_dir = root.join("build");
-    cmd!(
-        sh,
-        "{cargo} install --locked --force {package} --root {root} --target-dir {build_dir}"
-    )
-    .env_remove("RUSTFLAGS")
-    .env_remove("CARGO_ENCODED_RUSTFLAGS")
-    .run()
-    .with_context(|| {
-        format!("install cargo-auditable {CARGO_AUDITABLE_VERSION} with cargo install")
-    })?;
-    if !installed.is_file() {
-        bail!(
-            "cargo install cargo-auditable finished but {} is missing",
-            installed.display()
-        );
-    }
-    super::staging::write_atomically(
-        &record,
-        format!("{}\n", sha256_of_file(&installed)?).as_bytes(),
-        0o644,
-    )?;
-    // The build directory is only needed to resume an interrupted build.
-    let _ = std::fs::remove_dir_all(&build_dir);
-    Ok(installed)
-}
-
-/// Whether the cached binary is the very file its build recorded (its sha256
-/// in `record`): `Ok(false)` when there is none yet, an error naming the
-/// difference when it was changed or the record is damaged.
-fn cached_build_is_intact(binary: &Path, record: &Path) -> Result<bool, String> {
-    if !binary.exists() || !record.exists() {
-        return Ok(false);
-    }
-    let recorded = std::fs::read_to_string(record)
-        .map_err(|error| format!("cannot read {}: {error}", record.display()))?;
-    let actual = sha256_of_file(binary).map_err(|error| format!("{error:#}"))?;
-    if recorded.trim() != actual {
-        return Err(format!(
-            "{} has sha256 {actual}, but its build recorded {} in {}",
-            binary.display(),
-            recorded.trim(),
-            record.display()
-        ));
-    }
-    Ok(true)
-}
-
-fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    let tool = crate::cargo_tools::PinnedTool {
+        package: "cargo-auditable",
+        version: CARGO_AUDITABLE_VERSION,
+        binary: "cargo-auditable",
+        caller: "images",
+    };
+    crate::cargo_tools::ensure(sh, &tool, |_| true)
 }
 
 /// One crate of a binary's embedded list.
@@ -155,6 +85,7 @@ mod tests {
 
     use super::*;
     use crate::images::{platform::Platform, source_date_epoch, webapp_binary};
+    use xshell::cmd;
 
     /// name → the versions Cargo.lock holds of it.
     fn locked_versions(root: &Path) -> BTreeMap<String, BTreeSet<String>> {
@@ -329,21 +260,6 @@ mod tests {
     #[ignore = "builds the release binaries; cargo xtask ci runs it"]
     fn the_arm64_webapp_binary_embeds_its_linked_crates() {
         check_webapp_list(Platform::Arm64);
-    }
-
-    #[test]
-    fn a_cached_cargo_auditable_is_used_only_if_it_is_the_file_its_build_recorded() {
-        let dir = tempfile::tempdir().unwrap();
-        let binary = dir.path().join("cargo-auditable");
-        let record = dir.path().join("cargo-auditable.sha256");
-        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
-        std::fs::write(&binary, b"built").unwrap();
-        assert_eq!(cached_build_is_intact(&binary, &record), Ok(false));
-        std::fs::write(&record, format!("{}\n", sha256_of_file(&binary).unwrap())).unwrap();
-        assert_eq!(cached_build_is_intact(&binary, &record), Ok(true));
-        std::fs::write(&binary, b"changed").unwrap();
-        let error = cached_build_is_intact(&binary, &record).unwrap_err();
-        assert!(error.contains("its build recorded"), "{error}");
     }
 
     #[test]

@@ -157,17 +157,9 @@ fn expression(name: &str, references: &mut BTreeSet<(String, String)>) -> String
 }
 
 fn reference(name: &str, references: &mut BTreeSet<(String, String)>) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|character| {
-            if character.is_ascii_alphanumeric() || character == '.' || character == '-' {
-                character
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    let id = format!("LicenseRef-Debian-{cleaned}");
+    // An SPDX identifier's characters, as the document's own identifiers.
+    let id = super::spdx::id("LicenseRef", &format!("Debian-{name}"));
+    let id = id.trim_start_matches("SPDXRef-").to_string();
     references.insert((id.clone(), name.to_string()));
     id
 }
