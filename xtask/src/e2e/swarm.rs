@@ -114,6 +114,7 @@ fn deploy_and_test_on_manager(
                 crate::cluster::SUBNET.to_string().into(),
             ),
         ],
+        &[],
     )
 }
 
@@ -249,6 +250,7 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
             (URL_VARIABLE, url.into()),
             (WEBAPP_IMAGE_VARIABLE, images.webapp.into()),
         ],
+        &[],
     )
 }
 
