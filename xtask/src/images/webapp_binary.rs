@@ -69,13 +69,35 @@ pub fn build(
         "images: cargo auditable build --release -p webapp -p proxy (static, {target}) in {}",
         cargo_target_dir.display()
     );
-    // `cargo-auditable auditable ARGS` is what `cargo auditable ARGS` runs:
-    // it starts `$CARGO ARGS` with itself as RUSTC_WORKSPACE_WRAPPER.
+    // What `cargo auditable build` does (cargo-auditable's own front end):
+    // cargo with cargo-auditable as RUSTC_WORKSPACE_WRAPPER and the cargo
+    // flags it passes on to `cargo metadata` in CARGO_AUDITABLE_ORIG_ARGS.
+    // Done here rather than through that front end because it names the
+    // wrapper by its absolute path, and cargo hashes the wrapper's name
+    // into every workspace crate's `-C metadata`, so the programs' bytes
+    // would depend on where the tool cache is. Named bare, found on PATH,
+    // the wrapper is the same string on every machine.
+    let wrapper_dir = cargo_auditable
+        .parent()
+        .context("the cargo-auditable binary has no directory")?;
+    let path = std::env::join_paths(
+        std::iter::once(wrapper_dir.to_path_buf()).chain(
+            std::env::var_os("PATH")
+                .iter()
+                .flat_map(std::env::split_paths),
+        ),
+    )
+    .context("put cargo-auditable's directory on PATH")?;
     cmd!(
         sh,
-        "{cargo_auditable} auditable build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {target}"
+        "{cargo} build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {target}"
     )
-    .env("CARGO", &cargo)
+    .env("PATH", path)
+    .env("RUSTC_WORKSPACE_WRAPPER", "cargo-auditable")
+    .env(
+        "CARGO_AUDITABLE_ORIG_ARGS",
+        r#"{"offline":false,"locked":false,"frozen":false,"config":[]}"#,
+    )
     .env("CARGO_TARGET_DIR", cargo_target_dir)
     .env("CARGO_ENCODED_RUSTFLAGS", flags)
     .env_remove("RUSTFLAGS")
