@@ -5,26 +5,36 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// One of the stack's three services.
+/// One of the stack's four services.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Service {
     /// Redis.
     Db,
     /// The axum application, the one service with several replicas.
     Webapp,
-    /// nginx, the only service that publishes a port.
+    /// The back nginx and proxy-init: picks a webapp replica for each
+    /// request, on the internal `frontend` network only.
+    Balancer,
+    /// The front nginx, the only service that publishes a port, on the
+    /// `edge` network only; it reaches the balancer over a unix socket.
     Proxy,
 }
 
 impl Service {
     /// Every service, in the order the stack lists them.
-    pub const ALL: [Service; 3] = [Service::Db, Service::Webapp, Service::Proxy];
+    pub const ALL: [Service; 4] = [
+        Service::Db,
+        Service::Webapp,
+        Service::Balancer,
+        Service::Proxy,
+    ];
 
-    /// The service's name: `db`, `webapp`, `proxy`.
+    /// The service's name: `db`, `webapp`, `balancer`, `proxy`.
     pub const fn name(self) -> &'static str {
         match self {
             Service::Db => "db",
             Service::Webapp => "webapp",
+            Service::Balancer => "balancer",
             Service::Proxy => "proxy",
         }
     }
@@ -44,7 +54,7 @@ impl fmt::Display for UnknownService {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             formatter,
-            "{:?} is not a service of the stack (db, webapp, proxy)",
+            "{:?} is not a service of the stack (db, webapp, balancer, proxy)",
             self.0
         )
     }
@@ -73,7 +83,10 @@ mod tests {
             assert_eq!(service.name().parse(), Ok(service));
             assert_eq!(service.to_string(), service.name());
         }
-        assert_eq!(Service::ALL.map(Service::name), ["db", "webapp", "proxy"]);
+        assert_eq!(
+            Service::ALL.map(Service::name),
+            ["db", "webapp", "balancer", "proxy"]
+        );
         let error = "redis".parse::<Service>().expect_err("not a service");
         assert!(error.to_string().contains("\"redis\""), "{error}");
     }

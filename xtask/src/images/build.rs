@@ -175,7 +175,7 @@ fn runtime_settings(
         labels: labels(service_name, description),
         stop_signal: Some(service.stop_signal.into()),
         user: service.user.into(),
-        working_dir: service.working_dir()?.into(),
+        working_dir: service.working_dir.into(),
     })
 }
 

@@ -251,7 +251,7 @@ pub fn multi_platform_images(
     let artifacts = build_all(sh, &root, &layout, &nginx_dir, epoch, platforms)?;
     print_table(&artifacts);
     let mut images = Vec::new();
-    for name in ["webapp", "db", "proxy"] {
+    for name in crate::stack::IMAGE_SERVICES {
         let mut platforms = Vec::new();
         for artifact in artifacts.iter().filter(|artifact| artifact.name == name) {
             platforms.push(oci::read_archive(&artifact.archive_path)?);

@@ -11,7 +11,7 @@ use crate::stack::{self, Restart, Stack, Tmpfs};
 struct ComposeFile {
     services: Mapping<ComposeService>,
     networks: Mapping<ComposeNetwork>,
-    volumes: Mapping<Empty>,
+    volumes: Mapping<NamedVolume>,
     secrets: Mapping<FileSecret>,
 }
 
@@ -134,8 +134,9 @@ fn compose_service(service: &stack::Service) -> ComposeService {
         open_files_limit,
         stop_grace_period,
         sysctls,
-        // The image carries it.
+        // The image carries them.
         stop_signal: _,
+        working_dir: _,
         // `--scale` sets the number of replicas.
         replicas: _,
         // Compose gives every replica its own DNS answer anyway.

@@ -16,8 +16,8 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::yaml::{
-    docker_duration, file_secrets, named_volumes, quote_yaml_1_1_booleans, sysctls_section, Empty,
-    FileSecret, HealthcheckSection, LoggingSection, Mapping, UlimitsSection,
+    docker_duration, file_secrets, named_volumes, quote_yaml_1_1_booleans, sysctls_section,
+    FileSecret, HealthcheckSection, LoggingSection, Mapping, NamedVolume, UlimitsSection,
 };
 use super::GENERATED_HEADER;
 use crate::stack::{Placement, Restart, Service, Stack, DB_NODE_LABEL};
@@ -56,7 +56,7 @@ struct StackFile {
     version: &'static str,
     services: Mapping<StackService>,
     networks: Mapping<StackNetwork>,
-    volumes: Mapping<Empty>,
+    volumes: Mapping<NamedVolume>,
     secrets: Mapping<FileSecret>,
 }
 
@@ -281,8 +281,9 @@ fn stack_service(service: &Service) -> StackService {
         open_files_limit,
         stop_grace_period,
         sysctls,
-        // The image carries it.
+        // The image carries them.
         stop_signal: _,
+        working_dir: _,
     } = service;
     let environment = (!environment.is_empty()).then(|| {
         Mapping(
@@ -418,7 +419,7 @@ mod tests {
     fn stack_file_has_no_depends_on_which_docker_stack_deploy_rejects() {
         let file = rendered();
         let services = file["services"].as_mapping().expect("services");
-        assert_eq!(services.len(), 3);
+        assert_eq!(services.len(), 4);
         for (name, service) in services {
             assert!(
                 service.get("depends_on").is_none(),

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::stack::{self, Stack};
+use crate::stack::{self, Stack, VolumeStorage, NONROOT_ID};
 
 /// Docker's duration syntax, in whole seconds ("15s").
 pub fn docker_duration(duration: Duration) -> String {
@@ -28,10 +28,6 @@ impl<V: Serialize> Serialize for Mapping<V> {
         map.end()
     }
 }
-
-/// Serializes as `{}`: a network or volume with every setting at its default.
-#[derive(Debug, Serialize, Default)]
-pub struct Empty {}
 
 // The Compose file, field by field, in the subset this stack uses. Field
 // order is output order.
@@ -124,12 +120,34 @@ pub fn sysctls_section(sysctls: &[(&'static str, &'static str)]) -> Option<Mappi
     })
 }
 
-pub fn named_volumes(stack: &Stack) -> Mapping<Empty> {
+/// A top-level named volume: the local driver's defaults, or its options
+/// for a tmpfs (the same in both files; a Swarm node creates the volume
+/// with them where a task first needs it).
+#[derive(Debug, Serialize)]
+pub struct NamedVolume {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    driver_opts: Option<Mapping<String>>,
+}
+
+pub fn named_volumes(stack: &Stack) -> Mapping<NamedVolume> {
     Mapping(
         stack
             .volumes
             .iter()
-            .map(|volume| (volume.name.to_string(), Empty {}))
+            .map(|volume| {
+                let driver_opts = match volume.storage {
+                    VolumeStorage::Disk => None,
+                    VolumeStorage::Memory { size_mib } => Some(Mapping(vec![
+                        ("type".to_string(), "tmpfs".to_string()),
+                        ("device".to_string(), "tmpfs".to_string()),
+                        (
+                            "o".to_string(),
+                            format!("size={size_mib}m,uid={NONROOT_ID},gid={NONROOT_ID},mode=0700"),
+                        ),
+                    ])),
+                };
+                (volume.name.to_string(), NamedVolume { driver_opts })
+            })
             .collect(),
     )
 }

@@ -1,4 +1,4 @@
-//! The three services of the stack: what each runs, and where it differs
+//! The four services of the stack: what each runs, and where it differs
 //! from [`Service::hardened`].
 
 use std::time::Duration;
@@ -40,6 +40,7 @@ pub(super) fn db() -> Service {
             volume: DB_DATA_VOLUME,
             target: "/data",
         }],
+        working_dir: "/data",
         secrets: vec![SecretMount::for_nonroot(REDIS_CONFIG_SECRET)],
         // The webapp reaches `db` by name; on Swarm a virtual IP would need
         // IPVS in the kernel, which not every host has, so the name resolves
@@ -112,25 +113,29 @@ pub(super) fn webapp() -> Service {
     }
 }
 
-/// The two nginx behind proxy-init: the only service that publishes a
-/// port, on the edge and frontend networks.
+/// The front nginx (`proxy-init front`): the only service that publishes a
+/// port, on the edge network alone. It passes requests to the balancer over
+/// a unix socket on a volume both mount, so it shares no network with the
+/// replicas.
+///
+/// Why not one container for both nginx, on edge and frontend: while the
+/// engine re-attaches a restarting container's networks (in no fixed order),
+/// a published port can lead for a moment to the container's address on
+/// the internal network, which the host has no route to; Docker's userland
+/// proxy then followed the default route off the machine with a client's
+/// request (docs/hardening.md). A container on no internal network has no
+/// such address.
 pub(super) fn proxy() -> Service {
     Service {
-        environment: vec![
-            // Where the replicas are: Docker's DNS answers one address each.
-            ("PROXY_UPSTREAM", format!("{WEBAPP}:{WEBAPP_PORT}")),
-            (
-                "PROXY_RESOLVE_INTERVAL_MS",
-                PROXY_RESOLVE_INTERVAL.as_millis().to_string(),
-            ),
-        ],
-        networks: vec![EDGE, FRONTEND],
+        command: vec!["front".to_string()],
+        networks: vec![EDGE],
         published_ports: vec![PublishedPort {
             variable: PORT_VARIABLE,
             default_host_port: DEFAULT_HOST_PORT,
             container_port: 80,
         }],
-        depends_on_healthy: vec![WEBAPP],
+        volumes: vec![proxy_socket()],
+        depends_on_healthy: vec![BALANCER],
         placement: Placement::Manager,
         // nginx's pid file and temp paths (see nginx/nginx.conf).
         tmpfs: vec![Tmpfs {
@@ -149,12 +154,35 @@ pub(super) fn proxy() -> Service {
         // closing idle ones, before the container runs short of memory,
         // which the kernel handles by killing a worker.
         memory_limit_bytes: 128 * MIB,
-        // proxy-init drains both nginx on SIGQUIT (the image's stop signal);
-        // a request may wait up to about 2 s for the webapp.
-        stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
-        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM;
-        // proxy-init passes it on, to the front nginx first.
-        stop_signal: "SIGQUIT",
+        ..nginx(PROXY)
+    }
+}
+
+/// The back nginx and its lookups (`proxy-init back`): picks a webapp
+/// replica for each request the proxy passes on, on the internal frontend
+/// network alone.
+pub(super) fn balancer() -> Service {
+    Service {
+        command: vec!["back".to_string()],
+        environment: vec![
+            // Where the replicas are: Docker's DNS answers one address each.
+            ("PROXY_UPSTREAM", format!("{WEBAPP}:{WEBAPP_PORT}")),
+            (
+                "PROXY_RESOLVE_INTERVAL_MS",
+                PROXY_RESOLVE_INTERVAL.as_millis().to_string(),
+            ),
+        ],
+        networks: vec![FRONTEND],
+        volumes: vec![proxy_socket()],
+        depends_on_healthy: vec![WEBAPP],
+        // Beside the proxy: they share the socket's volume, which is local
+        // to a node.
+        placement: Placement::Manager,
+        // nginx's pid file and temp paths, and the replicas' server list.
+        tmpfs: vec![Tmpfs {
+            target: "/tmp",
+            size_mib: 16,
+        }],
         // nginx keeps its connections to the replicas (nginx/back.conf), but
         // each reload of the back nginx opens them anew. When it opened one
         // per request (before keep-alive), a few seconds of load used up the
@@ -166,12 +194,35 @@ pub(super) fn proxy() -> Service {
             ("net.ipv4.tcp_tw_reuse", "1"),
             ("net.ipv4.ip_local_port_range", "1024 65535"),
         ],
+        ..nginx(BALANCER)
+    }
+}
+
+/// The socket volume, where proxy-init and both nginx configurations expect it.
+fn proxy_socket() -> VolumeMount {
+    VolumeMount {
+        volume: PROXY_SOCKET_VOLUME,
+        target: PROXY_SOCKET_DIR,
+    }
+}
+
+/// What both roles of the proxy image share.
+fn nginx(name: &'static str) -> Service {
+    Service {
+        // proxy-init drains nginx on SIGQUIT (the image's stop signal); a
+        // request may wait up to about 2 s for the webapp.
+        stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),
+        // nginx finishes in-flight requests on SIGQUIT, not on SIGTERM;
+        // proxy-init passes it on.
+        stop_signal: "SIGQUIT",
         ..Service::hardened(
-            PROXY,
+            name,
             Image {
                 repository: "webstack/proxy",
                 variable: "WEBSTACK_PROXY_IMAGE",
             },
+            // Answered by the back nginx: through the socket in the proxy,
+            // on loopback in the balancer.
             &["/usr/local/bin/httpcheck", "http://127.0.0.1/nginx/health"],
         )
     }

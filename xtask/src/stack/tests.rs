@@ -59,6 +59,47 @@ fn only_the_proxy_publishes_ports_and_the_db_shares_no_network_with_it() {
         .any(|network| network.name == BACKEND && network.internal));
 }
 
+/// While the engine re-attaches a restarting container's networks, a port it
+/// publishes can lead for a moment to its address on any of them; on an
+/// internal one the host has no route to that address, and Docker's
+/// userland proxy followed the default route off the machine
+/// (docs/hardening.md). So a publishing service is on networks with a host
+/// address alone, and shares none with the replicas.
+#[test]
+fn a_service_that_publishes_a_port_is_on_no_internal_network() {
+    let stack = stack();
+    let publishing: Vec<&Service> = stack
+        .services
+        .iter()
+        .filter(|service| !service.published_ports.is_empty())
+        .collect();
+    assert_eq!(publishing.len(), 1);
+    for service in publishing {
+        for name in &service.networks {
+            let network = stack
+                .networks
+                .iter()
+                .find(|network| network.name == *name)
+                .expect("declared network");
+            assert!(
+                !network.internal && network.host_address,
+                "{} publishes a port and is on {name}, which the host cannot reach",
+                service.name
+            );
+        }
+        assert!(
+            stack
+                .service(WEBAPP)
+                .expect("webapp")
+                .networks
+                .iter()
+                .all(|network| !service.networks.contains(network)),
+            "{} shares a network with the replicas",
+            service.name
+        );
+    }
+}
+
 #[test]
 fn db_and_webapp_are_only_on_networks_without_a_host_address() {
     let stack = stack();

@@ -56,17 +56,18 @@ struct ExpectedImage {
     working_dir: String,
 }
 
-/// Every Nix image as the model says it must be: one per service of
+/// Every Nix image as the model says it must be: one per image service of
 /// xtask/src/stack.rs, with the user, healthcheck command and stop
 /// signal `cargo xtask images` reads from it, the repository and the
 /// stable tag, the ports the service listens on, and as working
-/// directory the target of its volume (the db's /data), else /.
+/// directory the service's (the db's /data, else /).
 fn expected_images() -> anyhow::Result<Vec<ExpectedImage>> {
     let model = stack::stack();
     let mut expected = Vec::new();
-    for service in &model.services {
+    for name in crate::stack::IMAGE_SERVICES {
+        let service = model.service(name)?;
         let entrypoint = crate::stack::entrypoint(service.name)?;
-        let working_dir = service.working_dir()?.to_owned();
+        let working_dir = service.working_dir.to_owned();
         expected.push(ExpectedImage {
             attribute: format!("{}-image", service.name),
             reference: format!("{}:{}", service.image.repository, crate::images::STABLE_TAG),

@@ -1,15 +1,23 @@
-//! `proxy-init`: the proxy image's main process. It runs two nginx masters and keeps the second
-//! one's list of webapp replicas equal to what Docker's DNS says, so nginx can hold keep-alive
-//! connections to replicas that come and go.
+//! `proxy-init`: the proxy image's main process, in one of two roles, each a container of its
+//! own, so the container that publishes the stack's port is on the `edge` network alone.
 //!
-//! - The **front** nginx (`nginx.conf`) holds the clients' connections: limits, JSON errors,
-//!   the access log. It is never reloaded, so no client connection is ever closed under it.
-//!   It passes requests over keep-alive connections on a unix socket to the back nginx.
-//! - The **back** nginx (`back.conf`) keeps keep-alive connections to every replica, listed in
-//!   an `upstream` block that includes [`SERVERS_FILE`]. Every `PROXY_RESOLVE_INTERVAL_MS` this
-//!   program looks up `PROXY_UPSTREAM` (`webapp:5000`); when the set of addresses changed, it
-//!   rewrites the file and reloads the back nginx (SIGHUP). nginx 1.26 cannot re-resolve the
-//!   names of an `upstream` block itself (`server … resolve` came in 1.27.3).
+//! - `proxy-init front` (the `proxy` service) runs the **front** nginx (`nginx.conf`), which
+//!   holds the clients' connections: limits, JSON errors, the access log. It is never
+//!   reloaded, so no client connection is ever closed under it. It passes requests over
+//!   keep-alive connections on a unix socket ([`BACK_SOCKET`], on a volume both containers
+//!   mount) to the back nginx.
+//! - `proxy-init back` (the `balancer` service, on the internal `frontend` network alone) runs
+//!   the **back** nginx (`back.conf`), which keeps keep-alive connections to every replica,
+//!   listed in an `upstream` block that includes [`SERVERS_FILE`]. Every
+//!   `PROXY_RESOLVE_INTERVAL_MS` this program looks up `PROXY_UPSTREAM` (`webapp:5000`); when
+//!   the set of addresses changed, it rewrites the file and reloads the back nginx (SIGHUP).
+//!   nginx 1.26 cannot re-resolve the names of an `upstream` block itself (`server … resolve`
+//!   came in 1.27.3).
+//!
+//! Why two containers: a container that publishes a port and is also on an internal network
+//! gets, while the engine re-attaches its networks at a restart, a moment in which the
+//! published port leads to its address on the internal network; the host has no route there,
+//! so Docker's userland proxy followed the default route off the machine (docs/hardening.md).
 //!
 //! A replica that is shutting down leaves the list before it stops serving: the webapp answers
 //! `/readyz` with 503 `{"status":"stopping"}` from SIGTERM on and serves on for a lame-duck
@@ -28,16 +36,16 @@
 //! fails on such a cached keep-alive connection by itself, without counting it as a try, so
 //! a reload costs no client request; the clients' own connections stay with the front.
 //!
-//! Signals: SIGQUIT (the image's stop signal) drains: the front finishes its requests, then
-//! the back. SIGTERM and SIGINT stop both at once. If either nginx exits on its own, the other
-//! is stopped and proxy-init exits 1, so the orchestrator restarts the container.
-//! `proxy-init -t` tests both configurations, as `nginx -t` does.
+//! Signals: SIGQUIT (the image's stop signal) drains: nginx finishes its requests, then exits.
+//! SIGTERM and SIGINT stop it at once. If nginx exits on its own, proxy-init exits 1, so the
+//! orchestrator restarts the container. `proxy-init -t` tests both configurations, as
+//! `nginx -t` does.
 
 mod replicas;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,13 +58,37 @@ use crate::replicas::{
     SERVERS_FILE,
 };
 
-/// Where the back nginx listens for the front (nginx/back.conf, nginx/nginx.conf).
-const BACK_SOCKET: &str = "/tmp/nginx-back.sock";
+/// Where the back nginx listens for the front (nginx/back.conf, nginx/nginx.conf): a
+/// directory on a volume both containers mount.
+const BACK_SOCKET: &str = "/run/proxy/back.sock";
 /// The front's configuration, which is also what a plain `nginx` in the image would read.
 const FRONT_CONFIG: &str = "nginx.conf";
 const BACK_CONFIG: &str = "back.conf";
-/// How long the back nginx may take to create its socket before the front starts anyway.
-const BACK_START_TIMEOUT: Duration = Duration::from_secs(5);
+
+const USAGE: &str = "usage: proxy-init front|back|-t  (front: the nginx clients talk to; back: the nginx that picks a webapp replica, and its lookups; -t: test both nginx configurations and exit)";
+
+/// What the process runs, from its one argument.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Front,
+    Back,
+    TestConfigurations,
+}
+
+impl Role {
+    fn from_arguments(mut arguments: impl Iterator<Item = String>) -> Result<Role, String> {
+        let role = match arguments.next().as_deref() {
+            Some("front") => Role::Front,
+            Some("back") => Role::Back,
+            Some("-t") => Role::TestConfigurations,
+            _ => return Err(USAGE.to_owned()),
+        };
+        match arguments.next() {
+            None => Ok(role),
+            Some(_) => Err(USAGE.to_owned()),
+        }
+    }
+}
 
 /// What proxy-init reads from its environment; every variable has a default that fits the
 /// image.
@@ -131,11 +163,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let test_only = match std::env::args().nth(1).as_deref() {
-        None => false,
-        Some("-t") => true,
-        Some(_) => {
-            eprintln!("usage: proxy-init [-t]  (-t: test both nginx configurations and exit)");
+    let role = match Role::from_arguments(std::env::args().skip(1)) {
+        Ok(role) => role,
+        Err(usage) => {
+            eprintln!("{usage}");
             return ExitCode::from(2);
         }
     };
@@ -149,11 +180,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = if test_only {
-        runtime.block_on(test_configurations(&settings))
-    } else {
-        runtime.block_on(supervise(&settings))
-    };
+    let outcome = runtime.block_on(async {
+        match role {
+            Role::TestConfigurations => test_configurations(&settings).await,
+            Role::Front => run_front(&settings).await,
+            Role::Back => run_back(&settings).await,
+        }
+    });
     match outcome {
         Ok(code) => code,
         Err(message) => {
@@ -192,14 +225,89 @@ async fn write_first_servers(settings: &Settings) -> Result<BTreeSet<SocketAddr>
     Ok(addresses)
 }
 
-async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
-    let signal_stream = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|error| format!("cannot listen for {name}: {error}"))
-    };
-    let mut quit = signal_stream(SignalKind::quit(), "SIGQUIT")?;
-    let mut terminate = signal_stream(SignalKind::terminate(), "SIGTERM")?;
-    let mut interrupt = signal_stream(SignalKind::interrupt(), "SIGINT")?;
+/// The signals proxy-init acts on.
+struct Signals {
+    quit: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
 
+impl Signals {
+    /// Listens before nginx starts, so no signal is missed.
+    fn listen() -> Result<Signals, String> {
+        let stream = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|error| format!("cannot listen for {name}: {error}"))
+        };
+        Ok(Signals {
+            quit: stream(SignalKind::quit(), "SIGQUIT")?,
+            terminate: stream(SignalKind::terminate(), "SIGTERM")?,
+            interrupt: stream(SignalKind::interrupt(), "SIGINT")?,
+        })
+    }
+}
+
+/// What ended the wait on an nginx: a signal to pass on, or its own exit.
+enum Event {
+    Quit,
+    Stop,
+    Exited(std::io::Result<std::process::ExitStatus>),
+}
+
+/// Waits for a signal or for `nginx` to exit.
+async fn next_event(signals: &mut Signals, nginx: &mut Child) -> Event {
+    tokio::select! {
+        _ = signals.quit.recv() => Event::Quit,
+        _ = signals.terminate.recv() => Event::Stop,
+        _ = signals.interrupt.recv() => Event::Stop,
+        status = nginx.wait() => Event::Exited(status),
+    }
+}
+
+/// Passes a signal on and waits for nginx; or reports its own exit as a failure, so the
+/// container is restarted.
+async fn finish(event: Event, which: &str, nginx: &mut Child) -> ExitCode {
+    match event {
+        // nginx finishes its requests, then exits.
+        Event::Quit => {
+            send_signal(nginx, Signal::QUIT);
+            let _ = nginx.wait().await;
+            ExitCode::SUCCESS
+        }
+        Event::Stop => {
+            send_signal(nginx, Signal::TERM);
+            let _ = nginx.wait().await;
+            ExitCode::SUCCESS
+        }
+        Event::Exited(status) => {
+            let status = match status {
+                Ok(status) => status.to_string(),
+                Err(error) => format!("cannot wait for it: {error}"),
+            };
+            eprintln!("proxy-init: the {which} nginx exited ({status}); stopping");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `proxy-init front`: the front nginx, until a signal or its exit.
+async fn run_front(settings: &Settings) -> Result<ExitCode, String> {
+    let mut signals = Signals::listen()?;
+    let mut front = nginx_command(settings, FRONT_CONFIG)
+        .spawn()
+        .map_err(|error| {
+            format!(
+                "start the front nginx ({}): {error}",
+                settings.nginx.display()
+            )
+        })?;
+    eprintln!("proxy-init: the front nginx passes requests to the back on unix:{BACK_SOCKET}");
+    let event = next_event(&mut signals, &mut front).await;
+    Ok(finish(event, "front", &mut front).await)
+}
+
+/// `proxy-init back`: the back nginx, and the lookups that keep its replicas equal to DNS.
+async fn run_back(settings: &Settings) -> Result<ExitCode, String> {
+    let mut signals = Signals::listen()?;
     let mut current = write_first_servers(settings).await?;
     eprintln!(
         "proxy-init: {} is {}; looking it up every {:?}",
@@ -208,8 +316,13 @@ async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
         settings.resolve_interval
     );
 
-    // A socket left by an nginx that did not exit cleanly would make the bind fail.
-    let _ = std::fs::remove_file(BACK_SOCKET);
+    // The socket's directory is a volume that outlives the container: a socket left by an
+    // nginx that did not exit cleanly would make the bind fail.
+    match std::fs::remove_file(BACK_SOCKET) {
+        Ok(()) => eprintln!("proxy-init: removed {BACK_SOCKET}, left by an earlier back nginx"),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(format!("remove the old {BACK_SOCKET}: {error}")),
+    }
     let mut back = nginx_command(settings, BACK_CONFIG)
         .spawn()
         .map_err(|error| {
@@ -218,95 +331,56 @@ async fn supervise(settings: &Settings) -> Result<ExitCode, String> {
                 settings.nginx.display()
             )
         })?;
-    wait_for_socket(Path::new(BACK_SOCKET), BACK_START_TIMEOUT).await;
-    let mut front = match nginx_command(settings, FRONT_CONFIG).spawn() {
-        Ok(front) => front,
-        Err(error) => {
-            send_signal(&back, Signal::TERM);
-            let _ = back.wait().await;
-            return Err(format!("start the front nginx: {error}"));
-        }
-    };
 
     let mut ticks = tokio::time::interval(settings.resolve_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_failure: Option<String> = None;
     loop {
-        tokio::select! {
-            _ = ticks.tick() => {
-                let found = match look_up(&settings.upstream).await {
-                    Lookup::Found(addresses) => addresses,
-                    Lookup::NoSuchName => BTreeSet::new(),
-                    Lookup::Failed(message) => {
-                        // Said once per kind of failure, not every interval.
-                        if last_failure.as_deref() != Some(message.as_str()) {
-                            eprintln!("proxy-init: looking up {} failed ({message}); keeping {}", settings.upstream, describe(&current));
-                            last_failure = Some(message);
-                        }
-                        continue;
-                    }
-                };
-                last_failure = None;
-                let answers = probe_replicas(&found).await;
-                let listed = servers_to_list(&current, &answers);
-                if listed != current {
-                    match write_servers(&settings.upstream, &listed) {
-                        Ok(()) => {
-                            eprintln!(
-                                "proxy-init: {} is now {} (not listed: {}); reloading the back nginx",
-                                settings.upstream, describe(&listed), describe_left_out(&answers, &listed)
-                            );
-                            send_signal(&back, Signal::HUP);
-                            current = listed;
-                        }
-                        Err(error) => eprintln!("proxy-init: write {SERVERS_FILE}: {error}; keeping {}", describe(&current)),
-                    }
-                }
-            }
-            _ = quit.recv() => {
-                // The front finishes its requests, which need the back; then the back.
-                send_signal(&front, Signal::QUIT);
-                let _ = front.wait().await;
-                send_signal(&back, Signal::QUIT);
-                let _ = back.wait().await;
-                return Ok(ExitCode::SUCCESS);
-            }
-            _ = terminate.recv() => return Ok(stop_both(&mut front, &mut back).await),
-            _ = interrupt.recv() => return Ok(stop_both(&mut front, &mut back).await),
-            status = front.wait() => return Ok(one_exited("front", status, &mut back).await),
-            status = back.wait() => return Ok(one_exited("back", status, &mut front).await),
+        let event = tokio::select! {
+            _ = ticks.tick() => None,
+            event = next_event(&mut signals, &mut back) => Some(event),
+        };
+        if let Some(event) = event {
+            return Ok(finish(event, "back", &mut back).await);
         }
-    }
-}
-
-async fn stop_both(front: &mut Child, back: &mut Child) -> ExitCode {
-    send_signal(front, Signal::TERM);
-    send_signal(back, Signal::TERM);
-    let _ = front.wait().await;
-    let _ = back.wait().await;
-    ExitCode::SUCCESS
-}
-
-/// One nginx exited on its own: stop the other, and fail, so the container is restarted.
-async fn one_exited(
-    which: &str,
-    status: std::io::Result<std::process::ExitStatus>,
-    other: &mut Child,
-) -> ExitCode {
-    let status = match status {
-        Ok(status) => status.to_string(),
-        Err(error) => format!("cannot wait for it: {error}"),
-    };
-    eprintln!("proxy-init: the {which} nginx exited ({status}); stopping");
-    send_signal(other, Signal::TERM);
-    let _ = other.wait().await;
-    ExitCode::FAILURE
-}
-
-async fn wait_for_socket(path: &Path, timeout: Duration) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !path.exists() && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        let found = match look_up(&settings.upstream).await {
+            Lookup::Found(addresses) => addresses,
+            Lookup::NoSuchName => BTreeSet::new(),
+            Lookup::Failed(message) => {
+                // Said once per kind of failure, not every interval.
+                if last_failure.as_deref() != Some(message.as_str()) {
+                    eprintln!(
+                        "proxy-init: looking up {} failed ({message}); keeping {}",
+                        settings.upstream,
+                        describe(&current)
+                    );
+                    last_failure = Some(message);
+                }
+                continue;
+            }
+        };
+        last_failure = None;
+        let answers = probe_replicas(&found).await;
+        let listed = servers_to_list(&current, &answers);
+        if listed == current {
+            continue;
+        }
+        match write_servers(&settings.upstream, &listed) {
+            Ok(()) => {
+                eprintln!(
+                    "proxy-init: {} is now {} (not listed: {}); reloading the back nginx",
+                    settings.upstream,
+                    describe(&listed),
+                    describe_left_out(&answers, &listed)
+                );
+                send_signal(&back, Signal::HUP);
+                current = listed;
+            }
+            Err(error) => eprintln!(
+                "proxy-init: write {SERVERS_FILE}: {error}; keeping {}",
+                describe(&current)
+            ),
+        }
     }
 }
 
@@ -330,6 +404,19 @@ mod tests {
         assert_eq!(settings.resolve_interval, Duration::from_secs(1));
         assert_eq!(settings.nginx, PathBuf::from("/usr/sbin/nginx"));
         assert_eq!(settings.config_dir, PathBuf::from("/etc/nginx"));
+    }
+
+    #[test]
+    fn the_role_is_the_one_argument() {
+        let role = |arguments: &[&str]| {
+            Role::from_arguments(arguments.iter().map(|argument| argument.to_string()))
+        };
+        assert_eq!(role(&["front"]), Ok(Role::Front));
+        assert_eq!(role(&["back"]), Ok(Role::Back));
+        assert_eq!(role(&["-t"]), Ok(Role::TestConfigurations));
+        for wrong in [&[][..], &["both"], &["front", "back"], &["-T"]] {
+            assert_eq!(role(wrong), Err(USAGE.to_owned()), "{wrong:?}");
+        }
     }
 
     #[test]
