@@ -238,7 +238,8 @@
               Env = searchPath;
               # SIGQUIT is nginx's graceful shutdown: open requests finish.
               StopSignal = "SIGQUIT";
-              # proxy-init runs the front and back nginx with `-c`
+              # proxy-init runs the front or the back nginx (the deploy
+              # files' `front`, `back`) with `-c`
               # /etc/nginx/{nginx,back}.conf named, so nixpkgs' nginx (whose
               # default path is in the store) reads the same files as Debian's.
               Entrypoint = [ "/usr/local/bin/proxy-init" ];

@@ -118,13 +118,18 @@ impl Deployment for SwarmStack {
             .collect()
     }
 
-    /// db and proxy healthy, and webapp converged on `webapp_replicas`.
+    /// db, balancer and proxy healthy, and webapp converged on `webapp_replicas`.
     fn wait_until_serving(&self, webapp_replicas: usize) {
         assert_eq!(
             webapp_replicas, WEBAPP_REPLICAS,
             "the stack file asks for {WEBAPP_REPLICAS} webapp replicas"
         );
-        for service in [Service::Db, Service::Proxy, Service::Webapp] {
+        for service in [
+            Service::Db,
+            Service::Balancer,
+            Service::Proxy,
+            Service::Webapp,
+        ] {
             wait_until_service_converged(&self.service(service));
         }
     }

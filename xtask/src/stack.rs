@@ -336,6 +336,12 @@ pub enum Restart {
 /// node carries it yet.
 pub const DB_NODE_LABEL: &str = "webstack.db";
 
+/// The node label that marks the node the proxy and the balancer run on:
+/// the proxy publishes its port there (the address users are given), and
+/// the two share the socket's volume, which is local to a node. `swarm
+/// deploy` puts it on the manager it deploys to when no node carries it yet.
+pub const PROXY_NODE_LABEL: &str = "webstack.proxy";
+
 /// Where Swarm places a service's tasks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {
@@ -344,9 +350,8 @@ pub enum Placement {
     Spread,
     /// Only on the node carrying [`DB_NODE_LABEL`]`=true`.
     LabelledDbNode,
-    /// On a manager: where the published port is, and the address users are
-    /// given.
-    Manager,
+    /// Only on the node carrying [`PROXY_NODE_LABEL`]`=true`.
+    LabelledProxyNode,
 }
 
 /// Settings for rolling updates, used where the orchestrator rolls (Swarm).
@@ -425,7 +430,7 @@ const MIB: u64 = 1024 * 1024;
 pub const PROXY_OPEN_FILES_LIMIT: u32 = 16384;
 
 /// Healthcheck cadence shared by all services: frequent enough that a stack
-/// is up in seconds (three services start one after the other), cheap
+/// is up in seconds (four services start one after the other), cheap
 /// enough (one exec of a tiny static binary) to run every few seconds.
 fn healthcheck(command: &[&str]) -> Healthcheck {
     Healthcheck {

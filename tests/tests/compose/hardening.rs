@@ -9,7 +9,8 @@ async fn every_container_runs_as_non_root_with_a_read_only_root_filesystem_and_n
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let containers = stack.containers(None);
-    assert_eq!(containers.len(), WEBAPP_REPLICAS + 2);
+    // The replicas, db, balancer and proxy.
+    assert_eq!(containers.len(), WEBAPP_REPLICAS + 3);
     for container in &containers {
         let name = container.name.as_str();
         // What was asked for...
@@ -89,10 +90,10 @@ async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_th
         assert!(!body.contains("# TYPE"), "{path} leaked metrics");
     }
     // Control: the webapp does serve /metrics on the internal network.
-    let proxy = stack.single(Service::Proxy).id;
+    let balancer = stack.single(Service::Balancer).id;
     docker(&[
         "exec",
-        &proxy,
+        &balancer,
         "/usr/local/bin/httpcheck",
         "http://webapp:5000/metrics",
     ]);

@@ -127,8 +127,8 @@ async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_n
     host.check(IpAddr::V4(proxy_on_edge), &edge.subnets)
         .expect("the host reaches the proxy on edge over its own bridge");
 
-    // From the proxy's internal network the db's address is unreachable and
-    // its name unknown; from the backend network the same probe reaches
+    // From the frontend network (the balancer's and the replicas') the db's
+    // address is unreachable and its name unknown; from the backend network the same probe reaches
     // Redis: the control that proves the probe would notice.
     let db_address = addresses_of(&db)[&stack.network("backend")];
     let db_url = format!("http://{db_address}:6379/");
@@ -149,5 +149,175 @@ async fn db_and_webapp_are_unreachable_from_the_host_and_the_db_from_the_proxy_n
     assert!(
         by_name_from_frontend.contains("resolve"),
         "{by_name_from_frontend}"
+    );
+}
+
+/// The docker-proxy processes on this host that forward `host_port`, by the
+/// container address each forwards to (`-container-ip`), from
+/// `/proc/<pid>/cmdline`.
+fn docker_proxy_targets(host_port: u16) -> Vec<Ipv4Addr> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let port = host_port.to_string();
+    let mut targets = Vec::new();
+    for entry in entries.flatten() {
+        // Processes come and go while the directory is read: a vanished one
+        // is simply not there.
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let arguments: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+        if !arguments
+            .first()
+            .is_some_and(|program| program.ends_with(b"docker-proxy"))
+        {
+            continue;
+        }
+        let value_of = |flag: &[u8]| {
+            arguments
+                .iter()
+                .position(|argument| *argument == flag)
+                .and_then(|index| arguments.get(index + 1))
+                .map(|value| String::from_utf8_lossy(value).into_owned())
+        };
+        if value_of(b"-host-port").as_deref() != Some(port.as_str()) {
+            continue;
+        }
+        if let Some(address) = value_of(b"-container-ip").and_then(|ip| ip.parse().ok()) {
+            targets.push(address);
+        }
+    }
+    targets
+}
+
+/// Restarts of the proxy under load, while the published port is watched.
+const PROXY_RESTARTS: usize = 3;
+
+/// While the engine re-attaches a restarting container's networks, in no
+/// fixed order, the port it publishes can lead for a moment to its address
+/// on whichever network came first. When the proxy was also on the internal
+/// `frontend` network, Docker's userland proxy was seen forwarding clients'
+/// requests to that address, which the host has no route to: they followed
+/// the default route off the machine, and a `text/plain` 403 from a filter
+/// beyond came back (docs/hardening.md). The proxy is now on `edge` alone.
+/// This test asserts that, and watches the port through restarts under load:
+/// every docker-proxy for it forwards to an `edge` address, and every answer
+/// is the stack's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn the_published_port_leads_only_to_the_edge_network_also_while_the_proxy_restarts() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let proxy = stack.single(Service::Proxy);
+    let edge = stack.network("edge");
+    let networks: BTreeSet<String> = addresses_of(&proxy).into_keys().collect();
+    assert_eq!(
+        networks,
+        BTreeSet::from([edge.clone()]),
+        "the proxy must be on {edge} alone"
+    );
+    let edge_subnets = network_facts(&edge).subnets;
+    let userland_proxy = !docker_proxy_targets(stack.port).is_empty();
+
+    // Watch the port's docker-proxy processes every 2 ms.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (watching, port) = (watching.clone(), stack.port);
+        std::thread::spawn(move || {
+            let mut seen: BTreeMap<Ipv4Addr, u64> = BTreeMap::new();
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                for target in docker_proxy_targets(port) {
+                    *seen.entry(target).or_default() += 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            seen
+        })
+    };
+    // A client sending GET / every 10 ms, each on a new connection.
+    let client = stack_tests::harness::http_client_builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("build the HTTP client");
+    let sending = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sender = {
+        let (sending, url) = (sending.clone(), format!("{}/", stack.url));
+        tokio::spawn(async move {
+            let mut answers: BTreeMap<String, u64> = BTreeMap::new();
+            let mut foreign: Vec<String> = Vec::new();
+            let mut ticks = tokio::time::interval(Duration::from_millis(10));
+            while sending.load(std::sync::atomic::Ordering::Relaxed) {
+                ticks.tick().await;
+                let outcome = match client.get(&url).send().await {
+                    Err(error) if error.is_connect() => "not connected".to_owned(),
+                    Err(error) => format!("error: {error}"),
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let content_type = response
+                            .headers()
+                            .get("content-type")
+                            .and_then(|value| value.to_str().ok())
+                            .unwrap_or("")
+                            .to_owned();
+                        let body = response.text().await.unwrap_or_default();
+                        // The stack's answers: a replica's greeting, or a JSON
+                        // error from nginx or the webapp.
+                        let ours = (status == 200 && body.starts_with("Hello from "))
+                            || (content_type.starts_with("application/json")
+                                && body.starts_with("{\"error\""));
+                        if !ours {
+                            foreign.push(format!("{status} {content_type}: {body:.200}"));
+                        }
+                        status.to_string()
+                    }
+                };
+                *answers.entry(outcome).or_default() += 1;
+            }
+            (answers, foreign)
+        })
+    };
+
+    let started = Instant::now();
+    for _ in 0..PROXY_RESTARTS {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        docker(&["restart", &proxy.id]);
+    }
+    stack.wait_until_healthy(WEBAPP_REPLICAS);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    sending.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (answers, foreign) = sender.await.expect("the sender task");
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let seen = watcher.join().expect("the watcher thread");
+    eprintln!(
+        "[e2e] {PROXY_RESTARTS} proxy restarts in {:.1?} under a GET / every 10 ms: answers {answers:?}; docker-proxy for port {} forwarded to {seen:?} (polls that saw each address)",
+        started.elapsed(),
+        stack.port
+    );
+
+    assert!(
+        foreign.is_empty(),
+        "answers that no part of the stack writes: {foreign:?}"
+    );
+    for address in seen.keys() {
+        assert!(
+            edge_subnets.iter().any(|subnet| subnet.contains(*address)),
+            "docker-proxy forwarded port {} to {address}, which is not on {edge} ({edge_subnets:?})",
+            stack.port
+        );
+    }
+    if userland_proxy {
+        assert!(
+            !seen.is_empty(),
+            "the engine runs docker-proxy for port {}, but the watcher never saw it",
+            stack.port
+        );
+    } else {
+        eprintln!("[e2e] this engine forwards the port without docker-proxy (userland-proxy off): only the proxy's networks were checked");
+    }
+    assert!(
+        answers.get("200").copied().unwrap_or(0) > 0,
+        "no request was answered: {answers:?}"
     );
 }

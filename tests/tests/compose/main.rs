@@ -149,6 +149,7 @@ impl ComposeStack {
                     .count()
             };
             if healthy(Service::Db) == 1
+                && healthy(Service::Balancer) == 1
                 && healthy(Service::Proxy) == 1
                 && healthy(Service::Webapp) == webapp_replicas
             {
@@ -156,9 +157,10 @@ impl ComposeStack {
             }
             assert!(
                 started.elapsed() < HEALTHY_TIMEOUT,
-                "the stack did not become healthy within {HEALTHY_TIMEOUT:?} (db {}, webapp {}/{webapp_replicas}, proxy {})",
+                "the stack did not become healthy within {HEALTHY_TIMEOUT:?} (db {}, webapp {}/{webapp_replicas}, balancer {}, proxy {})",
                 healthy(Service::Db),
                 healthy(Service::Webapp),
+                healthy(Service::Balancer),
                 healthy(Service::Proxy)
             );
             std::thread::sleep(Duration::from_millis(500));

@@ -51,10 +51,10 @@ async fn every_running_webapp_replica_answers_get_root_through_the_proxy() {
 async fn scaling_to_1_and_back_to_3_under_load_fails_no_request_and_keeps_the_proxy() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
-    let proxy_before = stack.single(Service::Proxy);
+    let nginx_before = [Service::Proxy, Service::Balancer].map(|service| stack.single(service));
     checks::every_webapp_replica_serves(&stack, WEBAPP_REPLICAS, Duration::from_secs(30)).await;
-    // Every scale step changes the replicas' addresses, so the proxy reloads
-    // its back nginx while these kept-alive client connections send.
+    // Every scale step changes the replicas' addresses, so the balancer
+    // reloads its nginx while these kept-alive client connections send.
     let load = FixedRateLoad::start(
         &http_client(),
         &format!("{}/", stack.url),
@@ -103,12 +103,15 @@ async fn scaling_to_1_and_back_to_3_under_load_fails_no_request_and_keeps_the_pr
         report.first_failures
     );
 
-    let proxy_after = stack.single(Service::Proxy);
-    assert_eq!(proxy_before.id, proxy_after.id, "proxy container replaced");
-    assert_eq!(
-        proxy_before.state.started_at, proxy_after.state.started_at,
-        "proxy restarted"
-    );
+    for before in nginx_before {
+        let service = before.label(SERVICE_LABEL).unwrap_or("?").to_owned();
+        let after = stack.single(service.parse().expect("a service of the stack"));
+        assert_eq!(before.id, after.id, "{service} container replaced");
+        assert_eq!(
+            before.state.started_at, after.state.started_at,
+            "{service} restarted"
+        );
+    }
 }
 
 /// Replicas the webapp is scaled out to, and back from, under load.
@@ -135,14 +138,15 @@ async fn scaling_3_to_20_to_3_twice_under_load_fails_no_request() {
     );
 }
 
-/// How many TCP connections the proxy container has opened so far: the
+/// How many TCP connections the balancer container has opened so far: the
 /// kernel's `ActiveOpens` counter of its network namespace, from
 /// `/proc/<pid>/net/snmp` of one of its processes. Its only outgoing TCP
-/// connections are nginx's to the replicas and its healthcheck's to itself
-/// (the front reaches the back nginx over a unix socket).
-fn proxy_tcp_connections_opened(stack: &ComposeStack) -> u64 {
-    let pids = container_pids(&stack.single(Service::Proxy).id);
-    let pid = pids.first().expect("the proxy runs a process");
+/// connections are nginx's to the replicas, proxy-init's `/readyz` probes
+/// when the replicas change, and its healthcheck's to itself (the front
+/// reaches it over a unix socket).
+fn balancer_tcp_connections_opened(stack: &ComposeStack) -> u64 {
+    let pids = container_pids(&stack.single(Service::Balancer).id);
+    let pid = pids.first().expect("the balancer runs a process");
     let path = format!("/proc/{pid}/net/snmp");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
     let mut tcp_lines = text.lines().filter(|line| line.starts_with("Tcp:"));
@@ -159,7 +163,7 @@ fn proxy_tcp_connections_opened(stack: &ComposeStack) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
-async fn the_proxy_reuses_its_connections_to_the_replicas() {
+async fn the_balancer_reuses_its_connections_to_the_replicas() {
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let client = http_client();
@@ -167,7 +171,7 @@ async fn the_proxy_reuses_its_connections_to_the_replicas() {
     let requests: u64 = 400;
     let concurrency = 8;
 
-    let before = proxy_tcp_connections_opened(&stack);
+    let before = balancer_tcp_connections_opened(&stack);
     for _ in 0..requests / concurrency {
         let mut batch = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
@@ -179,14 +183,14 @@ async fn the_proxy_reuses_its_connections_to_the_replicas() {
             assert_eq!(status, 200, "GET /: {body}");
         }
     }
-    let opened = proxy_tcp_connections_opened(&stack) - before;
+    let opened = balancer_tcp_connections_opened(&stack) - before;
 
-    eprintln!("[e2e] {requests} GET /, {concurrency} at a time: the proxy opened {opened} TCP connections");
+    eprintln!("[e2e] {requests} GET /, {concurrency} at a time: the balancer opened {opened} TCP connections");
     // A connection per proxied request would be `requests` of them; kept-alive
     // connections are opened once per replica and nginx worker, plus the
     // healthcheck's one every few seconds.
     assert!(
         opened < requests / 10,
-        "the proxy opened {opened} connections for {requests} requests: it does not keep its connections to the replicas"
+        "the balancer opened {opened} connections for {requests} requests: it does not keep its connections to the replicas"
     );
 }

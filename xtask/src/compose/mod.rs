@@ -87,7 +87,7 @@ impl Up {
         require_free_port(sh, &self.project, self.port)?;
 
         eprintln!(
-            "up: starting project {} with {} webapp replica(s) (services start in order db → webapp → proxy, each once the previous is healthy)",
+            "up: starting project {} with {} webapp replica(s) (services start in order db → webapp → balancer → proxy, each once the previous is healthy)",
             self.project, self.replicas
         );
         let started = Instant::now();
@@ -178,7 +178,7 @@ impl Status {
 /// Show the logs of the stack or of one service.
 #[derive(clap::Args)]
 pub struct Logs {
-    /// db, webapp or proxy; all services when omitted.
+    /// db, webapp, balancer or proxy; all services when omitted.
     pub service: Option<String>,
     /// Keep following new lines.
     #[arg(long, short = 'f')]
@@ -245,9 +245,9 @@ impl Scale {
         let mut project = ComposeProject::new(sh, &self.project, port)?;
         prepare_files()?;
         let scale = format!("{WEBAPP}={}", self.replicas);
-        // Only the webapp: --no-deps and --no-recreate leave db and proxy
-        // (and the replicas that stay) untouched; nginx finds the new set
-        // through DNS.
+        // Only the webapp: --no-deps and --no-recreate leave db, balancer
+        // and proxy (and the replicas that stay) untouched; the balancer
+        // finds the new set through DNS.
         project
             .command(
                 sh,

@@ -90,7 +90,7 @@ impl Deployment for ComposeProject {
     }
 
     /// `up --detach --remove-orphans --scale webapp=N` with these images;
-    /// Compose starts db → webapp → proxy, each once the previous is
+    /// Compose starts db → webapp → balancer → proxy, each once the previous is
     /// healthy. On failure prints what each container that is not healthy
     /// said.
     fn deploy(

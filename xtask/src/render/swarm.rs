@@ -20,7 +20,7 @@ use super::yaml::{
     FileSecret, HealthcheckSection, LoggingSection, Mapping, NamedVolume, UlimitsSection,
 };
 use super::GENERATED_HEADER;
-use crate::stack::{Placement, Restart, Service, Stack, DB_NODE_LABEL};
+use crate::stack::{Placement, Restart, Service, Stack, DB_NODE_LABEL, PROXY_NODE_LABEL};
 
 /// How the proxy publishes its port. `host` binds the port on the node
 /// running the proxy task, without Swarm's ingress routing mesh: the mesh
@@ -171,8 +171,8 @@ fn placement_section(placement: Placement) -> StackPlacement {
             constraints: vec![format!("node.labels.{DB_NODE_LABEL} == true")],
             preferences: Vec::new(),
         },
-        Placement::Manager => StackPlacement {
-            constraints: vec![String::from("node.role == manager")],
+        Placement::LabelledProxyNode => StackPlacement {
+            constraints: vec![format!("node.labels.{PROXY_NODE_LABEL} == true")],
             preferences: Vec::new(),
         },
     }
@@ -519,9 +519,12 @@ mod tests {
             placement("db")["constraints"][0].as_str(),
             Some("node.labels.webstack.db == true")
         );
-        assert_eq!(
-            placement("proxy")["constraints"][0].as_str(),
-            Some("node.role == manager")
-        );
+        for service in ["proxy", "balancer"] {
+            assert_eq!(
+                placement(service)["constraints"][0].as_str(),
+                Some("node.labels.webstack.proxy == true"),
+                "{service}"
+            );
+        }
     }
 }

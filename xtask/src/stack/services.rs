@@ -136,7 +136,7 @@ pub(super) fn proxy() -> Service {
         }],
         volumes: vec![proxy_socket()],
         depends_on_healthy: vec![BALANCER],
-        placement: Placement::Manager,
+        placement: Placement::LabelledProxyNode,
         // nginx's pid file and temp paths (see nginx/nginx.conf).
         tmpfs: vec![Tmpfs {
             target: "/tmp",
@@ -177,7 +177,7 @@ pub(super) fn balancer() -> Service {
         depends_on_healthy: vec![WEBAPP],
         // Beside the proxy: they share the socket's volume, which is local
         // to a node.
-        placement: Placement::Manager,
+        placement: Placement::LabelledProxyNode,
         // nginx's pid file and temp paths, and the replicas' server list.
         tmpfs: vec![Tmpfs {
             target: "/tmp",

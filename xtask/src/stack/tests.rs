@@ -126,7 +126,7 @@ fn db_and_webapp_are_only_on_networks_without_a_host_address() {
 #[test]
 fn every_service_keeps_the_hardening_and_is_found_by_name() -> anyhow::Result<()> {
     let stack = stack();
-    for name in [DB, WEBAPP, PROXY] {
+    for name in [DB, WEBAPP, BALANCER, PROXY] {
         let service = stack.service(name)?;
         assert_eq!(service.user, NONROOT_USER, "{name}");
         assert!(service.read_only_root_filesystem, "{name}");

@@ -119,7 +119,7 @@ impl Deployment for SwarmStack {
         images: Option<&StackImages>,
         webapp_replicas: u32,
     ) -> anyhow::Result<()> {
-        ensure_db_node(sh)?;
+        ensure_labelled_nodes(sh)?;
         self.tasks_before = known_task_ids(sh, &self.name)?;
         deploy_stack(sh, &self.name, self.port, images)?;
         let model = crate::stack::stack();
@@ -214,18 +214,39 @@ pub fn deploy_stack(
     Ok(())
 }
 
-/// Makes sure some node carries the db node label, so db (pinned there,
-/// with its volume) can be placed: when none does, labels the manager this
-/// command talks to, and says so.
-pub fn ensure_db_node(sh: &Shell) -> anyhow::Result<()> {
-    let label = crate::stack::DB_NODE_LABEL;
+/// Makes sure exactly one node carries each node label the stack is placed
+/// by (db with its volume; the proxy and the balancer with their socket's):
+/// when none does, labels the manager this command talks to, and says so;
+/// when several do, refuses, since a local volume is on one node only.
+pub fn ensure_labelled_nodes(sh: &Shell) -> anyhow::Result<()> {
+    for (label, what) in [
+        (crate::stack::DB_NODE_LABEL, "db and its volume live"),
+        (
+            crate::stack::PROXY_NODE_LABEL,
+            "the proxy (the published port) and the balancer, which share a socket on a local volume, run",
+        ),
+    ] {
+        ensure_labelled_node(sh, label, what)?;
+    }
+    Ok(())
+}
+
+fn ensure_labelled_node(sh: &Shell, label: &str, what: &str) -> anyhow::Result<()> {
     let filter = format!("node.label={label}=true");
-    let labelled = cmd!(sh, "docker node ls --quiet --filter {filter}")
+    let format = "{{.Hostname}}";
+    let labelled = cmd!(sh, "docker node ls --format {format} --filter {filter}")
         .quiet()
         .read()
-        .context("list the swarm nodes that hold the db volume")?;
-    if !labelled.trim().is_empty() {
-        return Ok(());
+        .with_context(|| format!("list the swarm nodes labelled {label}=true"))?;
+    let labelled: Vec<&str> = labelled.split_whitespace().collect();
+    match labelled[..] {
+        [_] => return Ok(()),
+        [] => {}
+        _ => bail!(
+            "nodes {} are all labelled {label}=true, but {what} on one node: remove the label from all but one \
+             (`docker node update --label-rm {label} <node>`)",
+            labelled.join(", ")
+        ),
     }
     let format = "{{.Description.Hostname}}";
     let hostname = cmd!(sh, "docker node inspect --format {format} self")
@@ -233,7 +254,7 @@ pub fn ensure_db_node(sh: &Shell) -> anyhow::Result<()> {
         .read()
         .context("read this swarm node's hostname")?;
     eprintln!(
-        "swarm: no node is labelled {label}=true: labelling this manager ({}), so db and its volume live here \
+        "swarm: no node is labelled {label}=true: labelling this manager ({}), so {what} here \
          (move it with `docker node update --label-rm/--label-add {label}=true`)",
         hostname.trim()
     );
@@ -244,7 +265,7 @@ pub fn ensure_db_node(sh: &Shell) -> anyhow::Result<()> {
         .quiet()
         .ignore_stdout()
         .run()
-        .context("label this node as the one holding the db volume")?;
+        .with_context(|| format!("label this node {label}=true"))?;
     Ok(())
 }
 
