@@ -136,12 +136,6 @@ pub(super) fn proxy() -> Service {
         }],
         volumes: vec![proxy_socket()],
         depends_on_healthy: vec![BALANCER],
-        placement: Placement::LabelledProxyNode,
-        // nginx's pid file and temp paths (see nginx/nginx.conf).
-        tmpfs: vec![Tmpfs {
-            target: "/tmp",
-            size_mib: 16,
-        }],
         // Thousands of slow clients: each connection is a file of a front
         // nginx worker, and one more while its request goes to the back
         // nginx. The front's worker_rlimit_nofile (nginx/nginx.conf) is this
@@ -175,14 +169,6 @@ pub(super) fn balancer() -> Service {
         networks: vec![FRONTEND],
         volumes: vec![proxy_socket()],
         depends_on_healthy: vec![WEBAPP],
-        // Beside the proxy: they share the socket's volume, which is local
-        // to a node.
-        placement: Placement::LabelledProxyNode,
-        // nginx's pid file and temp paths, and the replicas' server list.
-        tmpfs: vec![Tmpfs {
-            target: "/tmp",
-            size_mib: 16,
-        }],
         // nginx keeps its connections to the replicas (nginx/back.conf), but
         // each reload of the back nginx opens them anew. When it opened one
         // per request (before keep-alive), a few seconds of load used up the
@@ -209,6 +195,15 @@ fn proxy_socket() -> VolumeMount {
 /// What both roles of the proxy image share.
 fn nginx(name: &'static str) -> Service {
     Service {
+        // On one node: the two share the socket's volume, which is local to
+        // a node.
+        placement: Placement::LabelledProxyNode,
+        // nginx's pid file and temp paths (nginx/nginx.conf, back.conf), and
+        // the balancer's list of replicas.
+        tmpfs: vec![Tmpfs {
+            target: "/tmp",
+            size_mib: 16,
+        }],
         // proxy-init drains nginx on SIGQUIT (the image's stop signal); a
         // request may wait up to about 2 s for the webapp.
         stop_grace_period: Duration::from_secs(WEBAPP_SHUTDOWN_GRACE_SECS + 5),

@@ -59,6 +59,14 @@ fn only_the_proxy_publishes_ports_and_the_db_shares_no_network_with_it() {
         .any(|network| network.name == BACKEND && network.internal));
 }
 
+fn declared_network<'a>(stack: &'a Stack, name: &str) -> &'a Network {
+    stack
+        .networks
+        .iter()
+        .find(|network| network.name == name)
+        .expect("declared network")
+}
+
 /// While the engine re-attaches a restarting container's networks, a port it
 /// publishes can lead for a moment to its address on any of them; on an
 /// internal one the host has no route to that address, and Docker's
@@ -76,11 +84,7 @@ fn a_service_that_publishes_a_port_is_on_no_internal_network() {
     assert_eq!(publishing.len(), 1);
     for service in publishing {
         for name in &service.networks {
-            let network = stack
-                .networks
-                .iter()
-                .find(|network| network.name == *name)
-                .expect("declared network");
+            let network = declared_network(&stack, name);
             assert!(
                 !network.internal && network.host_address,
                 "{} publishes a port and is on {name}, which the host cannot reach",
@@ -109,11 +113,7 @@ fn db_and_webapp_are_only_on_networks_without_a_host_address() {
         .filter(|service| service.name != PROXY)
     {
         for name in &service.networks {
-            let network = stack
-                .networks
-                .iter()
-                .find(|network| network.name == *name)
-                .expect("declared network");
+            let network = declared_network(&stack, name);
             assert!(
                 network.internal && !network.host_address,
                 "{} is on {name}, which the host can reach",
