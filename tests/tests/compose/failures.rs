@@ -1,5 +1,6 @@
-//! Failures the stack lives through: the db going away, a replica dying
-//! under load, and `down` (which keeps the data) against `down --volumes`.
+//! Failures the stack lives through: the db or the balancer going away, a
+//! replica dying under load, and `down` (which keeps the data) against
+//! `down --volumes`.
 
 use super::*;
 
@@ -50,6 +51,65 @@ async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_wi
         started.elapsed()
     );
     assert_eq!(first_count, before + 1, "the counter did not go on");
+    stack.wait_until_healthy(WEBAPP_REPLICAS);
+}
+
+/// With the balancer (the back nginx) stopped, the proxy answers at once,
+/// in JSON, with the retry hint; started again, the stack serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn stopping_the_balancer_gives_a_json_502_with_retry_after_and_starting_it_gives_200() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = http_client();
+    let url = format!("{}/", stack.url);
+    let balancer = stack.single(Service::Balancer).id;
+
+    docker(&["stop", &balancer]);
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = client
+            .get(&url)
+            .send()
+            .await
+            .expect("the proxy answers with the balancer stopped");
+        let status = response.status().as_u16();
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (content_type, retry_after) = (header("content-type"), header("retry-after"));
+        let body = response.text().await.unwrap_or_default();
+        latencies.push(started.elapsed());
+        assert_eq!(status, 502, "GET / with the balancer stopped: {body}");
+        assert_eq!(content_type, "application/json", "{body}");
+        assert_eq!(retry_after, "1", "{body}");
+        let error: Value = serde_json::from_str(&body).expect("a JSON body");
+        assert!(error["error"].is_string(), "{body}");
+    }
+    eprintln!("[e2e] balancer stopped: GET / gave a JSON 502 in {latencies:.2?}");
+
+    docker(&["start", &balancer]);
+    let started = Instant::now();
+    loop {
+        if let Ok((200, _)) = get(&client, &url).await {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no 200 within 10 s of starting the balancer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "[e2e] balancer started: first 200 after {:.2?}",
+        started.elapsed()
+    );
     stack.wait_until_healthy(WEBAPP_REPLICAS);
 }
 
