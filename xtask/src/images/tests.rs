@@ -209,15 +209,18 @@ fn db_image_answers_ping_through_its_own_redis_cli_as_nonroot() {
 
 #[test]
 #[ignore = "needs Docker and Debian's archive; cargo xtask ci runs it"]
-fn proxy_image_passes_nginx_config_test_read_only_with_tmpfs() {
+fn proxy_image_passes_nginx_config_test_read_only_with_its_tmpfs_and_socket_directory() {
     let image = &image("proxy").content_tag;
     let sh = shell();
     let name = unique_name("proxy");
     let _cleanup = Container { name: name.clone() };
 
+    // nginx -t binds the listening sockets, the back's unix socket among
+    // them, in the socket volume's directory.
+    let socket_dir = crate::stack::PROXY_SOCKET_DIR;
     let output = cmd!(
         sh,
-        "docker run --name {name} --read-only --tmpfs /tmp {image} -t"
+        "docker run --name {name} --read-only --tmpfs /tmp --tmpfs {socket_dir} {image} -t"
     )
     .quiet()
     .ignore_status()
