@@ -231,6 +231,21 @@ pub fn ensure_labelled_nodes(sh: &Shell) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether no node carries `label` yet, from `docker node ls`'s hostnames of
+/// the nodes that do; an error when several do.
+fn needs_label(labelled: &str, label: &str, what: &str) -> anyhow::Result<bool> {
+    let labelled: Vec<&str> = labelled.split_whitespace().collect();
+    match labelled[..] {
+        [] => Ok(true),
+        [_] => Ok(false),
+        _ => bail!(
+            "nodes {} are all labelled {label}=true, but {what} on one node: remove the label from all but one \
+             (`docker node update --label-rm {label} <node>`)",
+            labelled.join(", ")
+        ),
+    }
+}
+
 fn ensure_labelled_node(sh: &Shell, label: &str, what: &str) -> anyhow::Result<()> {
     let filter = format!("node.label={label}=true");
     let format = "{{.Hostname}}";
@@ -238,15 +253,8 @@ fn ensure_labelled_node(sh: &Shell, label: &str, what: &str) -> anyhow::Result<(
         .quiet()
         .read()
         .with_context(|| format!("list the swarm nodes labelled {label}=true"))?;
-    let labelled: Vec<&str> = labelled.split_whitespace().collect();
-    match labelled[..] {
-        [_] => return Ok(()),
-        [] => {}
-        _ => bail!(
-            "nodes {} are all labelled {label}=true, but {what} on one node: remove the label from all but one \
-             (`docker node update --label-rm {label} <node>`)",
-            labelled.join(", ")
-        ),
+    if !needs_label(&labelled, label, what)? {
+        return Ok(());
     }
     let format = "{{.Description.Hostname}}";
     let hostname = cmd!(sh, "docker node inspect --format {format} self")
@@ -274,4 +282,24 @@ pub use crate::docker::{service_tasks, stack_services};
 /// One service, fully inspected.
 pub fn inspect_service(sh: &Shell, service: &str) -> anyhow::Result<Service> {
     crate::docker::service(sh, service)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::needs_label;
+
+    #[test]
+    fn a_placement_label_goes_on_one_node_and_several_are_refused_by_name() {
+        let what = "db and its volume live";
+        assert!(needs_label("", "webstack.db", what).unwrap());
+        assert!(!needs_label("node-1\n", "webstack.db", what).unwrap());
+        let error = needs_label("node-1\nnode-2\n", "webstack.db", what)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("node-1, node-2"), "{error}");
+        assert!(
+            error.contains("docker node update --label-rm webstack.db"),
+            "{error}"
+        );
+    }
 }
