@@ -33,25 +33,36 @@ async fn stopping_the_db_gives_503_within_2_seconds_and_starting_it_gives_200_wi
     eprintln!("[e2e] db stopped: GET / gave 503 in {latencies:.2?}");
 
     docker(&["start", &db]);
+    let (body, took, failed_attempts) = first_200_after_starting(&client, &url, "the db").await;
+    let first_count = parse_greeting(&body).1;
+    eprintln!(
+        "[e2e] db started: first 200 after {took:.2?} ({failed_attempts} attempts before it failed); counter {before} -> {first_count}"
+    );
+    assert_eq!(first_count, before + 1, "the counter did not go on");
+    stack.wait_until_healthy(WEBAPP_REPLICAS);
+}
+
+/// `GET url` every 100 ms until it answers 200, which must happen within
+/// 10 s of `what` being started: the body, how long it took, and how many
+/// attempts failed before.
+async fn first_200_after_starting(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+) -> (String, Duration, u32) {
     let started = Instant::now();
     let mut failed_attempts = 0;
-    let first_count = loop {
-        match get(&client, &url).await {
-            Ok((200, body)) => break parse_greeting(&body).1,
+    loop {
+        match get(client, url).await {
+            Ok((200, body)) => return (body, started.elapsed(), failed_attempts),
             _ => failed_attempts += 1,
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "no 200 within 10 s of starting the db"
+            "no 200 within 10 s of starting {what}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    eprintln!(
-        "[e2e] db started: first 200 after {:.2?} ({failed_attempts} attempts before it failed); counter {before} -> {first_count}",
-        started.elapsed()
-    );
-    assert_eq!(first_count, before + 1, "the counter did not go on");
-    stack.wait_until_healthy(WEBAPP_REPLICAS);
+    }
 }
 
 /// With the balancer (the back nginx) stopped, the proxy answers at once,
@@ -95,21 +106,8 @@ async fn stopping_the_balancer_gives_a_json_502_with_retry_after_and_starting_it
     eprintln!("[e2e] balancer stopped: GET / gave a JSON 502 in {latencies:.2?}");
 
     docker(&["start", &balancer]);
-    let started = Instant::now();
-    loop {
-        if let Ok((200, _)) = get(&client, &url).await {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no 200 within 10 s of starting the balancer"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!(
-        "[e2e] balancer started: first 200 after {:.2?}",
-        started.elapsed()
-    );
+    let (_, took, _) = first_200_after_starting(&client, &url, "the balancer").await;
+    eprintln!("[e2e] balancer started: first 200 after {took:.2?}");
     stack.wait_until_healthy(WEBAPP_REPLICAS);
 }
 

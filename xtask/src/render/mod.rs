@@ -153,4 +153,34 @@ mod tests {
         // A connection is a file, and nginx needs a few of its own.
         assert!(directive("worker_connections ") < limit);
     }
+
+    /// The front's upstream and the back's listener name the one socket, in
+    /// the directory where the model mounts the socket volume in both
+    /// containers (proxy-init's BACK_SOCKET says the same).
+    #[test]
+    fn both_nginx_configurations_use_the_socket_in_the_shared_volume() {
+        let socket = format!("unix:{}/back.sock;", stack::PROXY_SOCKET_DIR);
+        for (file, directive) in [("nginx.conf", "server "), ("back.conf", "listen ")] {
+            let path = crate::project_root().join("nginx").join(file);
+            let conf = std::fs::read_to_string(&path).expect("read the nginx configuration");
+            assert!(
+                conf.lines()
+                    .any(|line| line.trim() == format!("{directive}{socket}")),
+                "nginx/{file} has no `{directive}{socket}`"
+            );
+        }
+        let model = stack::stack();
+        for name in [stack::PROXY, stack::BALANCER] {
+            let service = model.service(name).expect("service");
+            assert!(
+                service
+                    .volumes
+                    .iter()
+                    .any(|mount| mount.volume == stack::PROXY_SOCKET_VOLUME
+                        && mount.target == stack::PROXY_SOCKET_DIR),
+                "{name} does not mount the socket volume at {}",
+                stack::PROXY_SOCKET_DIR
+            );
+        }
+    }
 }
