@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rustix::process::{kill_process, Pid, Signal};
@@ -14,6 +15,8 @@ pub struct BinaryApp {
     pub port: u16,
     child: Child,
     output: Arc<Mutex<String>>,
+    /// The threads copying stdout and stderr into `output`; they end at the pipes' EOF.
+    readers: Vec<JoinHandle<()>>,
 }
 
 impl BinaryApp {
@@ -44,6 +47,7 @@ impl BinaryApp {
             .stderr(Stdio::piped());
         let mut child = command.spawn().expect("start the webapp binary");
         let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         for stream in [
             child
                 .stdout
@@ -58,18 +62,19 @@ impl BinaryApp {
         .flatten()
         {
             let output = Arc::clone(&output);
-            std::thread::spawn(move || {
+            readers.push(std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     let mut output = output.lock().expect("output lock");
                     output.push_str(&line);
                     output.push('\n');
                 }
-            });
+            }));
         }
         let mut app = BinaryApp {
             port,
             child,
             output,
+            readers,
         };
         app.wait_until_live()?;
         Ok(app)
@@ -79,8 +84,7 @@ impl BinaryApp {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                // Give the output threads a moment to collect the last lines.
-                std::thread::sleep(Duration::from_millis(100));
+                self.collect_remaining_output();
                 return Err(format!(
                     "webapp exited with {status} while starting; output:\n{}",
                     self.output()
@@ -95,6 +99,14 @@ impl BinaryApp {
                 self.output()
             );
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Once the process has exited: waits until the output threads have read its pipes to the
+    /// end, so `output()` holds every line it wrote, including those of its last moments.
+    fn collect_remaining_output(&mut self) {
+        for reader in self.readers.drain(..) {
+            reader.join().expect("output reader thread panicked");
         }
     }
 
@@ -134,6 +146,7 @@ impl BinaryApp {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().expect("poll the webapp process") {
+                self.collect_remaining_output();
                 return status;
             }
             assert!(
