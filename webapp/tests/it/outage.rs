@@ -169,7 +169,19 @@ async fn exhausted_pool_gives_503_with_retry_after_and_is_counted() {
                 .map(|response| response.status())
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The holder has the one connection once the pool shows none idle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app.get("/metrics").await.text().await.expect("metrics");
+        if metrics.contains("\nwebapp_redis_pool_available 0\n") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the held request did not take the connection within 10 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let response = app.get("/api/hits").await;
 

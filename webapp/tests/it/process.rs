@@ -47,6 +47,26 @@ fn wait_until_connections_are_refused(app: &BinaryApp) {
     }
 }
 
+/// Sends a PUT's header with `Expect: 100-continue` and waits for the server's
+/// `100 Continue`, which it sends once the handler reads the body: from then on the request
+/// is in flight, not a connection still waiting to be accepted or read (which shutdown would
+/// simply drop), however loaded the machine.
+fn begin_upload(stream: &mut TcpStream, path: &str, length: usize) {
+    stream
+        .write_all(
+            format!(
+                "PUT {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\nExpect: 100-continue\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .expect("send the request header");
+    let interim = read_until(stream, "\r\n\r\n");
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "expected 100 Continue, got {interim:?}"
+    );
+}
+
 fn read_until(stream: &mut TcpStream, marker: &str) -> String {
     let mut received = Vec::new();
     let mut buffer = [0_u8; 4096];
@@ -67,12 +87,8 @@ fn sigterm_lets_an_in_flight_request_finish_then_exits_0() {
     let mut app = start_app(&redis, "30");
     // A PUT whose body is only half sent: the handler is running, waiting for the rest.
     let mut stream = connect(&app);
-    stream
-        .write_all(
-            b"PUT /api/cache/in-flight HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhello",
-        )
-        .expect("send the first half");
-    std::thread::sleep(Duration::from_millis(300));
+    begin_upload(&mut stream, "/api/cache/in-flight", 10);
+    stream.write_all(b"hello").expect("send the first half");
 
     app.send_sigterm();
     wait_until_connections_are_refused(&app);
@@ -132,15 +148,8 @@ fn connection_stuck_mid_request_is_dropped_when_the_grace_period_ends() {
     let redis = RedisServer::start();
     let mut app = start_app(&redis, "1");
     let mut stream = connect(&app);
-    // One answered request first: the server has accepted this connection
-    // and serves it, so what follows is a request it has begun, not a
-    // connection still waiting in the listen queue (which shutdown would
-    // simply drop, however loaded the machine).
-    assert!(request_on(&mut stream, "/healthz").starts_with("HTTP/1.1 200"));
-    stream
-        .write_all(b"PUT /api/cache/stuck HTTP/1.1\r\nHost: test\r\nContent-Length: 10\r\n\r\nhal")
-        .expect("send part of a request");
-    std::thread::sleep(Duration::from_millis(300));
+    begin_upload(&mut stream, "/api/cache/stuck", 10);
+    stream.write_all(b"hal").expect("send part of the body");
 
     app.send_sigterm();
 
@@ -185,11 +194,17 @@ fn after_sigterm_a_lame_duck_says_stopping_and_serves_on_then_drains_and_exits_0
 
     // Act
     app.send_sigterm();
-    std::thread::sleep(Duration::from_millis(200));
 
     // Assert: not ready, "stopping", yet serving on new and kept-alive connections.
     let mut fresh = connect(&app);
-    let readyz = request_on(&mut fresh, "/readyz");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let readyz = loop {
+        let readyz = request_on(&mut fresh, "/readyz");
+        if !readyz.starts_with("HTTP/1.1 200") || Instant::now() >= deadline {
+            break readyz;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(readyz.starts_with("HTTP/1.1 503"), "{readyz}");
     assert!(readyz.contains(r#""status":"stopping""#), "{readyz}");
     for stream in [&mut fresh, &mut kept_alive] {
