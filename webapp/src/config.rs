@@ -67,6 +67,13 @@ pub struct Settings {
           value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
     pub cache_max_entries: u64,
 
+    /// Most cache entries one client address (the `X-Real-IP` nginx sets) holds at once; a PUT
+    /// of a key that is not already its own beyond it answers 507, so one client cannot fill the
+    /// shared cache. At most WEBAPP_CACHE_MAX_ENTRIES.
+    #[arg(long, env = "WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000), global = true)]
+    pub cache_max_entries_per_client: u64,
+
     /// Seconds a replica may go without a sign of life (it refreshes its last-seen time every
     /// quarter of this) before it leaves `/api/replicas`; its hits move to the retired total.
     #[arg(long, env = "WEBAPP_REPLICA_FORGET_AFTER_SECS", default_value_t = 60,
@@ -155,6 +162,18 @@ pub enum LogFormat {
 }
 
 impl Settings {
+    /// Checks what no setting's own range can: how settings relate. The error is one line
+    /// naming the variable, like [`one_line_message`]'s.
+    pub fn check(&self) -> Result<(), String> {
+        if self.cache_max_entries_per_client > self.cache_max_entries {
+            return Err(format!(
+                "invalid value \"{}\" for WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT (--cache-max-entries-per-client): at most WEBAPP_CACHE_MAX_ENTRIES ({})",
+                self.cache_max_entries_per_client, self.cache_max_entries
+            ));
+        }
+        Ok(())
+    }
+
     pub fn log_flush_interval(&self) -> Duration {
         Duration::from_millis(self.log_flush_interval_ms)
     }
@@ -239,7 +258,13 @@ fn hostname() -> String {
 /// Parses flags and environment; on a bad value prints one line naming the variable, exits 2.
 pub fn parse_or_exit() -> Settings {
     match Settings::try_parse() {
-        Ok(settings) => settings,
+        Ok(settings) => match settings.check() {
+            Ok(()) => settings,
+            Err(line) => {
+                eprintln!("webapp: {line}");
+                std::process::exit(2);
+            }
+        },
         Err(error) => match one_line_message(&error) {
             Some(line) => {
                 eprintln!("webapp: {line}");
@@ -321,6 +346,37 @@ mod tests {
         let line = one_line_message(&error).unwrap();
         assert!(line.contains("REDIS_POOL_SIZE"), "{line}");
         assert!(line.contains("1..=1024"), "{line}");
+    }
+
+    #[test]
+    fn the_per_client_cache_quota_is_64_by_default_and_at_most_the_global_one() {
+        let defaults = Settings::try_parse_from(["webapp"]).unwrap();
+        assert_eq!(defaults.cache_max_entries, 1024);
+        assert_eq!(defaults.cache_max_entries_per_client, 64);
+        assert_eq!(defaults.check(), Ok(()));
+        let equal = Settings::try_parse_from([
+            "webapp",
+            "--cache-max-entries",
+            "3",
+            "--cache-max-entries-per-client",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(equal.check(), Ok(()));
+        let above = Settings::try_parse_from(["webapp", "--cache-max-entries", "10"]).unwrap();
+        let line = above.check().unwrap_err();
+        assert_eq!(
+            line,
+            "invalid value \"64\" for WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT (--cache-max-entries-per-client): at most WEBAPP_CACHE_MAX_ENTRIES (10)"
+        );
+        let zero = Settings::try_parse_from(["webapp", "--cache-max-entries-per-client", "0"])
+            .unwrap_err();
+        let line = one_line_message(&zero).unwrap();
+        assert!(
+            line.contains("WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT"),
+            "{line}"
+        );
+        assert!(line.contains("1..=1000000"), "{line}");
     }
 
     #[test]

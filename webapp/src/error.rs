@@ -13,7 +13,8 @@ const RETRY_AFTER_SECONDS: &str = "1";
 
 #[derive(Debug)]
 pub enum AppError {
-    /// The cache key is empty, too long or contains a character outside `[A-Za-z0-9._:-]`.
+    /// The cache key is empty, too long, contains a character outside `[A-Za-z0-9._:-]`, or is
+    /// `.` or `..` (after percent-decoding).
     InvalidKey,
     /// The `ttl` query parameter is not an integer in 1..=86400.
     InvalidTtl,
@@ -29,6 +30,8 @@ pub enum AppError {
     InvalidQuery(String),
     /// The cache holds its quota of entries and the key is new.
     CacheFull { max_entries: u64 },
+    /// The client's address holds its quota of entries and the key is not one of them.
+    ClientQuotaFull { max_entries_per_client: u64 },
     /// A Redis operation failed; its [`RedisFailureKind`] tells whether Redis was unreachable
     /// (503), out of memory (507) or refused the command (500).
     Redis(RedisFailure),
@@ -120,7 +123,9 @@ impl AppError {
             | AppError::InvalidTtl
             | AppError::InvalidBody(_)
             | AppError::InvalidQuery(_) => StatusCode::BAD_REQUEST,
-            AppError::CacheFull { .. } => StatusCode::INSUFFICIENT_STORAGE,
+            AppError::CacheFull { .. } | AppError::ClientQuotaFull { .. } => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::KeyNotFound | AppError::RouteNotFound => StatusCode::NOT_FOUND,
             AppError::Redis(failure) => failure.kind.status(),
@@ -129,7 +134,9 @@ impl AppError {
 
     fn public_message(&self) -> std::borrow::Cow<'static, str> {
         let fixed = match self {
-            AppError::InvalidKey => "key must be 1 to 128 characters of A-Z a-z 0-9 . _ : -",
+            AppError::InvalidKey => {
+                "key must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, other than . and .."
+            }
             AppError::InvalidTtl => "ttl must be an integer number of seconds from 1 to 86400",
             AppError::InvalidBody(_) => "could not read the request body",
             AppError::PayloadTooLarge => "body too large: the limit is 65536 bytes",
@@ -140,6 +147,14 @@ impl AppError {
             AppError::CacheFull { max_entries } => {
                 return format!(
                     "cache full: it holds at most {max_entries} entries; delete one or wait for entries to expire"
+                )
+                .into()
+            }
+            AppError::ClientQuotaFull {
+                max_entries_per_client,
+            } => {
+                return format!(
+                    "cache quota of your address is full: at most {max_entries_per_client} entries per client address; delete one or wait for entries to expire"
                 )
                 .into()
             }
@@ -253,5 +268,27 @@ mod tests {
             body_text(response).await,
             r#"{"error":"redis is out of memory: the write was refused"}"#
         );
+    }
+
+    #[tokio::test]
+    async fn the_two_cache_quotas_are_507s_that_say_which_one_is_full() {
+        let cases = [
+            (
+                AppError::CacheFull { max_entries: 1024 },
+                r#"{"error":"cache full: it holds at most 1024 entries; delete one or wait for entries to expire"}"#,
+            ),
+            (
+                AppError::ClientQuotaFull {
+                    max_entries_per_client: 64,
+                },
+                r#"{"error":"cache quota of your address is full: at most 64 entries per client address; delete one or wait for entries to expire"}"#,
+            ),
+        ];
+        for (error, body) in cases {
+            let response = error.into_response();
+            assert_eq!(response.status(), StatusCode::INSUFFICIENT_STORAGE);
+            assert!(response.headers().get(header::RETRY_AFTER).is_none());
+            assert_eq!(body_text(response).await, body);
+        }
     }
 }

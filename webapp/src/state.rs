@@ -22,6 +22,8 @@ pub struct AppState {
     pub request_timeout: Duration,
     /// Most cache entries at once (`WEBAPP_CACHE_MAX_ENTRIES`).
     pub cache_max_entries: u64,
+    /// Most cache entries one client address holds (`WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT`).
+    pub cache_max_entries_per_client: u64,
     /// After SIGTERM, how long the app serves on, saying it is stopping (`WEBAPP_LAME_DUCK_MS`).
     pub lame_duck: Duration,
     /// A replica unseen for this long leaves `/api/replicas` (`WEBAPP_REPLICA_FORGET_AFTER_SECS`).
@@ -31,7 +33,9 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the state from settings; reads the password file, does not contact Redis.
+    /// Refuses settings that contradict each other ([`Settings::check`]).
     pub fn from_settings(settings: &Settings) -> anyhow::Result<AppState> {
+        settings.check().map_err(anyhow::Error::msg)?;
         let password = settings.redis.read_password()?;
         let metrics = Arc::new(Metrics::new()?);
         let store = Store::new(
@@ -47,6 +51,7 @@ impl AppState {
             readyz_timeout: Duration::from_millis(settings.redis.readyz_timeout_ms),
             request_timeout: settings.request_timeout(),
             cache_max_entries: settings.cache_max_entries,
+            cache_max_entries_per_client: settings.cache_max_entries_per_client,
             replica_forget_after: settings.replica_forget_after(),
             lame_duck: settings.lame_duck(),
             shutting_down: Arc::new(AtomicBool::new(false)),

@@ -33,8 +33,13 @@ pub struct Keys {
     pub retired_hits: String,
     /// Sorted set of the live cache entries' keys, scored by expiry time (ms): the quota's count.
     pub cache_index: String,
+    /// Hash cache entry key -> the key of its owner's set ([`Keys::cache_client`]).
+    pub cache_owners: String,
     /// Cache entries are `<prefix>cache:<key>`.
     cache_prefix: String,
+    /// One client's entries are the sorted set `<prefix>cache-client:<address>`, scored like
+    /// the index. Outside `<prefix>cache:`, so no cache key can name it (nor the owners hash).
+    cache_client_prefix: String,
     /// `<prefix>counted:<idempotency key>` marks a `GET /` as counted, for a short while.
     counted_prefix: String,
 }
@@ -47,7 +52,9 @@ impl Keys {
             replica_seen: format!("{prefix}replica-seen"),
             retired_hits: format!("{prefix}retired-replica-hits"),
             cache_index: format!("{prefix}cache-index"),
+            cache_owners: format!("{prefix}cache-owners"),
             cache_prefix: format!("{prefix}cache:"),
+            cache_client_prefix: format!("{prefix}cache-client:"),
             counted_prefix: format!("{prefix}counted:"),
         }
     }
@@ -61,6 +68,11 @@ impl Keys {
         full.push_str(&self.cache_prefix);
         full.push_str(key);
         full
+    }
+
+    /// The sorted set of the entries `client` (an address, or `unknown`) holds.
+    pub fn cache_client(&self, client: &str) -> String {
+        format!("{}{client}", self.cache_client_prefix)
     }
 }
 
@@ -315,6 +327,20 @@ mod tests {
         assert_eq!(keys.retired_hits, "test:retired-replica-hits");
         assert_eq!(keys.cache("a.b"), "test:cache:a.b");
         assert_eq!(keys.cache_index, "test:cache-index");
+        assert_eq!(keys.cache_owners, "test:cache-owners");
+        assert_eq!(
+            keys.cache_client("192.0.2.7"),
+            "test:cache-client:192.0.2.7"
+        );
+        assert_eq!(keys.cache_client("unknown"), "test:cache-client:unknown");
+        // No cache key reaches the quota's own keys: they are outside `<prefix>cache:`.
+        for key in [
+            &keys.cache_index,
+            &keys.cache_owners,
+            &keys.cache_client("::1"),
+        ] {
+            assert!(!key.starts_with("test:cache:"), "{key}");
+        }
         assert_eq!(keys.counted("r-1"), "test:counted:r-1");
     }
 

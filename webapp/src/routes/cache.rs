@@ -1,12 +1,27 @@
 //! A small shared cache: `PUT`/`GET`/`DELETE /api/cache/{key}`.
 //!
 //! Input is validated before Redis is touched: keys are 1-128 characters of
-//! `[A-Za-z0-9._:-]` ([`CacheKey`]), `ttl` (the only query parameter, on `PUT` only: [`Ttl`]
-//! in a [`StrictQuery`]) is 1..=86400 seconds written canonically, bodies are at most 64 KiB.
+//! `[A-Za-z0-9._:-]` other than `.` and `..`, after percent-decoding ([`CacheKey`]), `ttl` (the
+//! only query parameter, on `PUT` only: [`Ttl`] in a [`StrictQuery`]) is 1..=86400 seconds
+//! written canonically, bodies are at most 64 KiB.
 //! Entries live under `<prefix>cache:` so requests cannot reach other Redis data, and always
 //! carry a TTL: Redis's `volatile-lru` policy may evict them under memory pressure, never the
 //! counters, which have none. The number of entries is capped (`WEBAPP_CACHE_MAX_ENTRIES`),
-//! so the cache alone cannot fill Redis.
+//! so the cache alone cannot fill Redis, and so is each client address's share
+//! (`WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT`, the client being the `X-Real-IP` nginx sets:
+//! [`ClientAddress`]), so one client cannot fill the cache for everyone else.
+//!
+//! The quotas' bookkeeping, all under the key prefix and changed only by the scripts below,
+//! each in one step:
+//! - `<prefix>cache-index`: sorted set of every entry's key, scored by its expiry time (ms);
+//! - `<prefix>cache-owners`: hash of entry key -> the key of its owner's set;
+//! - `<prefix>cache-client:<address>`: sorted set of one client's entries, scored like the
+//!   index, expiring (`PEXPIREAT`) with its latest entry, so it goes away with them.
+//!
+//! The index and the owners hash have no TTL, so `volatile-lru` never evicts them: each holds
+//! at most one member per entry, and an entry leaves both when it is deleted or, at the next
+//! `PUT`, once it has expired, so neither grows beyond `WEBAPP_CACHE_MAX_ENTRIES` members.
+//! An entry evicted early still counts until its expiry time: the quotas err on the safe side.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -15,8 +30,8 @@ use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use deadpool_redis::redis;
 
-use crate::error::AppError;
-use crate::routes::extract::{CacheKey, NoParameters, QueryParameters, StrictQuery};
+use crate::error::{AppError, RedisFailure, RedisFailureKind};
+use crate::routes::extract::{CacheKey, ClientAddress, NoParameters, QueryParameters, StrictQuery};
 use crate::state::AppState;
 use crate::store;
 
@@ -28,19 +43,70 @@ pub const MAX_TTL_SECONDS: u64 = 86_400;
 /// Response header carrying the remaining lifetime of a cached value, in seconds.
 pub const TTL_HEADER: HeaderName = HeaderName::from_static("cache-ttl");
 
-/// Stores an entry unless that would exceed the quota: drops expired keys from the index,
-/// refuses a new key when the index is full (returns 0), else sets the value with its TTL and
-/// records its expiry time (returns 1). Redis's clock, so replicas need not agree on time.
+/// What [`PUT_WITHIN_QUOTA`] answers: stored.
+const STORED: i64 = 1;
+/// What [`PUT_WITHIN_QUOTA`] answers: refused, the cache is full.
+const CACHE_FULL: i64 = 0;
+/// What [`PUT_WITHIN_QUOTA`] answers: refused, the client's address holds its quota.
+const CLIENT_QUOTA_FULL: i64 = -1;
+
+/// Stores an entry unless that would exceed a quota. KEYS: the entry, the index, the owners
+/// hash, the client's set; ARGV: the value, the TTL (s), the global and the per-client maximum.
+///
+/// First drops the expired entries from the index, each also from its owner's set and from
+/// the owners hash (and the client's own expired ones from its set). Then an entry the client
+/// already holds is overwritten whatever the quotas; any other key is refused when the
+/// client's set is full (returns -1), or, when the key is new, when the index is full
+/// (returns 0). Otherwise the value is set with its TTL, an entry another client held leaves
+/// that client's set, and the entry's expiry time goes into the index and the client's set,
+/// whose own expiry becomes its latest entry's (returns 1). Redis's clock, so replicas need
+/// not agree on time. `PEXPIREAT` takes only an integer, so its time is written with `%d`,
+/// never in whatever form a score or a Lua number would take.
 const PUT_WITHIN_QUOTA: &str = r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
-if not redis.call('ZSCORE', KEYS[2], KEYS[1]) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  return 0
+for _, expired in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms)) do
+  local owner = redis.call('HGET', KEYS[3], expired)
+  if owner then
+    redis.call('ZREM', owner, expired)
+    redis.call('HDEL', KEYS[3], expired)
+  end
 end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now_ms)
+if not redis.call('ZSCORE', KEYS[4], KEYS[1]) then
+  if redis.call('ZCARD', KEYS[4]) >= tonumber(ARGV[4]) then
+    return -1
+  end
+  if not redis.call('ZSCORE', KEYS[2], KEYS[1]) and redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+    return 0
+  end
+  local previous = redis.call('HGET', KEYS[3], KEYS[1])
+  if previous then
+    redis.call('ZREM', previous, KEYS[1])
+  end
+end
+local expires_ms = now_ms + tonumber(ARGV[2]) * 1000
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[2]) * 1000, KEYS[1])
+redis.call('ZADD', KEYS[2], expires_ms, KEYS[1])
+redis.call('ZADD', KEYS[4], expires_ms, KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], KEYS[4])
+local latest = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[4], string.format('%d', tonumber(latest[2])))
 return 1
+";
+
+/// Deletes an entry and its bookkeeping in one step. KEYS: the entry, the index, the owners
+/// hash. Returns how many entries were deleted (0: there was none, or it had expired).
+const DELETE_ENTRY: &str = r"
+local deleted = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], KEYS[1])
+local owner = redis.call('HGET', KEYS[3], KEYS[1])
+if owner then
+  redis.call('ZREM', owner, KEYS[1])
+  redis.call('HDEL', KEYS[3], KEYS[1])
+end
+return deleted
 ";
 
 /// `PUT`'s query: `ttl`, the entry's lifetime in seconds, [`DEFAULT_TTL_SECONDS`] without it.
@@ -78,6 +144,7 @@ pub async fn put(
     State(state): State<AppState>,
     key: Result<CacheKey, AppError>,
     query: Result<StrictQuery<Ttl>, AppError>,
+    client: ClientAddress,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, AppError> {
     let key = key?;
@@ -91,21 +158,38 @@ pub async fn put(
     })?;
     let mut pipeline = redis::pipe();
     let entry = state.keys.cache(key.as_str());
+    let client_entries = state.keys.cache_client(&client.to_string());
     store::eval(
         &mut pipeline,
         PUT_WITHIN_QUOTA,
-        &[&entry, &state.keys.cache_index],
+        &[
+            &entry,
+            &state.keys.cache_index,
+            &state.keys.cache_owners,
+            &client_entries,
+        ],
     )
     .arg(value.as_ref())
     .arg(ttl)
-    .arg(state.cache_max_entries);
-    let (stored,): (u8,) = state.store.query(&pipeline).await?;
-    if stored == 0 {
-        return Err(AppError::CacheFull {
+    .arg(state.cache_max_entries)
+    .arg(state.cache_max_entries_per_client);
+    let (outcome,): (i64,) = state.store.query(&pipeline).await?;
+    match outcome {
+        STORED => Ok(StatusCode::NO_CONTENT),
+        CACHE_FULL => Err(AppError::CacheFull {
             max_entries: state.cache_max_entries,
-        });
+        }),
+        CLIENT_QUOTA_FULL => Err(AppError::ClientQuotaFull {
+            max_entries_per_client: state.cache_max_entries_per_client,
+        }),
+        other => {
+            state.metrics.count_redis_error(RedisFailureKind::Reply);
+            Err(AppError::Redis(RedisFailure {
+                kind: RedisFailureKind::Reply,
+                detail: format!("the cache's PUT script answered {other}, not -1, 0 or 1"),
+            }))
+        }
     }
-    Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn get(
@@ -147,10 +231,11 @@ pub async fn delete(
 ) -> Result<StatusCode, AppError> {
     let full_key = state.keys.cache(key.as_str());
     let mut pipeline = redis::pipe();
-    pipeline
-        .del(&full_key)
-        .zrem(&state.keys.cache_index, &full_key)
-        .ignore();
+    store::eval(
+        &mut pipeline,
+        DELETE_ENTRY,
+        &[&full_key, &state.keys.cache_index, &state.keys.cache_owners],
+    );
     let (deleted,): (u64,) = state.store.query(&pipeline).await?;
     if deleted == 0 {
         return Err(AppError::KeyNotFound);

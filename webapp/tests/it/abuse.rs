@@ -1,7 +1,14 @@
-//! What a hostile client tries against a real Redis: filling the cache, replaying a request,
-//! odd query strings. The counter must keep counting, exactly once per request.
+//! What a hostile client tries against a real Redis: filling the cache (alone, or from one
+//! address for everyone), replaying a request, odd keys and query strings. The counter must
+//! keep counting, exactly once per request.
 
-use crate::support::{app::spawn_app_with, unique_prefix, RedisServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{app::spawn_app_with, app::TestApp, unique_prefix, RedisServer};
+
+/// Client addresses as the front nginx states them in `X-Real-IP`.
+const CLIENT_A: &str = "192.0.2.1";
+const CLIENT_B: &str = "2001:db8::2";
 
 async fn json_of(response: reqwest::Response) -> serde_json::Value {
     let text = response.text().await.expect("body");
@@ -23,7 +30,12 @@ async fn over_the_entry_quota_a_new_key_gets_507_while_existing_keys_and_the_cou
     let app = spawn_app_with(
         &redis.url(),
         &unique_prefix(),
-        &["--cache-max-entries", "3"],
+        &[
+            "--cache-max-entries",
+            "3",
+            "--cache-max-entries-per-client",
+            "3",
+        ],
     )
     .await;
     for key in ["a", "b", "c"] {
@@ -32,7 +44,8 @@ async fn over_the_entry_quota_a_new_key_gets_507_while_existing_keys_and_the_cou
             204
         );
     }
-    let full = app.put("/api/cache/d", "v").await;
+    // From another address, so its own quota is not what refuses it.
+    let full = app.put_from(CLIENT_B, "/api/cache/d", "v").await;
     assert_eq!(full.status(), 507);
     let body = full.text().await.expect("body");
     assert!(body.contains("cache full") && body.contains('3'), "{body}");
@@ -40,7 +53,10 @@ async fn over_the_entry_quota_a_new_key_gets_507_while_existing_keys_and_the_cou
     assert_eq!(app.put("/api/cache/a", "w").await.status(), 204);
     // A delete frees a slot.
     assert_eq!(app.delete("/api/cache/b").await.status(), 204);
-    assert_eq!(app.put("/api/cache/d", "v").await.status(), 204);
+    assert_eq!(
+        app.put_from(CLIENT_B, "/api/cache/d", "v").await.status(),
+        204
+    );
     assert_eq!(app.get("/").await.status(), 200);
 }
 
@@ -51,13 +67,25 @@ async fn expired_entries_free_their_quota_slots() {
     let app = spawn_app_with(
         &redis.url(),
         &unique_prefix(),
-        &["--cache-max-entries", "1"],
+        &[
+            "--cache-max-entries",
+            "1",
+            "--cache-max-entries-per-client",
+            "1",
+        ],
     )
     .await;
     assert_eq!(app.put("/api/cache/short?ttl=1", "v").await.status(), 204);
-    assert_eq!(app.put("/api/cache/other", "v").await.status(), 507);
+    let full = app.put_from(CLIENT_B, "/api/cache/other", "v").await;
+    assert_eq!(full.status(), 507);
+    assert!(full.text().await.expect("body").contains("cache full"));
     tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
-    assert_eq!(app.put("/api/cache/other", "v").await.status(), 204);
+    assert_eq!(
+        app.put_from(CLIENT_B, "/api/cache/other", "v")
+            .await
+            .status(),
+        204
+    );
 }
 
 #[tokio::test]
@@ -70,7 +98,12 @@ async fn when_redis_is_full_the_cache_gives_way_and_the_counter_keeps_counting()
     let app = spawn_app_with(
         &redis.url(),
         &unique_prefix(),
-        &["--cache-max-entries", "100000"],
+        &[
+            "--cache-max-entries",
+            "100000",
+            "--cache-max-entries-per-client",
+            "100000",
+        ],
     )
     .await;
     let value = vec![b'x'; 64 * 1024];
@@ -93,6 +126,289 @@ async fn when_redis_is_full_the_cache_gives_way_and_the_counter_keeps_counting()
     let first = hits_of(&app.get("/").await.text().await.expect("greeting"));
     let second = hits_of(&app.get("/").await.text().await.expect("greeting"));
     assert_eq!(second, first + 1);
+}
+
+/// The per-client quota's 507 body for a quota of `max` entries.
+fn client_quota_full(max: u64) -> String {
+    format!(
+        r#"{{"error":"cache quota of your address is full: at most {max} entries per client address; delete one or wait for entries to expire"}}"#
+    )
+}
+
+/// An app whose cache holds 10 entries, at most 2 per client address.
+async fn app_with_two_entries_per_client(redis: &RedisServer) -> TestApp {
+    spawn_app_with(
+        &redis.url(),
+        &unique_prefix(),
+        &[
+            "--cache-max-entries",
+            "10",
+            "--cache-max-entries-per-client",
+            "2",
+        ],
+    )
+    .await
+}
+
+/// The members of a Redis set or sorted set, sorted.
+fn members(redis: &RedisServer, arguments: &[&str]) -> Vec<String> {
+    let reply = redis.command(arguments);
+    let mut members: Vec<String> = reply.lines().map(str::to_owned).collect();
+    members.sort();
+    members
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
+async fn a_client_at_its_quota_gets_507_for_a_new_key_but_overwrites_its_own_and_others_still_write(
+) {
+    let redis = RedisServer::start();
+    let app = app_with_two_entries_per_client(&redis).await;
+    for key in ["a1", "a2"] {
+        let path = format!("/api/cache/{key}");
+        assert_eq!(app.put_from(CLIENT_A, &path, "v").await.status(), 204);
+    }
+    let refused = app.put_from(CLIENT_A, "/api/cache/a3", "v").await;
+    assert_eq!(refused.status(), 507);
+    assert!(refused.headers().get("retry-after").is_none());
+    assert_eq!(refused.text().await.expect("body"), client_quota_full(2));
+    assert_eq!(app.get("/api/cache/a3").await.status(), 404);
+    // Its own entries are still its to overwrite.
+    let overwrite = app.put_from(CLIENT_A, "/api/cache/a1?ttl=60", "w").await;
+    assert_eq!(overwrite.status(), 204);
+    let read = app.get("/api/cache/a1").await;
+    assert_eq!(read.text().await.expect("body"), "w");
+    // Another address, and requests without one (one shared bucket), have quotas of their own.
+    assert_eq!(
+        app.put_from(CLIENT_B, "/api/cache/b1", "v").await.status(),
+        204
+    );
+    assert_eq!(app.put("/api/cache/u1", "v").await.status(), 204);
+    // A delete frees a slot of the client that held the entry.
+    assert_eq!(app.delete("/api/cache/a2").await.status(), 204);
+    assert_eq!(
+        app.put_from(CLIENT_A, "/api/cache/a3", "v").await.status(),
+        204
+    );
+    let again = app.put_from(CLIENT_A, "/api/cache/a4", "v").await;
+    assert_eq!(again.status(), 507);
+
+    let prefix = &app.key_prefix;
+    let entries_of_a = format!("{prefix}cache-client:{CLIENT_A}");
+    assert_eq!(
+        members(&redis, &["ZRANGE", &entries_of_a, "0", "-1"]),
+        [format!("{prefix}cache:a1"), format!("{prefix}cache:a3")]
+    );
+    let owners = format!("{prefix}cache-owners");
+    assert_eq!(
+        redis.command(&["HGET", &owners, &format!("{prefix}cache:a3")]),
+        entries_of_a
+    );
+    assert_eq!(
+        redis.command(&["HGET", &owners, &format!("{prefix}cache:u1")]),
+        format!("{prefix}cache-client:unknown")
+    );
+    assert_eq!(
+        redis.command(&["HEXISTS", &owners, &format!("{prefix}cache:a2")]),
+        "0"
+    );
+    // A client's set goes away with its latest entry (300 s here).
+    let expires_in: i64 = redis
+        .command(&["PTTL", &entries_of_a])
+        .parse()
+        .expect("PTTL is a number");
+    assert!((290_000..=300_000).contains(&expires_in), "{expires_in}");
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains(
+            r#"webapp_http_requests_total{method="PUT",route="/api/cache/{key}",status="507"} 2"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
+async fn an_entry_another_client_overwrites_moves_to_that_clients_quota() {
+    let redis = RedisServer::start();
+    let app = app_with_two_entries_per_client(&redis).await;
+    for key in ["shared", "a1"] {
+        let path = format!("/api/cache/{key}");
+        assert_eq!(app.put_from(CLIENT_A, &path, "a").await.status(), 204);
+    }
+    assert_eq!(
+        app.put_from(CLIENT_B, "/api/cache/shared", "b")
+            .await
+            .status(),
+        204
+    );
+    // The entry left A's quota: A has room for one more, then is full again.
+    assert_eq!(
+        app.put_from(CLIENT_A, "/api/cache/a2", "a").await.status(),
+        204
+    );
+    let refused = app.put_from(CLIENT_A, "/api/cache/a3", "a").await;
+    assert_eq!(refused.text().await.expect("body"), client_quota_full(2));
+    // The entry is B's now: A, at its quota, cannot take it back.
+    assert_eq!(
+        app.put_from(CLIENT_A, "/api/cache/shared", "a")
+            .await
+            .status(),
+        507
+    );
+    let read = app.get("/api/cache/shared").await;
+    assert_eq!(read.text().await.expect("body"), "b");
+    // And it counts against B: one more, then B is full.
+    assert_eq!(
+        app.put_from(CLIENT_B, "/api/cache/b1", "b").await.status(),
+        204
+    );
+    assert_eq!(
+        app.put_from(CLIENT_B, "/api/cache/b2", "b").await.status(),
+        507
+    );
+
+    let prefix = &app.key_prefix;
+    let entries_of_b = format!("{prefix}cache-client:{CLIENT_B}");
+    assert_eq!(
+        redis.command(&[
+            "HGET",
+            &format!("{prefix}cache-owners"),
+            &format!("{prefix}cache:shared")
+        ]),
+        entries_of_b
+    );
+    assert_eq!(
+        members(&redis, &["ZRANGE", &entries_of_b, "0", "-1"]),
+        [format!("{prefix}cache:b1"), format!("{prefix}cache:shared")]
+    );
+    assert_eq!(
+        members(
+            &redis,
+            &[
+                "ZRANGE",
+                &format!("{prefix}cache-client:{CLIENT_A}"),
+                "0",
+                "-1"
+            ]
+        ),
+        [format!("{prefix}cache:a1"), format!("{prefix}cache:a2")]
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
+async fn expired_entries_free_their_owners_quota() {
+    let redis = RedisServer::start();
+    let app = app_with_two_entries_per_client(&redis).await;
+    assert_eq!(
+        app.put_from(CLIENT_A, "/api/cache/long", "v")
+            .await
+            .status(),
+        204
+    );
+    let short = app.put_from(CLIENT_A, "/api/cache/short?ttl=1", "v").await;
+    assert_eq!(short.status(), 204);
+    assert_eq!(
+        app.put_from(CLIENT_A, "/api/cache/other", "v")
+            .await
+            .status(),
+        507
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1_100)).await;
+    // The expired entry left A's set (which lives on with its other entry) and the owners.
+    assert_eq!(
+        app.put_from(CLIENT_A, "/api/cache/other", "v")
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(
+        app.put_from(CLIENT_A, "/api/cache/more", "v")
+            .await
+            .status(),
+        507
+    );
+    let prefix = &app.key_prefix;
+    assert_eq!(
+        redis.command(&[
+            "HEXISTS",
+            &format!("{prefix}cache-owners"),
+            &format!("{prefix}cache:short")
+        ]),
+        "0"
+    );
+    assert_eq!(
+        members(
+            &redis,
+            &[
+                "ZRANGE",
+                &format!("{prefix}cache-client:{CLIENT_A}"),
+                "0",
+                "-1"
+            ]
+        ),
+        [
+            format!("{prefix}cache:long"),
+            format!("{prefix}cache:other")
+        ]
+    );
+    assert_eq!(
+        redis.command(&["ZCARD", &format!("{prefix}cache-index")]),
+        "2"
+    );
+}
+
+/// Sends `method path` as written (no client library in between to resolve dot segments) on a
+/// connection of its own, with a one-byte body; returns the whole response.
+async fn send_as_written(app: &TestApp, method: &str, path: &str) -> String {
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect to the app");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 1\r\nConnection: close\r\n\r\nv"
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("send the request");
+    let mut response = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .expect("read the response");
+    response
+}
+
+#[tokio::test]
+#[ignore = "needs redis-server (REDIS_SERVER_BIN or PATH); cargo xtask ci runs it"]
+async fn dot_and_dot_dot_keys_however_spelled_are_refused_with_400_and_store_nothing() {
+    let redis = RedisServer::start();
+    let app = spawn_app_with(&redis.url(), &unique_prefix(), &[]).await;
+    for key in ["..", "%2e%2e", ".", ".%2e", "%2E%2E", "%2e", "a%2fb"] {
+        for method in ["PUT", "GET", "DELETE"] {
+            let response = send_as_written(&app, method, &format!("/api/cache/{key}")).await;
+            assert!(
+                response.starts_with("HTTP/1.1 400"),
+                "{method} {key}: {response}"
+            );
+            assert!(
+                response.ends_with(
+                    r#"{"error":"key must be 1 to 128 characters of A-Z a-z 0-9 . _ : -, other than . and .."}"#
+                ),
+                "{method} {key}: {response}"
+            );
+        }
+    }
+    // Three dots are a key like any other.
+    let stored = send_as_written(&app, "PUT", "/api/cache/...").await;
+    assert!(stored.starts_with("HTTP/1.1 204"), "{stored}");
+    let keys = redis.command(&["KEYS", &format!("{}cache:*", app.key_prefix)]);
+    assert_eq!(keys, format!("{}cache:...", app.key_prefix));
 }
 
 #[tokio::test]

@@ -257,6 +257,9 @@ fn bad_environment_value_stops_start_up_with_one_line_naming_the_variable() {
         ("REDIS_POOL_SIZE", "0"),
         ("WEBAPP_SHUTDOWN_GRACE_SECS", "-1"),
         ("REDIS_URL", "http://example"),
+        ("WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT", "0"),
+        // Above WEBAPP_CACHE_MAX_ENTRIES (1024 by default).
+        ("WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT", "2000"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_webapp"))
             .env(variable, value)

@@ -75,7 +75,20 @@ async fn wrong_method_is_a_json_405_listing_allowed_methods() {
 async fn bad_keys_are_refused_with_400_for_every_cache_method() {
     let state = state_with_unreachable_redis();
     let too_long = "k".repeat(129);
-    for key in ["bad%20key", "a%2Fb", "%C3%A4", "star*", too_long.as_str()] {
+    for key in [
+        "bad%20key",
+        "a%2Fb",
+        "a%2fb",
+        "%C3%A4",
+        "star*",
+        "..",
+        ".",
+        "%2e%2e",
+        ".%2e",
+        "%2E%2E",
+        "%2e",
+        too_long.as_str(),
+    ] {
         for method in [Method::GET, Method::PUT, Method::DELETE] {
             let uri = format!("/api/cache/{key}");
             let response = send(&state, method.clone(), &uri, Body::from("v")).await;

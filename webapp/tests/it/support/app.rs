@@ -128,6 +128,22 @@ impl TestApp {
             .unwrap_or_else(|error| panic!("PUT {path}: {error}"))
     }
 
+    /// `PUT` as the front nginx passes on a request from `address`: with `X-Real-IP` set to it.
+    pub async fn put_from(
+        &self,
+        address: &str,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.client
+            .put(self.url(path))
+            .header("X-Real-IP", address)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|error| panic!("PUT {path} from {address}: {error}"))
+    }
+
     pub async fn delete(&self, path: &str) -> reqwest::Response {
         self.client
             .delete(self.url(path))
