@@ -421,7 +421,30 @@ pub struct Service {
     pub stop_signal: &'static str,
     /// Kernel settings of the container's own network namespace.
     pub sysctls: Vec<(&'static str, &'static str)>,
+    /// How much of its log the engine keeps.
+    pub logs: LogRetention,
+    /// Where Docker's embedded DNS server sends the names it does not know:
+    /// [`NO_EXTERNAL_DNS`] for every service.
+    pub external_dns: &'static [&'static str],
 }
+
+/// The log the engine keeps for each container: the `local` driver (lines
+/// stored as written, with no JSON escaping added, older files compressed),
+/// `files` files of at most `max_size_mib` MiB before compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogRetention {
+    pub max_size_mib: u32,
+    pub files: u32,
+}
+
+/// No container of the stack needs a name from outside it. Docker's
+/// embedded DNS server (127.0.0.11) answers the stack's own names and
+/// forwards any other to the container's external servers; before Engine
+/// 26.0 it does so even from an `internal` network (CVE-2024-29018), from
+/// the host's resolvers. Naming the container's own loopback as the only
+/// external server keeps every such query inside the container, where
+/// nothing answers it, whatever the engine version (docs/hardening.md).
+pub const NO_EXTERNAL_DNS: &[&str] = &["127.0.0.1"];
 
 const MIB: u64 = 1024 * 1024;
 
@@ -446,7 +469,7 @@ impl Service {
     /// A service with the hardening every service of the stack keeps: the
     /// non-root user, a read-only root filesystem, restarts unless stopped,
     /// the shared healthcheck cadence, one CPU, 64 MiB and 64 processes, one
-    /// replica. Each service below says only where it differs.
+    /// replica, 100 MiB of log, no DNS server outside the stack. Each service below says only where it differs.
     fn hardened(name: &'static str, image: Image, healthcheck_command: &[&str]) -> Service {
         Service {
             name,
@@ -475,6 +498,11 @@ impl Service {
             stop_grace_period: Duration::from_secs(10),
             stop_signal: "SIGTERM",
             sysctls: Vec::new(),
+            logs: LogRetention {
+                max_size_mib: 20,
+                files: 5,
+            },
+            external_dns: NO_EXTERNAL_DNS,
         }
     }
 }

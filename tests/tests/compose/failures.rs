@@ -199,3 +199,91 @@ async fn down_then_up_keeps_the_counter_and_down_volumes_then_up_resets_it() {
     );
     assert_eq!(after_reset, 0);
 }
+
+/// Rounds of killing Redis under load.
+const DB_KILL_ROUNDS: usize = 3;
+
+/// Redis killed (SIGKILL) while 8 clients count with `GET /` and one
+/// overwrites 64 KiB cache values: after it is back, the counter is at
+/// least the highest count any client was answered. Redis fsyncs its
+/// append-only file before it answers (`appendfsync always`), so no
+/// acknowledged hit is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn killing_the_db_under_write_load_loses_no_acknowledged_hit() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let client = http_client();
+    let db = stack.single(Service::Db).id;
+    for round in 1..=DB_KILL_ROUNDS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(AtomicU64::new(0));
+        let counters: Vec<_> = (0..8)
+            .map(|_| {
+                let (client, url, stop, acknowledged) = (
+                    client.clone(),
+                    format!("{}/", stack.url),
+                    stop.clone(),
+                    acknowledged.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        if let Ok((200, body)) = get(&client, &url).await {
+                            acknowledged.fetch_max(parse_greeting(&body).1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let writer = {
+            let (client, url, stop) = (client.clone(), stack.url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let value = vec![b'w'; 64 * 1024];
+                let mut written = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let key = format!("{url}/api/cache/e2e-kill-{}", written % 8);
+                    let sent = client.put(key).body(value.clone()).send().await;
+                    written += u64::from(sent.is_ok_and(|answer| answer.status() == 204));
+                    // Within the write limit (100 a second).
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                written
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        docker(&["kill", "--signal", "KILL", &db]);
+        let killed_at = acknowledged.load(Ordering::Relaxed);
+        // The restart policy starts it again; start it if it has not yet.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !inspect::containers(&[db.as_str()])[0].is_running() {
+            let _ = docker_output(&["start", &db]);
+        }
+        let url = format!("{}/", stack.url);
+        let (_, back_after, _) = first_200_after_starting(&client, &url, "the db").await;
+        stop.store(true, Ordering::Relaxed);
+        for counter in counters {
+            counter.await.expect("counter");
+        }
+        let written = writer.await.expect("writer");
+        let acknowledged = acknowledged.load(Ordering::Relaxed);
+        let counter = hits(&client, &stack).await;
+        eprintln!(
+            "[e2e] db killed, round {round}: highest count answered {acknowledged} ({killed_at} when killed), counter after restart {counter}, back after {back_after:.1?}, 64 KiB values written {written}"
+        );
+        assert!(written > 0 && killed_at > 0, "the load did not run");
+        assert!(
+            counter >= acknowledged,
+            "round {round}: {} acknowledged hits lost (answered up to {acknowledged}, counter {counter})",
+            acknowledged - counter
+        );
+    }
+    for index in 0..8 {
+        let _ = client
+            .delete(format!("{}/api/cache/e2e-kill-{index}", stack.url))
+            .send()
+            .await;
+    }
+    stack.wait_until_healthy(WEBAPP_REPLICAS);
+}

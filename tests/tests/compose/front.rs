@@ -29,36 +29,6 @@ fn proxy_address_on_edge(stack: &ComposeStack) -> std::net::SocketAddr {
     address
 }
 
-/// One answer read off a raw connection: status, headers (names in lower
-/// case) and body.
-struct RawAnswer {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: String,
-}
-
-impl RawAnswer {
-    fn parse(bytes: &[u8]) -> Option<RawAnswer> {
-        let text = String::from_utf8_lossy(bytes);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        let mut lines = head.split("\r\n");
-        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
-        let headers = lines
-            .filter_map(|line| line.split_once(':'))
-            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-            .collect();
-        Some(RawAnswer {
-            status,
-            headers,
-            body: body.to_string(),
-        })
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(String::as_str)
-    }
-}
-
 /// Sends `request` as raw bytes and reads the answer to the end of the
 /// connection (the requests say `Connection: close`, or nginx closes after
 /// an error of the request line).
@@ -120,7 +90,7 @@ async fn request_line_and_method_errors_are_json_with_the_right_status_and_log_n
             .collect::<Vec<_>>()
             .join("&")
     ));
-    let long_method = line(&format!("{} / HTTP/1.1", "X".repeat(7_000)));
+    let long_method = line(&format!("{} / HTTP/1.1", "X".repeat(3_000)));
     let mut large_post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nX-Request-Id: e2e-refused-post-large\r\nConnection: close\r\n\r\n".to_vec();
     large_post.extend_from_slice(&[b'b'; 100_000]);
     // (what is sent, the status nginx must answer, the request id for
@@ -147,7 +117,7 @@ async fn request_line_and_method_errors_are_json_with_the_right_status_and_log_n
             501,
             Some("e2e-refused-te"),
         ),
-        ("an unknown method of 7,000 letters", long_method, 501, None),
+        ("an unknown method of 3,000 letters", long_method, 501, None),
         (
             "an unknown method",
             format!("FOO / HTTP/1.1\r\nX-Request-Id: e2e-refused-foo\r\n{close}").into_bytes(),
@@ -571,5 +541,231 @@ async fn a_bystander_gets_every_answer_while_3000_connections_trickle_their_head
     assert!(
         fewest_open >= 2 * 1024,
         "only {fewest_open} slow clients were connected: the test proved nothing"
+    );
+}
+
+/// Every spelling of a path that nginx (which matches locations on the
+/// decoded, normalised path) and the webapp (which routes the path as sent)
+/// could read differently. Each once took a cache write past the write
+/// limit: nginx read it as `/api/`, outside the cache's location.
+const AMBIGUOUS_PATHS: &[&str] = &[
+    "/api/cache/%2e%2e",
+    "/api/cache/.%2e",
+    "/api/cache/%2E%2E",
+    "/api/cache/..",
+    "/api/cache/%2e",
+    "/api/cache/.",
+    "/api/cache/a/../b",
+    "/api/cache/./a",
+    "/api/%2e%2e/cache/a",
+    "//api/cache/a",
+    "/api/cache/a%2fb",
+    "/api/cache/a%2Fb",
+    "/api/cache/a%5cb",
+    "/api/cache/a\\b",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn dot_segments_and_encoded_slashes_are_refused_and_the_write_limit_holds_on_every_path() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    // A client address of its own, so the write limit it exhausts is its own.
+    let attacker = Ipv4Addr::new(127, 0, 0, 40);
+    let clients = stack.proxy_loopback();
+    let write = |method: &str, path: &str| {
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nvalue")
+            .into_bytes()
+    };
+    for path in AMBIGUOUS_PATHS {
+        for method in ["PUT", "DELETE", "GET"] {
+            let answer = clients.exchange(attacker, &write(method, path)).await;
+            assert_eq!(answer.status, 400, "{method} {path}: {}", answer.body);
+            assert_eq!(
+                answer.header("content-type"),
+                Some("application/json"),
+                "{method} {path}"
+            );
+            assert!(
+                answer.body.contains("\"error\""),
+                "{method} {path}: {}",
+                answer.body
+            );
+        }
+    }
+
+    // Exhaust the write limit (100 a second, bursts of 200) with writes to
+    // a valid key. The limit is the server's, not a location's: while it is
+    // exhausted, a write to any other path is refused too. Then every
+    // spelling again, alternating PUT and DELETE, as the attack did: none
+    // may be stored or deleted.
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    for _ in 0..300 {
+        let answer = clients
+            .exchange(attacker, &write("PUT", "/api/cache/e2e-limit"))
+            .await;
+        *statuses.entry(answer.status).or_default() += 1;
+    }
+    let elsewhere = clients
+        .exchange(attacker, &write("PUT", "/elsewhere"))
+        .await;
+    assert!(statuses.get(&429).copied().unwrap_or(0) > 0, "{statuses:?}");
+    assert_eq!(elsewhere.status, 429, "{}", elsewhere.body);
+    let mut after_limit: BTreeMap<u16, usize> = BTreeMap::new();
+    for round in 0..300 {
+        let path = AMBIGUOUS_PATHS[round % AMBIGUOUS_PATHS.len()];
+        let method = if round % 2 == 0 { "PUT" } else { "DELETE" };
+        let answer = clients.exchange(attacker, &write(method, path)).await;
+        *after_limit.entry(answer.status).or_default() += 1;
+    }
+    eprintln!(
+        "[e2e] {} ambiguous spellings x PUT/DELETE/GET: all 400; flood of 300 PUTs {statuses:?}, then PUT /elsewhere {}; then 300 ambiguous writes {after_limit:?}",
+        AMBIGUOUS_PATHS.len(),
+        elsewhere.status
+    );
+    assert_eq!(after_limit.keys().copied().collect::<Vec<_>>(), vec![400]);
+    let client = http_client();
+    let _ = client
+        .delete(format!("{}/api/cache/e2e-limit", stack.url))
+        .send()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn a_host_that_is_not_a_host_name_is_refused_and_forges_no_log_field() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let since = unix_now().floor() - 1.0;
+    let with_host = |host: &str| {
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").into_bytes()
+    };
+    for host in [
+        "x\",client:\"6.6.6.6\",server:\"forged",
+        "a\"b",
+        "a'b",
+        "a;b",
+        "a{b}",
+        "a%20b",
+        &format!("{}.example", "a".repeat(250)),
+    ] {
+        let answer = raw_exchange(&stack, &with_host(host));
+        assert_eq!(answer.status, 400, "Host {host:?}: {}", answer.body);
+        assert!(
+            answer.body.contains("\"error\""),
+            "Host {host:?}: {}",
+            answer.body
+        );
+    }
+    for host in [
+        "localhost",
+        "LOCALHOST:8070",
+        "127.0.0.1",
+        "[::1]:8070",
+        "example.com.",
+        "web_stack-1.internal",
+    ] {
+        let answer = raw_exchange(&stack, &with_host(host));
+        assert_eq!(answer.status, 200, "Host {host:?}: {}", answer.body);
+    }
+    // The access log is flushed at least once a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = proxy_log_since(&stack, since);
+    assert!(
+        !log.contains("6.6.6.6") && !log.contains("forged"),
+        "a forged field reached the proxy's log:\n{log}"
+    );
+    eprintln!(
+        "[e2e] 7 hosts that are not host names: 400 each, none in the log; 6 valid spellings: 200"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn one_client_can_neither_bloat_nor_flood_the_proxy_log() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let since = unix_now().floor() - 1.0;
+
+    // The worst a request can put in a line: the longest path the proxy
+    // passes (1 KiB) and the longest header line it reads (4 KiB), a
+    // User-Agent of control bytes and quotes, which escaping would multiply.
+    let path = format!("/{}", "q".repeat(1000));
+    let agent: String = "\u{1}\"\\".repeat(1300);
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\nX-Request-Id: e2e-worst-line\r\nConnection: close\r\n\r\n"
+    );
+    let answer = raw_exchange(&stack, request.as_bytes());
+    assert_eq!(answer.status, 404, "{}", answer.body);
+    // A refused request with a path of quotes (the attack's).
+    let quotes = format!(
+        "GET /{} HTTP/1.1\r\nHost: x\r\nUser-Agent: {agent}\r\nX-Request-Id: e2e-worst-refused\r\nConnection: close\r\n\r\n",
+        "\"".repeat(900)
+    );
+    assert_eq!(raw_exchange(&stack, quotes.as_bytes()).status, 400);
+
+    // From one address of its own: 1,500 refused requests, as fast as it
+    // can send them. The proxy logs its own answers within an allowance
+    // per address (bursts of 1,000, then 10 a second).
+    let flooder = Ipv4Addr::new(127, 0, 0, 41);
+    let clients = stack.proxy_loopback();
+    let flood_started = Instant::now();
+    for index in 0..1_500 {
+        let refused = format!(
+            "GET /api/cache/%2e%2e HTTP/1.1\r\nHost: x\r\nX-Request-Id: e2e-flood-{index}\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(
+            clients.exchange(flooder, refused.as_bytes()).await.status,
+            400
+        );
+    }
+    let flood_seconds = flood_started.elapsed().as_secs_f64();
+    // Answers the webapp gives are always logged, whoever asks.
+    let served = clients.exchange(
+        flooder,
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: e2e-flood-served\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(served.status, 200, "{}", served.body);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let log = proxy_log_since(&stack, since);
+    let line_of = |id: &str| {
+        log.lines()
+            .find(|line| line.contains(&format!("\"request_id\":\"{id}\"")))
+            .unwrap_or_else(|| panic!("no access log line for {id}:\n{log}"))
+            .to_string()
+    };
+    for id in ["e2e-worst-line", "e2e-worst-refused"] {
+        let line = line_of(id);
+        let parsed: Value = serde_json::from_str(&line)
+            .unwrap_or_else(|error| panic!("{id}: not JSON ({error}): {line}"));
+        assert!(
+            line.len() <= 1024,
+            "{id}: a line of {} bytes: {line}",
+            line.len()
+        );
+        assert!(!line.contains('\\'), "{id}: something was escaped: {line}");
+        let uri = parsed["uri"].as_str().unwrap_or_default();
+        let agent = parsed["user_agent"].as_str().unwrap_or_default();
+        assert!(uri.len() <= 259 && agent.len() <= 131, "{id}: {line}");
+        eprintln!("[e2e] worst-case line ({id}): {} bytes", line.len());
+    }
+    assert!(line_of("e2e-worst-line").contains("\"uri\":\"/qqq"));
+    line_of("e2e-flood-served");
+    let flood_lines = log.matches("\"request_id\":\"e2e-flood-").count() - 1;
+    let allowed = 1_000.0 + 10.0 * (flood_seconds + 1.0);
+    eprintln!(
+        "[e2e] 1,500 refused requests from one address in {flood_seconds:.1}s: {flood_lines} logged (allowance {allowed:.0})"
+    );
+    assert!(
+        (1_000..=allowed as usize).contains(&flood_lines),
+        "{flood_lines} lines logged for 1,500 refusals in {flood_seconds:.1}s"
+    );
+    // A refusal costs no error log line.
+    assert!(
+        !log.lines()
+            .any(|line| line.contains("[warn]") || line.contains("[error]")),
+        "{log}"
     );
 }

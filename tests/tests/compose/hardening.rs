@@ -76,17 +76,18 @@ async fn metrics_are_not_reachable_through_the_proxy_though_the_webapp_serves_th
     let _turn = ONE_TEST_AT_A_TIME.lock().await;
     let stack = ComposeStack::from_environment();
     let client = http_client();
-    for path in [
-        "/metrics",
-        "/metrics/",
-        "//metrics",
-        "/%6Detrics",
-        "/metrics?x=1",
+    // `//metrics` is a 400: nginx would merge its slashes, the webapp not.
+    for (path, refused_with) in [
+        ("/metrics", 404),
+        ("/metrics/", 404),
+        ("//metrics", 400),
+        ("/%6Detrics", 404),
+        ("/metrics?x=1", 404),
     ] {
         let (status, body) = get(&client, &format!("{}{path}", stack.url))
             .await
             .expect("the proxy answers");
-        assert_eq!(status, 404, "{path}: {body}");
+        assert_eq!(status, refused_with, "{path}: {body}");
         assert!(!body.contains("# TYPE"), "{path} leaked metrics");
     }
     // Control: the webapp does serve /metrics on the internal network.

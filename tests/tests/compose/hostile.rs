@@ -132,11 +132,15 @@ async fn a_cache_write_flood_is_rate_limited_and_get_root_keeps_answering_200() 
         &stack,
         &[
             "eval",
-            "for _, key in ipairs(redis.call('keys', ARGV[1])) do redis.call('del', key) end \
-             redis.call('del', ARGV[2]) return 1",
+            "for _, pattern in ipairs({ARGV[1], ARGV[3]}) do \
+               for _, key in ipairs(redis.call('keys', pattern)) do redis.call('del', key) end \
+             end \
+             redis.call('del', ARGV[2], ARGV[4]) return 1",
             "0",
             "webstack:cache:e2e-fill-*",
             "webstack:cache-index",
+            "webstack:cache-client:*",
+            "webstack:cache-owners",
         ],
     );
 }
@@ -397,4 +401,77 @@ async fn small_things_json_errors_nosniff_strict_queries_one_request_id_and_head
         .await
         .expect("DELETE");
     assert_eq!(delete.status().as_u16(), 204);
+}
+
+/// Entries one client address may hold (the webapp's
+/// `WEBAPP_CACHE_MAX_ENTRIES_PER_CLIENT`, by default).
+const CACHE_ENTRIES_PER_CLIENT: usize = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn one_client_cannot_lock_others_out_of_the_cache() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    // Two clients with addresses of their own, as clients on two machines.
+    let (greedy, other) = (Ipv4Addr::new(127, 0, 0, 42), Ipv4Addr::new(127, 0, 0, 43));
+    let clients = stack.proxy_loopback();
+    let request = |method: &str, key: &str| {
+        format!(
+            "{method} /api/cache/{key}?ttl=86400 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nvalue"
+        )
+        .into_bytes()
+    };
+    let delete = |key: &str| {
+        format!("DELETE /api/cache/{key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .into_bytes()
+    };
+    for index in 0..CACHE_ENTRIES_PER_CLIENT {
+        let answer = clients
+            .exchange(greedy, &request("PUT", &format!("e2e-greedy-{index}")))
+            .await;
+        assert_eq!(answer.status, 204, "entry {index}: {}", answer.body);
+    }
+    let refused = clients
+        .exchange(greedy, &request("PUT", "e2e-greedy-more"))
+        .await;
+    assert_eq!(refused.status, 507, "{}", refused.body);
+    assert!(
+        refused.body.contains("per client address"),
+        "{}",
+        refused.body
+    );
+    // Its own entries it may still overwrite.
+    let overwritten = clients
+        .exchange(greedy, &request("PUT", "e2e-greedy-0"))
+        .await;
+    assert_eq!(overwritten.status, 204, "{}", overwritten.body);
+    // Another client is not locked out.
+    let others = clients.exchange(other, &request("PUT", "e2e-other")).await;
+    assert_eq!(others.status, 204, "{}", others.body);
+    // A deleted entry frees its owner's quota.
+    assert_eq!(
+        clients
+            .exchange(greedy, &delete("e2e-greedy-1"))
+            .await
+            .status,
+        204
+    );
+    let again = clients
+        .exchange(greedy, &request("PUT", "e2e-greedy-more"))
+        .await;
+    assert_eq!(again.status, 204, "{}", again.body);
+    eprintln!(
+        "[e2e] one address: {CACHE_ENTRIES_PER_CLIENT} entries of a day stored, the next refused (507: {}), its own overwritten (204); another address stored (204)",
+        refused.body.trim()
+    );
+    for key in (0..CACHE_ENTRIES_PER_CLIENT)
+        .map(|index| format!("e2e-greedy-{index}"))
+        .chain(["e2e-greedy-more".to_string()])
+    {
+        let _ = clients.exchange(greedy, &delete(&key)).await;
+    }
+    assert_eq!(
+        clients.exchange(other, &delete("e2e-other")).await.status,
+        204
+    );
 }

@@ -321,3 +321,93 @@ async fn the_published_port_leads_only_to_the_edge_network_also_while_the_proxy_
         "no request was answered: {answers:?}"
     );
 }
+
+/// A DNS query for `name` (type A, class IN) with message id `id`.
+fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut query = Vec::new();
+    query.extend_from_slice(&id.to_be_bytes());
+    // Recursion desired; one question.
+    query.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        query.push(u8::try_from(label.len()).expect("a short label"));
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    query
+}
+
+/// Docker's embedded DNS server (127.0.0.11 in each container) forwards a
+/// name it does not know to the container's external servers, on Engines
+/// before 26.0 even from an internal network (CVE-2024-29018), by default
+/// the host's, off the machine. Every service names its own loopback
+/// instead. The capture: in each container's network namespace the test
+/// listens on 127.0.0.1:53, asks 127.0.0.11 for a name outside the stack,
+/// and the query must arrive at that listener, the only place it is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a running Compose stack; `cargo xtask e2e` starts one and runs it"]
+async fn no_container_resolves_a_name_off_the_machine() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = ComposeStack::from_environment();
+    let containers: Vec<Container> = stack
+        .containers(None)
+        .into_iter()
+        .filter(Container::is_running)
+        .collect();
+    assert_eq!(
+        containers.len(),
+        3 + WEBAPP_REPLICAS,
+        "db, balancer, proxy and the replicas"
+    );
+    let embedded = std::net::SocketAddr::from(([127, 0, 0, 11], 53));
+    netguard::check_destination(embedded.ip(), &[]).unwrap_or_else(|refused| panic!("{refused}"));
+    for (index, container) in containers.iter().enumerate() {
+        let name = format!("e2e-probe-{index}.webstack.invalid");
+        let query = dns_query(
+            0x5700 + u16::try_from(index).expect("few containers"),
+            &name,
+        );
+        let (captured, answered) =
+            stack_tests::netns::in_network_namespace_of(container.state.pid, move || {
+                let capture = std::net::UdpSocket::bind("127.0.0.1:53")
+                    .expect("listen on the container's 127.0.0.1:53");
+                capture
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                let asker = std::net::UdpSocket::bind("127.0.0.1:0").expect("a client socket");
+                asker
+                    .set_read_timeout(Some(Duration::from_secs(5)))
+                    .expect("timeout");
+                asker
+                    .send_to(&query, embedded)
+                    .expect("ask the embedded DNS server");
+                let mut buffer = [0u8; 512];
+                let captured = capture
+                    .recv_from(&mut buffer)
+                    .map(|(length, _)| buffer[..length].to_vec())
+                    .ok();
+                // What the asker gets once the forward went unanswered.
+                let answered = asker.recv(&mut buffer).is_ok();
+                (captured, answered)
+            });
+        let captured = captured.unwrap_or_else(|| {
+            panic!(
+                "{}: the embedded DNS server did not forward {name} to the container's own loopback (so it went elsewhere, or nowhere)",
+                container.name
+            )
+        });
+        let label = name.split('.').next().expect("a label");
+        assert!(
+            captured
+                .windows(label.len())
+                .any(|window| window == label.as_bytes()),
+            "{}: captured something else: {captured:?}",
+            container.name
+        );
+        eprintln!(
+            "[e2e] {}: {name} forwarded only to its own 127.0.0.1:53 (captured {} bytes; the asker got {})",
+            container.name,
+            captured.len(),
+            if answered { "an answer" } else { "none" }
+        );
+    }
+}

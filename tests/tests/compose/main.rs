@@ -36,9 +36,10 @@ mod front;
 mod hardening;
 mod hostile;
 mod isolation;
-/// Replicas `cargo xtask e2e` starts, and every test leaves running.
 mod scaling;
+mod slow_readers;
 
+/// Replicas `cargo xtask e2e` starts, and every test leaves running.
 const WEBAPP_REPLICAS: usize = 3;
 
 /// A generous bound: it catches a hang, it does not measure speed.
@@ -273,4 +274,80 @@ fn addresses_of(container: &Container) -> BTreeMap<String, Ipv4Addr> {
 
 async fn hits(client: &reqwest::Client, stack: &ComposeStack) -> u64 {
     read_hits(client, &stack.url).await
+}
+
+/// One answer read off a raw connection: status, headers (names in lower
+/// case) and body.
+struct RawAnswer {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl RawAnswer {
+    fn parse(bytes: &[u8]) -> Option<RawAnswer> {
+        let text = String::from_utf8_lossy(bytes);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let mut lines = head.split("\r\n");
+        let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+            .collect();
+        Some(RawAnswer {
+            status,
+            headers,
+            body: body.to_string(),
+        })
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Clients on the proxy container's own loopback, with addresses of their
+/// own (127.0.0.2 and up), talking to its nginx on 127.0.0.1:80: nginx sees
+/// each address as a client of its own, as clients on other machines are.
+struct ProxyLoopback {
+    pid: u32,
+}
+
+impl ComposeStack {
+    fn proxy_loopback(&self) -> ProxyLoopback {
+        ProxyLoopback {
+            pid: self.single(Service::Proxy).state.pid,
+        }
+    }
+}
+
+impl ProxyLoopback {
+    /// Sends `request` (which says `Connection: close`) from `source` and
+    /// reads the answer to the end of the connection.
+    async fn exchange(&self, source: Ipv4Addr, request: &[u8]) -> RawAnswer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let nginx = std::net::SocketAddr::from(([127, 0, 0, 1], 80));
+        netguard::check_destination(nginx.ip(), &[]).unwrap_or_else(|refused| panic!("{refused}"));
+        assert!(source.is_loopback(), "{source} is not a loopback address");
+        let socket = stack_tests::netns::in_network_namespace_of(self.pid, || {
+            tokio::net::TcpSocket::new_v4().expect("a socket in the proxy's namespace")
+        });
+        socket
+            .bind(std::net::SocketAddr::from((source, 0)))
+            .unwrap_or_else(|error| panic!("bind {source}: {error}"));
+        let mut stream = tokio::time::timeout(REQUEST_TIMEOUT, socket.connect(nginx))
+            .await
+            .expect("connect in time")
+            .expect("connect to the proxy's nginx");
+        // nginx may answer and close before it read a long request to its end.
+        let _ = stream.write_all(request).await;
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, stream.read_to_end(&mut answer)).await;
+        RawAnswer::parse(&answer).unwrap_or_else(|| {
+            panic!(
+                "not an HTTP answer: {:?}",
+                String::from_utf8_lossy(&answer[..answer.len().min(300)])
+            )
+        })
+    }
 }

@@ -121,33 +121,12 @@ impl ImageInputs {
     }
 }
 
-/// Copies the top-level `*.conf` files of `nginx_dir` to /etc/nginx/: the
+/// Copies the top-level `*.conf` files of `nginx_dir` to /etc/nginx/, and
+/// the error answers `errors/*.json` to /etc/nginx/errors/: the
 /// configuration only, not the proxy crate beside it in nginx/proxy/ (whose
 /// programs the image gets as built binaries).
 pub(super) fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow::Result<()> {
-    let entries = fs::read_dir(nginx_dir)
-        .with_context(|| format!("list nginx configuration in {}", nginx_dir.display()))?;
-    for entry in entries {
-        let path = entry
-            .with_context(|| format!("list {}", nginx_dir.display()))?
-            .path();
-        let is_config = path
-            .extension()
-            .is_some_and(|extension| extension == "conf");
-        if !is_config || !path.is_file() {
-            continue;
-        }
-        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
-            bail!("{} has a name that is not UTF-8", path.display())
-        };
-        rootfs.add_file(
-            &format!("etc/nginx/{name}"),
-            FileContents::Bytes(
-                fs::read(&path).with_context(|| format!("read {}", path.display()))?,
-            ),
-            0o644,
-        );
-    }
+    add_files_ending(rootfs, nginx_dir, "conf", "etc/nginx")?;
     for required in ["nginx.conf", "back.conf"] {
         if !rootfs.contains(&format!("etc/nginx/{required}")) {
             bail!(
@@ -155,6 +134,50 @@ pub(super) fn add_nginx_config(rootfs: &mut Rootfs, nginx_dir: &Path) -> anyhow:
                 nginx_dir.display()
             )
         }
+    }
+    // The front's own error answers (nginx.conf's /.errors/ location).
+    add_files_ending(
+        rootfs,
+        &nginx_dir.join("errors"),
+        "json",
+        "etc/nginx/errors",
+    )?;
+    if !rootfs.contains("etc/nginx/errors/400.json") {
+        bail!(
+            "{} has no errors/400.json: the proxy image needs the repository's nginx/errors/",
+            nginx_dir.display()
+        )
+    }
+    Ok(())
+}
+
+/// Copies the files of `dir` (not its subdirectories) whose extension is
+/// `extension` to `target` in the image.
+fn add_files_ending(
+    rootfs: &mut Rootfs,
+    dir: &Path,
+    extension: &str,
+    target: &str,
+) -> anyhow::Result<()> {
+    let entries = fs::read_dir(dir).with_context(|| format!("list {}", dir.display()))?;
+    for entry in entries {
+        let path = entry
+            .with_context(|| format!("list {}", dir.display()))?
+            .path();
+        let wanted = path.extension().is_some_and(|found| found == extension);
+        if !wanted || !path.is_file() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|name| name.to_str()) else {
+            bail!("{} has a name that is not UTF-8", path.display())
+        };
+        rootfs.add_file(
+            &format!("{target}/{name}"),
+            FileContents::Bytes(
+                fs::read(&path).with_context(|| format!("read {}", path.display()))?,
+            ),
+            0o644,
+        );
     }
     Ok(())
 }
@@ -550,6 +573,8 @@ mod tests {
             ("back.conf", "back"),
             ("webapp-proxy.conf", "included"),
             ("notes.md", "not configuration"),
+            ("errors/400.json", "{}"),
+            ("errors/README", "not an answer"),
             ("proxy/Cargo.toml", "[package]"),
             ("proxy/src/lib.rs", "pub mod probe;"),
             ("proxy/tests/fixture.conf", "a crate's file"),
@@ -562,6 +587,7 @@ mod tests {
             BTreeMap::from([
                 ("etc/nginx/back.conf".to_string(), b"back".to_vec()),
                 ("etc/nginx/nginx.conf".to_string(), b"front".to_vec()),
+                ("etc/nginx/errors/400.json".to_string(), b"{}".to_vec()),
                 (
                     "etc/nginx/webapp-proxy.conf".to_string(),
                     b"included".to_vec()
@@ -587,7 +613,11 @@ mod tests {
     fn the_repositorys_nginx_directory_gives_its_configuration_and_no_crate_file() {
         let files = nginx_files(&crate::project_root().join("nginx")).unwrap();
 
-        let names: Vec<&str> = files.keys().map(String::as_str).collect();
+        let names: Vec<&str> = files
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !name.starts_with("etc/nginx/errors/"))
+            .collect();
         assert_eq!(
             names,
             [
@@ -596,5 +626,16 @@ mod tests {
                 "etc/nginx/webapp-proxy.conf"
             ]
         );
+        // Every answer the front's configuration names is there, as JSON.
+        let config = fs::read_to_string(crate::project_root().join("nginx/nginx.conf")).unwrap();
+        for status in [
+            "400", "404", "405", "413", "414", "429", "431", "500", "501", "502", "503", "504",
+            "505",
+        ] {
+            assert!(config.contains(&format!("error_page {status} ")) || status == "431");
+            let body = &files[&format!("etc/nginx/errors/{status}.json")];
+            let parsed: serde_json::Value = serde_json::from_slice(body).unwrap();
+            assert!(parsed["error"].is_string(), "{status}.json");
+        }
     }
 }

@@ -47,6 +47,7 @@ struct ComposeService {
     stop_grace_period: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sysctls: Option<Mapping<&'static str>>,
+    dns: Vec<&'static str>,
     logging: LoggingSection,
 }
 
@@ -134,6 +135,8 @@ fn compose_service(service: &stack::Service) -> ComposeService {
         open_files_limit,
         stop_grace_period,
         sysctls,
+        logs,
+        external_dns,
         // The image carries them.
         stop_signal: _,
         working_dir: _,
@@ -207,7 +210,8 @@ fn compose_service(service: &stack::Service) -> ComposeService {
         ulimits: UlimitsSection::of(*open_files_limit),
         stop_grace_period: docker_duration(*stop_grace_period),
         sysctls: sysctls_section(sysctls),
-        logging: LoggingSection::bounded(),
+        dns: external_dns.to_vec(),
+        logging: LoggingSection::of(logs),
     }
 }
 

@@ -84,6 +84,7 @@ struct StackService {
     /// Swarm applies these since Engine 19.03 (API 1.40), as Compose does.
     #[serde(skip_serializing_if = "Option::is_none")]
     sysctls: Option<Mapping<&'static str>>,
+    dns: Vec<&'static str>,
     logging: LoggingSection,
     deploy: StackDeploy,
 }
@@ -281,6 +282,8 @@ fn stack_service(service: &Service) -> StackService {
         open_files_limit,
         stop_grace_period,
         sysctls,
+        logs,
+        external_dns,
         // The image carries them.
         stop_signal: _,
         working_dir: _,
@@ -378,7 +381,8 @@ fn stack_service(service: &Service) -> StackService {
         ulimits: UlimitsSection::of(*open_files_limit),
         stop_grace_period: docker_duration(*stop_grace_period),
         sysctls: sysctls_section(sysctls),
-        logging: LoggingSection::bounded(),
+        dns: external_dns.to_vec(),
+        logging: LoggingSection::of(logs),
         deploy: StackDeploy {
             endpoint_mode: dns_round_robin.then_some("dnsrr"),
             replicas: *replicas,

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::stack::{self, Stack, VolumeStorage, NONROOT_ID};
+use crate::stack::{self, LogRetention, Stack, VolumeStorage, NONROOT_ID};
 
 /// Docker's duration syntax, in whole seconds ("15s").
 pub fn docker_duration(duration: Duration) -> String {
@@ -61,17 +61,19 @@ impl HealthcheckSection {
 #[derive(Serialize)]
 pub struct LoggingSection {
     driver: &'static str,
-    options: Mapping<&'static str>,
+    options: Mapping<String>,
 }
 
 impl LoggingSection {
-    /// Bounded logs: a chatty replica cannot fill the host's disk.
-    pub fn bounded() -> LoggingSection {
+    /// Bounded logs: a chatty replica cannot fill the host's disk. The
+    /// `local` driver stores each line as the container wrote it (json-file
+    /// would escape it once more) and compresses the older files.
+    pub fn of(logs: &LogRetention) -> LoggingSection {
         LoggingSection {
-            driver: "json-file",
+            driver: "local",
             options: Mapping(vec![
-                ("max-size".to_string(), "10m"),
-                ("max-file".to_string(), "3"),
+                ("max-size".to_string(), format!("{}m", logs.max_size_mib)),
+                ("max-file".to_string(), logs.files.to_string()),
             ]),
         }
     }

@@ -13,12 +13,14 @@ pub(super) fn db() -> Service {
             // requirepass, from the secret (see REDIS_CONFIG_SECRET).
             "--include",
             "/run/secrets/redis_config",
-            // Every write goes to the append-only file, fsynced each second;
-            // no RDB snapshots besides it.
+            // Every write goes to the append-only file, fsynced before Redis
+            // answers it (once per turn of its event loop, for all the
+            // clients served in it), so no acknowledged hit is lost when
+            // Redis is killed; no RDB snapshots besides it.
             "--appendonly",
             "yes",
             "--appendfsync",
-            "everysec",
+            "always",
             "--save",
             "",
             "--dir",
@@ -141,13 +143,19 @@ pub(super) fn proxy() -> Service {
         // nginx. The front's worker_rlimit_nofile (nginx/nginx.conf) is this
         // number; engines differ in their default (1024 soft with some).
         open_files_limit: Some(PROXY_OPEN_FILES_LIMIT),
-        // Room for every connection the front nginx accepts (4,096 for each
-        // of its 2 workers): a slow client's connection costs about 9 KiB
-        // (measured with 3,000 trickling headers: docs/hardening.md), so
-        // the workers run short of connections, which nginx handles by
-        // closing idle ones, before the container runs short of memory,
-        // which the kernel handles by killing a worker.
-        memory_limit_bytes: 128 * MIB,
+        // What nginx.conf's limits leave its two workers at most: about
+        // 23 MiB at rest, 9.5 KiB for each of the 8,192 connections they
+        // accept (a header being read: 1 KiB, and at most 8 KiB more for a
+        // long one), and 76 KiB more for each of the at most 999 requests in
+        // progress (their answer's buffers; nothing is written to /tmp):
+        // 23 + 76 + 74 = 173 MiB. docs/hardening.md has the arithmetic.
+        memory_limit_bytes: 256 * MIB,
+        // The access log of a busy hour: 500 MiB is about 1.1 million
+        // lines of a typical 450 bytes (at most 900; docs/hardening.md).
+        logs: LogRetention {
+            max_size_mib: 50,
+            files: 10,
+        },
         ..nginx(PROXY)
     }
 }
