@@ -124,34 +124,38 @@ mod tests {
         assert_eq!(ports[0].as_str(), Some("${WEBSTACK_PORT:-8070}:80"));
     }
 
-    /// The front nginx raises its workers' open files limit to the proxy
-    /// container's, which must then be at least that: a worker running as
-    /// uid 65532 cannot go past the hard limit.
+    /// Each nginx raises its workers' open files limit to its container's,
+    /// which must then be at least that: a worker running as uid 65532
+    /// cannot go past the hard limit.
     #[test]
-    fn the_proxys_open_files_limit_reaches_both_files_and_matches_nginx_conf() {
+    fn both_nginx_open_files_limits_reach_both_files_and_match_their_configuration() {
         let limit = stack::PROXY_OPEN_FILES_LIMIT;
         let compose: yaml_serde::Value =
             yaml_serde::from_str(&render_compose(&stack::stack()).expect("render")).expect("YAML");
         let swarm: yaml_serde::Value =
             yaml_serde::from_str(&render_stack(&stack::stack()).expect("render")).expect("YAML");
         for file in [&compose, &swarm] {
-            let nofile = &file["services"]["proxy"]["ulimits"]["nofile"];
-            assert_eq!(nofile["soft"].as_u64(), Some(u64::from(limit)));
-            assert_eq!(nofile["hard"].as_u64(), Some(u64::from(limit)));
+            for service in ["proxy", "balancer"] {
+                let nofile = &file["services"][service]["ulimits"]["nofile"];
+                assert_eq!(nofile["soft"].as_u64(), Some(u64::from(limit)));
+                assert_eq!(nofile["hard"].as_u64(), Some(u64::from(limit)));
+            }
             assert!(file["services"]["db"].get("ulimits").is_none());
         }
-        let path = crate::project_root().join("nginx").join("nginx.conf");
-        let conf = std::fs::read_to_string(&path).expect("read nginx/nginx.conf");
-        let directive = |name: &str| -> u32 {
-            conf.lines()
-                .map(str::trim)
-                .find_map(|line| line.strip_prefix(name)?.strip_suffix(';'))
-                .and_then(|value| value.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in nginx.conf"))
-        };
-        assert_eq!(directive("worker_rlimit_nofile "), limit);
-        // A connection is a file, and nginx needs a few of its own.
-        assert!(directive("worker_connections ") < limit);
+        for name in ["nginx.conf", "back.conf"] {
+            let path = crate::project_root().join("nginx").join(name);
+            let conf = std::fs::read_to_string(&path).expect("read the nginx configuration");
+            let directive = |directive: &str| -> u32 {
+                conf.lines()
+                    .map(str::trim)
+                    .find_map(|line| line.strip_prefix(directive)?.strip_suffix(';'))
+                    .and_then(|value| value.trim().parse().ok())
+                    .unwrap_or_else(|| panic!("no {directive} in {name}"))
+            };
+            assert_eq!(directive("worker_rlimit_nofile "), limit, "{name}");
+            // A connection is a file, and nginx needs a few of its own.
+            assert!(directive("worker_connections ") < limit, "{name}");
+        }
     }
 
     /// The front's upstream and the back's listener name the one socket, in
@@ -159,13 +163,16 @@ mod tests {
     /// containers (proxy-init's BACK_SOCKET says the same).
     #[test]
     fn both_nginx_configurations_use_the_socket_in_the_shared_volume() {
-        let socket = format!("unix:{}/back.sock;", stack::PROXY_SOCKET_DIR);
+        let socket = format!("unix:{}/back.sock", stack::PROXY_SOCKET_DIR);
         for (file, directive) in [("nginx.conf", "server "), ("back.conf", "listen ")] {
             let path = crate::project_root().join("nginx").join(file);
             let conf = std::fs::read_to_string(&path).expect("read the nginx configuration");
+            let names_it = |line: &str| {
+                let rest = line.trim().strip_prefix(directive)?.strip_prefix(&socket)?;
+                rest.starts_with([';', ' ']).then_some(())
+            };
             assert!(
-                conf.lines()
-                    .any(|line| line.trim() == format!("{directive}{socket}")),
+                conf.lines().any(|line| names_it(line).is_some()),
                 "nginx/{file} has no `{directive}{socket}`"
             );
         }

@@ -184,6 +184,9 @@ pub(super) fn balancer() -> Service {
         // collapsed (measured: from 3,500 to 310 requests/s on the second 8 s
         // oha run); reusing TIME_WAIT ports and a wider port range keep any
         // burst of new connections from doing that again.
+        // Two connections for each request the proxy passes on (back.conf's
+        // worker_rlimit_nofile is this number).
+        open_files_limit: Some(PROXY_OPEN_FILES_LIMIT),
         sysctls: vec![
             ("net.ipv4.tcp_tw_reuse", "1"),
             ("net.ipv4.ip_local_port_range", "1024 65535"),
