@@ -9,7 +9,10 @@
 //! a listener where a container's traffic would go.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
+
+use rustix::process::{getrlimit, setrlimit, Resource};
+use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 /// Runs `work` on a thread of its own that has entered the network namespace
 /// of process `pid` (a host pid, as `docker inspect` gives it), and returns
@@ -22,16 +25,13 @@ where
     let thread = std::thread::spawn(move || {
         let path = format!("/proc/{pid}/ns/net");
         let namespace = File::open(&path).unwrap_or_else(|error| panic!("open {path}: {error}"));
-        // SAFETY: setns(2) with a file descriptor that stays open for the call;
-        // it changes the network namespace of this thread only, which ends
-        // when `work` returns.
-        let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(
-            entered,
-            0,
-            "enter the network namespace of pid {pid}: {} (the suites need root, as Docker does here)",
-            std::io::Error::last_os_error()
-        );
+        // setns(2): only this thread moves, and it ends when `work` returns.
+        move_into_link_name_space(namespace.as_fd(), Some(LinkNameSpaceType::Network))
+            .unwrap_or_else(|error| {
+                panic!(
+                    "enter the network namespace of pid {pid}: {error} (the suites need root, as Docker does here)"
+                )
+            });
         work()
     });
     thread
@@ -42,20 +42,12 @@ where
 /// Raises this process's soft limit of open files to its hard limit, for
 /// tests that hold thousands of connections; returns the new soft limit.
 pub fn raise_open_files_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
+    let limit = getrlimit(Resource::Nofile);
+    let raised = rustix::process::Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
     };
-    // SAFETY: getrlimit and setrlimit with a valid pointer to a local struct.
-    unsafe {
-        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
-        limit.rlim_cur = limit.rlim_max;
-        assert_eq!(
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit),
-            0,
-            "raise the open files limit: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    limit.rlim_cur
+    setrlimit(Resource::Nofile, raised)
+        .unwrap_or_else(|error| panic!("raise the open files limit: {error}"));
+    limit.maximum.unwrap_or(u64::MAX)
 }

@@ -366,7 +366,7 @@ async fn no_container_resolves_a_name_off_the_machine() {
             0x5700 + u16::try_from(index).expect("few containers"),
             &name,
         );
-        let (captured, answered) =
+        let captured =
             stack_tests::netns::in_network_namespace_of(container.state.pid, move || {
                 let capture = std::net::UdpSocket::bind("127.0.0.1:53")
                     .expect("listen on the container's 127.0.0.1:53");
@@ -375,19 +375,13 @@ async fn no_container_resolves_a_name_off_the_machine() {
                     .expect("timeout");
                 let asker = std::net::UdpSocket::bind("127.0.0.1:0").expect("a client socket");
                 asker
-                    .set_read_timeout(Some(Duration::from_secs(5)))
-                    .expect("timeout");
-                asker
                     .send_to(&query, embedded)
                     .expect("ask the embedded DNS server");
                 let mut buffer = [0u8; 512];
-                let captured = capture
+                capture
                     .recv_from(&mut buffer)
                     .map(|(length, _)| buffer[..length].to_vec())
-                    .ok();
-                // What the asker gets once the forward went unanswered.
-                let answered = asker.recv(&mut buffer).is_ok();
-                (captured, answered)
+                    .ok()
             });
         let captured = captured.unwrap_or_else(|| {
             panic!(
@@ -404,10 +398,9 @@ async fn no_container_resolves_a_name_off_the_machine() {
             container.name
         );
         eprintln!(
-            "[e2e] {}: {name} forwarded only to its own 127.0.0.1:53 (captured {} bytes; the asker got {})",
+            "[e2e] {}: {name} forwarded only to its own 127.0.0.1:53 (captured {} bytes)",
             container.name,
-            captured.len(),
-            if answered { "an answer" } else { "none" }
+            captured.len()
         );
     }
 }

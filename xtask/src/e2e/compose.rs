@@ -24,13 +24,16 @@ pub fn run_compose_e2e(sh: &Shell, choice: ComposeChoice, keep: bool) -> anyhow:
     // With both: the whole suite under v2, the Compose v2 users run, and
     // under v1 what Compose itself decides (starting, scaling, stopping,
     // networks, container settings), not the proxy's answers to hostile
-    // clients (`front`, `hostile`), which are nginx's whoever started it,
-    // nor where the published port leads while the proxy restarts, which is
-    // the engine's.
+    // clients (`front`, `hostile`, `slow_readers`), which are nginx's
+    // whoever started it, nor where the published port leads while the proxy
+    // restarts, which is the engine's, nor what a killed Redis keeps, which
+    // is Redis's.
     const PROXY_ONLY: &[&str] = &[
         "front::",
         "hostile::",
+        "slow_readers::",
         "isolation::the_published_port_leads_only_to_the_edge_network",
+        "failures::killing_the_db_under_write_load",
     ];
     let generations: &[(&str, &[&str])] = match choice {
         ComposeChoice::V1 => &[("v1", &[])],
