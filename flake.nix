@@ -161,13 +161,15 @@
           '';
 
           proxyPaths = pkgs.runCommand "webstack-proxy-paths" { } ''
-            mkdir -p $out/usr/sbin $out/usr/local/bin $out/etc/nginx
+            mkdir -p $out/usr/sbin $out/usr/local/bin $out/etc/nginx/errors
             ln -s ${pkgs.nginx}/bin/nginx $out/usr/sbin/nginx
             ln -s ${webapp}/bin/httpcheck $out/usr/local/bin/httpcheck
             ln -s ${webapp}/bin/proxy-init $out/usr/local/bin/proxy-init
             cp ${pkgs.nginx}/conf/mime.types $out/etc/nginx/mime.types
-            # The configuration only: nginx/ also holds the proxy crate.
+            # The configuration and the front's error answers only: nginx/
+            # also holds the proxy crate.
             cp ${./nginx}/*.conf $out/etc/nginx/
+            cp ${./nginx/errors}/*.json $out/etc/nginx/errors/
           '';
 
           webappImage = pkgs.dockerTools.streamLayeredImage {
