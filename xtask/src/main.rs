@@ -20,6 +20,7 @@ mod render;
 mod secrets;
 mod stack;
 mod swarm;
+mod tls;
 
 use std::path::{Path, PathBuf};
 

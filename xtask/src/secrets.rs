@@ -88,7 +88,7 @@ fn random_password() -> anyhow::Result<String> {
 
 /// Writes through a temporary file and a rename, so a reader never sees half
 /// a password; the file is the owner's alone (0600) from its creation.
-fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
     crate::images::staging::write_atomically(path, contents.as_bytes(), 0o600)
 }
 
@@ -96,7 +96,7 @@ fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
 /// the containers run as uid 65532. As root, xtask hands the file to that uid
 /// with mode 0400; otherwise (a user in the docker group) it can only make
 /// the file world-readable, and the 0700 directory keeps other host users out.
-fn make_readable_by_containers(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn make_readable_by_containers(path: &Path) -> anyhow::Result<()> {
     let mode = match std::os::unix::fs::chown(path, Some(NONROOT_ID), Some(NONROOT_ID)) {
         Ok(()) => 0o400,
         Err(_) => 0o444,

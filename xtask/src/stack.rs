@@ -22,6 +22,11 @@ pub const DEFAULT_HOST_PORT: u16 = 8070;
 /// (`${WEBSTACK_PORT:-8070}`), so one file serves any port.
 pub const PORT_VARIABLE: &str = "WEBSTACK_PORT";
 
+/// The host port HTTPS is published on with `--tls`, unless `WEBSTACK_HTTPS_PORT` says
+/// otherwise (443 on a server).
+pub const DEFAULT_HTTPS_HOST_PORT: u16 = 8443;
+pub const HTTPS_PORT_VARIABLE: &str = "WEBSTACK_HTTPS_PORT";
+
 /// uid:gid of every image's `nonroot` user (the images, deploy files and flake.nix all use it).
 pub const NONROOT_USER: &str = "65532:65532";
 pub const NONROOT_ID: u32 = 65532;
@@ -504,6 +509,59 @@ impl Service {
             },
             external_dns: NO_EXTERNAL_DNS,
         }
+    }
+}
+
+/// HTTPS at the front (`--tls`): what `deploy/compose.tls.yaml` and `deploy/stack.tls.yaml`
+/// add to the proxy service of the plain files, which they are deployed with: the HTTPS port,
+/// the switch that makes proxy-init run nginx-tls.conf, and the certificate and key as
+/// secrets (never in an image).
+pub struct FrontTls {
+    pub service: &'static str,
+    /// A label on the proxy's containers, so later commands (`scale`, `down`) know to deploy
+    /// with the overlay too.
+    pub label: (&'static str, &'static str),
+    pub https_port: PublishedPort,
+    pub environment: Vec<(&'static str, String)>,
+    pub secrets: Vec<SecretMount>,
+    /// Each secret's file name, in `${WEBSTACK_TLS_DIR}` (`.secrets/tls/` by default).
+    pub secret_files: Vec<(&'static str, &'static str)>,
+}
+
+/// Where the TLS deploy files find the certificate and key: `.secrets/tls/` (git-ignored)
+/// unless this variable names another directory (the end-to-end run's own).
+pub const TLS_DIR_VARIABLE: &str = "WEBSTACK_TLS_DIR";
+pub const DEFAULT_TLS_DIR_FROM_ROOT: &str = ".secrets/tls";
+
+pub const TLS_CERTIFICATE_SECRET: &str = "tls_certificate";
+pub const TLS_LABEL: (&str, &str) = ("webstack.tls", "on");
+pub const TLS_KEY_SECRET: &str = "tls_key";
+
+pub fn front_tls() -> FrontTls {
+    FrontTls {
+        service: PROXY,
+        label: TLS_LABEL,
+        https_port: PublishedPort {
+            variable: HTTPS_PORT_VARIABLE,
+            default_host_port: DEFAULT_HTTPS_HOST_PORT,
+            container_port: 443,
+        },
+        environment: vec![
+            ("PROXY_TLS", "on".to_string()),
+            // Where port 80 redirects to: the port clients reach HTTPS on.
+            (
+                "PROXY_HTTPS_PORT",
+                format!("${{{HTTPS_PORT_VARIABLE}:-{DEFAULT_HTTPS_HOST_PORT}}}"),
+            ),
+        ],
+        secrets: vec![
+            SecretMount::for_nonroot(TLS_CERTIFICATE_SECRET),
+            SecretMount::for_nonroot(TLS_KEY_SECRET),
+        ],
+        secret_files: vec![
+            (TLS_CERTIFICATE_SECRET, "certificate.pem"),
+            (TLS_KEY_SECRET, "key.pem"),
+        ],
     }
 }
 

@@ -212,24 +212,30 @@ pub fn check_destination(destination: IpAddr, own: &[Ipv4Net]) -> Result<(), Str
         .map_err(|refused| refused.to_string())
 }
 
-/// Checks every address the host part of an `http://host:port/...` URL
-/// resolves to, and returns them. Names resolve through the host's own
-/// resolver (for `localhost` that is /etc/hosts).
+/// Checks every address the host part of an `http://host:port/...` (or
+/// `https://`) URL resolves to, and returns them. Names resolve through the
+/// host's own resolver (for `localhost` that is /etc/hosts).
 pub fn check_url(url: &str, own: &[Ipv4Net]) -> Result<Vec<SocketAddr>, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url:?}: only http:// URLs are supported"))?;
+    let (rest, default_port) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, 80),
+        (_, Some(rest)) => (rest, 443),
+        _ => {
+            return Err(format!(
+                "{url:?}: only http:// and https:// URLs are supported"
+            ))
+        }
+    };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
     let with_port = if authority.starts_with('[') {
         if authority.contains("]:") {
             authority.to_string()
         } else {
-            format!("{authority}:80")
+            format!("{authority}:{default_port}")
         }
     } else if authority.contains(':') {
         authority.to_string()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     let addresses: Vec<SocketAddr> = with_port
         .to_socket_addrs()
@@ -431,6 +437,10 @@ Local:
     fn urls_on_loopback_pass_and_their_addresses_are_returned() {
         let addresses = check_url("http://127.0.0.1:8070/api/hits", &[]).expect("loopback");
         assert_eq!(addresses, vec!["127.0.0.1:8070".parse().expect("addr")]);
-        assert!(check_url("https://127.0.0.1/", &[]).is_err());
+        assert!(check_url("ftp://127.0.0.1/", &[]).is_err());
+        assert_eq!(
+            check_url("https://127.0.0.1/", &[]).map(|addresses| addresses[0].port()),
+            Ok(443)
+        );
     }
 }

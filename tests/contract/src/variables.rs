@@ -13,6 +13,14 @@ pub const COMPOSE_FILE_VARIABLE: &str = "WEBSTACK_E2E_COMPOSE_FILE";
 /// The xtask binary, for `scale`, `down` and `up` from the tests.
 pub const XTASK_VARIABLE: &str = "WEBSTACK_E2E_XTASK";
 
+/// The HTTPS pass of `cargo xtask e2e` (Compose v2) → tests/tests/tls.rs.
+pub mod tls {
+    /// The proxy's HTTPS URL on loopback, e.g. `https://127.0.0.1:43122`.
+    pub const HTTPS_URL_VARIABLE: &str = "WEBSTACK_E2E_HTTPS_URL";
+    /// The CA certificate (PEM) the proxy's certificate checks against.
+    pub const CA_VARIABLE: &str = "WEBSTACK_E2E_CA";
+}
+
 /// `cargo xtask e2e --swarm` → tests/tests/swarm.rs.
 pub mod swarm {
     /// The stack's name.

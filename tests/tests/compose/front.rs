@@ -312,7 +312,7 @@ async fn slow_uploads_get_their_own_limit_and_reads_from_the_same_address_keep_a
     let stack = ComposeStack::from_environment();
     let address = proxy_address(&stack);
     let client = http_client();
-    // More than the 128 requests in progress an address may have: were
+    // More than the 256 requests in progress an address may have: were
     // uploads counted with reads, these alone would lock the address out.
     let uploads = 300;
     let trickling = Arc::new(AtomicBool::new(true));

@@ -19,7 +19,7 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Client addresses, 127.0.0.2 onwards.
 const CLIENT_ADDRESSES: u8 = 32;
-/// Under the 128 requests in progress an address may have (nginx.conf):
+/// Under the 256 requests in progress an address may have (front-server.conf):
 /// nginx works through a connection's pipelined requests one at a time.
 const CONNECTIONS_PER_ADDRESS: usize = 125;
 const PIPELINED_GETS: usize = 8;

@@ -231,6 +231,8 @@ impl Bench {
             project: project.clone(),
             skip_images: false,
             timeout_secs: HEALTHY_TIMEOUT_SECS,
+            tls: crate::tls::TlsArgs::plain(),
+            https_port: crate::stack::DEFAULT_HTTPS_HOST_PORT,
             images: None,
         }
         .run(sh);

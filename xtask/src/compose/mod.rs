@@ -15,7 +15,7 @@ mod project;
 mod tool;
 
 pub use project::{prepare_files, project_containers, published_proxy_port, ComposeProject};
-use project::{require_free_port, service_of};
+use project::{require_free_https_port, require_free_port, service_of};
 pub use tool::{ComposeTool, COMPOSE_VARIABLE};
 
 use crate::docker::deployment::Deployment;
@@ -55,6 +55,12 @@ pub struct Up {
     /// Seconds to wait for every service to be healthy.
     #[arg(long, default_value_t = DEFAULT_HEALTHY_TIMEOUT_SECS)]
     pub timeout_secs: u64,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+    /// Host port HTTPS is published on, with `--tls` (port 80 of the proxy, `--port`, then
+    /// answers ACME challenges and redirects everything else there).
+    #[arg(long, env = stack::HTTPS_PORT_VARIABLE, default_value_t = stack::DEFAULT_HTTPS_HOST_PORT)]
+    pub https_port: u16,
     /// Images already built and loaded by the caller (not a flag).
     #[arg(skip)]
     pub images: Option<StackImages>,
@@ -85,6 +91,11 @@ impl Up {
             secrets.password_file.display()
         );
         require_free_port(sh, &self.project, self.port)?;
+        project.tls = self.tls.prepare()?.is_some();
+        project.https_port = self.https_port;
+        if project.tls {
+            require_free_https_port(sh, &self.project, self.https_port)?;
+        }
 
         eprintln!(
             "up: starting project {} with {} webapp replica(s) (services start in order db → webapp → balancer → proxy, each once the previous is healthy)",
@@ -97,7 +108,11 @@ impl Up {
             "up: healthy and serving after {:.1}s",
             started.elapsed().as_secs_f64()
         );
-        println!("http://localhost:{}", self.port);
+        if project.tls {
+            println!("https://localhost:{}", self.https_port);
+        } else {
+            println!("http://localhost:{}", self.port);
+        }
         Ok(())
     }
 }

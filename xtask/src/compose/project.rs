@@ -30,6 +30,10 @@ pub struct ComposeProject {
     /// The webapp replicas it runs (or is to run): what
     /// [`Deployment::wait_ready`] waits for.
     pub(super) webapp_replicas: usize,
+    /// HTTPS at the front: deployed with `deploy/compose.tls.yaml` over the file too.
+    pub tls: bool,
+    /// Substituted for `${WEBSTACK_HTTPS_PORT}` in that file.
+    pub https_port: u16,
 }
 
 impl ComposeProject {
@@ -54,6 +58,14 @@ impl ComposeProject {
             } else {
                 webapps
             },
+            https_port: std::env::var(stack::HTTPS_PORT_VARIABLE)
+                .ok()
+                .and_then(|port| port.parse().ok())
+                .unwrap_or(stack::DEFAULT_HTTPS_HOST_PORT),
+            tls: containers.iter().any(|container| {
+                service_of(container) == PROXY
+                    && container.label(stack::TLS_LABEL.0) == Some(stack::TLS_LABEL.1)
+            }),
         })
     }
 
@@ -70,13 +82,25 @@ impl ComposeProject {
         let (program, leading) = self.tool.program_and_leading_arguments();
         let name = &self.name;
         let file = &self.file;
-        cmd!(sh, "{program} {leading...} -p {name} -f {file} {args...}")
-            .env(PORT_VARIABLE, self.port.to_string())
-            .envs(
-                self.image_pins
-                    .iter()
-                    .map(|(variable, image)| (variable, image)),
-            )
+        let tls: Vec<String> = if self.tls {
+            vec![
+                "-f".to_owned(),
+                crate::render::compose_tls_file_path().display().to_string(),
+            ]
+        } else {
+            Vec::new()
+        };
+        cmd!(
+            sh,
+            "{program} {leading...} -p {name} -f {file} {tls...} {args...}"
+        )
+        .env(PORT_VARIABLE, self.port.to_string())
+        .env(stack::HTTPS_PORT_VARIABLE, self.https_port.to_string())
+        .envs(
+            self.image_pins
+                .iter()
+                .map(|(variable, image)| (variable, image)),
+        )
     }
 }
 
@@ -148,8 +172,14 @@ impl Deployment for ComposeProject {
             .iter()
             .map(|container| crate::docker::serving::replica_name(&container.id))
             .collect();
+        let (port, scheme) = if self.tls {
+            (self.https_port, crate::docker::serving::Scheme::Https)
+        } else {
+            (self.port, crate::docker::serving::Scheme::Http)
+        };
         crate::docker::serving::wait_until_every_replica_serves(
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), self.port),
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port),
+            scheme,
             &replicas,
             &[],
             timeout
@@ -279,6 +309,9 @@ pub fn prepare_files() -> anyhow::Result<crate::secrets::RedisSecretFiles> {
     let stack = stack::stack();
     let rendered = crate::render::render_compose(&stack)?;
     crate::render::write_file(&crate::render::compose_file_path(), &rendered)?;
+    for (path, rendered) in crate::render::tls_overlays()? {
+        crate::render::write_file(&path, &rendered)?;
+    }
     crate::secrets::ensure_redis_secrets()
 }
 
@@ -422,8 +455,34 @@ pub(super) fn require_free_port(sh: &Shell, project: &str, port: u16) -> anyhow:
     if published_proxy_port(sh, project) == Some(port) {
         return Ok(());
     }
+    require_free(port, "--port")
+}
+
+/// The HTTPS port (`--https-port`) is free, or this project's proxy publishes it already.
+pub(super) fn require_free_https_port(sh: &Shell, project: &str, port: u16) -> anyhow::Result<()> {
+    let labels = [
+        format!("{COMPOSE_PROJECT_LABEL}={project}"),
+        format!("{COMPOSE_SERVICE_LABEL}={PROXY}"),
+    ];
+    let published = docker::containers_labelled(sh, &labels, false)
+        .ok()
+        .and_then(|containers| {
+            containers.iter().find_map(|proxy| {
+                proxy.host_port(&format!(
+                    "{}/tcp",
+                    stack::front_tls().https_port.container_port
+                ))
+            })
+        });
+    if published == Some(port) {
+        return Ok(());
+    }
+    require_free(port, "--https-port")
+}
+
+fn require_free(port: u16, flag: &str) -> anyhow::Result<()> {
     if let Err(error) = TcpListener::bind(("0.0.0.0", port)) {
-        bail!("host port {port} is not available ({error}): pick another with `--port`, or see what listens there with `ss -ltnp 'sport = :{port}'`");
+        bail!("host port {port} is not available ({error}): pick another with `{flag}`, or see what listens there with `ss -ltnp 'sport = :{port}'`");
     }
     Ok(())
 }

@@ -83,12 +83,23 @@ impl ServingProgress {
     }
 }
 
+/// How the proxy is reached: plain HTTP, or HTTPS (`--tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    /// The probe does not check the certificate: it asks the stack's own proxy whether the
+    /// replicas serve, and a certificate for a server's public name (`--tls files`) does not
+    /// name the loopback address it asks on.
+    Https,
+}
+
 /// Waits until `GET /readyz` through the proxy at `proxy` has answered ready
 /// from every replica in `replicas` (their hostnames: the first 12
 /// characters of the container ids). `own_networks` are the networks the
 /// network guard accepts besides loopback.
 pub fn wait_until_every_replica_serves(
     proxy: SocketAddr,
+    scheme: Scheme,
     replicas: &BTreeSet<String>,
     own_networks: &[stack_contract::netguard::Ipv4Net],
     timeout: Duration,
@@ -100,9 +111,17 @@ pub fn wait_until_every_replica_serves(
         .max_redirects(0)
         .http_status_as_error(false)
         .timeout_global(Some(PROBE_TIMEOUT))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(scheme == Scheme::Https)
+                .build(),
+        )
         .build()
         .new_agent();
-    let url = format!("http://{proxy}/readyz");
+    let url = match scheme {
+        Scheme::Http => format!("http://{proxy}/readyz"),
+        Scheme::Https => format!("https://{proxy}/readyz"),
+    };
     let started = Instant::now();
     let mut progress = ServingProgress::default();
     let probes = poll::until(

@@ -1,9 +1,9 @@
 //! `cargo xtask e2e [--compose v1|v2|both]`: builds the images, starts a
 //! fresh Compose stack under a unique project name and a free host port,
-//! runs `tests/tests/compose/` against it, and tears it down unless
-//! `--keep`.
+//! runs `tests/tests/compose/` against it, then (but under Compose 1.29) deploys it again
+//! with `--tls self-signed` and runs `tests/tests/tls.rs`, and tears it down unless `--keep`.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use xshell::Shell;
@@ -12,6 +12,7 @@ use super::ComposeChoice;
 use crate::compose::{self, ComposeProject, Up};
 use crate::docker::{self, deployment::Deployment};
 
+use stack_contract::variables::tls::{CA_VARIABLE, HTTPS_URL_VARIABLE};
 use stack_contract::variables::{
     COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
@@ -23,22 +24,29 @@ const E2E_REPLICAS: u32 = 3;
 pub fn run_compose_e2e(sh: &Shell, choice: ComposeChoice, keep: bool) -> anyhow::Result<()> {
     // With both: the whole suite under v2, the Compose v2 users run, and
     // under v1 what Compose itself decides (starting, scaling, stopping,
-    // networks, container settings), not the proxy's answers to hostile
-    // clients (`front`, `hostile`, `slow_readers`), which are nginx's
-    // whoever started it, nor where the published port leads while the proxy
-    // restarts, which is the engine's, nor what a killed Redis keeps, which
-    // is Redis's.
-    const PROXY_ONLY: &[&str] = &[
+    // networks, ports, container settings), not what nginx, Redis, the
+    // webapp or the engine do whoever started them: the proxy's answers to
+    // hostile clients, where the published port leads while the proxy
+    // restarts, failures of one service, the balancer's connections.
+    const NOT_COMPOSE: &[&str] = &[
         "front::",
         "hostile::",
         "slow_readers::",
         "isolation::the_published_port_leads_only_to_the_edge_network",
         "failures::killing_the_db_under_write_load",
+        "failures::stopping_the_db",
+        "failures::stopping_the_balancer",
+        "failures::killing_a_webapp_replica",
+        "hardening::metrics_are_not_reachable",
+        "hardening::the_server_header",
+        "hardening::redis_refuses_commands",
+        "hardening::the_proxy_passes_a_request_id",
+        "scaling::the_balancer_reuses_its_connections",
     ];
     let generations: &[(&str, &[&str])] = match choice {
         ComposeChoice::V1 => &[("v1", &[])],
         ComposeChoice::V2 => &[("v2", &[])],
-        ComposeChoice::Both => &[("v1", PROXY_ONLY), ("v2", &[])],
+        ComposeChoice::Both => &[("v1", NOT_COMPOSE), ("v2", &[])],
         ComposeChoice::Auto => &[("auto", &[])],
     };
     let mut timings = Vec::new();
@@ -112,6 +120,8 @@ fn start_and_test(
         project: project.name.clone(),
         skip_images: true,
         timeout_secs: docker::HEALTHY_TIMEOUT_SECS,
+        tls: crate::tls::TlsArgs::plain(),
+        https_port: crate::stack::DEFAULT_HTTPS_HOST_PORT,
         images: Some(images),
     }
     .run(sh)
@@ -133,12 +143,58 @@ fn start_and_test(
         "compose",
         "end-to-end suite",
         vec![
-            (URL_VARIABLE, url.into()),
+            (URL_VARIABLE, url.clone().into()),
             (PROJECT_VARIABLE, project.name.clone().into()),
             (PORT_VARIABLE, project.port.to_string().into()),
             (COMPOSE_FILE_VARIABLE, project.file.clone().into()),
             (XTASK_VARIABLE, super::xtask_binary()?.into()),
         ],
         skip,
+    )?;
+    // The whole suite, not the run under Compose 1.29, goes on to HTTPS.
+    if skip.is_empty() {
+        https_pass(sh, project, &url)?;
+    }
+    Ok(())
+}
+
+/// The same project deployed again with `--tls self-signed` (only the proxy is recreated),
+/// with a local CA and certificate of the run's own, and the HTTPS suite (tests/tests/tls.rs).
+fn https_pass(sh: &Shell, plain: &ComposeProject, url: &str) -> anyhow::Result<()> {
+    let scratch = tempfile::tempdir().context("a directory for the run's CA and certificate")?;
+    let ca_dir = scratch.path().join("ca");
+    let tls_dir = scratch.path().join("tls");
+    let tls = crate::tls::TlsArgs {
+        tls: crate::tls::TlsSource::SelfSigned,
+        ..crate::tls::TlsArgs::plain()
+    };
+    tls.prepare_in(&tls_dir, || crate::tls::LocalCa::open_or_create_in(&ca_dir))?;
+    let mut project = ComposeProject::new(sh, &plain.name, plain.port)?;
+    project.tls = true;
+    project.https_port = docker::free_host_port()?;
+    let started = Instant::now();
+    sh.set_var(crate::stack::TLS_DIR_VARIABLE, &tls_dir);
+    let deployed = project
+        .deploy(sh, None, E2E_REPLICAS)
+        .and_then(|()| project.wait_ready(sh, Duration::from_secs(docker::HEALTHY_TIMEOUT_SECS)));
+    // Empty is unset for the deploy files (`${WEBSTACK_TLS_DIR:-...}`).
+    sh.set_var(crate::stack::TLS_DIR_VARIABLE, "");
+    deployed.context("deploy the stack under test with --tls self-signed")?;
+    let https_url =
+        super::suite_url("127.0.0.1", project.https_port, &[])?.replacen("http://", "https://", 1);
+    eprintln!(
+        "e2e: the stack serves HTTPS at {https_url} after {:.1}s; running the HTTPS suite (cargo test -p stack-tests --test tls)",
+        started.elapsed().as_secs_f64()
+    );
+    super::run_suite(
+        sh,
+        "tls",
+        "HTTPS suite",
+        vec![
+            (URL_VARIABLE, url.into()),
+            (HTTPS_URL_VARIABLE, https_url.into()),
+            (CA_VARIABLE, ca_dir.join("ca.pem").into()),
+        ],
+        &[],
     )
 }

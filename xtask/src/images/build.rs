@@ -622,12 +622,16 @@ mod tests {
             names,
             [
                 "etc/nginx/back.conf",
+                "etc/nginx/front-http.conf",
+                "etc/nginx/front-server.conf",
+                "etc/nginx/nginx-tls.conf",
                 "etc/nginx/nginx.conf",
                 "etc/nginx/webapp-proxy.conf"
             ]
         );
         // Every answer the front's configuration names is there, as JSON.
-        let config = fs::read_to_string(crate::project_root().join("nginx/nginx.conf")).unwrap();
+        let config =
+            fs::read_to_string(crate::project_root().join("nginx/front-server.conf")).unwrap();
         for status in [
             "400", "404", "405", "413", "414", "429", "431", "500", "501", "502", "503", "504",
             "505",

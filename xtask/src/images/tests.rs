@@ -230,6 +230,52 @@ fn proxy_image_passes_nginx_config_test_read_only_with_its_tmpfs_and_socket_dire
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "nginx -t failed:\n{stderr}");
     assert!(stderr.contains("test is successful"), "{stderr}");
+
+    // With HTTPS (`PROXY_TLS=on`), the front's other configuration too, with a certificate of
+    // a local CA where the TLS deploy files put it.
+    let certificates = tempfile::tempdir().unwrap();
+    let ca = crate::tls::LocalCa::open_or_create_in(&certificates.path().join("ca")).unwrap();
+    let issued = ca.issue(&[]).unwrap();
+    std::fs::write(
+        certificates.path().join("tls_certificate"),
+        issued.chain_pem,
+    )
+    .unwrap();
+    std::fs::write(certificates.path().join("tls_key"), issued.key_pem).unwrap();
+    // Each file on its own, readable by the image's user (its directory is not).
+    let mounts: Vec<String> = ["tls_certificate", "tls_key"]
+        .iter()
+        .flat_map(|name| {
+            let path = certificates.path().join(name);
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                .unwrap();
+            [
+                "-v".to_owned(),
+                format!("{}:/run/secrets/{name}:ro", path.display()),
+            ]
+        })
+        .collect();
+    let tls_name = unique_name("proxy-tls");
+    let _tls_cleanup = Container {
+        name: tls_name.clone(),
+    };
+    let output = cmd!(
+        sh,
+        "docker run --name {tls_name} --read-only --tmpfs /tmp --tmpfs {socket_dir} -e PROXY_TLS=on {mounts...} {image} -t"
+    )
+    .quiet()
+    .ignore_status()
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "nginx -t with TLS failed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("nginx-tls.conf test is successful"),
+        "{stderr}"
+    );
 }
 
 /// Every path in the image's filesystem, from `docker export` of a created

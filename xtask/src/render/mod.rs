@@ -14,10 +14,12 @@ use crate::stack;
 
 mod compose;
 mod swarm;
+mod tls;
 mod yaml;
 
 pub use compose::render_compose;
 pub use swarm::render_stack;
+pub use tls::rendered as tls_overlays;
 
 /// Regenerate the files in deploy/ from xtask/src/stack.rs.
 #[derive(clap::Args)]
@@ -65,13 +67,22 @@ pub fn compose_file_path() -> PathBuf {
     crate::project_root().join("deploy").join("compose.yaml")
 }
 
+/// The HTTPS overlay, deployed over the plain Compose file with `--tls`.
+pub fn compose_tls_file_path() -> PathBuf {
+    crate::project_root()
+        .join("deploy")
+        .join("compose.tls.yaml")
+}
+
 /// Every rendered file with its expected contents.
 pub fn rendered_files() -> anyhow::Result<Vec<(PathBuf, String)>> {
     let stack = stack::stack();
-    Ok(vec![
+    let mut files = vec![
         (compose_file_path(), render_compose(&stack)?),
         (stack_file_path(), render_stack(&stack)?),
-    ])
+    ];
+    files.extend(tls::rendered()?);
+    Ok(files)
 }
 
 /// Writes `contents` to `path` unless it already holds them (keeping
@@ -164,7 +175,7 @@ mod tests {
     #[test]
     fn both_nginx_configurations_use_the_socket_in_the_shared_volume() {
         let socket = format!("unix:{}/back.sock", stack::PROXY_SOCKET_DIR);
-        for (file, directive) in [("nginx.conf", "server "), ("back.conf", "listen ")] {
+        for (file, directive) in [("front-http.conf", "server "), ("back.conf", "listen ")] {
             let path = crate::project_root().join("nginx").join(file);
             let conf = std::fs::read_to_string(&path).expect("read the nginx configuration");
             let names_it = |line: &str| {

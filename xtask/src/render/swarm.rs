@@ -20,14 +20,16 @@ use super::yaml::{
     FileSecret, HealthcheckSection, LoggingSection, Mapping, NamedVolume, UlimitsSection,
 };
 use super::GENERATED_HEADER;
-use crate::stack::{Placement, Restart, Service, Stack, DB_NODE_LABEL, PROXY_NODE_LABEL};
+use crate::stack::{
+    Placement, Restart, SecretMount, Service, Stack, DB_NODE_LABEL, PROXY_NODE_LABEL,
+};
 
 /// How the proxy publishes its port. `host` binds the port on the node
 /// running the proxy task, without Swarm's ingress routing mesh: the mesh
 /// needs IPVS in the kernel, which some hosts (this project's CI machine
 /// among them) lack, and then refuses every connection. On a multi-node
 /// swarm with IPVS, `ingress` lets any node accept the traffic.
-const PROXY_PUBLISH_MODE: &str = "host";
+pub(super) const PROXY_PUBLISH_MODE: &str = "host";
 
 /// Pause between replacing one webapp replica and the next. The proxy looks
 /// the service name's addresses up every `stack::PROXY_RESOLVE_INTERVAL` and
@@ -90,12 +92,12 @@ struct StackService {
 }
 
 #[derive(Serialize)]
-struct StackPort {
-    target: u16,
+pub(super) struct StackPort {
+    pub(super) target: u16,
     /// `${WEBSTACK_PORT:-8070}`: interpolated by `docker stack deploy`.
-    published: String,
-    protocol: &'static str,
-    mode: &'static str,
+    pub(super) published: String,
+    pub(super) protocol: &'static str,
+    pub(super) mode: &'static str,
 }
 
 /// Long volume syntax: Swarm ignores the service-level `tmpfs:` key, so
@@ -119,13 +121,25 @@ struct StackTmpfs {
 /// Unlike Compose's bind-mounted file secrets, Swarm secrets get an owner
 /// and a mode: readable by the non-root user only.
 #[derive(Serialize)]
-struct StackSecretMount {
+pub(super) struct StackSecretMount {
     source: &'static str,
     target: &'static str,
     uid: String,
     gid: String,
     /// Decimal in YAML (256 is 0o400): YAML has no portable octal.
     mode: u32,
+}
+
+impl StackSecretMount {
+    pub(super) fn of(mount: &SecretMount) -> StackSecretMount {
+        StackSecretMount {
+            source: mount.secret,
+            target: mount.secret,
+            uid: mount.uid.to_string(),
+            gid: mount.gid.to_string(),
+            mode: mount.mode,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -360,16 +374,7 @@ fn stack_service(service: &Service) -> StackService {
             })
             .collect(),
         volumes,
-        secrets: secrets
-            .iter()
-            .map(|mount| StackSecretMount {
-                source: mount.secret,
-                target: mount.secret,
-                uid: mount.uid.to_string(),
-                gid: mount.gid.to_string(),
-                mode: mount.mode,
-            })
-            .collect(),
+        secrets: secrets.iter().map(StackSecretMount::of).collect(),
         healthcheck: HealthcheckSection::of(healthcheck),
         user,
         read_only: *read_only_root_filesystem,

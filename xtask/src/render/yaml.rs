@@ -86,6 +86,18 @@ pub struct FileSecret {
     file: String,
 }
 
+impl FileSecret {
+    /// A file named relative to the workspace root, as the deploy files in deploy/ see it.
+    pub fn from_root(file_from_root: &str) -> FileSecret {
+        FileSecret::at(format!("../{file_from_root}"))
+    }
+
+    /// A file as the deploy file names it (relative to deploy/, or with a variable).
+    pub fn at(file: String) -> FileSecret {
+        FileSecret { file }
+    }
+}
+
 /// A service's `ulimits:` (both files; Swarm applies them since Engine 20.10,
 /// API 1.41), absent when it keeps the engine's defaults.
 #[derive(Serialize)]
@@ -165,9 +177,7 @@ pub fn file_secrets(stack: &Stack) -> Mapping<FileSecret> {
             .map(|secret| {
                 (
                     secret.name.to_string(),
-                    FileSecret {
-                        file: format!("../{}", secret.file_from_root),
-                    },
+                    FileSecret::from_root(secret.file_from_root),
                 )
             })
             .collect(),

@@ -146,6 +146,7 @@ impl Deployment for SwarmStack {
         let replicas = self.running_webapp_replicas(sh)?;
         crate::docker::serving::wait_until_every_replica_serves(
             SocketAddr::new(self.proxy_host, self.port),
+            crate::docker::serving::Scheme::Http,
             &replicas,
             &self.own_networks,
             timeout

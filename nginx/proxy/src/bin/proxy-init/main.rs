@@ -42,6 +42,7 @@
 //! `nginx -t` does.
 
 mod replicas;
+mod tls;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -57,12 +58,15 @@ use crate::replicas::{
     describe, describe_left_out, look_up, probe_replicas, servers_to_list, write_servers, Lookup,
     SERVERS_FILE,
 };
+use crate::tls::{FrontTls, TLS_SETTINGS_FILE};
 
 /// Where the back nginx listens for the front (nginx/back.conf, nginx/nginx.conf): a
 /// directory on a volume both containers mount.
 const BACK_SOCKET: &str = "/run/proxy/back.sock";
 /// The front's configuration, which is also what a plain `nginx` in the image would read.
 const FRONT_CONFIG: &str = "nginx.conf";
+/// The front's configuration when it serves HTTPS (`PROXY_TLS=on`).
+const FRONT_TLS_CONFIG: &str = "nginx-tls.conf";
 const BACK_CONFIG: &str = "back.conf";
 
 const USAGE: &str = "usage: proxy-init front|back|-t  (front: the nginx clients talk to; back: the nginx that picks a webapp replica, and its lookups; -t: test both nginx configurations and exit)";
@@ -102,6 +106,8 @@ struct Settings {
     nginx: PathBuf,
     /// `PROXY_CONFIG_DIR`: where nginx.conf and back.conf are.
     config_dir: PathBuf,
+    /// `PROXY_TLS` and the rest of [`FrontTls`]: HTTPS at the front, or none.
+    front_tls: Option<FrontTls>,
 }
 
 impl Settings {
@@ -129,6 +135,7 @@ impl Settings {
             config_dir: variable("PROXY_CONFIG_DIR")
                 .unwrap_or_else(|| "/etc/nginx".to_owned())
                 .into(),
+            front_tls: FrontTls::from_lookup(&variable)?,
         })
     }
 }
@@ -197,10 +204,16 @@ fn main() -> ExitCode {
 }
 
 /// `proxy-init -t`: `nginx -t` of the back (with the servers of one lookup, or none) and of the
-/// front.
+/// front (the HTTPS one too with `PROXY_TLS=on`).
 async fn test_configurations(settings: &Settings) -> Result<ExitCode, String> {
     write_first_servers(settings).await?;
-    for config in [BACK_CONFIG, FRONT_CONFIG] {
+    let front = front_config(settings)?;
+    let configs = if front == FRONT_CONFIG {
+        vec![BACK_CONFIG, FRONT_CONFIG]
+    } else {
+        vec![BACK_CONFIG, FRONT_CONFIG, front]
+    };
+    for config in configs {
         let status = nginx_command(settings, config)
             .arg("-t")
             .status()
@@ -289,18 +302,37 @@ async fn finish(event: Event, which: &str, nginx: &mut Child) -> ExitCode {
     }
 }
 
+/// The front's configuration: nginx.conf, or nginx-tls.conf with its settings written first.
+fn front_config(settings: &Settings) -> Result<&'static str, String> {
+    let Some(tls) = &settings.front_tls else {
+        return Ok(FRONT_CONFIG);
+    };
+    // A few hundred bytes on a tmpfs, before nginx starts: no need to leave the thread.
+    std::fs::write(TLS_SETTINGS_FILE, tls.nginx_settings())
+        .map_err(|error| format!("write {TLS_SETTINGS_FILE}: {error}"))?;
+    Ok(FRONT_TLS_CONFIG)
+}
+
 /// `proxy-init front`: the front nginx, until a signal or its exit.
 async fn run_front(settings: &Settings) -> Result<ExitCode, String> {
     let mut signals = Signals::listen()?;
-    let mut front = nginx_command(settings, FRONT_CONFIG)
-        .spawn()
-        .map_err(|error| {
-            format!(
-                "start the front nginx ({}): {error}",
-                settings.nginx.display()
-            )
-        })?;
-    eprintln!("proxy-init: the front nginx passes requests to the back on unix:{BACK_SOCKET}");
+    let config = front_config(settings)?;
+    let mut front = nginx_command(settings, config).spawn().map_err(|error| {
+        format!(
+            "start the front nginx ({}): {error}",
+            settings.nginx.display()
+        )
+    })?;
+    let serving = match &settings.front_tls {
+        None => "HTTP on port 80".to_owned(),
+        Some(tls) => format!(
+            "HTTPS on port 443 ({}), and on port 80 ACME challenges and redirects",
+            tls.certificate.display()
+        ),
+    };
+    eprintln!(
+        "proxy-init: the front nginx serves {serving} and passes requests to the back on unix:{BACK_SOCKET}"
+    );
     let event = next_event(&mut signals, &mut front).await;
     Ok(finish(event, "front", &mut front).await)
 }
@@ -404,6 +436,7 @@ mod tests {
         assert_eq!(settings.resolve_interval, Duration::from_secs(1));
         assert_eq!(settings.nginx, PathBuf::from("/usr/sbin/nginx"));
         assert_eq!(settings.config_dir, PathBuf::from("/etc/nginx"));
+        assert_eq!(settings.front_tls, None);
     }
 
     #[test]

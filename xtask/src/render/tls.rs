@@ -1,0 +1,155 @@
+//! `deploy/compose.tls.yaml` and `deploy/stack.tls.yaml`: HTTPS at the front, as a file each
+//! orchestrator merges over the plain one (`-f compose.yaml -f compose.tls.yaml`,
+//! `-c stack.yaml -c stack.tls.yaml`), from [`stack::front_tls`].
+
+use serde::Serialize;
+
+use super::swarm::{StackPort, StackSecretMount, PROXY_PUBLISH_MODE};
+use super::yaml::{quote_yaml_1_1_booleans, FileSecret, Mapping};
+use crate::stack::{self, FrontTls};
+
+#[derive(Serialize)]
+struct Overlay<S> {
+    services: Mapping<S>,
+    secrets: Mapping<FileSecret>,
+}
+
+#[derive(Serialize)]
+struct ComposeTlsService {
+    labels: Mapping<&'static str>,
+    environment: Mapping<String>,
+    ports: Vec<String>,
+    secrets: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct StackTlsService {
+    labels: Mapping<&'static str>,
+    environment: Mapping<String>,
+    ports: Vec<StackPort>,
+    secrets: Vec<StackSecretMount>,
+}
+
+const HEADER: &str =
+    "# HTTPS at the front: deployed over the plain file by `--tls` (docs/https.md).\n";
+
+fn environment(tls: &FrontTls) -> Mapping<String> {
+    Mapping(
+        tls.environment
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.clone()))
+            .collect(),
+    )
+}
+
+fn labels(tls: &FrontTls) -> Mapping<&'static str> {
+    Mapping(vec![(tls.label.0.to_string(), tls.label.1)])
+}
+
+fn secret_files(tls: &FrontTls) -> Mapping<FileSecret> {
+    Mapping(
+        tls.secret_files
+            .iter()
+            .map(|(secret, file)| {
+                let dir = format!(
+                    "${{{}:-../{}}}",
+                    stack::TLS_DIR_VARIABLE,
+                    stack::DEFAULT_TLS_DIR_FROM_ROOT
+                );
+                (secret.to_string(), FileSecret::at(format!("{dir}/{file}")))
+            })
+            .collect(),
+    )
+}
+
+fn published(tls: &FrontTls) -> String {
+    format!(
+        "${{{}:-{}}}",
+        tls.https_port.variable, tls.https_port.default_host_port
+    )
+}
+
+pub fn render_compose_tls(tls: &FrontTls) -> anyhow::Result<String> {
+    let service = ComposeTlsService {
+        labels: labels(tls),
+        environment: environment(tls),
+        ports: vec![format!(
+            "{}:{}",
+            published(tls),
+            tls.https_port.container_port
+        )],
+        secrets: tls.secrets.iter().map(|mount| mount.secret).collect(),
+    };
+    let overlay = Overlay {
+        services: Mapping(vec![(tls.service.to_string(), service)]),
+        secrets: secret_files(tls),
+    };
+    Ok(format!(
+        "{}{HEADER}{}",
+        super::GENERATED_HEADER,
+        quote_yaml_1_1_booleans(&yaml_serde::to_string(&overlay)?)
+    ))
+}
+
+pub fn render_stack_tls(tls: &FrontTls) -> anyhow::Result<String> {
+    let service = StackTlsService {
+        labels: labels(tls),
+        environment: environment(tls),
+        ports: vec![StackPort {
+            target: tls.https_port.container_port,
+            published: published(tls),
+            protocol: "tcp",
+            mode: PROXY_PUBLISH_MODE,
+        }],
+        secrets: tls.secrets.iter().map(StackSecretMount::of).collect(),
+    };
+    let overlay = Overlay {
+        services: Mapping(vec![(tls.service.to_string(), service)]),
+        secrets: secret_files(tls),
+    };
+    // `docker stack deploy` wants the same file format version in every file it merges.
+    Ok(format!(
+        "{}{HEADER}version: '3.9'\n{}",
+        super::GENERATED_HEADER,
+        quote_yaml_1_1_booleans(&yaml_serde::to_string(&overlay)?)
+    ))
+}
+
+/// Both overlays, for the drift test and `render`.
+pub fn rendered() -> anyhow::Result<[(std::path::PathBuf, String); 2]> {
+    let tls = stack::front_tls();
+    let deploy = crate::project_root().join("deploy");
+    Ok([
+        (deploy.join("compose.tls.yaml"), render_compose_tls(&tls)?),
+        (deploy.join("stack.tls.yaml"), render_stack_tls(&tls)?),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_overlays_add_https_and_the_two_secrets_to_the_proxy_only() {
+        let tls = stack::front_tls();
+        for rendered in [
+            render_compose_tls(&tls).unwrap(),
+            render_stack_tls(&tls).unwrap(),
+        ] {
+            let parsed: yaml_serde::Value = yaml_serde::from_str(&rendered).unwrap();
+            let services = parsed["services"].as_mapping().unwrap();
+            assert_eq!(services.len(), 1, "{rendered}");
+            let proxy = &parsed["services"]["proxy"];
+            assert_eq!(proxy["environment"]["PROXY_TLS"].as_str(), Some("on"));
+            assert_eq!(
+                proxy["environment"]["PROXY_HTTPS_PORT"].as_str(),
+                Some("${WEBSTACK_HTTPS_PORT:-8443}")
+            );
+            assert_eq!(proxy["secrets"].as_sequence().unwrap().len(), 2);
+            assert_eq!(
+                parsed["secrets"]["tls_key"]["file"].as_str(),
+                Some("${WEBSTACK_TLS_DIR:-../.secrets/tls}/key.pem")
+            );
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! HTTPS at the front: where its certificate comes from (`--tls self-signed|files`), checked,
+//! and written where the TLS deploy files expect it (`.secrets/tls/`, git-ignored), from where
+//! Compose and Swarm hand it to the proxy as two secrets. Never into an image.
+//!
+//! - `local_ca.rs`: a certificate authority of the user's own, made once, kept outside the
+//!   clone, that signs a certificate for localhost and the names asked for (as mkcert does).
+//! - `files.rs`: a chain and key the user has, checked before they are used: they parse, the
+//!   key is the certificate's, the chain holds together, and it is valid now for its names.
+
+mod files;
+mod local_ca;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+pub use files::check_chain_and_key;
+pub use local_ca::LocalCa;
+
+/// Where the front's certificate comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum TlsSource {
+    /// Plain HTTP, no certificate (the default).
+    Off,
+    /// A certificate for localhost and `--tls-name`s, signed by a local CA of your own.
+    SelfSigned,
+    /// Your certificate chain and key (`--tls-certificate`, `--tls-key`).
+    Files,
+}
+
+/// The TLS flags `up` and `swarm deploy` share.
+#[derive(clap::Args, Clone, Debug)]
+pub struct TlsArgs {
+    /// HTTPS at the proxy, and where its certificate comes from.
+    #[arg(long, value_enum, default_value_t = TlsSource::Off)]
+    pub tls: TlsSource,
+    /// With `--tls self-signed`: more names (DNS names or IP addresses) for the certificate,
+    /// besides localhost, 127.0.0.1 and ::1.
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub names: Vec<String>,
+    /// With `--tls files`: the certificate chain, PEM, the server's certificate first.
+    #[arg(long, value_name = "FILE", required_if_eq("tls", "files"))]
+    pub tls_certificate: Option<PathBuf>,
+    /// With `--tls files`: its private key, PEM.
+    #[arg(long, value_name = "FILE", required_if_eq("tls", "files"))]
+    pub tls_key: Option<PathBuf>,
+}
+
+/// The directory the TLS deploy files take the certificate and key from: `.secrets/tls/`,
+/// or `WEBSTACK_TLS_DIR`'s.
+pub fn tls_dir() -> PathBuf {
+    match std::env::var_os(crate::stack::TLS_DIR_VARIABLE) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => crate::project_root().join(crate::stack::DEFAULT_TLS_DIR_FROM_ROOT),
+    }
+}
+
+impl TlsArgs {
+    /// Plain HTTP, for the commands that start a stack of their own.
+    pub fn plain() -> TlsArgs {
+        TlsArgs {
+            tls: TlsSource::Off,
+            names: Vec::new(),
+            tls_certificate: None,
+            tls_key: None,
+        }
+    }
+
+    /// Makes or checks the certificate and key for this source and writes them to
+    /// [`tls_dir`]; `None` for plain HTTP.
+    pub fn prepare(&self) -> anyhow::Result<Option<PathBuf>> {
+        self.prepare_in(&tls_dir(), LocalCa::open_or_create)
+    }
+
+    /// [`TlsArgs::prepare`] into `dir`, with the local CA `ca` gives.
+    pub fn prepare_in(
+        &self,
+        dir: &Path,
+        ca: impl FnOnce() -> anyhow::Result<LocalCa>,
+    ) -> anyhow::Result<Option<PathBuf>> {
+        let (chain, key) = match self.tls {
+            TlsSource::Off => return Ok(None),
+            TlsSource::SelfSigned => {
+                let ca = ca()?;
+                let issued = ca.issue(&self.names)?;
+                eprintln!(
+                    "tls: a certificate for {} signed by the local CA {}; to trust it: {}",
+                    issued.names.join(", "),
+                    ca.certificate_path().display(),
+                    LocalCa::how_to_trust(&ca.certificate_path())
+                );
+                (issued.chain_pem, issued.key_pem)
+            }
+            TlsSource::Files => {
+                let (certificate, key) = match (&self.tls_certificate, &self.tls_key) {
+                    (Some(certificate), Some(key)) => (certificate, key),
+                    _ => {
+                        anyhow::bail!("--tls files needs --tls-certificate FILE and --tls-key FILE")
+                    }
+                };
+                let chain = read(certificate)?;
+                let key_pem = read(key)?;
+                let checked = check_chain_and_key(&chain, &key_pem, &self.names, certificate, key)?;
+                eprintln!("tls: {checked}");
+                (chain, key_pem)
+            }
+        };
+        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        // Only the owner may look inside on the host; the containers get the files through
+        // bind mounts, which do not need the directory's mode.
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("restrict {}", dir.display()))?;
+        for (secret, file) in crate::stack::front_tls().secret_files {
+            let text = if secret == crate::stack::TLS_KEY_SECRET {
+                &key
+            } else {
+                &chain
+            };
+            write_for_containers(&dir.join(file), text)?;
+        }
+        Ok(Some(dir.to_owned()))
+    }
+}
+
+fn read(path: &Path) -> anyhow::Result<String> {
+    fs::read_to_string(path).with_context(|| format!("read {}", path.display()))
+}
+
+/// Writes a secret file the way the Redis password is written: readable by the containers'
+/// non-root user.
+fn write_for_containers(path: &Path, text: &str) -> anyhow::Result<()> {
+    crate::secrets::write_secret(path, text)?;
+    crate::secrets::make_readable_by_containers(path)
+}
