@@ -42,6 +42,9 @@ pub fn run_compose_e2e(sh: &Shell, choice: ComposeChoice, keep: bool) -> anyhow:
         "hardening::redis_refuses_commands",
         "hardening::the_proxy_passes_a_request_id",
         "scaling::the_balancer_reuses_its_connections",
+        // Scaling is Compose's: from 3 to 1 and back tests it under 1.29;
+        // 20 replicas twice test the engine and the balancer.
+        "scaling::scaling_3_to_20_to_3_twice",
     ];
     let generations: &[(&str, &[&str])] = match choice {
         ComposeChoice::V1 => &[("v1", &[])],
