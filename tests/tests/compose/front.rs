@@ -54,19 +54,7 @@ fn raw_exchange(stack: &ComposeStack, request: &[u8]) -> RawAnswer {
 
 /// The proxy's log lines (stdout and stderr) since `since` (Unix seconds).
 fn proxy_log_since(stack: &ComposeStack, since: f64) -> String {
-    let proxy = stack.single(Service::Proxy).id;
-    let output = docker_output(&["logs", "--since", &format!("{since:.3}"), &proxy]);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
+    log_since(&stack.single(Service::Proxy).id, since)
 }
 
 /// What the stack serves; nginx answers every other method itself.

@@ -505,22 +505,6 @@ fn nginx_workers(pids: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// A container's log lines (stdout and stderr) since `since` (Unix seconds).
-fn log_since(container_id: &str, since: f64) -> String {
-    let output = docker_output(&["logs", "--since", &format!("{since:.3}"), container_id]);
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn unix_now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |elapsed| elapsed.as_secs_f64())
-}
-
 /// The highest figures the sampler saw.
 struct Peaks {
     memory_bytes: u64,

@@ -339,6 +339,11 @@ pub(super) fn proxy_container_port() -> String {
 
 /// The host port the project's proxy publishes, if it runs.
 pub fn published_proxy_port(sh: &Shell, project: &str) -> Option<u16> {
+    proxy_host_port(sh, project, &proxy_container_port())
+}
+
+/// The host port the project's proxy publishes `container_port` (`443/tcp`) on, if it runs.
+fn proxy_host_port(sh: &Shell, project: &str, container_port: &str) -> Option<u16> {
     let labels = [
         format!("{COMPOSE_PROJECT_LABEL}={project}"),
         format!("{COMPOSE_SERVICE_LABEL}={PROXY}"),
@@ -346,7 +351,7 @@ pub fn published_proxy_port(sh: &Shell, project: &str) -> Option<u16> {
     let containers = docker::containers_labelled(sh, &labels, false).ok()?;
     containers
         .iter()
-        .find_map(|proxy| proxy.host_port(&proxy_container_port()))
+        .find_map(|proxy| proxy.host_port(container_port))
 }
 
 /// Prints the last log lines of a container (for failures).
@@ -460,21 +465,8 @@ pub(super) fn require_free_port(sh: &Shell, project: &str, port: u16) -> anyhow:
 
 /// The HTTPS port (`--https-port`) is free, or this project's proxy publishes it already.
 pub(super) fn require_free_https_port(sh: &Shell, project: &str, port: u16) -> anyhow::Result<()> {
-    let labels = [
-        format!("{COMPOSE_PROJECT_LABEL}={project}"),
-        format!("{COMPOSE_SERVICE_LABEL}={PROXY}"),
-    ];
-    let published = docker::containers_labelled(sh, &labels, false)
-        .ok()
-        .and_then(|containers| {
-            containers.iter().find_map(|proxy| {
-                proxy.host_port(&format!(
-                    "{}/tcp",
-                    stack::front_tls().https_port.container_port
-                ))
-            })
-        });
-    if published == Some(port) {
+    let https = format!("{}/tcp", stack::front_tls().https_port.container_port);
+    if proxy_host_port(sh, project, &https) == Some(port) {
         return Ok(());
     }
     require_free(port, "--https-port")
