@@ -3,7 +3,7 @@
 # - `nix develop`: the Rust toolchain rust-toolchain.toml pins (with clippy and
 #   rustfmt), nginx, redis, the Docker client, docker-compose, oha, and what
 #   `cargo xtask` shells out to (git, dpkg-deb).
-# - `nix build` (= `.#webapp`): the webapp, httpcheck and proxy-init binaries.
+# - `nix build` (= `.#webapp`): the webapp, httpcheck, proxy-init and acme binaries.
 # - `.#webapp-image`, `.#db-image`, `.#proxy-image`: scripts that stream the
 #   three images into `docker load`, a Nix alternative to `cargo xtask images`.
 # - `nix flake check`: clippy over the workspace, the webapp's and the proxy's tests.
@@ -106,7 +106,7 @@
             src = workspaceSource;
             cargoLock.lockFile = ./Cargo.lock;
 
-            # The webapp and the proxy image's programs (nginx/proxy/). The
+            # The webapp and the proxy image's programs (nginx/proxy/, nginx/acme/). The
             # workspace also holds xtask and the end-to-end suite; neither
             # belongs in the package, and the end-to-end suite needs Docker.
             cargoBuildFlags = [
@@ -114,12 +114,16 @@
               "webapp"
               "-p"
               "proxy"
+              "-p"
+              "acme"
             ];
             cargoTestFlags = [
               "-p"
               "webapp"
               "-p"
               "proxy"
+              "-p"
+              "acme"
             ];
 
             # The webapp's integration tests start a real redis-server; they
@@ -165,6 +169,7 @@
             ln -s ${pkgs.nginx}/bin/nginx $out/usr/sbin/nginx
             ln -s ${webapp}/bin/httpcheck $out/usr/local/bin/httpcheck
             ln -s ${webapp}/bin/proxy-init $out/usr/local/bin/proxy-init
+            ln -s ${webapp}/bin/acme $out/usr/local/bin/acme
             cp ${pkgs.nginx}/conf/mime.types $out/etc/nginx/mime.types
             # The configuration and the front's error answers only: nginx/
             # also holds the proxy crate.

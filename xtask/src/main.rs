@@ -64,7 +64,7 @@ enum Command {
     #[command(subcommand)]
     Compose(ComposeCommand),
     /// Start the Compose stack (building images if needed) and wait until it is healthy (= compose up).
-    Up(compose::Up),
+    Up(Box<compose::Up>),
     /// Stop and remove the Compose stack, --volumes: its data too (= compose down).
     Down(compose::Down),
     /// Show the Compose stack's containers and their health (= compose status).
@@ -85,7 +85,7 @@ enum Command {
 #[derive(Subcommand)]
 enum ComposeCommand {
     /// Start the stack (building images if needed) and wait until it is healthy.
-    Up(compose::Up),
+    Up(Box<compose::Up>),
     /// Stop and remove the stack (--volumes: its data too).
     Down(compose::Down),
     /// Show the stack's containers and their health.

@@ -223,6 +223,8 @@ impl Tmpfs {
 pub struct VolumeMount {
     pub volume: &'static str,
     pub target: &'static str,
+    /// Mounted read-only: the container reads what another service writes.
+    pub read_only: bool,
 }
 
 /// An image reference that a deployment may override through an environment
@@ -562,6 +564,65 @@ pub fn front_tls() -> FrontTls {
             (TLS_CERTIFICATE_SECRET, "certificate.pem"),
             (TLS_KEY_SECRET, "key.pem"),
         ],
+    }
+}
+
+/// `--tls acme`: what `deploy/compose.acme.yaml` adds to the plain file. The front serves
+/// HTTPS as with `--tls`, from the certificate the `acme` service gets and renews on the `acme`
+/// volume, which the front mounts read-only and reloads itself for when it changes.
+pub struct FrontAcme {
+    /// The front's additions, as for [`front_tls`], without secrets.
+    pub front: FrontTls,
+    pub front_volumes: Vec<VolumeMount>,
+    /// The `acme` service (nginx/acme/), on the proxy image.
+    pub service: Service,
+    pub volume: Volume,
+    /// The service's settings (`ACME_*`), a file `--tls acme` writes in `${WEBSTACK_TLS_DIR}`.
+    pub env_file: &'static str,
+    /// Each secret's file name, in `${WEBSTACK_TLS_DIR}`: the CA's root, when it is not one
+    /// of Mozilla's (a test CA); an empty file otherwise.
+    pub secret_files: Vec<(&'static str, &'static str)>,
+}
+
+pub const ACME: &str = "acme";
+pub const ACME_VOLUME: &str = "acme";
+pub const ACME_DIR: &str = "/run/acme";
+pub const ACME_LABEL: (&str, &str) = ("webstack.tls", "acme");
+pub const ACME_ENV_FILE: &str = "acme.env";
+pub const ACME_CA_SECRET: &str = "acme_ca";
+pub const ACME_CA_FILE: &str = "acme-ca.pem";
+
+pub fn front_acme() -> FrontAcme {
+    let plain = front_tls();
+    let mut environment = plain.environment;
+    environment.extend([
+        (
+            "PROXY_TLS_CERTIFICATE",
+            format!("{ACME_DIR}/live/fullchain.pem"),
+        ),
+        ("PROXY_TLS_KEY", format!("{ACME_DIR}/live/key.pem")),
+        ("PROXY_TLS_RELOAD", "on".to_string()),
+    ]);
+    FrontAcme {
+        front: FrontTls {
+            label: ACME_LABEL,
+            environment,
+            secrets: Vec::new(),
+            secret_files: Vec::new(),
+            ..plain
+        },
+        front_volumes: vec![VolumeMount {
+            volume: ACME_VOLUME,
+            target: ACME_DIR,
+            read_only: true,
+        }],
+        service: services::acme(),
+        volume: Volume {
+            name: ACME_VOLUME,
+            storage: VolumeStorage::Disk,
+        },
+        env_file: ACME_ENV_FILE,
+        secret_files: vec![(ACME_CA_SECRET, ACME_CA_FILE)],
     }
 }
 

@@ -40,8 +40,17 @@ fn acme_error(doing: &str) -> impl Fn(instant_acme::Error) -> String + '_ {
 
 /// The account on the configured CA: the stored one if it is for that directory, or a new one.
 pub async fn account(settings: &Settings, store: &Store) -> Result<Account, String> {
+    // The stack always mounts ACME_CA_FILE (a secret); empty, it means Mozilla's roots.
+    let ca_file = match &settings.ca_file {
+        Some(path) => match fs::metadata(path) {
+            Ok(metadata) if metadata.len() == 0 => None,
+            Ok(_) => Some(path),
+            Err(error) => return Err(format!("ACME_CA_FILE={}: {error}", path.display())),
+        },
+        None => None,
+    };
     let builder = || -> Result<_, String> {
-        match &settings.ca_file {
+        match ca_file {
             Some(ca_file) => Account::builder_with_root(ca_file).map_err(|error| {
                 format!("ACME_CA_FILE={}: {}", ca_file.display(), describe(&error))
             }),

@@ -40,6 +40,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        // The container's healthcheck: healthy once a certificate is live.
+        Some("health") => return health(&settings),
+        Some(_) => {
+            eprintln!("usage: acme [health]  (settings from ACME_* variables; health: exit 0 once a certificate is live)");
+            return ExitCode::from(2);
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -56,6 +65,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("acme: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn health(settings: &Settings) -> ExitCode {
+    match Store::at(&settings.state_dir).current() {
+        Ok(Some(current)) => {
+            println!("serving {}", describe_current(&current));
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("no certificate yet");
+            ExitCode::FAILURE
+        }
+        Err(message) => {
+            println!("{message}");
             ExitCode::FAILURE
         }
     }

@@ -56,6 +56,14 @@ impl Current {
 }
 
 impl Store {
+    /// The store at `dir`, to read only.
+    pub fn at(dir: &Path) -> Store {
+        Store {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The store at `dir`, its directories made.
     pub fn open(dir: &Path) -> Result<Store, String> {
         for sub in ["certificates", "webroot/.well-known/acme-challenge"] {
             let path = dir.join(sub);

@@ -21,6 +21,26 @@ pub mod tls {
     pub const CA_VARIABLE: &str = "WEBSTACK_E2E_CA";
 }
 
+/// `cargo xtask e2e`, its ACME pass with pebble → tests/tests/acme.rs.
+pub mod acme {
+    /// The proxy's HTTPS port on loopback.
+    pub const HTTPS_PORT_VARIABLE: &str = "WEBSTACK_E2E_ACME_HTTPS_PORT";
+    /// The domain the certificate is for (the test resolves it to loopback itself).
+    pub const DOMAIN_VARIABLE: &str = "WEBSTACK_E2E_ACME_DOMAIN";
+    /// A domain pebble refuses to certify.
+    pub const REFUSED_DOMAIN_VARIABLE: &str = "WEBSTACK_E2E_ACME_REFUSED_DOMAIN";
+    /// pebble's management interface on loopback (`/roots/0`: the root it issues under).
+    pub const PEBBLE_MANAGEMENT_URL_VARIABLE: &str = "WEBSTACK_E2E_PEBBLE_MANAGEMENT_URL";
+    /// The CA (PEM) of pebble's own HTTPS listeners.
+    pub const PEBBLE_LISTENER_CA_VARIABLE: &str = "WEBSTACK_E2E_PEBBLE_LISTENER_CA";
+    /// pebble's container, which a test stops.
+    pub const PEBBLE_CONTAINER_VARIABLE: &str = "WEBSTACK_E2E_PEBBLE_CONTAINER";
+    /// The acme service's container, whose log the tests read.
+    pub const ACME_CONTAINER_VARIABLE: &str = "WEBSTACK_E2E_ACME_CONTAINER";
+    /// How long pebble's certificates are valid, in seconds.
+    pub const VALIDITY_SECS_VARIABLE: &str = "WEBSTACK_E2E_ACME_VALIDITY_SECS";
+}
+
 /// `cargo xtask e2e --swarm` → tests/tests/swarm.rs.
 pub mod swarm {
     /// The stack's name.

@@ -92,6 +92,7 @@ impl Up {
         );
         require_free_port(sh, &self.project, self.port)?;
         project.tls = self.tls.prepare()?.is_some();
+        project.acme = self.tls.tls == crate::tls::TlsSource::Acme;
         project.https_port = self.https_port;
         if project.tls {
             require_free_https_port(sh, &self.project, self.https_port)?;
@@ -193,7 +194,7 @@ impl Status {
 /// Show the logs of the stack or of one service.
 #[derive(clap::Args)]
 pub struct Logs {
-    /// db, webapp, balancer or proxy; all services when omitted.
+    /// db, webapp, balancer, proxy, or acme (with `--tls acme`); all services when omitted.
     pub service: Option<String>,
     /// Keep following new lines.
     #[arg(long, short = 'f')]

@@ -32,6 +32,9 @@ pub struct ComposeProject {
     pub(super) webapp_replicas: usize,
     /// HTTPS at the front: deployed with `deploy/compose.tls.yaml` over the file too.
     pub tls: bool,
+    /// With `tls`, the certificate comes from the `acme` service: `deploy/compose.acme.yaml`
+    /// instead of `deploy/compose.tls.yaml`.
+    pub acme: bool,
     /// Substituted for `${WEBSTACK_HTTPS_PORT}` in that file.
     pub https_port: u16,
 }
@@ -64,7 +67,13 @@ impl ComposeProject {
                 .unwrap_or(stack::DEFAULT_HTTPS_HOST_PORT),
             tls: containers.iter().any(|container| {
                 service_of(container) == PROXY
-                    && container.label(stack::TLS_LABEL.0) == Some(stack::TLS_LABEL.1)
+                    && container.label(stack::TLS_LABEL.0).is_some_and(|value| {
+                        value == stack::TLS_LABEL.1 || value == stack::ACME_LABEL.1
+                    })
+            }),
+            acme: containers.iter().any(|container| {
+                service_of(container) == PROXY
+                    && container.label(stack::ACME_LABEL.0) == Some(stack::ACME_LABEL.1)
             }),
         })
     }
@@ -82,13 +91,18 @@ impl ComposeProject {
         let (program, leading) = self.tool.program_and_leading_arguments();
         let name = &self.name;
         let file = &self.file;
-        let tls: Vec<String> = if self.tls {
-            vec![
+        let tls: Vec<String> = match (self.tls, self.acme) {
+            (false, _) => Vec::new(),
+            (true, false) => vec![
                 "-f".to_owned(),
                 crate::render::compose_tls_file_path().display().to_string(),
-            ]
-        } else {
-            Vec::new()
+            ],
+            (true, true) => vec![
+                "-f".to_owned(),
+                crate::render::compose_acme_file_path()
+                    .display()
+                    .to_string(),
+            ],
         };
         cmd!(
             sh,
@@ -164,7 +178,7 @@ impl Deployment for ComposeProject {
         wait_until_healthy(
             sh,
             &self.name,
-            &expected_containers(self.webapp_replicas),
+            &expected_containers(self.webapp_replicas, self.tls && self.acme),
             timeout,
         )?;
         let replicas = self
@@ -479,8 +493,8 @@ fn require_free(port: u16, flag: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub(super) fn expected_containers(replicas: usize) -> Vec<(&'static str, usize)> {
-    stack::stack()
+pub(super) fn expected_containers(replicas: usize, acme: bool) -> Vec<(&'static str, usize)> {
+    let mut expected: Vec<(&'static str, usize)> = stack::stack()
         .services
         .iter()
         .map(|service| {
@@ -491,5 +505,9 @@ pub(super) fn expected_containers(replicas: usize) -> Vec<(&'static str, usize)>
             };
             (service.name, count)
         })
-        .collect()
+        .collect();
+    if acme {
+        expected.push((stack::ACME, 1));
+    }
+    expected
 }

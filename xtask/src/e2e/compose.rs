@@ -1,7 +1,8 @@
 //! `cargo xtask e2e [--compose v1|v2|both]`: builds the images, starts a
 //! fresh Compose stack under a unique project name and a free host port,
 //! runs `tests/tests/compose/` against it, then (but under Compose 1.29) deploys it again
-//! with `--tls self-signed` and runs `tests/tests/tls.rs`, and tears it down unless `--keep`.
+//! with `--tls self-signed` and runs `tests/tests/tls.rs`, then with `--tls acme` against
+//! pebble (`acme.rs`) and runs `tests/tests/acme.rs`, and tears it down unless `--keep`.
 
 use std::time::{Duration, Instant};
 
@@ -157,6 +158,7 @@ fn start_and_test(
     // The whole suite, not the run under Compose 1.29, goes on to HTTPS.
     if skip.is_empty() {
         https_pass(sh, project, &url)?;
+        super::acme::acme_pass(sh, project, E2E_REPLICAS)?;
     }
     Ok(())
 }

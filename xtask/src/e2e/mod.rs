@@ -11,6 +11,7 @@
 //! (running a suite, checking its address, the verdict after teardown) is
 //! here.
 
+mod acme;
 mod arm64;
 mod compose;
 mod swarm;

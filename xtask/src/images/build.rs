@@ -234,8 +234,8 @@ fn db_image(
     Ok(db)
 }
 
-/// The proxy image: nginx from the pinned packages, its configuration, and
-/// the proxy crate's two programs.
+/// The proxy image: nginx from the pinned packages, its configuration, the
+/// proxy crate's two programs, and on amd64 the acme service's program.
 fn proxy_image(
     root: &Path,
     cache: &DebianCache,
@@ -250,10 +250,17 @@ fn proxy_image(
         settings,
         PROXY_BUDGET,
     );
-    image.programs = &[
-        ("usr/local/bin/httpcheck", "proxy"),
-        ("usr/local/bin/proxy-init", "proxy"),
-    ];
+    image.programs = match binaries.acme {
+        Some(_) => &[
+            ("usr/local/bin/acme", "acme"),
+            ("usr/local/bin/httpcheck", "proxy"),
+            ("usr/local/bin/proxy-init", "proxy"),
+        ],
+        None => &[
+            ("usr/local/bin/httpcheck", "proxy"),
+            ("usr/local/bin/proxy-init", "proxy"),
+        ],
+    };
     let proxy = &mut image.rootfs;
     add_base_files(proxy);
     add_nginx_config(proxy, nginx_dir)?;
@@ -267,6 +274,16 @@ fn proxy_image(
         FileContents::Path(binaries.proxy_init.clone()),
         0o755,
     );
+    if let Some(acme) = &binaries.acme {
+        proxy.add_file(
+            "usr/local/bin/acme",
+            FileContents::Path(acme.clone()),
+            0o755,
+        );
+    }
+    // The acme service's state volume: a new named volume copies this ownership, so the
+    // service (uid 65532) can write it; the front mounts it read-only.
+    proxy.add_directory("run/acme", 0o755, u64::from(stack::NONROOT_ID));
     Ok(image)
 }
 

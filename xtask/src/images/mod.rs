@@ -47,6 +47,7 @@ pub use emulation::{Emulation, Unavailable};
 pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
 use lock::update_lock;
 pub use pinned_tools::pinned_compose_v2;
+pub use pinned_tools::pinned_pebble;
 pub use pinned_tools::pinned_registry;
 
 use crate::stack;
@@ -393,4 +394,6 @@ const NIX_CONTENTS: DebianContents = DebianContents {
 /// Compressed-size budgets (sum of gzip layers).
 const WEBAPP_BUDGET: u64 = 4 * MEBIBYTE;
 const DB_BUDGET: u64 = 9 * MEBIBYTE;
-const PROXY_BUDGET: u64 = 7 * MEBIBYTE;
+/// The proxy's grew by about 2.4 MiB with `acme` (amd64): instant-acme, hyper, rustls and
+/// ring, for the `--tls acme` service, which runs the proxy image rather than a fourth one.
+const PROXY_BUDGET: u64 = 9 * MEBIBYTE;

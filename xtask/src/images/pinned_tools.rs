@@ -1,6 +1,7 @@
 //! Programs for hosts that have none, from Debian 13's packages: Compose v2
-//! (`docker-compose`) and the CNCF distribution registry (`docker-registry`),
-//! both static-enough Go binaries that need only glibc. Each is pinned in the
+//! (`docker-compose`), the CNCF distribution registry (`docker-registry`) and
+//! pebble, Let's Encrypt's ACME test server, all static-enough Go binaries
+//! that need only glibc. Each is pinned in the
 //! lock's `tools` part, downloaded and checked like every other `.deb`, and
 //! unpacked into the images' cache.
 
@@ -25,6 +26,23 @@ pub fn pinned_compose_v2() -> anyhow::Result<PathBuf> {
 /// loopback, the simulated cluster on its own network.
 pub fn pinned_registry() -> anyhow::Result<PathBuf> {
     pinned_tool("docker-registry", "usr/bin/docker-registry")
+}
+
+/// The pinned pebble, Let's Encrypt's ACME test server, and its DNS server
+/// `pebble-challtestsrv`: the end-to-end tests' ACME CA. Returns the
+/// directory the package unpacked into (`usr/bin/pebble` and
+/// `usr/bin/pebble-challtestsrv` under it).
+pub fn pinned_pebble() -> anyhow::Result<PathBuf> {
+    let pebble = pinned_tool("pebble", "usr/bin/pebble")?;
+    let root = pebble
+        .ancestors()
+        .nth(3)
+        .context("pebble's unpacked directory")?
+        .to_path_buf();
+    if !root.join("usr/bin/pebble-challtestsrv").is_file() {
+        anyhow::bail!("the pinned pebble package has no usr/bin/pebble-challtestsrv");
+    }
+    Ok(root)
 }
 
 /// `program` (a path inside the package) of the package the lock's `tools`

@@ -1,5 +1,11 @@
 //! The images' programs as static-pie executables: `webapp` from the webapp
-//! crate, `proxy-init` and `httpcheck` from the proxy crate (nginx/proxy/).
+//! crate, `proxy-init` and `httpcheck` from the proxy crate (nginx/proxy/),
+//! and on amd64 `acme` (nginx/acme/).
+//!
+//! `acme` is amd64 only: its crypto (ring, under instant-acme and rustls)
+//! compiles C and assembly, and for arm64 that needs a C cross compiler,
+//! which xtask does not fetch yet (the other programs are pure Rust, linked
+//! by the toolchain's own `rust-lld`).
 //!
 //! For amd64 they link glibc statically (`-C target-feature=+crt-static`
 //! on x86_64-unknown-linux-gnu, whose standard library the toolchain has);
@@ -24,6 +30,8 @@ pub struct WebappBinaries {
     pub webapp: PathBuf,
     pub httpcheck: PathBuf,
     pub proxy_init: PathBuf,
+    /// The `acme` service's program; `None` where it is not built (arm64).
+    pub acme: Option<PathBuf>,
 }
 
 fn cargo_home() -> anyhow::Result<PathBuf> {
@@ -50,7 +58,9 @@ pub fn build(
     // the checkout) comes after the checkout. CARGO_ENCODED_RUSTFLAGS keeps
     // paths with spaces whole and overrides any RUSTFLAGS of the caller.
     let pins = super::debian::LockFile::read(root)?.rust_std;
-    let mut flags = match rust_std::cross_target(sh, platform, &pins)? {
+    let cross = rust_std::cross_target(sh, platform, &pins)?;
+    let with_acme = cross.is_none();
+    let mut flags = match cross {
         None => vec!["-Ctarget-feature=+crt-static".to_string()],
         Some(cross) => vec![
             format!("--sysroot={}", cross.sysroot.display()),
@@ -88,9 +98,14 @@ pub fn build(
         ),
     )
     .context("put cargo-auditable's directory on PATH")?;
+    let acme_arguments: &[&str] = if with_acme {
+        &["--package", "acme", "--bin", "acme"]
+    } else {
+        &[]
+    };
     cmd!(
         sh,
-        "{cargo} build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck --target {target}"
+        "{cargo} build --release --package webapp --bin webapp --package proxy --bin proxy-init --bin httpcheck {acme_arguments...} --target {target}"
     )
     .env("PATH", path)
     .env("RUSTC_WORKSPACE_WRAPPER", "cargo-auditable")
@@ -103,18 +118,22 @@ pub fn build(
     .env_remove("RUSTFLAGS")
     .env("SOURCE_DATE_EPOCH", source_date_epoch.to_string())
     .run()
-    .context("`cargo auditable build --release -p webapp -p proxy` failed (see the compiler output above)")?;
+    .context("`cargo auditable build --release -p webapp -p proxy -p acme` failed (see the compiler output above)")?;
     let release_dir = cargo_target_dir.join(target).join("release");
     let binaries = WebappBinaries {
         webapp: release_dir.join("webapp"),
         httpcheck: release_dir.join("httpcheck"),
         proxy_init: release_dir.join("proxy-init"),
+        acme: with_acme.then(|| release_dir.join("acme")),
     };
-    for (binary, package) in [
-        (&binaries.webapp, "webapp"),
-        (&binaries.httpcheck, "proxy"),
-        (&binaries.proxy_init, "proxy"),
-    ] {
+    let programs = [
+        (Some(&binaries.webapp), "webapp"),
+        (Some(&binaries.httpcheck), "proxy"),
+        (Some(&binaries.proxy_init), "proxy"),
+        (binaries.acme.as_ref(), "acme"),
+    ];
+    for (binary, package) in programs {
+        let Some(binary) = binary else { continue };
         // cargo-auditable only warns when it cannot embed (an unsupported
         // target, a rustc command it does not understand): here that fails.
         let crates = super::auditable::embedded_crates(binary)?;

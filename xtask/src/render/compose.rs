@@ -16,12 +16,14 @@ struct ComposeFile {
 }
 
 #[derive(Serialize)]
-struct ComposeService {
+pub(super) struct ComposeService {
     image: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     command: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     environment: Option<Mapping<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) env_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     depends_on: Option<Mapping<ComposeDependency>>,
     networks: Vec<&'static str>,
@@ -47,6 +49,8 @@ struct ComposeService {
     stop_grace_period: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     sysctls: Option<Mapping<&'static str>>,
+    /// Empty: the host's DNS servers, Docker's default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     dns: Vec<&'static str>,
     logging: LoggingSection,
 }
@@ -109,7 +113,7 @@ pub fn render_compose(stack: &Stack) -> anyhow::Result<String> {
 
 /// One service of the Compose file. Long on purpose: the destructuring of
 /// every field of the model and where each one goes stay side by side.
-fn compose_service(service: &stack::Service) -> ComposeService {
+pub(super) fn compose_service(service: &stack::Service) -> ComposeService {
     // Every field of the model, so that a new one cannot go missing
     // from this file unnoticed: this does not compile until the
     // field is rendered below or dropped here with the reason.
@@ -175,6 +179,7 @@ fn compose_service(service: &stack::Service) -> ComposeService {
         image: image.reference_with_override(),
         command: command.clone(),
         environment,
+        env_file: None,
         depends_on,
         networks: networks.clone(),
         ports: published_ports
@@ -188,7 +193,10 @@ fn compose_service(service: &stack::Service) -> ComposeService {
             .collect(),
         volumes: volumes
             .iter()
-            .map(|mount| format!("{}:{}", mount.volume, mount.target))
+            .map(|mount| {
+                let mode = if mount.read_only { ":ro" } else { "" };
+                format!("{}:{}{mode}", mount.volume, mount.target)
+            })
             .collect(),
         // Short form: Compose cannot set a file secret's owner or mode
         // (it is a bind mount), so xtask writes the host file readable

@@ -67,6 +67,13 @@ pub fn compose_file_path() -> PathBuf {
     crate::project_root().join("deploy").join("compose.yaml")
 }
 
+/// The ACME overlay, deployed over the plain Compose file with `--tls acme`.
+pub fn compose_acme_file_path() -> PathBuf {
+    crate::project_root()
+        .join("deploy")
+        .join("compose.acme.yaml")
+}
+
 /// The HTTPS overlay, deployed over the plain Compose file with `--tls`.
 pub fn compose_tls_file_path() -> PathBuf {
     crate::project_root()

@@ -109,6 +109,8 @@ struct StackMount {
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'static str>,
     target: &'static str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     tmpfs: Option<StackTmpfs>,
 }
@@ -316,6 +318,7 @@ fn stack_service(service: &Service) -> StackService {
             kind: "volume",
             source: Some(mount.volume),
             target: mount.target,
+            read_only: mount.read_only,
             tmpfs: None,
         })
         .collect();
@@ -325,6 +328,7 @@ fn stack_service(service: &Service) -> StackService {
         kind: "tmpfs",
         source: None,
         target: mount.target,
+        read_only: false,
         tmpfs: Some(StackTmpfs {
             size: mount.size_bytes(),
         }),

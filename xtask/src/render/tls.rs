@@ -1,12 +1,15 @@
 //! `deploy/compose.tls.yaml` and `deploy/stack.tls.yaml`: HTTPS at the front, as a file each
 //! orchestrator merges over the plain one (`-f compose.yaml -f compose.tls.yaml`,
-//! `-c stack.yaml -c stack.tls.yaml`), from [`stack::front_tls`].
+//! `-c stack.yaml -c stack.tls.yaml`), from [`stack::front_tls`]; and
+//! `deploy/compose.acme.yaml`, the same front with the `acme` service that gets its
+//! certificate, from [`stack::front_acme`].
 
 use serde::Serialize;
 
+use super::compose::{compose_service, ComposeService};
 use super::swarm::{StackPort, StackSecretMount, PROXY_PUBLISH_MODE};
-use super::yaml::{quote_yaml_1_1_booleans, FileSecret, Mapping};
-use crate::stack::{self, FrontTls};
+use super::yaml::{quote_yaml_1_1_booleans, FileSecret, Mapping, NamedVolume};
+use crate::stack::{self, FrontAcme, FrontTls};
 
 #[derive(Serialize)]
 struct Overlay<S> {
@@ -47,8 +50,13 @@ fn labels(tls: &FrontTls) -> Mapping<&'static str> {
 }
 
 fn secret_files(tls: &FrontTls) -> Mapping<FileSecret> {
+    files_in_tls_dir(&tls.secret_files)
+}
+
+/// Secrets from files in `${WEBSTACK_TLS_DIR}`.
+fn files_in_tls_dir(secret_files: &[(&'static str, &'static str)]) -> Mapping<FileSecret> {
     Mapping(
-        tls.secret_files
+        secret_files
             .iter()
             .map(|(secret, file)| {
                 let dir = format!(
@@ -115,19 +123,117 @@ pub fn render_stack_tls(tls: &FrontTls) -> anyhow::Result<String> {
     ))
 }
 
-/// Both overlays, for the drift test and `render`.
-pub fn rendered() -> anyhow::Result<[(std::path::PathBuf, String); 2]> {
+#[derive(Serialize)]
+struct AcmeOverlay {
+    services: AcmeServices,
+    volumes: Mapping<NamedVolume>,
+    secrets: Mapping<FileSecret>,
+}
+
+#[derive(Serialize)]
+struct AcmeServices {
+    proxy: ComposeAcmeFront,
+    acme: ComposeService,
+}
+
+#[derive(Serialize)]
+struct ComposeAcmeFront {
+    labels: Mapping<&'static str>,
+    environment: Mapping<String>,
+    ports: Vec<String>,
+    volumes: Vec<String>,
+}
+
+const ACME_HEADER: &str = "# HTTPS at the front with a certificate from an ACME CA, which the acme service gets and\n# renews: deployed over the plain file by `--tls acme` (docs/https.md).\n";
+
+pub fn render_compose_acme(acme: &FrontAcme) -> anyhow::Result<String> {
+    let front = &acme.front;
+    anyhow::ensure!(
+        front.service == stack::PROXY,
+        "the acme overlay renders the front as `proxy`"
+    );
+    let mut service = compose_service(&acme.service);
+    service.env_file = Some(format!(
+        "${{{}:-../{}}}/{}",
+        stack::TLS_DIR_VARIABLE,
+        stack::DEFAULT_TLS_DIR_FROM_ROOT,
+        acme.env_file
+    ));
+    let overlay = AcmeOverlay {
+        services: AcmeServices {
+            proxy: ComposeAcmeFront {
+                labels: labels(front),
+                environment: environment(front),
+                ports: vec![format!(
+                    "{}:{}",
+                    published(front),
+                    front.https_port.container_port
+                )],
+                volumes: acme
+                    .front_volumes
+                    .iter()
+                    .map(|mount| {
+                        let mode = if mount.read_only { ":ro" } else { "" };
+                        format!("{}:{}{mode}", mount.volume, mount.target)
+                    })
+                    .collect(),
+            },
+            acme: service,
+        },
+        volumes: super::yaml::named_volumes_of(std::slice::from_ref(&acme.volume)),
+        secrets: files_in_tls_dir(&acme.secret_files),
+    };
+    Ok(format!(
+        "{}{ACME_HEADER}{}",
+        super::GENERATED_HEADER,
+        quote_yaml_1_1_booleans(&yaml_serde::to_string(&overlay)?)
+    ))
+}
+
+/// The overlays, for the drift test and `render`.
+pub fn rendered() -> anyhow::Result<[(std::path::PathBuf, String); 3]> {
     let tls = stack::front_tls();
     let deploy = crate::project_root().join("deploy");
     Ok([
         (deploy.join("compose.tls.yaml"), render_compose_tls(&tls)?),
         (deploy.join("stack.tls.yaml"), render_stack_tls(&tls)?),
+        (
+            deploy.join("compose.acme.yaml"),
+            render_compose_acme(&stack::front_acme())?,
+        ),
     ])
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_acme_overlay_adds_the_service_its_volume_and_a_front_that_reloads() {
+        let rendered = render_compose_acme(&stack::front_acme()).unwrap();
+        let parsed: yaml_serde::Value = yaml_serde::from_str(&rendered).unwrap();
+        let proxy = &parsed["services"]["proxy"];
+        assert_eq!(proxy["labels"]["webstack.tls"].as_str(), Some("acme"));
+        assert_eq!(
+            proxy["environment"]["PROXY_TLS_RELOAD"].as_str(),
+            Some("on")
+        );
+        assert_eq!(proxy["volumes"][0].as_str(), Some("acme:/run/acme:ro"));
+        assert!(proxy.get("secrets").is_none(), "{rendered}");
+        let acme = &parsed["services"]["acme"];
+        assert_eq!(acme["command"][0].as_str(), Some("acme"));
+        assert_eq!(acme["volumes"][0].as_str(), Some("acme:/run/acme"));
+        assert_eq!(
+            acme["env_file"].as_str(),
+            Some("${WEBSTACK_TLS_DIR:-../.secrets/tls}/acme.env")
+        );
+        assert!(
+            acme.get("dns").is_none(),
+            "the CA is found by the host's DNS"
+        );
+        assert_eq!(acme["read_only"].as_bool(), Some(true));
+        assert!(parsed["volumes"].get("acme").is_some(), "{rendered}");
+    }
 
     #[test]
     fn the_overlays_add_https_and_the_two_secrets_to_the_proxy_only() {

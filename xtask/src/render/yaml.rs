@@ -144,9 +144,12 @@ pub struct NamedVolume {
 }
 
 pub fn named_volumes(stack: &Stack) -> Mapping<NamedVolume> {
+    named_volumes_of(&stack.volumes)
+}
+
+pub fn named_volumes_of(volumes: &[crate::stack::Volume]) -> Mapping<NamedVolume> {
     Mapping(
-        stack
-            .volumes
+        volumes
             .iter()
             .map(|volume| {
                 let driver_opts = match volume.storage {

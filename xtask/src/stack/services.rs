@@ -41,6 +41,7 @@ pub(super) fn db() -> Service {
         volumes: vec![VolumeMount {
             volume: DB_DATA_VOLUME,
             target: "/data",
+            read_only: false,
         }],
         working_dir: "/data",
         secrets: vec![SecretMount::for_nonroot(REDIS_CONFIG_SECRET)],
@@ -195,11 +196,45 @@ pub(super) fn balancer() -> Service {
     }
 }
 
+/// The certificate renewer of `--tls acme` (`proxy-init acme`, nginx/acme/): on the edge
+/// network, the one with a way out, since it talks to the CA; with the host's DNS servers,
+/// since it must find the CA by name; writing the `acme` volume the front reads. Its settings
+/// come from the env file `--tls acme` writes ([`FrontAcme::env_file`]).
+pub(super) fn acme() -> Service {
+    Service {
+        command: vec![ACME.to_string()],
+        environment: vec![
+            ("ACME_STATE_DIR", ACME_DIR.to_string()),
+            ("ACME_CA_FILE", format!("/run/secrets/{ACME_CA_SECRET}")),
+        ],
+        networks: vec![EDGE],
+        volumes: vec![VolumeMount {
+            volume: ACME_VOLUME,
+            target: ACME_DIR,
+            read_only: false,
+        }],
+        secrets: vec![SecretMount::for_nonroot(ACME_CA_SECRET)],
+        // On the front's node: the volume is local to a node.
+        placement: Placement::LabelledProxyNode,
+        external_dns: &[],
+        ..Service::hardened(
+            ACME,
+            Image {
+                repository: "webstack/proxy",
+                variable: "WEBSTACK_PROXY_IMAGE",
+            },
+            // Healthy once a certificate (the provisional one at first) is live.
+            &["/usr/local/bin/acme", "health"],
+        )
+    }
+}
+
 /// The socket volume, where proxy-init and both nginx configurations expect it.
 fn proxy_socket() -> VolumeMount {
     VolumeMount {
         volume: PROXY_SOCKET_VOLUME,
         target: PROXY_SOCKET_DIR,
+        read_only: false,
     }
 }
 

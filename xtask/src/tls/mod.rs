@@ -28,6 +28,9 @@ pub enum TlsSource {
     SelfSigned,
     /// Your certificate chain and key (`--tls-certificate`, `--tls-key`).
     Files,
+    /// A certificate for the `--tls-name`s from an ACME CA (Let's Encrypt's staging CA unless
+    /// `--acme-directory` says otherwise), got and renewed by the stack's `acme` service.
+    Acme,
 }
 
 /// The TLS flags `up` and `swarm deploy` share.
@@ -46,6 +49,24 @@ pub struct TlsArgs {
     /// With `--tls files`: its private key, PEM.
     #[arg(long, value_name = "FILE", required_if_eq("tls", "files"))]
     pub tls_key: Option<PathBuf>,
+    /// With `--tls acme`: the CA: `staging` (Let's Encrypt's staging CA, whose certificates
+    /// browsers do not trust), `production` (Let's Encrypt), or any CA's directory URL.
+    #[arg(long, value_name = "CA", default_value = "staging")]
+    pub acme_directory: String,
+    /// With `--tls acme`: the account's contact, for the CA's expiry notices.
+    #[arg(long, value_name = "ADDRESS")]
+    pub acme_email: Option<String>,
+    /// With `--tls acme`: the root (PEM) to trust for the CA's own HTTPS, when it is not one of
+    /// Mozilla's (a private or test CA).
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca_file: Option<PathBuf>,
+    /// With `--tls acme`: seconds to wait after a failed attempt, doubled after each further
+    /// one (to six hours at most).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub acme_retry_secs: u64,
+    /// With `--tls acme`: the longest wait between two attempts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 21_600)]
+    pub acme_retry_max_secs: u64,
 }
 
 /// The directory the TLS deploy files take the certificate and key from: `.secrets/tls/`,
@@ -65,6 +86,11 @@ impl TlsArgs {
             names: Vec::new(),
             tls_certificate: None,
             tls_key: None,
+            acme_directory: "staging".to_owned(),
+            acme_email: None,
+            acme_ca_file: None,
+            acme_retry_secs: 300,
+            acme_retry_max_secs: 21_600,
         }
     }
 
@@ -82,6 +108,10 @@ impl TlsArgs {
     ) -> anyhow::Result<Option<PathBuf>> {
         let (chain, key) = match self.tls {
             TlsSource::Off => return Ok(None),
+            TlsSource::Acme => {
+                self.write_acme_settings(dir)?;
+                return Ok(Some(dir.to_owned()));
+            }
             TlsSource::SelfSigned => {
                 let ca = ca()?;
                 let issued = ca.issue(&self.names)?;
@@ -107,11 +137,7 @@ impl TlsArgs {
                 (chain, key_pem)
             }
         };
-        fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        // Only the owner may look inside on the host; the containers get the files through
-        // bind mounts, which do not need the directory's mode.
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("restrict {}", dir.display()))?;
+        create_private_dir(dir)?;
         for (secret, file) in crate::stack::front_tls().secret_files {
             let text = if secret == crate::stack::TLS_KEY_SECRET {
                 &key
@@ -122,6 +148,86 @@ impl TlsArgs {
         }
         Ok(Some(dir.to_owned()))
     }
+}
+
+impl TlsArgs {
+    /// `--tls acme`: the `acme` service's settings (`acme.env`) and the CA root it trusts
+    /// (`acme-ca.pem`, empty for Mozilla's roots), checked here so a mistake shows before
+    /// anything starts.
+    fn write_acme_settings(&self, dir: &Path) -> anyhow::Result<()> {
+        if self.names.is_empty() {
+            anyhow::bail!(
+                "--tls acme needs the domain names to get a certificate for: --tls-name example.com (each name's DNS must point at this machine, and port 80 must reach it)"
+            );
+        }
+        for name in &self.names {
+            let fully_qualified = name.contains('.')
+                && name.parse::<std::net::IpAddr>().is_err()
+                && name
+                    .bytes()
+                    .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'.');
+            if !fully_qualified {
+                anyhow::bail!(
+                    "--tls-name {name:?}: an ACME CA certifies only public domain names (not IP addresses, wildcards or localhost); use --tls self-signed for those"
+                );
+            }
+        }
+        let directory = match self.acme_directory.as_str() {
+            "staging" | "production" => self.acme_directory.clone(),
+            url if url.starts_with("https://") => url.to_owned(),
+            other => anyhow::bail!(
+                "--acme-directory {other:?} is neither staging, production nor an https:// URL"
+            ),
+        };
+        if !(1..=86_400).contains(&self.acme_retry_secs)
+            || !(self.acme_retry_secs..=86_400).contains(&self.acme_retry_max_secs)
+        {
+            anyhow::bail!(
+                "--acme-retry-secs and --acme-retry-max-secs must be from 1 to 86400, the first no more than the second"
+            );
+        }
+        let ca = match &self.acme_ca_file {
+            None => String::new(),
+            Some(path) => {
+                let text = read(path)?;
+                if !text.contains("-----BEGIN CERTIFICATE-----") {
+                    anyhow::bail!("{}: not a PEM certificate", path.display());
+                }
+                text
+            }
+        };
+        let mut settings = format!(
+            "# Written by `cargo xtask up --tls acme`; the acme service reads it (docs/https.md).\nACME_DOMAINS={}\nACME_DIRECTORY={directory}\nACME_RETRY_SECS={}\nACME_RETRY_MAX_SECS={}\n",
+            self.names.join(","),
+            self.acme_retry_secs,
+            self.acme_retry_max_secs
+        );
+        if let Some(email) = &self.acme_email {
+            if email.contains(char::is_whitespace) || !email.contains('@') {
+                anyhow::bail!("--acme-email {email:?} is not an email address");
+            }
+            settings.push_str(&format!("ACME_EMAIL={email}\n"));
+        }
+        create_private_dir(dir)?;
+        let acme = crate::stack::front_acme();
+        write_for_containers(&dir.join(acme.env_file), &settings)?;
+        for (_, file) in acme.secret_files {
+            write_for_containers(&dir.join(file), &ca)?;
+        }
+        eprintln!(
+            "tls: the acme service will get a certificate for {} from {directory}",
+            self.names.join(", ")
+        );
+        Ok(())
+    }
+}
+
+/// Only the owner may look inside on the host; the containers get the files through bind
+/// mounts, which do not need the directory's mode.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("restrict {}", dir.display()))
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

@@ -2,8 +2,11 @@
 //! own, so the container that publishes the stack's port is on the `edge` network alone.
 //!
 //! - `proxy-init front` (the `proxy` service) runs the **front** nginx (`nginx.conf`), which
-//!   holds the clients' connections: limits, JSON errors, the access log. It is never
-//!   reloaded, so no client connection is ever closed under it. It passes requests over
+//!   holds the clients' connections: limits, JSON errors, the access log. It is reloaded only
+//!   when its certificate is renewed in place (`PROXY_TLS_RELOAD=on`, with the `acme`
+//!   service): a reload lets requests in progress finish, closes idle kept-alive connections
+//!   (HTTP/2 ones with a GOAWAY), and serves new ones with the new certificate; a client
+//!   connection is never closed under a request otherwise. It passes requests over
 //!   keep-alive connections on a unix socket ([`BACK_SOCKET`], on a volume both containers
 //!   mount) to the back nginx.
 //! - `proxy-init back` (the `balancer` service, on the internal `frontend` network alone) runs
@@ -58,7 +61,7 @@ use crate::replicas::{
     describe, describe_left_out, look_up, probe_replicas, servers_to_list, write_servers, Lookup,
     SERVERS_FILE,
 };
-use crate::tls::{FrontTls, TLS_SETTINGS_FILE};
+use crate::tls::{Fingerprint, FrontTls, TLS_SETTINGS_FILE};
 
 /// Where the back nginx listens for the front (nginx/back.conf, nginx/nginx.conf): a
 /// directory on a volume both containers mount.
@@ -69,13 +72,20 @@ const FRONT_CONFIG: &str = "nginx.conf";
 const FRONT_TLS_CONFIG: &str = "nginx-tls.conf";
 const BACK_CONFIG: &str = "back.conf";
 
-const USAGE: &str = "usage: proxy-init front|back|-t  (front: the nginx clients talk to; back: the nginx that picks a webapp replica, and its lookups; -t: test both nginx configurations and exit)";
+const USAGE: &str = "usage: proxy-init front|back|acme|-t  (front: the nginx clients talk to; back: the nginx that picks a webapp replica, and its lookups; acme: the certificate renewer, /usr/local/bin/acme; -t: test both nginx configurations and exit)";
+
+/// The `acme` service's program, which `proxy-init acme` becomes (nginx/acme/).
+const ACME_PROGRAM: &str = "/usr/local/bin/acme";
+
+/// How often the front looks at a certificate that is renewed in place (`PROXY_TLS_RELOAD`).
+const CERTIFICATE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What the process runs, from its one argument.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Front,
     Back,
+    Acme,
     TestConfigurations,
 }
 
@@ -84,6 +94,7 @@ impl Role {
         let role = match arguments.next().as_deref() {
             Some("front") => Role::Front,
             Some("back") => Role::Back,
+            Some("acme") => Role::Acme,
             Some("-t") => Role::TestConfigurations,
             _ => return Err(USAGE.to_owned()),
         };
@@ -177,6 +188,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if role == Role::Acme {
+        // Becomes the program, which reads its own environment, and is PID 1 in its place.
+        let error =
+            std::os::unix::process::CommandExt::exec(&mut std::process::Command::new(ACME_PROGRAM));
+        eprintln!("proxy-init: cannot run {ACME_PROGRAM}: {error}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -192,6 +210,7 @@ fn main() -> ExitCode {
             Role::TestConfigurations => test_configurations(&settings).await,
             Role::Front => run_front(&settings).await,
             Role::Back => run_back(&settings).await,
+            Role::Acme => Err("proxy-init acme runs the acme program".to_owned()),
         }
     });
     match outcome {
@@ -313,9 +332,21 @@ fn front_config(settings: &Settings) -> Result<&'static str, String> {
     Ok(FRONT_TLS_CONFIG)
 }
 
-/// `proxy-init front`: the front nginx, until a signal or its exit.
+/// `proxy-init front`: the front nginx, until a signal or its exit; with a certificate renewed
+/// in place, a reload of it each time the certificate changes.
 async fn run_front(settings: &Settings) -> Result<ExitCode, String> {
     let mut signals = Signals::listen()?;
+    let watched = settings
+        .front_tls
+        .as_ref()
+        .filter(|tls| tls.reload_on_change);
+    let mut fingerprint = match watched {
+        None => Vec::new(),
+        Some(tls) => match wait_for_certificate(tls, &mut signals).await {
+            Some(fingerprint) => fingerprint,
+            None => return Ok(ExitCode::SUCCESS),
+        },
+    };
     let config = front_config(settings)?;
     let mut front = nginx_command(settings, config).spawn().map_err(|error| {
         format!(
@@ -326,15 +357,69 @@ async fn run_front(settings: &Settings) -> Result<ExitCode, String> {
     let serving = match &settings.front_tls {
         None => "HTTP on port 80".to_owned(),
         Some(tls) => format!(
-            "HTTPS on port 443 ({}), and on port 80 ACME challenges and redirects",
-            tls.certificate.display()
+            "HTTPS on port 443 ({}{}), and on port 80 ACME challenges and redirects",
+            tls.certificate.display(),
+            if tls.reload_on_change {
+                ", reloaded when it changes"
+            } else {
+                ""
+            }
         ),
     };
     eprintln!(
         "proxy-init: the front nginx serves {serving} and passes requests to the back on unix:{BACK_SOCKET}"
     );
-    let event = next_event(&mut signals, &mut front).await;
-    Ok(finish(event, "front", &mut front).await)
+    let Some(tls) = watched else {
+        let event = next_event(&mut signals, &mut front).await;
+        return Ok(finish(event, "front", &mut front).await);
+    };
+    let mut ticks = tokio::time::interval(CERTIFICATE_CHECK_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let event = tokio::select! {
+            _ = ticks.tick() => None,
+            event = next_event(&mut signals, &mut front) => Some(event),
+        };
+        if let Some(event) = event {
+            return Ok(finish(event, "front", &mut front).await);
+        }
+        let now = tls.fingerprint();
+        // A file missing for a moment (being replaced) is not a new certificate.
+        if now != fingerprint && now.iter().all(Option::is_some) {
+            eprintln!(
+                "proxy-init: {} changed; reloading the front nginx (connections in progress finish on the old certificate)",
+                tls.certificate.display()
+            );
+            send_signal(&front, Signal::HUP);
+            fingerprint = now;
+        }
+    }
+}
+
+/// Waits until the certificate and key renewed in place both exist (the `acme` service writes
+/// a provisional pair first); `None` when a signal said to stop meanwhile.
+async fn wait_for_certificate(tls: &FrontTls, signals: &mut Signals) -> Option<Fingerprint> {
+    let mut said = false;
+    loop {
+        let fingerprint = tls.fingerprint();
+        if fingerprint.iter().all(Option::is_some) {
+            return Some(fingerprint);
+        }
+        if !said {
+            eprintln!(
+                "proxy-init: waiting for {} and {} (the acme service writes them)",
+                tls.certificate.display(),
+                tls.key.display()
+            );
+            said = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CERTIFICATE_CHECK_INTERVAL) => {}
+            _ = signals.quit.recv() => return None,
+            _ = signals.terminate.recv() => return None,
+            _ = signals.interrupt.recv() => return None,
+        }
+    }
 }
 
 /// `proxy-init back`: the back nginx, and the lookups that keep its replicas equal to DNS.
@@ -446,6 +531,7 @@ mod tests {
         };
         assert_eq!(role(&["front"]), Ok(Role::Front));
         assert_eq!(role(&["back"]), Ok(Role::Back));
+        assert_eq!(role(&["acme"]), Ok(Role::Acme));
         assert_eq!(role(&["-t"]), Ok(Role::TestConfigurations));
         for wrong in [&[][..], &["both"], &["front", "back"], &["-T"]] {
             assert_eq!(role(wrong), Err(USAGE.to_owned()), "{wrong:?}");

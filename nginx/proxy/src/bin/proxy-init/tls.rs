@@ -23,7 +23,14 @@ pub struct FrontTls {
     /// `PROXY_HSTS_MAX_AGE`: seconds browsers are told to use only HTTPS; off unless given,
     /// since it cannot be taken back from browsers that saw it.
     pub hsts_max_age: Option<u64>,
+    /// `PROXY_TLS_RELOAD=on`: the certificate is renewed in place (the `acme` service's
+    /// `live/`): wait until it exists before starting nginx, then reload nginx when it changes.
+    pub reload_on_change: bool,
 }
+
+/// What tells one certificate file from its replacement: where its path leads (through a
+/// symlink such as `live/`), its size and its modification time.
+pub type Fingerprint = Vec<Option<(PathBuf, u64, std::time::SystemTime)>>;
 
 impl FrontTls {
     /// The settings from the environment: `None` with `PROXY_TLS` unset or `off`. Every bad
@@ -75,12 +82,30 @@ impl FrontTls {
                 }
             },
         };
+        let reload_on_change = match variable("PROXY_TLS_RELOAD").as_deref() {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => return Err(format!("PROXY_TLS_RELOAD={other:?} is neither on nor off")),
+        };
         Ok(Some(FrontTls {
             certificate: path("PROXY_TLS_CERTIFICATE", "/run/secrets/tls_certificate")?,
             key: path("PROXY_TLS_KEY", "/run/secrets/tls_key")?,
             https_port,
             hsts_max_age,
+            reload_on_change,
         }))
+    }
+
+    /// The certificate's and the key's [`Fingerprint`]; `None` for a file that is not there.
+    pub fn fingerprint(&self) -> Fingerprint {
+        [&self.certificate, &self.key]
+            .iter()
+            .map(|path| {
+                let target = std::fs::canonicalize(path).ok()?;
+                let metadata = std::fs::metadata(&target).ok()?;
+                Some((target, metadata.len(), metadata.modified().ok()?))
+            })
+            .collect()
     }
 
     /// The text of [`TLS_SETTINGS_FILE`].
@@ -130,6 +155,7 @@ mod tests {
         assert_eq!(on.key, PathBuf::from("/run/secrets/tls_key"));
         assert_eq!(on.https_port, 443);
         assert_eq!(on.hsts_max_age, None);
+        assert!(!on.reload_on_change);
         let text = on.nginx_settings();
         assert!(
             text.contains("ssl_certificate /run/secrets/tls_certificate;"),
@@ -169,6 +195,40 @@ mod tests {
     }
 
     #[test]
+    fn a_replaced_certificate_changes_the_fingerprint() {
+        let dir = std::env::temp_dir().join(format!("proxy-init-tls-{}", std::process::id()));
+        let (one, two) = (dir.join("one"), dir.join("two"));
+        for sub in [&one, &two] {
+            std::fs::create_dir_all(sub).unwrap();
+            std::fs::write(sub.join("fullchain.pem"), sub.to_str().unwrap()).unwrap();
+            std::fs::write(sub.join("key.pem"), "key").unwrap();
+        }
+        let live = dir.join("live");
+        let tls = tls(&[
+            ("PROXY_TLS", "on"),
+            ("PROXY_TLS_RELOAD", "on"),
+            (
+                "PROXY_TLS_CERTIFICATE",
+                live.join("fullchain.pem").to_str().unwrap(),
+            ),
+            ("PROXY_TLS_KEY", live.join("key.pem").to_str().unwrap()),
+        ])
+        .unwrap()
+        .unwrap();
+        assert!(tls.reload_on_change);
+        assert_eq!(tls.fingerprint(), vec![None, None]);
+        std::os::unix::fs::symlink(&one, &live).unwrap();
+        let first = tls.fingerprint();
+        assert!(first.iter().all(Option::is_some));
+        assert_eq!(tls.fingerprint(), first);
+        let next = dir.join("live.next");
+        std::os::unix::fs::symlink(&two, &next).unwrap();
+        std::fs::rename(&next, &live).unwrap();
+        assert_ne!(tls.fingerprint(), first);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn bad_values_name_their_variable() {
         for (variables, named) in [
             (vec![("PROXY_TLS", "yes")], "PROXY_TLS"),
@@ -184,6 +244,10 @@ mod tests {
             (
                 vec![("PROXY_TLS", "on"), ("PROXY_HTTPS_PORT", "70000")],
                 "PROXY_HTTPS_PORT",
+            ),
+            (
+                vec![("PROXY_TLS", "on"), ("PROXY_TLS_RELOAD", "yes")],
+                "PROXY_TLS_RELOAD",
             ),
             (
                 vec![("PROXY_TLS", "on"), ("PROXY_TLS_KEY", "key.pem")],
