@@ -189,8 +189,9 @@ fn nodes_pulled(
     Ok(report)
 }
 
-/// Deploys `stack` with the model's defaults to `target` and waits, at most
-/// the deploy command's default time, until it has converged and serves.
+/// Deploys `stack` with the model's defaults (plain HTTP) to `target` and
+/// waits, at most the deploy command's default time, until it has converged
+/// and serves.
 fn deploy_and_wait(
     sh: &Shell,
     stack: &str,
@@ -203,7 +204,9 @@ fn deploy_and_wait(
         port,
         Duration::from_secs(deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
         target,
-    )
+        None,
+    )?
+    .context("the deploy built no images")
 }
 
 /// Deploy, test, remove. Returns the tests' verdict after cleanup.
