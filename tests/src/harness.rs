@@ -68,6 +68,23 @@ pub async fn get(client: &reqwest::Client, url: &str) -> Result<(u16, String), S
     Ok((status, body))
 }
 
+/// A plain-HTTP `GET url` with `Host: localhost` to a stack serving HTTPS: the status and the
+/// `Location` it answers with (a 308 to HTTPS), which the suites' client does not follow.
+pub async fn https_redirect(url: &str) -> (u16, Option<String>) {
+    let answer = http_client()
+        .get(url)
+        .header("host", "localhost")
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"));
+    let location = answer
+        .headers()
+        .get("location")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
+    (answer.status().as_u16(), location)
+}
+
 /// The shared counter, read through `GET {base_url}/api/hits`.
 pub async fn read_hits(client: &reqwest::Client, base_url: &str) -> u64 {
     let (status, body) = get(client, &format!("{base_url}/api/hits"))

@@ -1,23 +1,28 @@
 //! End-to-end tests of the stack on Docker Swarm: replicas, a rolling update
-//! under load, an automatic rollback, and self-healing.
+//! under load, an automatic rollback, self-healing, and last HTTPS
+//! (`swarm deploy --tls files`, then a renewed certificate).
 //!
 //! `cargo xtask e2e --swarm` deploys a stack under a unique name and a free
 //! port, runs these tests with the `WEBSTACK_SWARM_*` variables set, and
 //! removes the stack afterwards. Run without those variables, every test
 //! fails saying so. The tests share one stack, so they take turns (see
-//! [`ONE_TEST_AT_A_TIME`]) and each leaves the stack converged.
+//! [`ONE_TEST_AT_A_TIME`]) and each leaves the stack converged; the HTTPS
+//! ones (named `https_…`) leave it on HTTPS, so xtask runs them apart, after
+//! the others.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use stack_contract::docker::{Container, HealthStatus, Task, UpdateState};
 use stack_contract::service::Service;
 use stack_contract::variables::swarm::{
-    STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
+    HTTPS_PORT_VARIABLE, STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
+    XTASK_VARIABLE,
 };
 use stack_tests::checks::{self, AfterKill, Deployment};
-use stack_tests::harness::{docker, FixedRateLoad};
+use stack_tests::harness::{docker, http_client_builder, https_redirect, FixedRateLoad};
 use stack_tests::inspect;
 
 /// Replicas `deploy/stack.yaml` asks for.
@@ -416,6 +421,295 @@ async fn scaling_3_to_20_to_3_twice_under_load_fails_no_request() {
         "scale 3 -> {SCALE_OUT_REPLICAS} -> 3 twice under {SCALE_OUT_LOAD_PER_SECOND} requests/s: steps (replicas, until all served) {:?}; {} sent in {:.1}s, {} failed, {} slower than 1 s",
         report.steps, report.load.sent, report.load.seconds, report.load.failed, report.load.slow
     );
+}
+
+// ---------------------------------------------------------------------------
+// HTTPS, last: xtask runs the tests named `https_…` apart, after all the
+// others, since the stack's plain port only redirects afterwards.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm; `cargo xtask e2e --swarm` deploys one and runs it"]
+async fn https_from_files_then_a_renewed_certificate_replaces_it_and_its_secrets() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let stack = SwarmStack::from_environment();
+    let https = HttpsDeploy::from_environment(&stack);
+    let ca = TestCa::new();
+
+    // The running plain stack, redeployed with a chain of the test's own CA.
+    let first = ca.issue(&https.dir.0.join("first"));
+    let took = https.deploy(&stack, &first);
+    let answer = https.get_root(&ca).await;
+    assert_eq!(
+        answer.version,
+        reqwest::Version::HTTP_2,
+        "ALPN chose HTTP/2"
+    );
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.starts_with("Hello from "), "{}", answer.body);
+    assert!(
+        answer.leaf == first.leaf_der,
+        "the proxy serves another certificate than the one deployed"
+    );
+    let first_secrets = proxy_secret_names(&stack);
+    assert_eq!(
+        first_secrets.len(),
+        2,
+        "the certificate and the key: {first_secrets:?}"
+    );
+    println!(
+        "swarm deploy --tls files: {took:.1?}; GET / over HTTPS: HTTP/2, 200, the chain checks against the test's CA; secrets {first_secrets:?}"
+    );
+
+    // The plain port redirects, and `swarm status` names the HTTPS URL.
+    let https_root = format!("https://localhost:{}/", https.port);
+    assert_eq!(
+        https_redirect(&format!("{}/", stack.url)).await,
+        (308, Some(https_root.clone()))
+    );
+    let status = https.xtask(&["swarm", "status", "--project", &stack.name]);
+    assert!(
+        status.contains(&format!("URL: {https_root}")),
+        "swarm status:\n{status}"
+    );
+
+    // A renewed certificate: new secrets beside the old ones, which go once
+    // the proxy runs with the new.
+    let second = ca.issue(&https.dir.0.join("second"));
+    let took = https.deploy(&stack, &second);
+    let answer = https.get_root(&ca).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.leaf == second.leaf_der,
+        "after the renewal the proxy still serves the first certificate"
+    );
+    let second_secrets = proxy_secret_names(&stack);
+    assert!(
+        second_secrets
+            .iter()
+            .all(|name| !first_secrets.contains(name)),
+        "the renewed certificate is in new secrets: {first_secrets:?} then {second_secrets:?}"
+    );
+    let left = stack_secret_names(&stack);
+    assert!(
+        first_secrets.iter().all(|name| !left.contains(name)),
+        "the first version is gone once unused; the stack's secrets: {left:?}"
+    );
+    assert!(
+        second_secrets.iter().all(|name| left.contains(name)),
+        "{left:?}"
+    );
+    println!(
+        "renewal: {took:.1?}; the new certificate served; secrets {second_secrets:?}, the stack's now {left:?}"
+    );
+}
+
+/// What the HTTPS test needs besides the stack: xtask, the port, and a
+/// directory of its own for certificates, removed afterwards.
+struct HttpsDeploy {
+    xtask: PathBuf,
+    port: u16,
+    dir: ScratchDir,
+}
+
+/// A directory of the test's own under the system's temporary directory,
+/// removed when it is dropped (a failed test too).
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// One answer to `GET /` over HTTPS, and the certificate it came with.
+struct HttpsAnswer {
+    version: reqwest::Version,
+    status: u16,
+    body: String,
+    leaf: Vec<u8>,
+}
+
+impl HttpsDeploy {
+    fn from_environment(stack: &SwarmStack) -> HttpsDeploy {
+        let read = |variable: &str| {
+            std::env::var(variable).unwrap_or_else(|_| {
+                panic!(
+                    "{variable} is not set: the HTTPS tests run last, apart, with it; \
+                     `cargo xtask e2e --swarm` runs them"
+                )
+            })
+        };
+        let port = read(HTTPS_PORT_VARIABLE)
+            .parse()
+            .unwrap_or_else(|error| panic!("{HTTPS_PORT_VARIABLE}: {error}"));
+        let dir = std::env::temp_dir().join(format!("{}-https", stack.name));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("create {dir:?}: {error}"));
+        HttpsDeploy {
+            xtask: PathBuf::from(read(XTASK_VARIABLE)),
+            port,
+            dir: ScratchDir(dir),
+        }
+    }
+
+    /// Runs xtask, its progress shown; returns what it printed on stdout.
+    fn xtask(&self, args: &[&str]) -> String {
+        let output = Command::new(&self.xtask)
+            .args(args)
+            // Where xtask writes the copies it deploys from (by default the
+            // checkout's `.secrets/tls/`).
+            .env("WEBSTACK_TLS_DIR", self.dir.0.join("deployed"))
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .unwrap_or_else(|error| panic!("run xtask {args:?}: {error}"));
+        assert!(output.status.success(), "xtask {args:?}: {}", output.status);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `swarm deploy --tls files` of the stack as it runs (its images, its
+    /// plain port) with `certificate`; returns how long it took to converge
+    /// and serve.
+    fn deploy(&self, stack: &SwarmStack, certificate: &IssuedFiles) -> Duration {
+        let plain_port = stack.url.rsplit(':').next().expect("a port in the URL");
+        let https_port = self.port.to_string();
+        let started = Instant::now();
+        self.xtask(&[
+            "swarm",
+            "deploy",
+            "--project",
+            &stack.name,
+            "--port",
+            plain_port,
+            "--skip-images",
+            "--tls",
+            "files",
+            "--tls-certificate",
+            &certificate.chain.display().to_string(),
+            "--tls-key",
+            &certificate.key.display().to_string(),
+            "--https-port",
+            &https_port,
+        ]);
+        started.elapsed()
+    }
+
+    /// `GET /` over HTTPS on loopback, trusting the test's CA alone.
+    async fn get_root(&self, ca: &TestCa) -> HttpsAnswer {
+        let url = format!("https://127.0.0.1:{}/", self.port);
+        stack_contract::netguard::check_url(&url, &[])
+            .unwrap_or_else(|refused| panic!("{refused}"));
+        let root = reqwest::Certificate::from_pem(ca.root.pem().as_bytes()).expect("PEM");
+        let client = http_client_builder()
+            .tls_certs_only([root])
+            .tls_info(true)
+            .build()
+            .expect("an HTTPS client");
+        let response = client.get(&url).send().await.expect("GET / over HTTPS");
+        let leaf = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(reqwest::tls::TlsInfo::peer_certificate)
+            .expect("the server's certificate")
+            .to_vec();
+        HttpsAnswer {
+            version: response.version(),
+            status: response.status().as_u16(),
+            body: response.text().await.expect("body"),
+            leaf,
+        }
+    }
+}
+
+/// A root CA and an intermediate it signed, both the test's own: the chains
+/// deployed are the server's certificate and the intermediate, as a CA's
+/// `fullchain.pem` is.
+struct TestCa {
+    root: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    intermediate: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+/// A chain and key written for `--tls-certificate` and `--tls-key`.
+struct IssuedFiles {
+    chain: PathBuf,
+    key: PathBuf,
+    leaf_der: Vec<u8>,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let ca = |name: &str, path_length: u8| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(path_length));
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+            params.key_usages = vec![
+                rcgen::KeyUsagePurpose::KeyCertSign,
+                rcgen::KeyUsagePurpose::CrlSign,
+            ];
+            params
+        };
+        let key = || rcgen::KeyPair::generate().expect("a key");
+        let root = rcgen::CertifiedIssuer::self_signed(ca("webstack e2e root", 1), key())
+            .expect("the root");
+        let intermediate =
+            rcgen::CertifiedIssuer::signed_by(ca("webstack e2e intermediate", 0), key(), &root)
+                .expect("the intermediate");
+        TestCa { root, intermediate }
+    }
+
+    /// A new server certificate for 127.0.0.1 and localhost, written into `dir`.
+    fn issue(&self, dir: &Path) -> IssuedFiles {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+                .expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let key = rcgen::KeyPair::generate().expect("a key");
+        let leaf = params
+            .signed_by(&key, &self.intermediate)
+            .expect("the server's certificate");
+        std::fs::create_dir_all(dir).unwrap_or_else(|error| panic!("create {dir:?}: {error}"));
+        let files = IssuedFiles {
+            chain: dir.join("fullchain.pem"),
+            key: dir.join("key.pem"),
+            leaf_der: leaf.der().to_vec(),
+        };
+        let chain = format!("{}{}", leaf.pem(), self.intermediate.pem());
+        for (path, text) in [(&files.chain, chain), (&files.key, key.serialize_pem())] {
+            std::fs::write(path, text).unwrap_or_else(|error| panic!("write {path:?}: {error}"));
+        }
+        files
+    }
+}
+
+/// The secrets the proxy's spec names.
+fn proxy_secret_names(stack: &SwarmStack) -> Vec<String> {
+    inspect::service(&stack.service(Service::Proxy))
+        .spec
+        .task_template
+        .container_spec
+        .secret_names()
+        .into_iter()
+        .filter(|name| name.contains("_tls_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every secret of the stack, by name.
+fn stack_secret_names(stack: &SwarmStack) -> Vec<String> {
+    docker(&[
+        "secret",
+        "ls",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={}", stack.name),
+        "--format",
+        "{{.Name}}",
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
 }
 
 /// A `GET /` answered this slowly is counted as slow (reported only).

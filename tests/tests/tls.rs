@@ -7,7 +7,7 @@ use std::time::Duration;
 use stack_contract::netguard;
 use stack_contract::variables::tls::{CA_VARIABLE, HTTPS_URL_VARIABLE};
 use stack_contract::variables::URL_VARIABLE;
-use stack_tests::harness::{http_client, http_client_builder};
+use stack_tests::harness::{http_client, http_client_builder, https_redirect};
 
 /// The stack as the HTTPS pass deployed it.
 struct TlsStack {
@@ -120,19 +120,11 @@ async fn port_80_redirects_to_https_with_308_and_keeps_acme_challenges() {
         .next()
         .expect("a port in the HTTPS URL")
         .to_owned();
-    let answer = client
-        .get(format!("{}/api/hits?x=1", stack.http_url))
-        .header("host", "localhost")
-        .send()
-        .await
-        .expect("an answer on port 80");
-    assert_eq!(answer.status(), 308);
+    let (status, location) = https_redirect(&format!("{}/api/hits?x=1", stack.http_url)).await;
+    assert_eq!(status, 308);
     assert_eq!(
-        answer
-            .headers()
-            .get("location")
-            .and_then(|value| value.to_str().ok()),
-        Some(format!("https://localhost:{https_port}/api/hits?x=1").as_str())
+        location,
+        Some(format!("https://localhost:{https_port}/api/hits?x=1"))
     );
     // Challenges are served from the ACME webroot, not redirected: one that is not there is
     // the proxy's JSON 404.

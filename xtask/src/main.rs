@@ -77,7 +77,7 @@ enum Command {
     #[command(subcommand)]
     Swarm(SwarmCommand),
     /// Deploy the stack on Docker Swarm and wait until it is healthy (= swarm deploy).
-    SwarmDeploy(swarm::deploy::SwarmDeploy),
+    SwarmDeploy(Box<swarm::deploy::SwarmDeploy>),
 }
 
 /// The Compose commands. The Compose stack is the default way to run it, so
@@ -99,7 +99,7 @@ enum ComposeCommand {
 #[derive(Subcommand)]
 enum SwarmCommand {
     /// Deploy the stack (creating a single-node swarm if there is none) and wait until it is healthy.
-    Deploy(swarm::deploy::SwarmDeploy),
+    Deploy(Box<swarm::deploy::SwarmDeploy>),
     /// Roll the stack to freshly built images; fails, saying why, if it rolled back.
     Update(swarm::update::SwarmUpdate),
     /// Show the stack's services, tasks and last rolling update.

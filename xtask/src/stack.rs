@@ -539,6 +539,23 @@ pub const TLS_CERTIFICATE_SECRET: &str = "tls_certificate";
 pub const TLS_LABEL: (&str, &str) = ("webstack.tls", "on");
 pub const TLS_KEY_SECRET: &str = "tls_key";
 
+/// Under Swarm a secret cannot change, so the two TLS secrets are named by version,
+/// `<stack>_tls_certificate_<version>`: a renewed certificate becomes new secrets beside the
+/// old ones (which `swarm deploy` removes once the proxy no longer uses them). The stack file
+/// names them through these variables, which `docker stack deploy` interpolates: the stack's
+/// name (the variable the xtask commands read it from too; Swarm does not prefix a secret
+/// that has a `name:`) and the version, which xtask sets to a short sha256 of the
+/// certificate and key.
+pub const STACK_NAME_VARIABLE: &str = "WEBSTACK_PROJECT";
+/// The stack's (and the Compose project's) name when none is given.
+pub const DEFAULT_NAME: &str = "webstack";
+pub const TLS_VERSION_VARIABLE: &str = "WEBSTACK_TLS_VERSION";
+
+/// The Swarm name of a versioned TLS secret (each part may be a `${...}` of the stack file).
+pub fn versioned_secret_name(stack: &str, secret: &str, version: &str) -> String {
+    format!("{stack}_{secret}_{version}")
+}
+
 pub fn front_tls() -> FrontTls {
     FrontTls {
         service: PROXY,

@@ -586,6 +586,24 @@ pub struct ContainerSpec {
     pub rest: serde_json::Map<String, serde_json::Value>,
 }
 
+impl ContainerSpec {
+    /// A label of the containers (`labels:` of a service in a stack file).
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.rest.get("Labels")?.get(name)?.as_str()
+    }
+
+    /// The names of the Swarm secrets the containers get.
+    pub fn secret_names(&self) -> Vec<&str> {
+        self.rest
+            .get("Secrets")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|secret| secret.get("SecretName")?.as_str())
+            .collect()
+    }
+}
+
 /// One entry of a task template's `Networks`; serialises back whole.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
@@ -671,14 +689,16 @@ impl Service {
         &self.spec.task_template.container_spec.image
     }
 
-    /// The host port published in `mode: host`, read from the spec because
-    /// host-mode ports do not appear in the service's endpoint.
-    pub fn published_host_port(&self) -> Option<u16> {
+    /// The host port container port `target` is published on in `mode: host`, read from the
+    /// spec because host-mode ports do not appear in the service's endpoint. By target, since
+    /// a service may publish several (the proxy with HTTPS: 80 and 443) in any order.
+    pub fn published_host_port(&self, target: u16) -> Option<u16> {
         self.spec
             .endpoint_spec
             .as_ref()?
             .ports
             .iter()
+            .filter(|port| port.target_port == Some(target))
             .find_map(|port| port.published_port)
     }
 
@@ -981,6 +1001,40 @@ mod tests {
     }
 
     #[test]
+    fn an_https_proxy_publishes_each_port_by_target_and_names_its_labels_and_secrets() {
+        // As `docker service inspect` shows a proxy deployed with `--tls`: the file merge
+        // sorts ports by published port, so 443's may come first.
+        let service: Service = serde_json::from_str(
+            r#"{"Spec":{"Name":"demo_proxy","Mode":{"Replicated":{"Replicas":1}},
+                "TaskTemplate":{"ContainerSpec":{"Image":"webstack/proxy:abc",
+                    "Labels":{"com.docker.stack.namespace":"demo","webstack.tls":"on"},
+                    "Secrets":[{"File":{"Name":"tls_certificate","UID":"65532","GID":"65532","Mode":256},
+                                "SecretID":"s1","SecretName":"demo_tls_certificate_0123456789ab"},
+                               {"File":{"Name":"tls_key","UID":"65532","GID":"65532","Mode":256},
+                                "SecretID":"s2","SecretName":"demo_tls_key_0123456789ab"}]}},
+                "EndpointSpec":{"Mode":"dnsrr","Ports":[
+                    {"Protocol":"tcp","TargetPort":443,"PublishedPort":8070,"PublishMode":"host"},
+                    {"Protocol":"tcp","TargetPort":80,"PublishedPort":9000,"PublishMode":"host"}]}}}"#,
+        )
+        .expect("a service");
+        assert_eq!(service.published_host_port(80), Some(9000));
+        assert_eq!(service.published_host_port(443), Some(8070));
+        let container = &service.spec.task_template.container_spec;
+        assert_eq!(container.label("webstack.tls"), Some("on"));
+        assert_eq!(container.label("absent"), None);
+        assert_eq!(
+            container.secret_names(),
+            vec![
+                "demo_tls_certificate_0123456789ab",
+                "demo_tls_key_0123456789ab"
+            ]
+        );
+        let bare: ContainerSpec = serde_json::from_str(r#"{"Image":"db"}"#).expect("parse");
+        assert_eq!(bare.label("webstack.tls"), None);
+        assert!(bare.secret_names().is_empty());
+    }
+
+    #[test]
     fn a_services_replicas_image_and_ports_come_from_its_spec_and_endpoint() {
         let service: Service = serde_json::from_str(
             r#"{"Spec":{"Name":"demo_proxy","Mode":{"Replicated":{"Replicas":1}},
@@ -991,7 +1045,8 @@ mod tests {
         )
         .expect("a service");
         assert_eq!(service.desired_replicas(), 1);
-        assert_eq!(service.published_host_port(), Some(8070));
+        assert_eq!(service.published_host_port(80), Some(8070));
+        assert_eq!(service.published_host_port(443), None);
         assert_eq!(service.published_ports(), BTreeSet::from([8070]));
         assert_eq!(without_digest(service.image()), "webstack/proxy:abc");
         assert!(service.update_status.is_none());
@@ -1011,7 +1066,7 @@ mod tests {
         )
         .expect("parse");
         assert!(bare.published_ports().is_empty());
-        assert_eq!(bare.published_host_port(), None);
+        assert_eq!(bare.published_host_port(80), None);
         assert_eq!(bare.desired_replicas(), 0);
     }
 

@@ -52,6 +52,14 @@ pub mod swarm {
     /// Images the tests make with `docker commit` carry this label with the
     /// stack name as value, so that cleanup finds exactly those.
     pub const TEST_IMAGE_LABEL: &str = "webstack.e2e-stack";
+    /// What the names of the HTTPS tests contain. They turn the stack to
+    /// HTTPS (its plain port then only redirects), so xtask runs them last,
+    /// apart, with the two variables below, which only they read.
+    pub const HTTPS_TESTS: &str = "https_";
+    /// The xtask binary, for `swarm deploy --tls` from the HTTPS tests.
+    pub const XTASK_VARIABLE: &str = "WEBSTACK_SWARM_XTASK";
+    /// A free host port for the stack's HTTPS.
+    pub const HTTPS_PORT_VARIABLE: &str = "WEBSTACK_SWARM_HTTPS_PORT";
 }
 
 /// `cargo xtask e2e --swarm --nodes N` → tests/tests/cluster.rs.

@@ -25,7 +25,7 @@ use crate::stack::{self, DEFAULT_HOST_PORT, PORT_VARIABLE, WEBAPP};
 
 /// Compose project name when none is given: containers become
 /// `webstack_webapp_1` (1.29) or `webstack-webapp-1` (v2).
-pub const DEFAULT_PROJECT: &str = "webstack";
+pub const DEFAULT_PROJECT: &str = stack::DEFAULT_NAME;
 
 /// Log lines shown for a service that failed to come up.
 const FAILURE_LOG_LINES: &str = "40";

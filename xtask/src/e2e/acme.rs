@@ -158,7 +158,7 @@ fn deploy_and_test(
             ),
             (VALIDITY_SECS_VARIABLE, VALIDITY_SECS.to_string().into()),
         ],
-        &[],
+        super::Tests::Skipping(&[]),
     )
 }
 

@@ -153,7 +153,7 @@ fn start_and_test(
             (COMPOSE_FILE_VARIABLE, project.file.clone().into()),
             (XTASK_VARIABLE, super::xtask_binary()?.into()),
         ],
-        skip,
+        super::Tests::Skipping(skip),
     )?;
     // The whole suite, not the run under Compose 1.29, goes on to HTTPS.
     if skip.is_empty() {
@@ -200,6 +200,6 @@ fn https_pass(sh: &Shell, plain: &ComposeProject, url: &str) -> anyhow::Result<(
             (HTTPS_URL_VARIABLE, https_url.into()),
             (CA_VARIABLE, ca_dir.join("ca.pem").into()),
         ],
-        &[],
+        super::Tests::Skipping(&[]),
     )
 }

@@ -87,6 +87,28 @@ fn suite_url(host: impl Display, port: u16, own_networks: &[Ipv4Net]) -> anyhow:
     Ok(url)
 }
 
+/// Which tests of a test binary run, by libtest's filters (a test matches
+/// a filter its name contains).
+#[derive(Clone, Copy)]
+enum Tests<'a> {
+    /// All but those matching one of these.
+    Skipping(&'a [&'a str]),
+    /// Only those matching this.
+    Matching(&'a str),
+}
+
+impl Tests<'_> {
+    fn arguments(self) -> Vec<String> {
+        match self {
+            Tests::Skipping(skip) => skip
+                .iter()
+                .map(|filter| format!("--skip={filter}"))
+                .collect(),
+            Tests::Matching(filter) => vec![filter.to_owned()],
+        }
+    }
+}
+
 /// Runs one test binary of `stack-tests` (`--test {test}`) with the
 /// variables that tell it where the stack is. One test at a time: they
 /// share one stack, and the counter and rollout checks would disturb each
@@ -96,15 +118,12 @@ fn run_suite(
     test: &str,
     what: &str,
     variables: Vec<(&str, OsString)>,
-    skip: &[&str],
+    tests: Tests<'_>,
 ) -> anyhow::Result<()> {
-    let skip: Vec<String> = skip
-        .iter()
-        .map(|filter| format!("--skip={filter}"))
-        .collect();
+    let selection = tests.arguments();
     cmd!(
         sh,
-        "cargo test --package stack-tests --test {test} -- --ignored --test-threads=1 --nocapture {skip...}"
+        "cargo test --package stack-tests --test {test} -- --ignored --test-threads=1 --nocapture {selection...}"
     )
     .envs(variables)
     .run()

@@ -1,6 +1,7 @@
 //! `cargo xtask e2e --swarm`: deploys the stack to Swarm under a unique name
 //! and a free port, runs the Swarm end-to-end tests (`tests/tests/swarm.rs`)
-//! against it, then always removes it and leaves the engine as it found it.
+//! against it, the HTTPS ones last, then always removes it and leaves the
+//! engine as it found it.
 //! With `--nodes N` the same on a fresh simulated cluster of N engines
 //! (`tests/tests/cluster.rs`), removed afterwards.
 
@@ -18,8 +19,11 @@ use stack_contract::variables::cluster::{
     URL_VARIABLE as CLUSTER_URL_VARIABLE, XTASK_VARIABLE as CLUSTER_XTASK_VARIABLE,
 };
 use stack_contract::variables::swarm::{
-    STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
+    HTTPS_PORT_VARIABLE, HTTPS_TESTS, STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE,
+    WEBAPP_IMAGE_VARIABLE, XTASK_VARIABLE,
 };
+
+use super::Tests;
 
 /// Set (to anything) to keep the cluster and its stack when the cluster
 /// test fails, for a look at the engines' state and logs.
@@ -114,7 +118,7 @@ fn deploy_and_test_on_manager(
                 crate::cluster::SUBNET.to_string().into(),
             ),
         ],
-        &[],
+        Tests::Skipping(&[]),
     )
 }
 
@@ -189,8 +193,9 @@ fn nodes_pulled(
     Ok(report)
 }
 
-/// Deploys `stack` with the model's defaults to `target` and waits, at most
-/// the deploy command's default time, until it has converged and serves.
+/// Deploys `stack` with the model's defaults (plain HTTP) to `target` and
+/// waits, at most the deploy command's default time, until it has converged
+/// and serves.
 fn deploy_and_wait(
     sh: &Shell,
     stack: &str,
@@ -203,7 +208,9 @@ fn deploy_and_wait(
         port,
         Duration::from_secs(deploy::DEFAULT_CONVERGE_TIMEOUT_SECS),
         target,
-    )
+        None,
+    )?
+    .context("the deploy built no images")
 }
 
 /// Deploy, test, remove. Returns the tests' verdict after cleanup.
@@ -241,17 +248,39 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
         deploy_started.elapsed().as_secs_f64()
     );
     let url = super::suite_url("127.0.0.1", port, &[])?;
+    let mut variables = vec![
+        (STACK_VARIABLE, stack.into()),
+        (URL_VARIABLE, url.into()),
+        (WEBAPP_IMAGE_VARIABLE, images.webapp.into()),
+    ];
     super::run_suite(
         sh,
         "swarm",
         "Swarm end-to-end tests",
-        vec![
-            (STACK_VARIABLE, stack.into()),
-            (URL_VARIABLE, url.into()),
-            (WEBAPP_IMAGE_VARIABLE, images.webapp.into()),
-        ],
-        &[],
-    )
+        variables.clone(),
+        Tests::Skipping(&[HTTPS_TESTS]),
+    )?;
+    // Last, since the plain port only redirects once the stack serves HTTPS.
+    let started = Instant::now();
+    variables.extend([
+        (XTASK_VARIABLE, super::xtask_binary()?.into()),
+        (
+            HTTPS_PORT_VARIABLE,
+            crate::docker::free_host_port()?.to_string().into(),
+        ),
+    ]);
+    super::run_suite(
+        sh,
+        "swarm",
+        "Swarm HTTPS tests",
+        variables,
+        Tests::Matching(HTTPS_TESTS),
+    )?;
+    eprintln!(
+        "swarm e2e: the HTTPS tests took {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 fn cleanup(sh: &Shell, stack: &str, origin: SwarmOrigin) -> anyhow::Result<()> {

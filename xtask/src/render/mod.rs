@@ -81,6 +81,11 @@ pub fn compose_tls_file_path() -> PathBuf {
         .join("compose.tls.yaml")
 }
 
+/// The HTTPS overlay, deployed over the plain stack file with `swarm deploy --tls`.
+pub fn stack_tls_file_path() -> PathBuf {
+    crate::project_root().join("deploy").join("stack.tls.yaml")
+}
+
 /// Every rendered file with its expected contents.
 pub fn rendered_files() -> anyhow::Result<Vec<(PathBuf, String)>> {
     let stack = stack::stack();

@@ -12,9 +12,19 @@ use super::yaml::{quote_yaml_1_1_booleans, FileSecret, Mapping, NamedVolume};
 use crate::stack::{self, FrontAcme, FrontTls};
 
 #[derive(Serialize)]
-struct Overlay<S> {
+struct Overlay<S, F> {
     services: Mapping<S>,
-    secrets: Mapping<FileSecret>,
+    secrets: Mapping<F>,
+}
+
+/// A Swarm secret from a file under a name of its own, its version in it: Swarm secrets
+/// cannot change, so a renewed certificate must be a new secret (`name:`, compose file
+/// format 3.5 and later; `docker stack deploy` uses it as it is, without the stack prefix).
+#[derive(Serialize)]
+struct VersionedFileSecret {
+    name: String,
+    #[serde(flatten)]
+    file: FileSecret,
 }
 
 #[derive(Serialize)]
@@ -70,6 +80,33 @@ fn files_in_tls_dir(secret_files: &[(&'static str, &'static str)]) -> Mapping<Fi
     )
 }
 
+/// What `docker stack deploy` says when the version is not set.
+const REQUIRED_VERSION: &str =
+    "the version of the TLS secrets, new for each certificate and key (cargo xtask swarm deploy sets it)";
+
+/// The stack file's secrets: those of [`secret_files`], each named
+/// `${WEBSTACK_PROJECT:-webstack}_<secret>_${WEBSTACK_TLS_VERSION:?…}` (docs/https.md).
+fn versioned_secret_files(tls: &FrontTls) -> Mapping<VersionedFileSecret> {
+    let stack = format!(
+        "${{{}:-{}}}",
+        stack::STACK_NAME_VARIABLE,
+        stack::DEFAULT_NAME
+    );
+    // Required: a deploy by hand must name the version. The docker CLI reads a `-` in the
+    // message as a default's separator, so it has none.
+    let version = format!("${{{}:?{REQUIRED_VERSION}}}", stack::TLS_VERSION_VARIABLE);
+    let Mapping(files) = secret_files(tls);
+    Mapping(
+        files
+            .into_iter()
+            .map(|(secret, file)| {
+                let name = stack::versioned_secret_name(&stack, &secret, &version);
+                (secret, VersionedFileSecret { name, file })
+            })
+            .collect(),
+    )
+}
+
 fn published(tls: &FrontTls) -> String {
     format!(
         "${{{}:-{}}}",
@@ -113,7 +150,7 @@ pub fn render_stack_tls(tls: &FrontTls) -> anyhow::Result<String> {
     };
     let overlay = Overlay {
         services: Mapping(vec![(tls.service.to_string(), service)]),
-        secrets: secret_files(tls),
+        secrets: versioned_secret_files(tls),
     };
     // `docker stack deploy` wants the same file format version in every file it merges.
     Ok(format!(
@@ -256,6 +293,27 @@ mod tests {
                 parsed["secrets"]["tls_key"]["file"].as_str(),
                 Some("${WEBSTACK_TLS_DIR:-../.secrets/tls}/key.pem")
             );
+        }
+    }
+
+    #[test]
+    fn under_swarm_the_secrets_are_named_by_stack_and_version_and_compose_keeps_plain_ones() {
+        let tls = stack::front_tls();
+        let compose: yaml_serde::Value =
+            yaml_serde::from_str(&render_compose_tls(&tls).unwrap()).unwrap();
+        assert!(compose["secrets"]["tls_key"].get("name").is_none());
+        let swarm: yaml_serde::Value =
+            yaml_serde::from_str(&render_stack_tls(&tls).unwrap()).unwrap();
+        for secret in [stack::TLS_CERTIFICATE_SECRET, stack::TLS_KEY_SECRET] {
+            let name = swarm["secrets"][secret]["name"].as_str().unwrap();
+            let prefix =
+                format!("${{WEBSTACK_PROJECT:-webstack}}_{secret}_${{WEBSTACK_TLS_VERSION:?");
+            assert!(name.starts_with(&prefix), "{name}");
+            assert!(name.ends_with('}'), "{name}");
+        }
+        // `${VAR:?message}`: the docker CLI reads a `-` in the message as `${VAR-default}`'s.
+        for forbidden in ['-', '}', '$'] {
+            assert!(!REQUIRED_VERSION.contains(forbidden), "{forbidden}");
         }
     }
 }

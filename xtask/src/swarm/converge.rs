@@ -1,7 +1,8 @@
 //! When a Swarm stack has converged: every task of every service runs the
-//! spec's image, running and (where Docker can tell) healthy, and no rolling
-//! update is in progress; and, when it does not get there, what each failed
-//! task said and logged.
+//! spec (its image, and the rest of its container spec: a new certificate's
+//! secrets change nothing else), running and (where Docker can tell)
+//! healthy, and no rolling update is in progress; and, when it does not get
+//! there, what each failed task said and logged.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,10 +21,10 @@ use crate::poll::{self, Look};
 pub struct ServiceProgress {
     pub name: String,
     pub desired: u64,
-    /// Tasks that run the spec's image, are running and (where Docker can
-    /// tell) healthy.
+    /// Tasks that run the spec, are running and (where Docker can tell)
+    /// healthy.
     pub ready: u64,
-    /// Tasks meant to run that do not (yet): starting, unhealthy, old image.
+    /// Tasks meant to run that do not (yet): starting, unhealthy, older spec.
     pub pending: Vec<String>,
     pub update_status: Option<UpdateStatus>,
 }
@@ -69,6 +70,13 @@ pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<Service
                 "{label}: still on {}",
                 task.spec.container_spec.image
             ));
+            continue;
+        }
+        // Swarm starts a task with a copy of the service's container spec;
+        // one that differs is from before the last deploy, which changed,
+        // say, the proxy's secrets alone.
+        if task.spec.container_spec.rest != service.spec.task_template.container_spec.rest {
+            pending.push(format!("{label}: still on the previous spec"));
             continue;
         }
         // A container on another node of the swarm cannot be inspected

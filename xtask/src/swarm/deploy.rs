@@ -1,5 +1,5 @@
 //! `cargo xtask swarm deploy`: the stack on Docker Swarm, from nothing to
-//! every replica running and healthy.
+//! every replica running and healthy, on plain HTTP or, with `--tls`, HTTPS.
 
 use std::net::TcpListener;
 use std::time::Duration;
@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use xshell::Shell;
 
+use super::tls::StackTls;
 use super::{engine, SwarmStack, DEFAULT_PORT, DEFAULT_STACK_NAME};
 use crate::docker::deployment::Deployment;
 use crate::images::Platform;
@@ -52,6 +53,18 @@ pub struct SwarmDeploy {
     /// With --registry: plain HTTP to a registry that is not on loopback.
     #[arg(long, requires = "registry")]
     pub insecure_http: bool,
+    /// Deploy the images the stack runs instead of building them (a stack
+    /// that does not run yet: the `:local` ones loaded in Docker), e.g. to
+    /// change only its HTTPS settings.
+    #[arg(long, conflicts_with_all = ["cluster", "registry"])]
+    pub skip_images: bool,
+    #[command(flatten)]
+    pub tls: crate::tls::TlsArgs,
+    /// Host port HTTPS is published on, with `--tls` (port 80 of the proxy,
+    /// `--port`, then answers ACME challenges and redirects everything else
+    /// there).
+    #[arg(long, env = crate::stack::HTTPS_PORT_VARIABLE, default_value_t = crate::stack::DEFAULT_HTTPS_HOST_PORT)]
+    pub https_port: u16,
 }
 
 impl SwarmDeploy {
@@ -69,6 +82,15 @@ impl SwarmDeploy {
             }),
         };
         let platforms = self.platform.clone();
+        // The certificate is made or checked before anything else happens
+        // (and before a swarm is created for nothing).
+        if self.tls.tls != crate::tls::TlsSource::Off && self.https_port == self.port {
+            bail!(
+                "--https-port {} is --port too: give the two ports different numbers",
+                self.https_port
+            );
+        }
+        let tls = StackTls::prepare(&self.tls, self.https_port)?;
         if self.cluster {
             let manager = crate::cluster::manager()?;
             sh.set_var("DOCKER_HOST", manager.docker_host());
@@ -89,12 +111,16 @@ impl SwarmDeploy {
                 self.port,
                 Duration::from_secs(self.timeout_secs),
                 &target,
+                tls.clone(),
             )?;
             eprintln!(
-                "swarm: stack {} is up on the cluster: http://{}:{}/ (DOCKER_HOST={} for docker commands)",
+                "swarm: stack {} is up on the cluster: {} (DOCKER_HOST={} for docker commands)",
                 self.stack,
-                manager.address(),
-                self.port,
+                url(
+                    &manager.address().to_string(),
+                    self.port,
+                    tls.as_ref().map(|tls| tls.https_port)
+                ),
                 manager.docker_host()
             );
             return Ok(());
@@ -114,6 +140,7 @@ impl SwarmDeploy {
                 platforms,
                 cluster: false,
             },
+            None if self.skip_images => Target::AsDeployed,
             None => Target::ThisEngine,
         };
         deploy_and_wait(
@@ -122,13 +149,32 @@ impl SwarmDeploy {
             self.port,
             Duration::from_secs(self.timeout_secs),
             &target,
+            tls.clone(),
         )?;
         eprintln!(
-            "swarm: stack {} is up: http://localhost:{}/ (`cargo xtask swarm status -p {}`, \
+            "swarm: stack {} is up: {} (`cargo xtask swarm status -p {}`, \
              `cargo xtask swarm rm -p {}` to remove it)",
-            self.stack, self.port, self.stack, self.stack
+            self.stack,
+            url(
+                "localhost",
+                self.port,
+                tls.as_ref().map(|tls| tls.https_port)
+            ),
+            self.stack,
+            self.stack
         );
         Ok(())
+    }
+}
+
+/// Where clients reach the stack: on `https_port` when it serves HTTPS, and
+/// then the plain port redirects there.
+pub fn url(host: &str, port: u16, https_port: Option<u16>) -> String {
+    match https_port {
+        Some(https_port) => {
+            format!("https://{host}:{https_port}/ (http://{host}:{port}/ redirects there)")
+        }
+        None => format!("http://{host}:{port}/"),
     }
 }
 
@@ -137,6 +183,8 @@ pub enum Target {
     /// The engine the shell points at (a single-node swarm, or a real
     /// cluster's manager whose nodes get the images some other way).
     ThisEngine,
+    /// The same, with the images the stack runs (`--skip-images`).
+    AsDeployed,
     /// The images pushed to a registry and deployed by digest: every node
     /// pulls what it runs. `cluster`: the shell points at the simulated
     /// cluster's manager.
@@ -175,66 +223,86 @@ fn images_by_digest(pushed: &[PushedImage]) -> anyhow::Result<StackImages> {
 }
 
 /// Everything after the swarm exists: secret, stack file, images, deploy,
-/// convergence. Returns the images deployed. Shared with `e2e --swarm`.
+/// convergence, and then the TLS secret versions no longer used removed.
+/// Returns the images built or pushed (none with [`Target::AsDeployed`]).
+/// Shared with `e2e --swarm`.
 pub fn deploy_and_wait(
     sh: &Shell,
     stack: &str,
     port: u16,
     timeout: Duration,
     target: &Target,
-) -> anyhow::Result<StackImages> {
-    // On the cluster the port is bound in the manager's own network
+    tls: Option<StackTls>,
+) -> anyhow::Result<Option<StackImages>> {
+    // On the cluster the ports are bound in the manager's own network
     // namespace, where nothing else runs.
-    if matches!(
-        target,
-        Target::ThisEngine | Target::Registry { cluster: false, .. }
-    ) {
-        check_port_is_free(sh, stack, port)?;
+    if !matches!(target, Target::Registry { cluster: true, .. }) {
+        check_port_is_free(sh, stack, port, "--port")?;
+        if let Some(tls) = &tls {
+            check_port_is_free(sh, stack, tls.https_port, "--https-port")?;
+        }
     }
     super::prepare_files()?;
     let images = match target {
-        Target::ThisEngine => StackImages::from_built(
+        Target::ThisEngine => Some(StackImages::from_built(
             &crate::images::ensure_images(sh).context("build and load the images")?,
-        )?,
+        )?),
+        Target::AsDeployed => None,
         Target::Registry {
             push, platforms, ..
         } => {
             let built = crate::images::multi_platform_images(sh, platforms)?;
             let pushed = crate::push::push_images(sh, push, &built)?;
-            images_by_digest(&pushed)?
+            Some(images_by_digest(&pushed)?)
         }
     };
-    eprintln!(
-        "swarm: deploying stack {stack} (webapp {}, db {}, proxy {})",
-        images.webapp, images.db, images.proxy
-    );
+    match &images {
+        Some(images) => eprintln!(
+            "swarm: deploying stack {stack} (webapp {}, db {}, proxy {})",
+            images.webapp, images.db, images.proxy
+        ),
+        None => eprintln!("swarm: deploying stack {stack} with the images it runs"),
+    }
     let mut deployment = match target {
-        Target::ThisEngine | Target::Registry { cluster: false, .. } => {
-            SwarmStack::new(stack, port)
-        }
         Target::Registry { cluster: true, .. } => SwarmStack::new(stack, port)
             .reached_at(crate::cluster::manager()?.address(), crate::cluster::SUBNET),
+        _ => SwarmStack::new(stack, port),
     };
+    let services = super::stack_services(sh, stack)?;
+    let served_https = super::proxy_service(stack, &services).is_some_and(super::tls::serves_https);
+    match &tls {
+        Some(tls) => eprintln!(
+            "swarm: HTTPS on port {}, the certificate and key as the secrets {}",
+            tls.https_port,
+            tls.secret_names(stack)?.join(" and ")
+        ),
+        None if served_https => eprintln!(
+            "swarm: stack {stack} served HTTPS: this deploy (without --tls) turns it back to plain HTTP"
+        ),
+        None => {}
+    }
+    deployment.tls = tls;
     let replicas = crate::stack::stack()
         .service(crate::stack::WEBAPP)?
         .replicas;
-    deployment.deploy(sh, Some(&images), replicas)?;
+    deployment.deploy(sh, images.as_ref(), replicas)?;
     deployment.wait_ready(sh, timeout)?;
+    super::tls::remove_unused_secrets(sh, stack)?;
     Ok(images)
 }
 
 /// Fails early, with what to do, when another program holds the port; the
 /// stack's own proxy holding it (a redeploy) is fine.
-fn check_port_is_free(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
+fn check_port_is_free(sh: &Shell, stack: &str, port: u16, flag: &str) -> anyhow::Result<()> {
     let already_ours = super::stack_services(sh, stack)?
         .iter()
-        .any(|service| service.published_host_port() == Some(port));
+        .any(|service| service.published_ports().contains(&port));
     if already_ours {
         return Ok(());
     }
     // The proxy publishes in host mode, on every address of the host.
     if let Err(error) = TcpListener::bind(("0.0.0.0", port)) {
-        bail!("host port {port} is taken ({error}): stop what uses it, or pass --port with a free port");
+        bail!("host port {port} is taken ({error}): stop what uses it, or pass {flag} with a free port");
     }
     Ok(())
 }

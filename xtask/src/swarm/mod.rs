@@ -4,7 +4,8 @@
 //! The subcommands (`swarm deploy`, `swarm update`, `swarm status`,
 //! `swarm rm`) and `cargo xtask e2e --swarm` share what is here: probing the
 //! engine, creating a single-node swarm when there is none, deploying with
-//! content-derived image tags, and deciding when a stack has converged
+//! content-derived image tags (and with `deploy/stack.tls.yaml` for HTTPS,
+//! `tls.rs`), and deciding when a stack has converged
 //! (`converge.rs`) by
 //! looking at every task and container ourselves rather than trusting
 //! `docker stack deploy`'s exit code (it returns as soon as the specs are
@@ -15,6 +16,7 @@ pub mod deploy;
 pub mod engine;
 pub mod remove;
 pub mod status;
+pub mod tls;
 pub mod update;
 
 use std::collections::BTreeSet;
@@ -28,7 +30,7 @@ use crate::stack::StackImages;
 use stack_contract::netguard::Ipv4Net;
 
 /// Stack name when none is given: services become `webstack_webapp` and so on.
-pub const DEFAULT_STACK_NAME: &str = "webstack";
+pub const DEFAULT_STACK_NAME: &str = crate::stack::DEFAULT_NAME;
 
 /// Host port the proxy publishes when none is given (the Compose stack's too).
 pub const DEFAULT_PORT: u16 = crate::stack::DEFAULT_HOST_PORT;
@@ -39,11 +41,15 @@ use crate::docker::{Container, Orchestrator, SWARM_SERVICE_LABEL};
 pub use crate::docker::{Service, Task, TaskState, UpdateState, UpdateStatus};
 use converge::{known_task_ids, wait_until_converged};
 
-/// Makes sure the checked-in stack file is the rendered one and the secret
-/// files it names exist (the same `.secrets/` files Compose uses).
+/// Makes sure the checked-in stack file (and its HTTPS overlay) is the
+/// rendered one and the secret files it names exist (the same `.secrets/`
+/// files Compose uses).
 pub fn prepare_files() -> anyhow::Result<()> {
     let rendered = crate::render::render_stack(&crate::stack::stack())?;
     crate::render::write_file(&crate::render::stack_file_path(), &rendered)?;
+    for (path, rendered) in crate::render::tls_overlays()? {
+        crate::render::write_file(&path, &rendered)?;
+    }
     crate::secrets::ensure_redis_secrets().context("create the Redis password")?;
     Ok(())
 }
@@ -63,6 +69,8 @@ pub struct SwarmStack {
     proxy_host: IpAddr,
     /// The networks besides loopback the network guard lets that address be on.
     own_networks: Vec<Ipv4Net>,
+    /// HTTPS at the front: deployed with `deploy/stack.tls.yaml` over the file too.
+    pub tls: Option<tls::StackTls>,
 }
 
 impl SwarmStack {
@@ -73,6 +81,7 @@ impl SwarmStack {
             tasks_before: BTreeSet::new(),
             proxy_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             own_networks: Vec::new(),
+            tls: None,
         }
     }
 
@@ -111,8 +120,9 @@ impl Deployment for SwarmStack {
         Orchestrator::Swarm
     }
 
-    /// `docker stack deploy` with these images, then the webapp scaled to
-    /// `webapp_replicas` when that is not the model's count.
+    /// `docker stack deploy` with these images (`None`: those the stack runs, else the
+    /// file's `:local` defaults), then the webapp scaled to `webapp_replicas` when that is
+    /// not the model's count.
     fn deploy(
         &mut self,
         sh: &Shell,
@@ -121,7 +131,17 @@ impl Deployment for SwarmStack {
     ) -> anyhow::Result<()> {
         ensure_labelled_nodes(sh)?;
         self.tasks_before = known_task_ids(sh, &self.name)?;
-        deploy_stack(sh, &self.name, self.port, images)?;
+        let running = match images {
+            Some(_) => None,
+            None => running_images(&self.name, &stack_services(sh, &self.name)?),
+        };
+        deploy_stack(
+            sh,
+            &self.name,
+            self.port,
+            images.or(running.as_ref()),
+            self.tls.as_ref(),
+        )?;
         let model = crate::stack::stack();
         let default = model.service(crate::stack::WEBAPP)?.replicas;
         if webapp_replicas != default {
@@ -144,9 +164,13 @@ impl Deployment for SwarmStack {
         let started = Instant::now();
         wait_until_converged(sh, &self.name, &self.tasks_before, timeout)?;
         let replicas = self.running_webapp_replicas(sh)?;
+        let (port, scheme) = match &self.tls {
+            Some(tls) => (tls.https_port, crate::docker::serving::Scheme::Https),
+            None => (self.port, crate::docker::serving::Scheme::Http),
+        };
         crate::docker::serving::wait_until_every_replica_serves(
-            SocketAddr::new(self.proxy_host, self.port),
-            crate::docker::serving::Scheme::Http,
+            SocketAddr::new(self.proxy_host, port),
+            scheme,
             &replicas,
             &self.own_networks,
             timeout
@@ -165,9 +189,7 @@ impl Deployment for SwarmStack {
     }
 
     fn published_port(&self, sh: &Shell) -> anyhow::Result<Option<u16>> {
-        Ok(stack_services(sh, &self.name)?
-            .iter()
-            .find_map(Service::published_host_port))
+        Ok(published_plain_port(&stack_services(sh, &self.name)?))
     }
 
     fn remove(&self, sh: &Shell, volumes: bool) -> anyhow::Result<()> {
@@ -175,14 +197,62 @@ impl Deployment for SwarmStack {
     }
 }
 
+/// The host port the proxy publishes plain HTTP on (with HTTPS, where it
+/// redirects from), among a stack's services.
+pub fn published_plain_port(services: &[Service]) -> Option<u16> {
+    let model = crate::stack::stack();
+    let container_port = model
+        .service(crate::stack::PROXY)
+        .ok()?
+        .published_ports
+        .first()?
+        .container_port;
+    services
+        .iter()
+        .find_map(|service| service.published_host_port(container_port))
+}
+
+/// The service of the model a service of `stack` runs (`NAME_webapp` → `webapp`).
+fn model_service<'a>(stack: &str, service: &'a Service) -> Option<&'a str> {
+    service
+        .spec
+        .name
+        .strip_prefix(stack)
+        .and_then(|name| name.strip_prefix('_'))
+}
+
+/// The images the services of `stack` run, when it runs all three.
+pub fn running_images(stack: &str, services: &[Service]) -> Option<StackImages> {
+    let image = |wanted: &str| {
+        services
+            .iter()
+            .find(|service| model_service(stack, service) == Some(wanted))
+            .map(|service| service.image().to_owned())
+    };
+    Some(StackImages {
+        webapp: image(crate::stack::WEBAPP)?,
+        db: image(crate::stack::DB)?,
+        proxy: image(crate::stack::PROXY)?,
+    })
+}
+
+/// The stack's proxy service, when it runs.
+pub fn proxy_service<'a>(stack: &str, services: &'a [Service]) -> Option<&'a Service> {
+    services
+        .iter()
+        .find(|service| model_service(stack, service) == Some(crate::stack::PROXY))
+}
+
 /// `docker stack deploy`s the checked-in stack file as `stack`, with the
-/// given images and host port. Returns once the specs are stored; use
+/// given images and host port, and with `tls` the HTTPS overlay over it.
+/// Returns once the specs are stored; use
 /// [`converge::wait_until_converged`] to wait for the tasks.
 pub fn deploy_stack(
     sh: &Shell,
     stack: &str,
     port: u16,
     images: Option<&StackImages>,
+    tls: Option<&tls::StackTls>,
 ) -> anyhow::Result<()> {
     let stack_file = crate::render::stack_file_path();
     if !stack_file.exists() {
@@ -197,6 +267,15 @@ pub fn deploy_stack(
     if let Some(images) = images {
         variables.extend(images.variables()?);
     }
+    let mut files = vec![stack_file];
+    if let Some(tls) = tls {
+        files.push(crate::render::stack_tls_file_path());
+        variables.extend(tls.variables(stack)?);
+    }
+    let files: Vec<String> = files
+        .iter()
+        .flat_map(|file| ["--compose-file".to_owned(), file.display().to_string()])
+        .collect();
     // `--resolve-image never`: the images are local content tags, or
     // pushed ones already named by digest; either way nothing needs a
     // registry's answer at deploy time (each node pulls what it lacks).
@@ -207,7 +286,7 @@ pub fn deploy_stack(
     // wait with `wait_until_converged`.
     cmd!(
         sh,
-        "docker stack deploy --resolve-image never --with-registry-auth --prune --compose-file {stack_file} {stack}"
+        "docker stack deploy --resolve-image never --with-registry-auth --prune {files...} {stack}"
     )
     .envs(variables)
     .run()

@@ -103,7 +103,8 @@ pub fn remove_stack(sh: &Shell, stack: &str, drop_volumes: bool) -> anyhow::Resu
     Ok(())
 }
 
-/// Services, containers and networks still carrying the stack's label.
+/// Services, containers, networks and secrets (every version of the TLS
+/// ones too) still carrying the stack's label.
 fn leftovers(sh: &Shell, filter: &str) -> anyhow::Result<Vec<String>> {
     let mut remaining = Vec::new();
     let services = cmd!(sh, "docker service ls --quiet --filter {filter}")
@@ -118,10 +119,15 @@ fn leftovers(sh: &Shell, filter: &str) -> anyhow::Result<Vec<String>> {
         .quiet()
         .read()
         .context("list the stack's networks")?;
+    let secrets = cmd!(sh, "docker secret ls --quiet --filter {filter}")
+        .quiet()
+        .read()
+        .context("list the stack's secrets")?;
     for (kind, ids) in [
         ("service", services),
         ("container", containers),
         ("network", networks),
+        ("secret", secrets),
     ] {
         for id in ids.split_whitespace() {
             remaining.push(format!("{kind} {id}"));

@@ -50,10 +50,7 @@ impl SwarmStatus {
         // The tasks meant to run, with node and error columns, as Docker
         // prints them.
         cmd!(sh, "docker stack ps --filter desired-state=running {stack}").run()?;
-        if let Some(port) = services
-            .iter()
-            .find_map(super::Service::published_host_port)
-        {
+        if let Some(port) = super::published_plain_port(&services) {
             println!();
             // On the cluster of `cargo xtask cluster up`, the proxy listens
             // on the manager's address, not on the host's loopback.
@@ -64,7 +61,9 @@ impl SwarmStatus {
                 }
                 _ => String::from("localhost"),
             };
-            println!("URL: http://{host}:{port}/");
+            let https_port =
+                super::proxy_service(stack, &services).and_then(super::tls::https_port);
+            println!("URL: {}", super::deploy::url(&host, port, https_port));
         }
         Ok(())
     }

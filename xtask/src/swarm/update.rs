@@ -1,6 +1,6 @@
 //! `cargo xtask swarm update`: roll a deployed stack to freshly built images
 //! or a changed stack file, and wait until the rolling update has finished or
-//! Swarm has rolled it back.
+//! Swarm has rolled it back. A stack deployed with `--tls` stays on HTTPS.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -42,11 +42,14 @@ impl SwarmUpdate {
         if services.is_empty() {
             bail!("there is no stack named {stack}: deploy it with `cargo xtask swarm deploy -p {stack}`");
         }
-        // Keep the port the stack was deployed with.
-        let port = services
-            .iter()
-            .find_map(super::Service::published_host_port)
-            .unwrap_or(DEFAULT_PORT);
+        // Keep the ports the stack was deployed with, and its HTTPS: with
+        // the certificate and key in the TLS directory now (a renewed pair
+        // under a new version of the secrets).
+        let port = super::published_plain_port(&services).unwrap_or(DEFAULT_PORT);
+        let tls = match super::proxy_service(stack, &services) {
+            Some(proxy) => super::tls::StackTls::of_running(proxy)?,
+            None => None,
+        };
         let before: Before = services
             .iter()
             .map(|service| {
@@ -66,7 +69,7 @@ impl SwarmUpdate {
         }
         let tasks_before = super::converge::known_task_ids(sh, stack)?;
         let started = Instant::now();
-        super::deploy_stack(sh, stack, port, Some(&images))?;
+        super::deploy_stack(sh, stack, port, Some(&images), tls.as_ref())?;
 
         let timeout = Duration::from_secs(self.timeout_secs);
         let mut rolling = rollouts(&super::stack_services(sh, stack)?, &before);
@@ -80,7 +83,11 @@ impl SwarmUpdate {
                 rolled_back.join("; ")
             );
         }
-        eprintln!("swarm: stack {stack} is up to date: http://localhost:{port}/");
+        super::tls::remove_unused_secrets(sh, stack)?;
+        eprintln!(
+            "swarm: stack {stack} is up to date: {}",
+            super::deploy::url("localhost", port, tls.as_ref().map(|tls| tls.https_port))
+        );
         Ok(())
     }
 }
