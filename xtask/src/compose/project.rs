@@ -34,6 +34,9 @@ pub struct ComposeProject {
     pub tls: bool,
     /// Substituted for `${WEBSTACK_HTTPS_PORT}` in that file.
     pub https_port: u16,
+    /// `${WEBSTACK_TLS_DIR}` of that file, when not the environment's: a run's own
+    /// certificate (the end-to-end HTTPS pass, the bench's HTTPS rows).
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl ComposeProject {
@@ -66,6 +69,7 @@ impl ComposeProject {
                 service_of(container) == PROXY
                     && container.label(stack::TLS_LABEL.0) == Some(stack::TLS_LABEL.1)
             }),
+            tls_dir: None,
         })
     }
 
@@ -90,17 +94,21 @@ impl ComposeProject {
         } else {
             Vec::new()
         };
-        cmd!(
+        let mut command = cmd!(
             sh,
             "{program} {leading...} -p {name} -f {file} {tls...} {args...}"
-        )
-        .env(PORT_VARIABLE, self.port.to_string())
-        .env(stack::HTTPS_PORT_VARIABLE, self.https_port.to_string())
-        .envs(
-            self.image_pins
-                .iter()
-                .map(|(variable, image)| (variable, image)),
-        )
+        );
+        if let Some(tls_dir) = &self.tls_dir {
+            command = command.env(stack::TLS_DIR_VARIABLE, tls_dir);
+        }
+        command
+            .env(PORT_VARIABLE, self.port.to_string())
+            .env(stack::HTTPS_PORT_VARIABLE, self.https_port.to_string())
+            .envs(
+                self.image_pins
+                    .iter()
+                    .map(|(variable, image)| (variable, image)),
+            )
     }
 }
 
@@ -463,10 +471,14 @@ pub(super) fn require_free_port(sh: &Shell, project: &str, port: u16) -> anyhow:
     require_free(port, "--port")
 }
 
+/// The proxy's HTTPS port in the container, as Docker names it (`443/tcp`).
+fn https_container_port() -> String {
+    format!("{}/tcp", stack::front_tls().https_port.container_port)
+}
+
 /// The HTTPS port (`--https-port`) is free, or this project's proxy publishes it already.
 pub(super) fn require_free_https_port(sh: &Shell, project: &str, port: u16) -> anyhow::Result<()> {
-    let https = format!("{}/tcp", stack::front_tls().https_port.container_port);
-    if proxy_host_port(sh, project, &https) == Some(port) {
+    if proxy_host_port(sh, project, &https_container_port()) == Some(port) {
         return Ok(());
     }
     require_free(port, "--https-port")
