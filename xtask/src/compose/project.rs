@@ -39,6 +39,18 @@ pub struct ComposeProject {
     pub tls_dir: Option<PathBuf>,
 }
 
+/// How the front (the proxy) serves: what [`ComposeProject::redeploy_front`] deploys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Front {
+    Plain,
+    /// HTTPS on host port `port`, with the certificate and key in `tls_dir` (`None`: the
+    /// directory the environment names, where `up --tls` wrote them).
+    Https {
+        port: u16,
+        tls_dir: Option<PathBuf>,
+    },
+}
+
 impl ComposeProject {
     /// The project as it runs: its services keep the images their
     /// containers run (so `scale` adds replicas of the same build, whatever
@@ -71,6 +83,45 @@ impl ComposeProject {
             }),
             tls_dir: None,
         })
+    }
+
+    /// How the running proxy serves: HTTPS on the host port it publishes 443 on, or plain.
+    pub fn running_front(&self, sh: &Shell) -> Front {
+        if !self.tls {
+            return Front::Plain;
+        }
+        Front::Https {
+            port: proxy_host_port(sh, &self.name, &https_container_port())
+                .unwrap_or(self.https_port),
+            tls_dir: None,
+        }
+    }
+
+    /// Deploys the running project's proxy again with its front as `front` says, leaving every
+    /// other container as it runs (`up --no-deps proxy`: not even one whose image tag moved
+    /// meanwhile), and waits until every replica serves through it.
+    pub fn redeploy_front(
+        &mut self,
+        sh: &Shell,
+        front: Front,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        match front {
+            Front::Plain => {
+                self.tls = false;
+                self.tls_dir = None;
+            }
+            Front::Https { port, tls_dir } => {
+                self.tls = true;
+                self.https_port = port;
+                self.tls_dir = tls_dir;
+            }
+        }
+        prepare_files()?;
+        self.command(sh, &["up", "--detach", "--no-deps", PROXY])
+            .run()
+            .with_context(|| format!("deploy the proxy of project {} again", self.name))?;
+        self.wait_ready(sh, timeout)
     }
 
     /// Pins every service to the content-tagged image just built, so two

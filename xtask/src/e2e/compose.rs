@@ -166,16 +166,20 @@ fn start_and_test(
 fn https_pass(sh: &Shell, plain: &ComposeProject, url: &str) -> anyhow::Result<()> {
     let scratch = crate::tls::ScratchTls::new()?;
     let mut project = ComposeProject::new(sh, &plain.name, plain.port)?;
-    project.tls = true;
-    project.https_port = docker::free_host_port()?;
-    project.tls_dir = Some(scratch.tls_dir());
+    let https_port = docker::free_host_port()?;
     let started = Instant::now();
     project
-        .deploy(sh, None, E2E_REPLICAS)
-        .and_then(|()| project.wait_ready(sh, Duration::from_secs(docker::HEALTHY_TIMEOUT_SECS)))
+        .redeploy_front(
+            sh,
+            compose::Front::Https {
+                port: https_port,
+                tls_dir: Some(scratch.tls_dir()),
+            },
+            Duration::from_secs(docker::HEALTHY_TIMEOUT_SECS),
+        )
         .context("deploy the stack under test with --tls self-signed")?;
     let https_url =
-        super::suite_url("127.0.0.1", project.https_port, &[])?.replacen("http://", "https://", 1);
+        super::suite_url("127.0.0.1", https_port, &[])?.replacen("http://", "https://", 1);
     eprintln!(
         "e2e: the stack serves HTTPS at {https_url} after {:.1}s; running the HTTPS suite (cargo test -p stack-tests --test tls)",
         started.elapsed().as_secs_f64()
