@@ -58,8 +58,8 @@ pub(super) fn redeploy_on_https(
         "bench: HTTPS serves after {:.1}s",
         started.elapsed().as_secs_f64()
     );
-    Ok(HttpsFront {
-        scratch,
-        base_url: format!("https://127.0.0.1:{port}"),
-    })
+    let base_url = format!("https://127.0.0.1:{port}");
+    // Test traffic stays on this machine, over TLS too.
+    stack_contract::netguard::check_url(&base_url, &[]).map_err(anyhow::Error::msg)?;
+    Ok(HttpsFront { scratch, base_url })
 }
