@@ -11,7 +11,10 @@ use std::fmt::Write as _;
 
 use super::report::Report;
 
-const WIDTH: f64 = 860.0;
+/// The narrowest chart; wider by [`GROUP_WIDTH`] per row beyond what fits,
+/// so the rows' labels do not overlap.
+const MIN_WIDTH: f64 = 860.0;
+const GROUP_WIDTH: f64 = 110.0;
 const HEIGHT: f64 = 440.0;
 const MARGIN_LEFT: f64 = 70.0;
 const MARGIN_RIGHT: f64 = 20.0;
@@ -92,11 +95,17 @@ fn decades(values: &[[Option<f64>; 4]]) -> (i32, i32) {
     }
 }
 
+/// The chart's width for `rows` groups of bars.
+fn width(rows: usize) -> f64 {
+    (MARGIN_LEFT + MARGIN_RIGHT + rows as f64 * GROUP_WIDTH).max(MIN_WIDTH)
+}
+
 /// The document's start, title, legend, grid lines and axis.
 fn write_frame(svg: &mut String, report: &Report, scale: &Scale) {
+    let width = width(report.rows.len());
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{HEIGHT}" viewBox="0 0 {width} {HEIGHT}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(svg, r#"<rect width="100%" height="100%" fill="white"/>"#);
     let title = format!(
@@ -106,7 +115,7 @@ fn write_frame(svg: &mut String, report: &Report, scale: &Scale) {
     let _ = writeln!(
         svg,
         r#"<text x="{}" y="22" text-anchor="middle" font-size="15">{}</text>"#,
-        WIDTH / 2.0,
+        width / 2.0,
         escape(&title)
     );
 
@@ -127,7 +136,7 @@ fn write_frame(svg: &mut String, report: &Report, scale: &Scale) {
         let _ = writeln!(
             svg,
             r##"<line x1="{MARGIN_LEFT}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#ddd"/><text x="{}" y="{:.1}" text-anchor="end">{} ms</text>"##,
-            WIDTH - MARGIN_RIGHT,
+            width - MARGIN_RIGHT,
             MARGIN_LEFT - 6.0,
             y + 4.0,
             axis_label(milliseconds)
@@ -142,7 +151,7 @@ fn write_frame(svg: &mut String, report: &Report, scale: &Scale) {
 
 /// Each row's bars with their values, its label and its rate.
 fn write_bars(svg: &mut String, report: &Report, values: &[[Option<f64>; 4]], scale: &Scale) {
-    let plot_width = WIDTH - MARGIN_LEFT - MARGIN_RIGHT;
+    let plot_width = width(report.rows.len()) - MARGIN_LEFT - MARGIN_RIGHT;
     let group_width = plot_width / report.rows.len().max(1) as f64;
     let bar_width = group_width * 0.8 / SERIES.len() as f64;
     let baseline = HEIGHT - MARGIN_BOTTOM;
@@ -234,8 +243,8 @@ mod tests {
 
         assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\""));
         assert!(svg.trim_end().ends_with("</svg>"));
-        // Seven rows of four series, minus Redis's missing p90.
-        assert_eq!(svg.matches("<rect x=").count() - SERIES.len(), 27);
+        // Ten rows of four series, minus Redis's missing p90.
+        assert_eq!(svg.matches("<rect x=").count() - SERIES.len(), 39);
         assert_eq!(svg.matches(">n/a</text>").count(), 1);
         for row in &report.rows {
             assert!(
@@ -259,6 +268,13 @@ mod tests {
         assert!(svg.contains(">100 ms</text>"));
         assert!(!svg.contains(">0.01 ms</text>"));
         assert!(!svg.contains(">1000 ms</text>"));
+    }
+
+    #[test]
+    fn svg_widens_with_the_rows_so_labels_keep_apart() {
+        assert_eq!(width(7), MIN_WIDTH);
+        assert_eq!(width(10), 1190.0);
+        assert!(latency_svg(&fixed_report()).contains(r#"width="1190" height="440""#));
     }
 
     #[test]

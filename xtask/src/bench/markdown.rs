@@ -11,6 +11,7 @@ impl Report {
         self.write_header(&mut out);
         self.write_rows(&mut out);
         self.write_fixed_rate_rows(&mut out);
+        self.write_https_rows(&mut out);
         self.write_cpu_per_request(&mut out);
         self.write_containers(&mut out);
         self.write_counter_check(&mut out);
@@ -58,20 +59,12 @@ impl Report {
         for row in &self.rows {
             let _ = writeln!(
                 out,
-                "| {} | {:.0} | {:.0} % | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {:.0} | {:.0} % | {} | {} |",
                 row.label(),
                 row.requests_per_sec,
                 row.ratio_to_ceiling * 100.0,
-                milliseconds(row.latency_ms.p50),
-                row.latency_ms
-                    .p90
-                    .map(milliseconds)
-                    .unwrap_or_else(|| String::from("n/a")),
-                milliseconds(row.latency_ms.p99),
-                milliseconds(row.latency_ms.max),
-                row.successful,
-                row.non_2xx,
-                row.socket_errors,
+                latency_cells(row),
+                outcome_cells(row),
             );
         }
     }
@@ -97,7 +90,7 @@ impl Report {
             for row in fixed_rate {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
                     row.label(),
                     row.offered_rate_per_sec.unwrap_or(0.0),
                     row.requests_per_sec,
@@ -108,11 +101,56 @@ impl Report {
                         .map(milliseconds)
                         .unwrap_or_else(|| String::from("n/a")),
                     milliseconds(row.latency_ms.max),
-                    row.successful,
-                    row.non_2xx,
-                    row.socket_errors,
+                    outcome_cells(row),
                 );
             }
+        }
+    }
+
+    /// The HTTPS rows next to the plain `GET /` row: rate, latency and CPU
+    /// per request, each rate and CPU as a ratio to the plain row's.
+    fn write_https_rows(&self, out: &mut String) {
+        let Some(plain) = self.row(RowKind::HitCounter) else {
+            return;
+        };
+        let Some(https_base_url) = &self.settings.https_base_url else {
+            let _ = writeln!(
+                out,
+                "\n## HTTPS and HTTP/2\n\nNot measured: the bench deploys the front on HTTPS only for a Compose project it reaches itself, not for a stack given by `--url`."
+            );
+            return;
+        };
+        let _ = writeln!(out, "\n## HTTPS and HTTP/2 against plain `GET /`\n");
+        let _ = writeln!(
+            out,
+            "`GET /` at {https_base_url}: the same project with its front deployed again with `--tls self-signed` (a CA of this run's own), the same connections and requests as the plain row. CPU is the total of the table below (every container and Docker host process).\n"
+        );
+        let _ = writeln!(
+            out,
+            "| row | requests/s | vs plain | p50 ms | p90 ms | p99 ms | max ms | CPU µs/request | vs plain | ok | non-2xx | socket errors |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        let plain_cpu = plain.cpu_us_per_request();
+        let rows = std::iter::once(plain).chain(self.rows.iter().filter(|row| row.kind.is_https()));
+        for row in rows {
+            let cpu = row.cpu_us_per_request();
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.2} | {} | {cpu:.1} | {} | {} |",
+                row.label(),
+                row.requests_per_sec,
+                row.ratio_to_plain_get.unwrap_or(1.0),
+                latency_cells(row),
+                if plain_cpu > 0.0 {
+                    format!("{:.2}", cpu / plain_cpu)
+                } else {
+                    String::from("n/a")
+                },
+                outcome_cells(row),
+            );
         }
     }
 
@@ -152,6 +190,18 @@ impl Report {
             check.successful_hit_requests,
             if check.passed { "exact" } else { "MISMATCH" }
         );
+        for RowCounterCheck { row, check } in &self.https_counter_checks {
+            let _ = writeln!(
+                out,
+                "{}: counter before {}, after {}: rose by {}, successful responses {}: {}.",
+                row.label(),
+                check.before,
+                check.after,
+                check.after as i128 - check.before as i128,
+                check.successful_hit_requests,
+                if check.passed { "exact" } else { "MISMATCH" }
+            );
+        }
         if !self.hits_per_replica.is_empty() {
             let spread: Vec<String> = self
                 .hits_per_replica
@@ -246,4 +296,27 @@ impl Report {
             );
         }
     }
+}
+
+/// p50, p90, p99 and max of a row, as table cells.
+fn latency_cells(row: &Row) -> String {
+    let latency = &row.latency_ms;
+    [
+        milliseconds(latency.p50),
+        latency
+            .p90
+            .map(milliseconds)
+            .unwrap_or_else(|| String::from("n/a")),
+        milliseconds(latency.p99),
+        milliseconds(latency.max),
+    ]
+    .join(" | ")
+}
+
+/// The 2xx answers, the others and the socket errors of a row, as table cells.
+fn outcome_cells(row: &Row) -> String {
+    format!(
+        "{} | {} | {}",
+        row.successful, row.non_2xx, row.socket_errors
+    )
 }

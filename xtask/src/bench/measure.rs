@@ -1,7 +1,9 @@
 //! The measuring half of `cargo xtask bench`: one [`Run`] against a
 //! prepared stack turns each step (warm-up, the proxy ceiling, `GET /`
-//! closed and open loop, `GET /api/hits`, Redis INCR) into a [`Row`] with
-//! the sampler running, and [`measure`] puts the rows into a [`Report`].
+//! closed and open loop, `GET /api/hits`, Redis INCR, then with the front
+//! redeployed on HTTPS `GET /` with a new connection per request, kept
+//! alive and over HTTP/2) into a [`Row`] with the sampler running, and
+//! [`measure`] puts the rows into a [`Report`].
 
 use std::{
     fs,
@@ -13,10 +15,13 @@ use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
 use super::{
-    http,
-    oha::{self, Amount},
+    http::{self, Endpoint},
+    https,
+    oha::{self, Amount, Load},
     redis_row::{self, BenchmarkBinary, RedisTarget},
-    report::{self, CounterCheck, Report, Row, RowKind, Settings, FIXED_RATE_FRACTIONS},
+    report::{
+        self, CounterCheck, Report, Row, RowCounterCheck, RowKind, Settings, FIXED_RATE_FRACTIONS,
+    },
     sampler::{self, Sampler, WatchedContainer, WatchedProcesses},
 };
 use crate::compose;
@@ -31,6 +36,9 @@ pub struct StackUnderTest {
     pub compose_project: String,
     /// The stack's Redis password file; missing means no password.
     pub redis_password_file: PathBuf,
+    /// Whether the bench deploys the project's front again on HTTPS for the
+    /// HTTPS rows: not for a stack given by `--url`.
+    pub https_rows: bool,
 }
 
 impl StackUnderTest {
@@ -40,6 +48,7 @@ impl StackUnderTest {
             base_url: format!("http://127.0.0.1:{port}"),
             compose_project: compose_project.to_string(),
             redis_password_file: default_password_file(),
+            https_rows: true,
         }
     }
 }
@@ -58,7 +67,7 @@ pub(super) fn webapp_replicas(sh: &Shell, deployment: &dyn Deployment) -> anyhow
 }
 
 /// Every row, in order, against a prepared stack; the counter checked
-/// across the closed-loop `GET /` row.
+/// across the closed-loop `GET /` row, and across each HTTPS row.
 pub(super) fn measure(
     sh: &Shell,
     oha: &PathBuf,
@@ -71,33 +80,50 @@ pub(super) fn measure(
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0);
-    let run = Run::prepare(sh, oha, stack, connections, amount, smoke)?;
-    run.warm_up()?;
+    let mut run = Run::prepare(sh, oha, stack, connections, amount, smoke)?;
+    run.warm_up(&[
+        (RowKind::ProxyCeiling, "/nginx/ceiling"),
+        (RowKind::HitCounter, "/"),
+    ])?;
     let ceiling = run.http_row(RowKind::ProxyCeiling, "/nginx/ceiling", amount, None)?;
-    let base_url = stack.base_url.as_str();
-    let before =
-        http::read_hit_counter(base_url).context("read the hit counter before GET / load")?;
-    let replicas_before = http::read_hits_per_replica(base_url)?;
-    let hit_counter = run.http_row(RowKind::HitCounter, "/", amount, None)?;
-    let after =
-        http::read_hit_counter(base_url).context("read the hit counter after GET / load")?;
-    let hits_per_replica =
-        http::hits_between(&replicas_before, &http::read_hits_per_replica(base_url)?);
-    let counter_check = CounterCheck::new(before, after, hit_counter.successful);
+    let replicas_before = http::read_hits_per_replica(&run.target.endpoint)?;
+    let (hit_counter, counter_check) = run.counted_row(RowKind::HitCounter)?;
+    let hits_per_replica = http::hits_between(
+        &replicas_before,
+        &http::read_hits_per_replica(&run.target.endpoint)?,
+    );
     let fixed_rate_rows = run.fixed_rate_rows(hit_counter.requests_per_sec)?;
     let hits_read = run.http_row(RowKind::HitsReadOnly, "/api/hits", amount, None)?;
     let redis = run.redis_row(ceiling.requests_finished)?;
+    let mut settings = run.settings();
+    let mut rows = [
+        vec![ceiling, hit_counter],
+        fixed_rate_rows,
+        vec![hits_read, redis],
+    ]
+    .concat();
+    let mut https_counter_checks = Vec::new();
+    if stack.https_rows {
+        let plain_port = url_port(&stack.base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
+        let front = https::redeploy_on_https(sh, &stack.compose_project, plain_port)?;
+        run.target = Target::new(sh, stack, &front.base_url, Some(front.ca_certificate()))?;
+        run.warm_up(&[(RowKind::HttpsKeepAlive, "/")])?;
+        for kind in RowKind::HTTPS {
+            let (row, check) = run.counted_row(kind)?;
+            rows.push(row);
+            https_counter_checks.push(RowCounterCheck { row: kind, check });
+        }
+        settings.https_base_url = Some(front.base_url);
+    } else {
+        eprintln!("bench: no HTTPS rows for a stack given by --url");
+    }
     let mut report = Report {
         schema_version: report::SCHEMA_VERSION,
         started_at_unix_secs,
-        settings: run.settings(),
-        rows: [
-            vec![ceiling, hit_counter],
-            fixed_rate_rows,
-            vec![hits_read, redis],
-        ]
-        .concat(),
+        settings,
+        rows,
         counter_check,
+        https_counter_checks,
         hits_per_replica,
         targets: Vec::new(),
     };
@@ -113,8 +139,8 @@ struct Run<'a> {
     connections: u32,
     amount: Amount,
     smoke: bool,
-    /// What the sampler watches during every row.
-    watched: Watched,
+    /// Where the HTTP rows go: the plain front, then the front on HTTPS.
+    target: Target,
     redis_target: RedisTarget,
     benchmark_binary: BenchmarkBinary,
     /// The pinned package redis-benchmark comes from.
@@ -131,13 +157,8 @@ impl<'a> Run<'a> {
         amount: Amount,
         smoke: bool,
     ) -> anyhow::Result<Run<'a>> {
-        let port = url_port(&stack.base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
-        let deployment = compose::ComposeProject::new(sh, &stack.compose_project, port)?;
-        let containers = sampler::stack_containers(sh, &deployment)?;
-        let watched = Watched {
-            processes: sampler::docker_host_processes(&containers, url_port(&stack.base_url)),
-            containers,
-        };
+        let deployment = deployment(sh, stack)?;
+        let target = Target::new(sh, stack, &stack.base_url, None)?;
         let redis_target = redis_target(sh, &deployment, &stack.redis_password_file)?;
         let (benchmark_binary, benchmark_package) =
             redis_benchmark_binary(sh, &redis_target.image)?;
@@ -149,7 +170,7 @@ impl<'a> Run<'a> {
             connections,
             amount,
             smoke,
-            watched,
+            target,
             redis_target,
             benchmark_binary,
             benchmark_package,
@@ -159,21 +180,25 @@ impl<'a> Run<'a> {
 
     /// Not measured: the webapp's Redis pool fills, nginx's workers and the
     /// kernel's socket buffers are in use before the first row.
-    fn warm_up(&self) -> anyhow::Result<()> {
+    fn warm_up(&self, rows: &[(RowKind, &str)]) -> anyhow::Result<()> {
         let warm_up = Amount::Requests(if self.smoke { 200 } else { 5_000 });
-        for path in ["/nginx/ceiling", "/"] {
-            oha::run_http_row(
-                self.sh,
-                self.oha,
-                RowKind::ProxyCeiling,
-                &format!("{}{path}", self.stack.base_url),
-                self.connections,
-                warm_up,
-                None,
-            )
-            .with_context(|| format!("warm up {path}"))?;
+        for (kind, path) in rows {
+            oha::run_http_row(self.sh, self.oha, &self.load(*kind, path, warm_up, None))
+                .with_context(|| format!("warm up {path}"))?;
         }
         Ok(())
+    }
+
+    /// What oha is asked for one row against the current target.
+    fn load(&self, kind: RowKind, path: &str, amount: Amount, rate: Option<f64>) -> Load<'_> {
+        Load {
+            kind,
+            url: format!("{}{path}", self.target.endpoint.base_url()),
+            ca_certificate: self.target.ca_certificate.as_deref(),
+            connections: self.connections,
+            amount,
+            rate,
+        }
     }
 
     /// One oha row, closed loop or at a fixed `rate`, with the sampler running.
@@ -188,23 +213,29 @@ impl<'a> Run<'a> {
             Some(rate) => eprintln!("bench: {} (GET {path} at {rate:.0}/s)", kind.label()),
             None => eprintln!("bench: {} (GET {path})", kind.label()),
         }
-        self.sampled(|| {
-            oha::run_http_row(
-                self.sh,
-                self.oha,
-                kind,
-                &format!("{}{path}", self.stack.base_url),
-                self.connections,
-                amount,
-                rate,
-            )
-        })
+        let load = self.load(kind, path, amount, rate);
+        self.sampled(|| oha::run_http_row(self.sh, self.oha, &load))
+    }
+
+    /// A closed-loop `GET /` row with the shared counter read before and
+    /// after it: it must rise by exactly the row's 2xx answers (a fixed
+    /// request count, or `-w` for a duration, leaves nothing in flight).
+    fn counted_row(&self, kind: RowKind) -> anyhow::Result<(Row, CounterCheck)> {
+        let endpoint = &self.target.endpoint;
+        let before = http::read_hit_counter(endpoint)
+            .with_context(|| format!("read the hit counter before {}", kind.label()))?;
+        let row = self.http_row(kind, "/", self.amount, None)?;
+        let after = http::read_hit_counter(endpoint)
+            .with_context(|| format!("read the hit counter after {}", kind.label()))?;
+        let check = CounterCheck::new(before, after, row.successful);
+        Ok((row, check))
     }
 
     /// Runs one row's load with the sampler running, and adds what the
     /// containers and the Docker host processes spent meanwhile.
     fn sampled(&self, load: impl FnOnce() -> anyhow::Result<Row>) -> anyhow::Result<Row> {
-        let sampler = Sampler::start(&self.watched.containers, &self.watched.processes);
+        let watched = &self.target.watched;
+        let sampler = Sampler::start(&watched.containers, &watched.processes);
         let row = load();
         let usage = sampler.finish()?;
         let mut row = row?;
@@ -273,6 +304,7 @@ impl<'a> Run<'a> {
                 Amount::Duration(seconds) => Some(seconds),
             },
             webapp_replicas: self.replicas,
+            https_base_url: None,
             http_load_tool: format!("oha {}", oha::OHA_VERSION),
             redis_load_tool: redis_benchmark_version(
                 &self.redis_target,
@@ -284,11 +316,47 @@ impl<'a> Run<'a> {
     }
 }
 
+/// Where a row's load goes, and what the sampler watches meanwhile.
+struct Target {
+    endpoint: Endpoint,
+    /// For HTTPS: the CA the front's certificate chains to.
+    ca_certificate: Option<PathBuf>,
+    watched: Watched,
+}
+
+impl Target {
+    /// The front at `base_url`, and the stack's containers and Docker host
+    /// processes as they run now (a redeployed proxy is a new container,
+    /// and HTTPS goes through the docker-proxy of another port).
+    fn new(
+        sh: &Shell,
+        stack: &StackUnderTest,
+        base_url: &str,
+        ca_certificate: Option<&Path>,
+    ) -> anyhow::Result<Target> {
+        let containers = sampler::stack_containers(sh, &deployment(sh, stack)?)?;
+        Ok(Target {
+            endpoint: Endpoint::new(base_url, ca_certificate)?,
+            ca_certificate: ca_certificate.map(Path::to_path_buf),
+            watched: Watched {
+                processes: sampler::docker_host_processes(&containers, url_port(base_url)),
+                containers,
+            },
+        })
+    }
+}
+
 /// What the sampler watches during every row: the stack's containers and
 /// the Docker host processes working for them.
 struct Watched {
     containers: Vec<WatchedContainer>,
     processes: Vec<WatchedProcesses>,
+}
+
+/// The Compose project of the stack under test.
+fn deployment(sh: &Shell, stack: &StackUnderTest) -> anyhow::Result<compose::ComposeProject> {
+    let port = url_port(&stack.base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
+    compose::ComposeProject::new(sh, &stack.compose_project, port)
 }
 
 /// The port of `http://host:port`, if the URL names one.

@@ -6,8 +6,12 @@
 //! anything proxied through the same published port), `GET /` (one Redis
 //! script call per request, which counts it once), `GET /` open loop at 25, 50 and 75 % of the rate
 //! just measured, `GET /api/hits` (one Redis GET), and Redis's INCR rate from
-//! inside the backend network. While `GET /` runs, the shared counter must
-//! rise by exactly the number of successful responses. Every row also gets
+//! inside the backend network; then, with the project's front deployed again
+//! on HTTPS (`--tls self-signed`, a CA of the run's own), `GET /` with a new
+//! TLS connection per request, over kept-alive TLS connections, and over
+//! HTTP/2, after which the front is put back as it was. While each `GET /`
+//! row runs (but the open-loop ones), the shared counter must rise by exactly
+//! the number of successful responses. Every row also gets
 //! the CPU per request of each container and of the Docker host processes
 //! working for the stack (docker-proxy, containerd-shim, dockerd).
 //!
@@ -16,6 +20,7 @@
 
 mod chart;
 mod http;
+mod https;
 mod markdown;
 mod measure;
 mod oha;
@@ -26,18 +31,19 @@ mod sampler;
 use std::{
     fs,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
 
-use crate::compose;
+use crate::compose::{self, Front};
 use crate::docker::HEALTHY_TIMEOUT_SECS;
 
 use self::{
     measure::{default_password_file, measure, url_port, webapp_replicas, StackUnderTest},
     oha::Amount,
-    report::Report,
+    report::{Report, RowKind},
 };
 
 /// The reference load: 64 concurrent connections.
@@ -98,7 +104,16 @@ pub struct Bench {
 }
 
 /// What the bench changed to get the stack it measures, undone afterwards.
-enum Preparation {
+struct Preparation {
+    change: Change,
+    /// How the front served before the bench, put back after the HTTPS rows;
+    /// `None` when there is nothing to put back (a stack the bench started,
+    /// or one given by `--url`, which the bench does not redeploy).
+    front_before: Option<Front>,
+}
+
+/// What the bench changed in the stack's existence or size.
+enum Change {
     /// A stack that was up stays as it was.
     None,
     /// Scaled a running stack's webapp; scale back to this many.
@@ -132,7 +147,7 @@ impl Bench {
 
         let (stack, preparation) = self.prepare_stack(sh)?;
         let outcome = self.measure_prepared(sh, &oha, &stack, amount);
-        let cleanup = undo_preparation(sh, &stack.compose_project, preparation);
+        let cleanup = undo_preparation(sh, &stack, preparation);
         let report = outcome?;
         cleanup?;
         print!("{}", report.to_markdown());
@@ -195,19 +210,44 @@ impl Bench {
                 base_url,
                 compose_project: self.project.clone(),
                 redis_password_file: password_file,
+                https_rows: self.url.is_none(),
             };
             let port = url_port(&stack.base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
-            let deployment = compose::ComposeProject::new(sh, &self.project, port)?;
+            let mut deployment = compose::ComposeProject::new(sh, &self.project, port)?;
+            let front_before = if stack.https_rows {
+                let front = deployment.running_front(sh);
+                if front != Front::Plain {
+                    require_the_certificate_to_put_back(&self.project)?;
+                    if let Err(error) = serve_plain_for_the_plain_rows(sh, &mut deployment) {
+                        let _ = restore_front(sh, &stack, front);
+                        return Err(error);
+                    }
+                }
+                Some(front)
+            } else {
+                None
+            };
             let running = webapp_replicas(sh, &deployment)?;
-            let preparation = match self.replicas {
+            let change = match self.replicas {
                 Some(wanted) if wanted != running => {
                     eprintln!("bench: scaling project {} from {running} to {wanted} webapp replica(s) for the run", self.project);
-                    scale(sh, &self.project, wanted)?;
-                    Preparation::Scaled {
+                    if let Err(error) = scale(sh, &self.project, wanted) {
+                        let preparation = Preparation {
+                            change: Change::None,
+                            front_before,
+                        };
+                        let _ = undo_preparation(sh, &stack, preparation);
+                        return Err(error);
+                    }
+                    Change::Scaled {
                         original_replicas: running,
                     }
                 }
-                _ => Preparation::None,
+                _ => Change::None,
+            };
+            let preparation = Preparation {
+                change,
+                front_before,
             };
             return Ok((stack, preparation));
         }
@@ -236,15 +276,19 @@ impl Bench {
             images: None,
         }
         .run(sh);
-        let preparation = Preparation::Started { created_volume };
-        if let Err(error) = started {
-            let _ = undo_preparation(sh, &project, preparation);
-            return Err(error).context("start the stack to measure");
-        }
         let stack = StackUnderTest {
             redis_password_file: password_file,
             ..StackUnderTest::compose(&project, port)
         };
+        // Removed afterwards: its front needs no putting back.
+        let preparation = Preparation {
+            change: Change::Started { created_volume },
+            front_before: None,
+        };
+        if let Err(error) = started {
+            let _ = undo_preparation(sh, &stack, preparation);
+            return Err(error).context("start the stack to measure");
+        }
         Ok((stack, preparation))
     }
 }
@@ -259,18 +303,88 @@ fn scale(sh: &Shell, compose_project: &str, replicas: u32) -> anyhow::Result<()>
     .with_context(|| format!("scale project {compose_project} to {replicas} webapp replica(s)"))
 }
 
+/// The bench measures the plain rows of a project whose front serves HTTPS
+/// with a plain front, and puts the HTTPS one back afterwards: only when the
+/// certificate it ran with is where `up --tls` left it.
+fn require_the_certificate_to_put_back(compose_project: &str) -> anyhow::Result<()> {
+    let dir = crate::tls::tls_dir();
+    for (_, file) in crate::stack::front_tls().secret_files {
+        if !dir.join(file).is_file() {
+            bail!(
+                "project {compose_project} serves HTTPS; the bench measures its plain rows with a plain front and puts the HTTPS one back afterwards, but {} is not there to put back (is {} set as when it was started?)",
+                dir.join(file).display(),
+                crate::stack::TLS_DIR_VARIABLE
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A project whose front serves HTTPS (`up --tls`) deployed again with a
+/// plain front, for the plain rows (its plain port only redirects).
+fn serve_plain_for_the_plain_rows(
+    sh: &Shell,
+    project: &mut compose::ComposeProject,
+) -> anyhow::Result<()> {
+    eprintln!(
+        "bench: project {} serves HTTPS; deploying its front plain for the plain rows (put back afterwards)",
+        project.name
+    );
+    project
+        .redeploy_front(sh, Front::Plain, Duration::from_secs(HEALTHY_TIMEOUT_SECS))
+        .with_context(|| format!("deploy project {} with a plain front", project.name))
+}
+
+/// Puts the front back as it was, then the replicas or the whole project;
+/// both are tried, the first failure is returned.
 fn undo_preparation(
     sh: &Shell,
-    compose_project: &str,
+    stack: &StackUnderTest,
     preparation: Preparation,
 ) -> anyhow::Result<()> {
-    match preparation {
-        Preparation::None => Ok(()),
-        Preparation::Scaled { original_replicas } => {
+    let compose_project = &stack.compose_project;
+    let front = match preparation.front_before {
+        Some(front_before) => restore_front(sh, stack, front_before),
+        None => Ok(()),
+    };
+    let change = undo_change(sh, compose_project, preparation.change);
+    front.and(change)
+}
+
+/// Deploys the front again as it served before the bench, unless it
+/// still does (a plain front the HTTPS rows never replaced).
+fn restore_front(sh: &Shell, stack: &StackUnderTest, front_before: Front) -> anyhow::Result<()> {
+    let port = url_port(&stack.base_url).unwrap_or(crate::stack::DEFAULT_HOST_PORT);
+    let mut project = compose::ComposeProject::new(sh, &stack.compose_project, port)?;
+    if front_before == Front::Plain && project.running_front(sh) == Front::Plain {
+        return Ok(());
+    }
+    let serving = match &front_before {
+        Front::Plain => String::from("plain HTTP"),
+        Front::Https { port, .. } => format!("HTTPS on port {port}"),
+    };
+    eprintln!(
+        "bench: putting the front of project {} back as it was ({serving})",
+        stack.compose_project
+    );
+    project
+        .redeploy_front(sh, front_before, Duration::from_secs(HEALTHY_TIMEOUT_SECS))
+        .with_context(|| {
+            format!(
+                "put the front of project {} back ({serving})",
+                stack.compose_project
+            )
+        })
+}
+
+fn undo_change(sh: &Shell, compose_project: &str, change: Change) -> anyhow::Result<()> {
+    match change {
+        Change::None => Ok(()),
+        Change::Scaled { original_replicas } => {
             eprintln!("bench: scaling project {compose_project} back to {original_replicas} webapp replica(s)");
             scale(sh, compose_project, original_replicas)
         }
-        Preparation::Started { created_volume } => {
+        Change::Started { created_volume } => {
             eprintln!("bench: removing project {compose_project}, which the bench started");
             compose::Down {
                 // Never delete data the bench did not create.
@@ -329,20 +443,30 @@ fn check_report(report: &Report) -> anyhow::Result<()> {
             problems.join("; ")
         );
     }
-    let check = &report.counter_check;
-    if !check.passed {
-        bail!(
-            "the hit counter rose from {} to {} but {} GET / requests succeeded: increments were lost or double-counted under load",
-            check.before,
-            check.after,
-            check.successful_hit_requests
-        );
+    let checks = std::iter::once((RowKind::HitCounter, &report.counter_check)).chain(
+        report
+            .https_counter_checks
+            .iter()
+            .map(|check| (check.row, &check.check)),
+    );
+    for (row, check) in checks {
+        if !check.passed {
+            bail!(
+                "the hit counter rose from {} to {} but {} requests of {} succeeded: increments were lost or double-counted under load",
+                check.before,
+                check.after,
+                check.successful_hit_requests,
+                row.label()
+            );
+        }
     }
     Ok(())
 }
 
 fn stack_answers(base_url: &str) -> bool {
-    matches!(http::get(base_url, "/nginx/health"), Ok((200, _)))
+    http::Endpoint::new(base_url, None)
+        .and_then(|endpoint| endpoint.get("/nginx/health"))
+        .is_ok_and(|(status, _)| status == 200)
 }
 
 fn write_results(report: &Report, output_dir: &Path) -> anyhow::Result<()> {
@@ -375,7 +499,7 @@ fn project_relative(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use crate::bench::report::tests::fixed_report;
-    use crate::bench::report::{CounterCheck, RowKind};
+    use crate::bench::report::CounterCheck;
 
     #[test]
     fn check_report_accepts_a_complete_report_with_an_exact_counter() {

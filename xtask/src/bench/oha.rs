@@ -56,52 +56,82 @@ pub enum Amount {
     Duration(u64),
 }
 
-/// Runs oha against `url` and turns its JSON summary into a row (ratio and
-/// containers are filled in by the caller).
+/// One run of oha: which row it is (which also says how it talks: HTTP/1.1
+/// with kept-alive connections, a new connection per request, or HTTP/2),
+/// where to, how many requests at once, how many, and at what rate.
+pub struct Load<'a> {
+    pub kind: RowKind,
+    pub url: String,
+    /// For an `https://` URL: the CA the stack's certificate chains to.
+    pub ca_certificate: Option<&'a Path>,
+    pub connections: u32,
+    pub amount: Amount,
+    /// Requests/s for an open-loop row; `None` for closed loop.
+    pub rate: Option<f64>,
+}
+
+/// Runs oha and turns its JSON summary into a row (ratio and containers
+/// are filled in by the caller).
 ///
 /// With a `rate` (requests/s) the load is open loop: oha starts requests on
 /// that schedule whatever the answers do (`-q`), and with
 /// `--latency-correction` counts each request's latency from when it was due
 /// rather than from when a connection was free to send it, so a stall shows
 /// in the latencies of every request it delayed (no coordinated omission).
-pub fn run_http_row(
-    sh: &Shell,
-    oha: &PathBuf,
-    kind: RowKind,
-    url: &str,
-    connections: u32,
-    amount: Amount,
-    rate: Option<f64>,
-) -> anyhow::Result<Row> {
-    let connections_text = connections.to_string();
-    let rate_args: Vec<String> = match rate {
-        Some(rate) => vec![
+pub fn run_http_row(sh: &Shell, oha: &PathBuf, load: &Load) -> anyhow::Result<Row> {
+    let url = &load.url;
+    let arguments = arguments(load);
+    let output = cmd!(sh, "{oha} {arguments...}")
+        .quiet()
+        .read()
+        .with_context(|| format!("run oha against {url}"))?;
+    let mut row = parse_oha_json(&output, load.kind, format!("GET {url}"), load.connections)?;
+    row.offered_rate_per_sec = load.rate;
+    Ok(row)
+}
+
+/// oha's command line for `load`.
+fn arguments(load: &Load) -> Vec<String> {
+    let mut arguments: Vec<String> = [
+        "--no-tui",
+        "--output-format",
+        "json",
+        "-c",
+        &load.connections.to_string(),
+    ]
+    .map(String::from)
+    .to_vec();
+    match load.amount {
+        Amount::Requests(requests) => {
+            arguments.extend([String::from("-n"), requests.to_string()]);
+        }
+        Amount::Duration(seconds) => arguments.extend([
+            String::from("-z"),
+            format!("{seconds}s"),
+            String::from("-w"),
+        ]),
+    }
+    if let Some(rate) = load.rate {
+        arguments.extend([
             String::from("-q"),
             format!("{:.0}", rate.max(1.0)),
             String::from("--latency-correction"),
-        ],
-        None => Vec::new(),
-    };
-    let amount_args: Vec<String> = match amount {
-        Amount::Requests(requests) => vec![String::from("-n"), requests.to_string()],
-        Amount::Duration(seconds) => {
-            vec![
-                String::from("-z"),
-                format!("{seconds}s"),
-                String::from("-w"),
-            ]
-        }
-    };
-    let output = cmd!(
-        sh,
-        "{oha} --no-tui --output-format json -c {connections_text} {amount_args...} {rate_args...} {url}"
-    )
-    .quiet()
-    .read()
-    .with_context(|| format!("run oha against {url}"))?;
-    let mut row = parse_oha_json(&output, kind, format!("GET {url}"), connections)?;
-    row.offered_rate_per_sec = rate;
-    Ok(row)
+        ]);
+    }
+    match load.kind {
+        // `Connection: close` on every request, and a new connection for
+        // the next: a TCP and a TLS handshake per request.
+        RowKind::HttpsNewConnections => arguments.push(String::from("--disable-keepalive")),
+        // One stream at a time on each connection (oha's `-p 1`), so as
+        // many requests are in flight as in every other row.
+        RowKind::Http2 => arguments.push(String::from("--http2")),
+        _ => {}
+    }
+    if let Some(ca) = load.ca_certificate {
+        arguments.extend([String::from("--cacert"), ca.display().to_string()]);
+    }
+    arguments.push(load.url.clone());
+    arguments
 }
 
 /// The parts of oha's `--output-format json` the report uses. Latencies are
@@ -182,6 +212,7 @@ fn parse_oha_json(
             max: output.summary.slowest.unwrap_or(0.0) * 1000.0,
         },
         ratio_to_ceiling: 0.0,
+        ratio_to_plain_get: None,
         containers: Vec::new(),
         offered_rate_per_sec: None,
         fraction_of_max: None,
@@ -232,6 +263,50 @@ mod tests {
             )]
         );
         Ok(())
+    }
+
+    #[test]
+    fn https_rows_trust_the_runs_ca_and_pick_their_protocol() {
+        let ca = Path::new("/tmp/run/ca/ca.pem");
+        let load = |kind| Load {
+            kind,
+            url: String::from("https://127.0.0.1:8443/"),
+            ca_certificate: Some(ca),
+            connections: 64,
+            amount: Amount::Requests(1000),
+            rate: None,
+        };
+        let tail = |kind| arguments(&load(kind))[7..].join(" ");
+
+        assert_eq!(
+            arguments(&load(RowKind::HttpsKeepAlive)).join(" "),
+            "--no-tui --output-format json -c 64 -n 1000 --cacert /tmp/run/ca/ca.pem https://127.0.0.1:8443/"
+        );
+        assert_eq!(
+            tail(RowKind::HttpsNewConnections),
+            "--disable-keepalive --cacert /tmp/run/ca/ca.pem https://127.0.0.1:8443/"
+        );
+        assert_eq!(
+            tail(RowKind::Http2),
+            "--http2 --cacert /tmp/run/ca/ca.pem https://127.0.0.1:8443/"
+        );
+    }
+
+    #[test]
+    fn open_loop_rows_start_requests_on_schedule_and_correct_latency() {
+        let load = Load {
+            kind: RowKind::HitCounterFixedRate,
+            url: String::from("http://127.0.0.1:8070/"),
+            ca_certificate: None,
+            connections: 64,
+            amount: Amount::Duration(10),
+            rate: Some(761.6),
+        };
+
+        assert_eq!(
+            arguments(&load).join(" "),
+            "--no-tui --output-format json -c 64 -z 10s -w -q 762 --latency-correction http://127.0.0.1:8070/"
+        );
     }
 
     #[test]

@@ -190,6 +190,7 @@ fn parse_redis_benchmark_csv(
             max,
         },
         ratio_to_ceiling: 0.0,
+        ratio_to_plain_get: None,
         containers: Vec::new(),
         offered_rate_per_sec: None,
         fraction_of_max: None,

@@ -14,7 +14,7 @@ use xshell::Shell;
 mod project;
 mod tool;
 
-pub use project::{prepare_files, project_containers, published_proxy_port, ComposeProject};
+pub use project::{prepare_files, project_containers, published_proxy_port, ComposeProject, Front};
 use project::{require_free_https_port, require_free_port, service_of};
 pub use tool::{ComposeTool, COMPOSE_VARIABLE};
 

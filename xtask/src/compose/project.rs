@@ -37,6 +37,21 @@ pub struct ComposeProject {
     pub acme: bool,
     /// Substituted for `${WEBSTACK_HTTPS_PORT}` in that file.
     pub https_port: u16,
+    /// `${WEBSTACK_TLS_DIR}` of that file, when not the environment's: a run's own
+    /// certificate (the end-to-end HTTPS pass, the bench's HTTPS rows).
+    pub tls_dir: Option<PathBuf>,
+}
+
+/// How the front (the proxy) serves: what [`ComposeProject::redeploy_front`] deploys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Front {
+    Plain,
+    /// HTTPS on host port `port`, with the certificate and key in `tls_dir` (`None`: the
+    /// directory the environment names, where `up --tls` wrote them).
+    Https {
+        port: u16,
+        tls_dir: Option<PathBuf>,
+    },
 }
 
 impl ComposeProject {
@@ -75,7 +90,47 @@ impl ComposeProject {
                 service_of(container) == PROXY
                     && container.label(stack::ACME_LABEL.0) == Some(stack::ACME_LABEL.1)
             }),
+            tls_dir: None,
         })
+    }
+
+    /// How the running proxy serves: HTTPS on the host port it publishes 443 on, or plain.
+    pub fn running_front(&self, sh: &Shell) -> Front {
+        if !self.tls {
+            return Front::Plain;
+        }
+        Front::Https {
+            port: proxy_host_port(sh, &self.name, &https_container_port())
+                .unwrap_or(self.https_port),
+            tls_dir: None,
+        }
+    }
+
+    /// Deploys the running project's proxy again with its front as `front` says, leaving every
+    /// other container as it runs (`up --no-deps proxy`: not even one whose image tag moved
+    /// meanwhile), and waits until every replica serves through it.
+    pub fn redeploy_front(
+        &mut self,
+        sh: &Shell,
+        front: Front,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        match front {
+            Front::Plain => {
+                self.tls = false;
+                self.tls_dir = None;
+            }
+            Front::Https { port, tls_dir } => {
+                self.tls = true;
+                self.https_port = port;
+                self.tls_dir = tls_dir;
+            }
+        }
+        prepare_files()?;
+        self.command(sh, &["up", "--detach", "--no-deps", PROXY])
+            .run()
+            .with_context(|| format!("deploy the proxy of project {} again", self.name))?;
+        self.wait_ready(sh, timeout)
     }
 
     /// Pins every service to the content-tagged image just built, so two
@@ -104,17 +159,21 @@ impl ComposeProject {
                     .to_string(),
             ],
         };
-        cmd!(
+        let mut command = cmd!(
             sh,
             "{program} {leading...} -p {name} -f {file} {tls...} {args...}"
-        )
-        .env(PORT_VARIABLE, self.port.to_string())
-        .env(stack::HTTPS_PORT_VARIABLE, self.https_port.to_string())
-        .envs(
-            self.image_pins
-                .iter()
-                .map(|(variable, image)| (variable, image)),
-        )
+        );
+        if let Some(tls_dir) = &self.tls_dir {
+            command = command.env(stack::TLS_DIR_VARIABLE, tls_dir);
+        }
+        command
+            .env(PORT_VARIABLE, self.port.to_string())
+            .env(stack::HTTPS_PORT_VARIABLE, self.https_port.to_string())
+            .envs(
+                self.image_pins
+                    .iter()
+                    .map(|(variable, image)| (variable, image)),
+            )
     }
 }
 
@@ -477,10 +536,14 @@ pub(super) fn require_free_port(sh: &Shell, project: &str, port: u16) -> anyhow:
     require_free(port, "--port")
 }
 
+/// The proxy's HTTPS port in the container, as Docker names it (`443/tcp`).
+fn https_container_port() -> String {
+    format!("{}/tcp", stack::front_tls().https_port.container_port)
+}
+
 /// The HTTPS port (`--https-port`) is free, or this project's proxy publishes it already.
 pub(super) fn require_free_https_port(sh: &Shell, project: &str, port: u16) -> anyhow::Result<()> {
-    let https = format!("{}/tcp", stack::front_tls().https_port.container_port);
-    if proxy_host_port(sh, project, &https) == Some(port) {
+    if proxy_host_port(sh, project, &https_container_port()) == Some(port) {
         return Ok(());
     }
     require_free(port, "--https-port")

@@ -51,7 +51,7 @@ pub(super) fn acme_pass(sh: &Shell, plain: &ComposeProject, replicas: u32) -> an
     project.tls = true;
     project.acme = true;
     project.https_port = docker::free_host_port()?;
-    sh.set_var(stack::TLS_DIR_VARIABLE, &tls_dir);
+    project.tls_dir = Some(tls_dir);
     let outcome = deploy_and_test(sh, &mut project, scratch.path(), &listener_ca, replicas);
     for fixture in ["pebble", "challtestsrv"] {
         let name = format!("{}-{fixture}", project.name);
@@ -63,7 +63,6 @@ pub(super) fn acme_pass(sh: &Shell, plain: &ComposeProject, replicas: u32) -> an
     }
     // The acme volume is the overlay's: only a removal with the overlay drops it.
     let removed = project.remove(sh, true);
-    sh.set_var(stack::TLS_DIR_VARIABLE, "");
     super::verdict(
         "e2e",
         "the ACME suite",

@@ -166,27 +166,22 @@ fn start_and_test(
 /// The same project deployed again with `--tls self-signed` (only the proxy is recreated),
 /// with a local CA and certificate of the run's own, and the HTTPS suite (tests/tests/tls.rs).
 fn https_pass(sh: &Shell, plain: &ComposeProject, url: &str) -> anyhow::Result<()> {
-    let scratch = tempfile::tempdir().context("a directory for the run's CA and certificate")?;
-    let ca_dir = scratch.path().join("ca");
-    let tls_dir = scratch.path().join("tls");
-    let tls = crate::tls::TlsArgs {
-        tls: crate::tls::TlsSource::SelfSigned,
-        ..crate::tls::TlsArgs::plain()
-    };
-    tls.prepare_in(&tls_dir, || crate::tls::LocalCa::open_or_create_in(&ca_dir))?;
+    let scratch = crate::tls::ScratchTls::new()?;
     let mut project = ComposeProject::new(sh, &plain.name, plain.port)?;
-    project.tls = true;
-    project.https_port = docker::free_host_port()?;
+    let https_port = docker::free_host_port()?;
     let started = Instant::now();
-    sh.set_var(crate::stack::TLS_DIR_VARIABLE, &tls_dir);
-    let deployed = project
-        .deploy(sh, None, E2E_REPLICAS)
-        .and_then(|()| project.wait_ready(sh, Duration::from_secs(docker::HEALTHY_TIMEOUT_SECS)));
-    // Empty is unset for the deploy files (`${WEBSTACK_TLS_DIR:-...}`).
-    sh.set_var(crate::stack::TLS_DIR_VARIABLE, "");
-    deployed.context("deploy the stack under test with --tls self-signed")?;
+    project
+        .redeploy_front(
+            sh,
+            compose::Front::Https {
+                port: https_port,
+                tls_dir: Some(scratch.tls_dir()),
+            },
+            Duration::from_secs(docker::HEALTHY_TIMEOUT_SECS),
+        )
+        .context("deploy the stack under test with --tls self-signed")?;
     let https_url =
-        super::suite_url("127.0.0.1", project.https_port, &[])?.replacen("http://", "https://", 1);
+        super::suite_url("127.0.0.1", https_port, &[])?.replacen("http://", "https://", 1);
     eprintln!(
         "e2e: the stack serves HTTPS at {https_url} after {:.1}s; running the HTTPS suite (cargo test -p stack-tests --test tls)",
         started.elapsed().as_secs_f64()
@@ -198,7 +193,7 @@ fn https_pass(sh: &Shell, plain: &ComposeProject, url: &str) -> anyhow::Result<(
         vec![
             (URL_VARIABLE, url.into()),
             (HTTPS_URL_VARIABLE, https_url.into()),
-            (CA_VARIABLE, ca_dir.join("ca.pem").into()),
+            (CA_VARIABLE, scratch.ca_certificate().into()),
         ],
         super::Tests::Skipping(&[]),
     )

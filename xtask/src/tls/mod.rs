@@ -69,6 +69,41 @@ pub struct TlsArgs {
     pub acme_retry_max_secs: u64,
 }
 
+/// A local CA and a certificate it signed for localhost, both in a temporary directory of one
+/// run (the end-to-end HTTPS pass, the bench's HTTPS rows): never the user's CA, and gone when
+/// this is dropped.
+pub struct ScratchTls {
+    dir: tempfile::TempDir,
+    ca_certificate: PathBuf,
+}
+
+impl ScratchTls {
+    pub fn new() -> anyhow::Result<ScratchTls> {
+        let dir = tempfile::tempdir().context("a directory for the run's CA and certificate")?;
+        let ca = LocalCa::open_or_create_in(&dir.path().join("ca"))?;
+        let ca_certificate = ca.certificate_path();
+        let tls = TlsArgs {
+            tls: TlsSource::SelfSigned,
+            ..TlsArgs::plain()
+        };
+        tls.prepare_in(&dir.path().join("tls"), || Ok(ca))?;
+        Ok(ScratchTls {
+            dir,
+            ca_certificate,
+        })
+    }
+
+    /// The CA's certificate (PEM), the one a client must trust.
+    pub fn ca_certificate(&self) -> &Path {
+        &self.ca_certificate
+    }
+
+    /// The certificate and key, as the TLS deploy files read them (`WEBSTACK_TLS_DIR`).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
+}
+
 /// The directory the TLS deploy files take the certificate and key from: `.secrets/tls/`,
 /// or `WEBSTACK_TLS_DIR`'s.
 pub fn tls_dir() -> PathBuf {
@@ -239,4 +274,30 @@ fn read(path: &Path) -> anyhow::Result<String> {
 fn write_for_containers(path: &Path, text: &str) -> anyhow::Result<()> {
     crate::secrets::write_secret(path, text)?;
     crate::secrets::make_readable_by_containers(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scratch_ca_signs_a_certificate_in_its_own_directory_and_goes_with_it() {
+        let scratch = ScratchTls::new().unwrap();
+        let chain = fs::read_to_string(scratch.tls_dir().join("certificate.pem")).unwrap();
+        let key = fs::read_to_string(scratch.tls_dir().join("key.pem")).unwrap();
+        let ca = fs::read_to_string(scratch.ca_certificate()).unwrap();
+
+        assert!(chain.ends_with(&ca), "the chain ends with the scratch CA");
+        check_chain_and_key(
+            &chain,
+            &key,
+            &["localhost".to_owned(), "127.0.0.1".to_owned()],
+            Path::new("certificate.pem"),
+            Path::new("key.pem"),
+        )
+        .unwrap();
+        let dir = scratch.tls_dir();
+        drop(scratch);
+        assert!(!dir.exists());
+    }
 }

@@ -24,6 +24,10 @@ pub struct Report {
     /// ceiling every other row is compared with.
     pub rows: Vec<Row>,
     pub counter_check: CounterCheck,
+    /// The same check across each HTTPS row (`GET /` over TLS and HTTP/2),
+    /// in the order they ran; empty when they were not measured.
+    #[serde(default)]
+    pub https_counter_checks: Vec<RowCounterCheck>,
     /// How the `GET /` row's hits spread over the webapp replicas (from
     /// `/api/replicas` before and after): shows the proxy's balancing.
     pub hits_per_replica: BTreeMap<String, u64>,
@@ -34,7 +38,10 @@ pub struct Report {
 /// 2: fixed-rate `GET /` rows (`hit_counter_fixed_rate`), `latency_ms.p99_9`,
 /// CPU time and µs per request of every container and of the Docker host
 /// processes (`host_processes`) per row.
-pub const SCHEMA_VERSION: u32 = 2;
+/// 3: the HTTPS rows (`https_new_connections`, `https_keep_alive`, `http2`),
+/// each row's `ratio_to_plain_get`, `settings.https_base_url` and
+/// `https_counter_checks`.
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The fixed-rate (open-loop) `GET /` rows: these fractions of the
 /// closed-loop `GET /` rate measured earlier in the same run.
@@ -52,6 +59,10 @@ pub struct Settings {
     pub duration_secs_per_row: Option<u64>,
     /// Number of webapp containers that were running during the run.
     pub webapp_replicas: u32,
+    /// Where the HTTPS rows went (the project redeployed with
+    /// `--tls self-signed`); `None` when they were not measured (`--url`).
+    #[serde(default)]
+    pub https_base_url: Option<String>,
     pub http_load_tool: String,
     pub redis_load_tool: String,
     pub smoke: bool,
@@ -75,22 +86,45 @@ pub enum RowKind {
     HitsReadOnly,
     /// Redis's own INCR rate from inside the backend network.
     RedisIncr,
+    /// `GET /` over HTTPS with a new connection (TCP and TLS handshake) for
+    /// every request: what a handshake costs.
+    HttpsNewConnections,
+    /// `GET /` over HTTPS, HTTP/1.1, connections kept alive.
+    HttpsKeepAlive,
+    /// `GET /` over HTTPS with HTTP/2 (ALPN `h2`), connections kept alive.
+    Http2,
 }
 
 impl RowKind {
     /// Every row a complete report has, in the order the bench runs them.
-    pub const ALL: [RowKind; 5] = [
+    pub const ALL: [RowKind; 8] = [
         RowKind::ProxyCeiling,
         RowKind::HitCounter,
         RowKind::HitCounterFixedRate,
         RowKind::HitsReadOnly,
         RowKind::RedisIncr,
+        RowKind::HttpsNewConnections,
+        RowKind::HttpsKeepAlive,
+        RowKind::Http2,
     ];
 
-    /// How many rows of this kind a complete report has.
-    pub fn expected_rows(self) -> usize {
+    /// The rows measured against the front on HTTPS, in the order they run.
+    pub const HTTPS: [RowKind; 3] = [
+        RowKind::HttpsNewConnections,
+        RowKind::HttpsKeepAlive,
+        RowKind::Http2,
+    ];
+
+    pub fn is_https(self) -> bool {
+        RowKind::HTTPS.contains(&self)
+    }
+
+    /// How many rows of this kind a complete report has, with or without
+    /// the HTTPS rows.
+    pub fn expected_rows(self, with_https: bool) -> usize {
         match self {
             RowKind::HitCounterFixedRate => FIXED_RATE_FRACTIONS.len(),
+            kind if kind.is_https() && !with_https => 0,
             _ => 1,
         }
     }
@@ -102,6 +136,9 @@ impl RowKind {
             RowKind::HitCounterFixedRate => "GET / at a fixed rate",
             RowKind::HitsReadOnly => "GET /api/hits (read)",
             RowKind::RedisIncr => "Redis INCR",
+            RowKind::HttpsNewConnections => "GET / HTTPS, new connections",
+            RowKind::HttpsKeepAlive => "GET / HTTPS, kept alive",
+            RowKind::Http2 => "GET / HTTP/2",
         }
     }
 }
@@ -127,6 +164,9 @@ pub struct Row {
     pub latency_ms: Latency,
     /// This row's requests/s divided by the proxy ceiling's.
     pub ratio_to_ceiling: f64,
+    /// HTTPS rows: this row's requests/s divided by the plain `GET /` row's.
+    #[serde(default)]
+    pub ratio_to_plain_get: Option<f64>,
     /// Memory and CPU of each of the stack's containers while this row ran.
     pub containers: Vec<ContainerUsage>,
     /// Fixed-rate rows: the rate asked of the load tool, requests/s.
@@ -143,6 +183,19 @@ pub struct Row {
 }
 
 impl Row {
+    /// CPU µs per request of every container and host process group together.
+    pub fn cpu_us_per_request(&self) -> f64 {
+        let containers = self
+            .containers
+            .iter()
+            .map(|container| container.cpu_us_per_request);
+        let processes = self
+            .host_processes
+            .iter()
+            .map(|process| process.cpu_us_per_request);
+        containers.chain(processes).sum()
+    }
+
     /// The row's name in tables: its kind, and for fixed-rate rows the rate.
     pub fn label(&self) -> String {
         match (self.kind, self.fraction_of_max) {
@@ -210,6 +263,14 @@ pub struct CounterCheck {
     pub passed: bool,
 }
 
+/// A [`CounterCheck`] across one row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RowCounterCheck {
+    pub row: RowKind,
+    #[serde(flatten)]
+    pub check: CounterCheck,
+}
+
 impl CounterCheck {
     pub fn new(before: u64, after: u64, successful_hit_requests: u64) -> CounterCheck {
         let passed = after.checked_sub(before) == Some(successful_hit_requests);
@@ -247,10 +308,19 @@ impl Report {
         let ceiling = self
             .row(RowKind::ProxyCeiling)
             .map(|row| row.requests_per_sec);
+        let plain_get = self
+            .row(RowKind::HitCounter)
+            .map(|row| row.requests_per_sec);
         for row in &mut self.rows {
             row.ratio_to_ceiling = match ceiling {
                 Some(ceiling) if ceiling > 0.0 => row.requests_per_sec / ceiling,
                 _ => 0.0,
+            };
+            row.ratio_to_plain_get = match plain_get {
+                Some(plain) if plain > 0.0 && row.kind.is_https() => {
+                    Some(row.requests_per_sec / plain)
+                }
+                _ => None,
             };
             let per_request = |cpu_ms: f64| -> f64 {
                 if row.requests_finished > 0 {
@@ -270,12 +340,15 @@ impl Report {
     }
 
     /// Problems that make this report incomplete or malformed: a missing row,
-    /// a row without requests, latencies out of order. Empty means usable.
+    /// a row without requests, latencies out of order, an HTTPS row with
+    /// errors (over TLS an error means a wrong port, trust or redirect rather
+    /// than load), a missing counter check. Empty means usable.
     pub fn shape_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let with_https = self.settings.https_base_url.is_some();
         for kind in RowKind::ALL {
             let matching = self.rows.iter().filter(|row| row.kind == kind).count();
-            let expected = kind.expected_rows();
+            let expected = kind.expected_rows(with_https);
             if matching != expected {
                 let wanted = if expected == 1 {
                     String::from("one")
@@ -309,6 +382,21 @@ impl Report {
             }
             if row.kind == RowKind::HitCounterFixedRate && row.offered_rate_per_sec.is_none() {
                 problems.push(format!("{label}: no offered rate"));
+            }
+            if row.kind.is_https() {
+                if row.non_2xx > 0 || row.socket_errors > 0 {
+                    problems.push(format!(
+                        "{label}: {} non-2xx, {} socket errors {:?}",
+                        row.non_2xx, row.socket_errors, row.error_details
+                    ));
+                }
+                if !self
+                    .https_counter_checks
+                    .iter()
+                    .any(|check| check.row == row.kind)
+                {
+                    problems.push(format!("{label}: no counter check"));
+                }
             }
         }
         problems

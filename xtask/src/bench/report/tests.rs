@@ -44,6 +44,7 @@ fn row(kind: RowKind, requests_per_sec: f64, p99: f64, webapp_rss: Option<f64>) 
             max: 12.5,
         },
         ratio_to_ceiling: 0.0,
+        ratio_to_plain_get: None,
         containers,
         offered_rate_per_sec: None,
         fraction_of_max: None,
@@ -84,6 +85,7 @@ pub(crate) fn fixed_report() -> Report {
             requests_per_row: Some(10_000),
             duration_secs_per_row: None,
             webapp_replicas: 1,
+            https_base_url: Some(String::from("https://127.0.0.1:8443")),
             http_load_tool: String::from("oha 1.16.0"),
             redis_load_tool: String::from("redis-benchmark 7.0.15"),
             smoke: false,
@@ -96,8 +98,19 @@ pub(crate) fn fixed_report() -> Report {
             fixed_rate_row(0.75, 9.0),
             row(RowKind::HitsReadOnly, 10_000.0, 4.0, Some(11.0)),
             redis,
+            row(RowKind::HttpsNewConnections, 2_000.0, 11.0, Some(12.0)),
+            row(RowKind::HttpsKeepAlive, 6_000.0, 8.0, Some(12.0)),
+            row(RowKind::Http2, 4_000.0, 10.0, Some(12.0)),
         ],
         counter_check: CounterCheck::new(5, 10_005, 10_000),
+        https_counter_checks: RowKind::HTTPS
+            .iter()
+            .zip(1..)
+            .map(|(&row, n)| RowCounterCheck {
+                row,
+                check: CounterCheck::new(n * 10_005, n * 10_005 + 10_000, 10_000),
+            })
+            .collect(),
         hits_per_replica: BTreeMap::from([(String::from("0a1b2c3d4e5f"), 10_000)]),
         targets: Vec::new(),
     };
@@ -111,7 +124,27 @@ fn finish_computes_each_rows_ratio_to_the_proxy_ceiling() {
 
     let ratios: Vec<f64> = report.rows.iter().map(|row| row.ratio_to_ceiling).collect();
 
-    assert_eq!(ratios, vec![1.0, 0.4, 0.1, 0.2, 0.3, 0.5, 2.0]);
+    assert_eq!(
+        ratios,
+        vec![1.0, 0.4, 0.1, 0.2, 0.3, 0.5, 2.0, 0.1, 0.3, 0.2]
+    );
+}
+
+#[test]
+fn finish_gives_only_the_https_rows_a_ratio_to_plain_get() {
+    let report = fixed_report();
+
+    let ratios: Vec<Option<f64>> = report
+        .rows
+        .iter()
+        .map(|row| row.ratio_to_plain_get)
+        .collect();
+
+    let plain = [None; 7];
+    assert_eq!(
+        ratios,
+        [plain.as_slice(), &[Some(0.25), Some(0.75), Some(0.5)]].concat()
+    );
 }
 
 #[test]
@@ -165,11 +198,17 @@ fn json_round_trips_and_names_rows_with_stable_identifiers() -> anyhow::Result<(
             "hit_counter_fixed_rate",
             "hit_counter_fixed_rate",
             "hits_read_only",
-            "redis_incr"
+            "redis_incr",
+            "https_new_connections",
+            "https_keep_alive",
+            "http2"
         ]
     );
     assert!(value["rows"][6]["latency_ms"]["p90"].is_null());
-    assert_eq!(value["schema_version"], 2);
+    assert_eq!(value["schema_version"], 3);
+    assert_eq!(value["rows"][9]["ratio_to_plain_get"], 0.5);
+    assert_eq!(value["https_counter_checks"][2]["row"], "http2");
+    assert_eq!(value["https_counter_checks"][2]["passed"], true);
     assert_eq!(value["rows"][3]["offered_rate_per_sec"], 4000.0);
     Ok(())
 }
@@ -198,6 +237,63 @@ fn shape_problems_name_a_missing_row_and_an_empty_row() {
             String::from("GET / at 50 % of max: no offered rate"),
         ]
     );
+}
+
+#[test]
+fn without_https_rows_a_report_is_complete_only_if_it_says_so() {
+    let mut report = fixed_report();
+    report.rows.retain(|row| !row.kind.is_https());
+    report.https_counter_checks.clear();
+
+    assert_eq!(
+        report.shape_problems(),
+        vec![
+            String::from("expected one HttpsNewConnections row(s), found 0"),
+            String::from("expected one HttpsKeepAlive row(s), found 0"),
+            String::from("expected one Http2 row(s), found 0"),
+        ]
+    );
+    report.settings.https_base_url = None;
+    assert_eq!(report.shape_problems(), Vec::<String>::new());
+    assert!(report
+        .to_markdown()
+        .contains("Not measured: the bench deploys the front on HTTPS only for a Compose project it reaches itself"));
+}
+
+#[test]
+fn an_https_row_with_errors_or_without_its_counter_check_is_a_problem() {
+    let mut report = fixed_report();
+    report.rows[9].socket_errors = 2;
+    report.rows[9].error_details = vec![(String::from("invalid peer certificate"), 2)];
+    report.https_counter_checks.remove(0);
+
+    assert_eq!(
+        report.shape_problems(),
+        vec![
+            String::from("GET / HTTPS, new connections: no counter check"),
+            String::from(
+                "GET / HTTP/2: 0 non-2xx, 2 socket errors [(\"invalid peer certificate\", 2)]"
+            ),
+        ]
+    );
+}
+
+#[test]
+fn markdown_puts_the_https_rows_beside_plain_get_with_ratios() {
+    let markdown = fixed_report().to_markdown();
+
+    assert!(markdown.contains("`GET /` at https://127.0.0.1:8443:"));
+    // CPU per request: proxy 80, webapp 60, dockerd 10.
+    assert!(markdown.contains(
+        "| GET / (hit counter) | 8000 | 1.00 | 1.00 | 2.00 | 6.00 | 12.5 | 150.0 | 1.00 | 10000 | 0 | 0 |"
+    ));
+    assert!(markdown.contains(
+        "| GET / HTTPS, new connections | 2000 | 0.25 | 1.00 | 2.00 | 11.0 | 12.5 | 150.0 | 1.00 | 10000 | 0 | 0 |"
+    ));
+    assert!(markdown.contains("| GET / HTTP/2 | 4000 | 0.50 |"));
+    assert!(markdown.contains(
+        "GET / HTTP/2: counter before 30015, after 40015: rose by 10000, successful responses 10000: exact."
+    ));
 }
 
 #[test]
