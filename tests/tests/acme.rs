@@ -158,7 +158,7 @@ async fn the_stack_gets_its_certificate_renews_it_under_load_and_outlives_the_ca
     );
 
     // 2. Renewal under a steady load: eight clients, a new connection for every request,
-    //    until two renewals have been served; no request may fail.
+    //    until a renewal has been served; no request may fail.
     let outcomes: Arc<Mutex<Vec<Served>>> = Arc::default();
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let workers: Vec<_> = (0..8)
@@ -178,9 +178,9 @@ async fn the_stack_gets_its_certificate_renews_it_under_load_and_outlives_the_ca
         })
         .collect();
     let load_started = Instant::now();
-    let deadline = load_started + stack.validity * 3;
+    let deadline = load_started + stack.validity * 2;
     let mut seen: Vec<(Instant, Vec<u8>)> = vec![(load_started, first.clone())];
-    while seen.len() < 3 && Instant::now() < deadline {
+    while seen.len() < 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (at, outcome) in outcomes.lock().await.iter() {
             if let Ok(certificate) = outcome {
@@ -209,9 +209,9 @@ async fn the_stack_gets_its_certificate_renews_it_under_load_and_outlives_the_ca
         failed.iter().take(5).collect::<Vec<_>>()
     );
     assert!(
-        seen.len() >= 3,
-        "within {:?} of load the clients saw {} certificate(s), not the first and two renewals\nthe acme service said:\n{}",
-        stack.validity * 3,
+        seen.len() >= 2,
+        "within {:?} of load the clients saw {} certificate(s), not the first and its renewal\nthe acme service said:\n{}",
+        stack.validity * 2,
         seen.len(),
         stack.acme_log()
     );
@@ -234,12 +234,11 @@ async fn the_stack_gets_its_certificate_renews_it_under_load_and_outlives_the_ca
     );
     let renewals = stack.acme_log().matches("acme: new certificate").count();
     eprintln!(
-        "[e2e] renewal under load: {} requests on new connections over {:.1}s, 0 failed; {} certificates served in turn ({} issued by the acme service so far), each renewal {:.1}s apart",
+        "[e2e] renewal under load: {} requests on new connections over {:.1}s, 0 failed; the renewed certificate first served {:.1}s after the first one ({} issued by the acme service so far)",
         outcomes.len(),
         load_started.elapsed().as_secs_f64(),
-        seen.len(),
-        renewals,
-        (seen[2].0 - seen[1].0).as_secs_f64()
+        (seen[1].0 - started).as_secs_f64(),
+        renewals
     );
     drop(outcomes);
 
