@@ -1,10 +1,10 @@
 //! Redis access: the connection pool, the key layout, and one bounded way to run a command.
 //!
-//! Every Redis operation goes through [`Store::query`], which puts a hard deadline on getting a
-//! pooled connection plus running the command, and turns every failure into
-//! [`AppError::Redis`] (a 503, or 507/500 when Redis answered with an error). So a dead, paused
-//! or misconfigured Redis can slow a request down by at most the command timeout, never hang
-//! it, and the pool reconnects by itself when Redis is back.
+//! Every Redis operation goes through [`Store::query`] (or [`Store::invoke`] for a Lua script),
+//! which puts a hard deadline on getting a pooled connection plus running the command, and turns
+//! every failure into [`AppError::Redis`] (a 503, or 507/500 when Redis answered with an error).
+//! So a dead, paused or misconfigured Redis can slow a request down by at most the command
+//! timeout, never hang it, and the pool reconnects by itself when Redis is back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,19 +74,6 @@ impl Keys {
     pub fn cache_client(&self, client: &str) -> String {
         format!("{}{client}", self.cache_client_prefix)
     }
-}
-
-/// Adds `EVAL script` with `keys` to `pipeline`; the caller adds the script's arguments.
-pub fn eval<'pipeline>(
-    pipeline: &'pipeline mut redis::Pipeline,
-    script: &str,
-    keys: &[&str],
-) -> &'pipeline mut redis::Pipeline {
-    pipeline.cmd("EVAL").arg(script).arg(keys.len());
-    for key in keys {
-        pipeline.arg(*key);
-    }
-    pipeline
 }
 
 /// The pool of multiplexed Redis connections.
@@ -202,7 +189,8 @@ impl Store {
 
     /// Runs `pipeline` (one round trip) on a pooled connection, within the store's deadline.
     ///
-    /// Single commands go through a one-command pipeline too: same cost, one code path.
+    /// Single commands go through a one-command pipeline too: same cost, one code path. A Lua
+    /// script goes through [`Store::invoke`] instead.
     pub async fn query<T: FromRedisValue>(
         &self,
         pipeline: &redis::Pipeline,
@@ -220,9 +208,53 @@ impl Store {
         deadline: Duration,
         pipeline: &redis::Pipeline,
     ) -> Result<T, AppError> {
+        self.run_within(deadline, Operation::Pipeline(pipeline))
+            .await
+    }
+
+    /// Runs one Lua script by its SHA1 on a pooled connection, within the store's deadline, its
+    /// failures handled as [`Store::query`]'s. The script is a [`redis::Script`], built once
+    /// (it hashes the text), with its keys and arguments in `invocation`.
+    ///
+    /// redis's `ScriptInvocation::invoke_async` sends `EVALSHA <sha1> numkeys keys… args…`:
+    /// 40 bytes instead of the whole script, which Redis then need not hash on every call.
+    /// When Redis does not know the script (it restarted, `SCRIPT FLUSH`, a replica promoted
+    /// that never loaded it) it answers NOSCRIPT, and `invoke_async` sends `SCRIPT LOAD <script>`
+    /// and the same `EVALSHA` once more on the same connection, so the request still succeeds.
+    /// That retry is safe for the scripts that write, such as the counter's: Redis looks the
+    /// hash up and answers NOSCRIPT before it runs anything, so a script that ends in NOSCRIPT
+    /// did not run, and the one that succeeds runs it once. Both tries share the one deadline; a
+    /// load costs two more round trips, once per script after each flush or restart (a script
+    /// that `SCRIPT LOAD` loaded stays until then: Redis evicts only scripts that `EVAL` loaded).
+    /// Should the second `EVALSHA` meet NOSCRIPT too (another flush in between), that is an error
+    /// reply like any other (500).
+    ///
+    /// Never in a pipeline: `Pipeline::invoke_script` loads nothing on NOSCRIPT (its reply is
+    /// just an error), and re-sending a pipeline would run its other commands twice.
+    pub async fn invoke<T: FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, AppError> {
+        self.run_within(self.deadline, Operation::Script(invocation))
+            .await
+    }
+
+    async fn run_within<T: FromRedisValue>(
+        &self,
+        deadline: Duration,
+        operation: Operation<'_>,
+    ) -> Result<T, AppError> {
         let attempt = async {
             let mut connection = self.pool.get().await.map_err(classify_pool_error)?;
-            match pipeline.query_async::<T>(&mut *connection).await {
+            let outcome = match operation {
+                Operation::Pipeline(pipeline) => pipeline.query_async::<T>(&mut *connection).await,
+                // EVALSHA; on NOSCRIPT, which means the script did not run, SCRIPT LOAD and the
+                // same EVALSHA again, so it runs once ([`Store::invoke`] says why that is safe).
+                Operation::Script(invocation) => {
+                    invocation.invoke_async::<T>(&mut *connection).await
+                }
+            };
+            match outcome {
                 Ok(value) => Ok(value),
                 Err(error) => {
                     if error.is_unrecoverable_error() {
@@ -245,6 +277,13 @@ impl Store {
         self.metrics.count_redis_error(failure.kind);
         Err(AppError::Redis(failure))
     }
+}
+
+/// What one bounded operation of [`Store`] sends.
+enum Operation<'a> {
+    Pipeline(&'a redis::Pipeline),
+    /// One script by its SHA1, loaded on NOSCRIPT ([`Store::invoke`]).
+    Script(&'a redis::ScriptInvocation<'a>),
 }
 
 fn classify_pool_error(error: PoolError) -> RedisFailure {

@@ -23,6 +23,8 @@
 //! `PUT`, once it has expired, so neither grows beyond `WEBAPP_CACHE_MAX_ENTRIES` members.
 //! An entry evicted early still counts until its expiry time: the quotas err on the safe side.
 
+use std::sync::LazyLock;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -33,7 +35,6 @@ use deadpool_redis::redis;
 use crate::error::{AppError, RedisFailure, RedisFailureKind};
 use crate::routes::extract::{CacheKey, ClientAddress, NoParameters, QueryParameters, StrictQuery};
 use crate::state::AppState;
-use crate::store;
 
 /// Largest accepted value; bigger bodies get 413 before reaching Redis.
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
@@ -61,8 +62,11 @@ const CLIENT_QUOTA_FULL: i64 = -1;
 /// that client's set, and the entry's expiry time goes into the index and the client's set,
 /// whose own expiry becomes its latest entry's (returns 1). Redis's clock, so replicas need
 /// not agree on time. `PEXPIREAT` takes only an integer, so its time is written with `%d`,
-/// never in whatever form a score or a Lua number would take.
-const PUT_WITHIN_QUOTA: &str = r"
+/// never in whatever form a score or a Lua number would take. Run by its SHA1
+/// ([`crate::store::Store::invoke`]), hashed once.
+static PUT_WITHIN_QUOTA: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 for _, expired in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms)) do
@@ -94,11 +98,15 @@ redis.call('HSET', KEYS[3], KEYS[1], KEYS[4])
 local latest = redis.call('ZRANGE', KEYS[4], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[4], string.format('%d', tonumber(latest[2])))
 return 1
-";
+",
+    )
+});
 
 /// Deletes an entry and its bookkeeping in one step. KEYS: the entry, the index, the owners
 /// hash. Returns how many entries were deleted (0: there was none, or it had expired).
-const DELETE_ENTRY: &str = r"
+static DELETE_ENTRY: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local deleted = redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], KEYS[1])
 local owner = redis.call('HGET', KEYS[3], KEYS[1])
@@ -107,7 +115,9 @@ if owner then
   redis.call('HDEL', KEYS[3], KEYS[1])
 end
 return deleted
-";
+",
+    )
+});
 
 /// `PUT`'s query: `ttl`, the entry's lifetime in seconds, [`DEFAULT_TTL_SECONDS`] without it.
 #[derive(Debug, PartialEq, Eq)]
@@ -156,24 +166,16 @@ pub async fn put(
             AppError::InvalidBody(rejection.body_text())
         }
     })?;
-    let mut pipeline = redis::pipe();
-    let entry = state.keys.cache(key.as_str());
-    let client_entries = state.keys.cache_client(&client.to_string());
-    store::eval(
-        &mut pipeline,
-        PUT_WITHIN_QUOTA,
-        &[
-            &entry,
-            &state.keys.cache_index,
-            &state.keys.cache_owners,
-            &client_entries,
-        ],
-    )
-    .arg(value.as_ref())
-    .arg(ttl)
-    .arg(state.cache_max_entries)
-    .arg(state.cache_max_entries_per_client);
-    let (outcome,): (i64,) = state.store.query(&pipeline).await?;
+    let mut put = PUT_WITHIN_QUOTA.prepare_invoke();
+    put.key(state.keys.cache(key.as_str()))
+        .key(&*state.keys.cache_index)
+        .key(&*state.keys.cache_owners)
+        .key(state.keys.cache_client(&client.to_string()))
+        .arg(value.as_ref())
+        .arg(ttl)
+        .arg(state.cache_max_entries)
+        .arg(state.cache_max_entries_per_client);
+    let outcome: i64 = state.store.invoke(&put).await?;
     match outcome {
         STORED => Ok(StatusCode::NO_CONTENT),
         CACHE_FULL => Err(AppError::CacheFull {
@@ -229,14 +231,12 @@ pub async fn delete(
     key: CacheKey,
     StrictQuery(NoParameters): StrictQuery<NoParameters>,
 ) -> Result<StatusCode, AppError> {
-    let full_key = state.keys.cache(key.as_str());
-    let mut pipeline = redis::pipe();
-    store::eval(
-        &mut pipeline,
-        DELETE_ENTRY,
-        &[&full_key, &state.keys.cache_index, &state.keys.cache_owners],
-    );
-    let (deleted,): (u64,) = state.store.query(&pipeline).await?;
+    let mut delete = DELETE_ENTRY.prepare_invoke();
+    delete
+        .key(state.keys.cache(key.as_str()))
+        .key(&*state.keys.cache_index)
+        .key(&*state.keys.cache_owners);
+    let deleted: u64 = state.store.invoke(&delete).await?;
     if deleted == 0 {
         return Err(AppError::KeyNotFound);
     }

@@ -7,6 +7,7 @@
 //! equal the shared counter, which pruning never touches.
 
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,7 +19,6 @@ use serde::Serialize;
 use crate::error::AppError;
 use crate::routes::extract::CacheKey;
 use crate::state::AppState;
-use crate::store;
 
 /// Header naming one client request across the proxy's retries: nginx sets it to its own
 /// request id, the same for every replica it tries (nginx/nginx.conf).
@@ -29,14 +29,19 @@ pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 pub const COUNTED_KEY_SECONDS: u64 = 30;
 
 /// Counts the hit once per idempotency key: the first replica that runs it increments both
-/// counters; a retry of the same request elsewhere only reads the total.
-const COUNT_ONCE: &str = r"
+/// counters; a retry of the same request elsewhere only reads the total. Run by its SHA1
+/// ([`crate::store::Store::invoke`]), hashed once.
+static COUNT_ONCE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 if redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[2]) then
   redis.call('HINCRBY', KEYS[2], ARGV[1], 1)
   return redis.call('INCR', KEYS[1])
 end
 return tonumber(redis.call('GET', KEYS[1]) or '0')
-";
+",
+    )
+});
 
 /// Increments the shared counter and this replica's count in one round trip, and greets with
 /// the new total. `HEAD /` counts nothing: it reads the total, as a safe method must.
@@ -51,26 +56,31 @@ pub async fn greet(
     method: Method,
     headers: HeaderMap,
 ) -> Result<String, AppError> {
-    let mut pipeline = redis::pipe();
     let idempotency_key = headers
         .get(IDEMPOTENCY_KEY_HEADER)
         .and_then(|value| value.to_str().ok())
         .filter(|key| CacheKey::is_valid(key));
-    if method == Method::HEAD {
+    let hits: Option<u64> = if method == Method::HEAD {
+        let mut pipeline = redis::pipe();
         pipeline.get(&state.keys.hits);
+        state.store.query::<(Option<u64>,)>(&pipeline).await?.0
     } else if let Some(key) = idempotency_key {
-        let counted = state.keys.counted(key);
-        let keys = [&*state.keys.hits, &*state.keys.replica_hits, &*counted];
-        store::eval(&mut pipeline, COUNT_ONCE, &keys)
+        let mut count_once = COUNT_ONCE.prepare_invoke();
+        count_once
+            .key(&*state.keys.hits)
+            .key(&*state.keys.replica_hits)
+            .key(state.keys.counted(key))
             .arg(&*state.replica)
             .arg(COUNTED_KEY_SECONDS);
+        state.store.invoke(&count_once).await?
     } else {
+        let mut pipeline = redis::pipe();
         pipeline
             .incr(&state.keys.hits, 1)
             .hincr(&state.keys.replica_hits, &*state.replica, 1)
             .ignore();
-    }
-    let (hits,): (Option<u64>,) = state.store.query(&pipeline).await?;
+        state.store.query::<(Option<u64>,)>(&pipeline).await?.0
+    };
     Ok(format!(
         "Hello from {}! I have been seen {} times.",
         state.replica,
@@ -104,7 +114,9 @@ pub async fn hits(State(state): State<AppState>) -> Result<Json<Hits>, AppError>
 /// since it was forgotten, or before these were kept) is seen now: forgotten only after as long
 /// again. A forgotten replica's count moves to the retired total in the same step, so the sum of
 /// the counts and the retired total never changes. Redis's clock, so replicas need not agree.
-const FORGET_GONE_REPLICAS: &str = r"
+static FORGET_GONE_REPLICAS: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        r"
 local now = redis.call('TIME')
 local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 if ARGV[2] ~= '' then
@@ -122,25 +134,23 @@ for _, name in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms - tonu
   redis.call('ZREM', KEYS[2], name)
 end
 return redis.call('HGETALL', KEYS[1])
-";
+",
+    )
+});
 
 /// Runs [`FORGET_GONE_REPLICAS`], marking `seen` (this replica) as seen now when given.
 async fn forget_gone_replicas(
     state: &AppState,
     seen: Option<&str>,
 ) -> Result<BTreeMap<String, u64>, AppError> {
-    let mut pipeline = redis::pipe();
-    let keys = &state.keys;
-    let keys = [
-        &*keys.replica_hits,
-        &*keys.replica_seen,
-        &*keys.retired_hits,
-    ];
-    store::eval(&mut pipeline, FORGET_GONE_REPLICAS, &keys)
+    let mut forget = FORGET_GONE_REPLICAS.prepare_invoke();
+    forget
+        .key(&*state.keys.replica_hits)
+        .key(&*state.keys.replica_seen)
+        .key(&*state.keys.retired_hits)
         .arg(u64::try_from(state.replica_forget_after.as_millis()).unwrap_or(u64::MAX))
         .arg(seen.unwrap_or(""));
-    let (counts,): (BTreeMap<String, u64>,) = state.store.query(&pipeline).await?;
-    Ok(counts)
+    state.store.invoke(&forget).await
 }
 
 /// Hits per replica seen lately, so a user can watch the proxy spread the load.

@@ -13,4 +13,5 @@ mod outage;
 mod process;
 mod replicas;
 mod router;
+mod scripts;
 mod support;

@@ -205,6 +205,26 @@ impl RedisServer {
             .and_then(|count| count.trim().parse().ok())
             .unwrap_or_else(|| panic!("no total_commands_processed in INFO: {info}"))
     }
+
+    /// How often Redis ran `command` (lower case, `script|load` for a subcommand) and how many
+    /// of those calls failed, from `INFO commandstats`; (0, 0) for a command it never ran.
+    pub fn command_calls(&self, command: &str) -> (u64, u64) {
+        let info = self.command(&["INFO", "commandstats"]);
+        let Some(stats) = info
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:")))
+        else {
+            return (0, 0);
+        };
+        let field = |name: &str| {
+            stats
+                .split(',')
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {stats:?}"))
+        };
+        (field("calls"), field("failed_calls"))
+    }
 }
 
 impl Drop for RedisServer {
