@@ -29,7 +29,7 @@ const DOMAIN: &str = "stack.test";
 /// A name pebble refuses (its `domainBlocklist`).
 const REFUSED_DOMAIN: &str = "refused.test";
 /// pebble's certificate lifetime: renewal is due after two thirds of it.
-const VALIDITY_SECS: u64 = 20;
+const VALIDITY_SECS: u64 = 15;
 
 /// Deploys `plain`'s project again with `--tls acme`, runs the ACME suite, and removes what
 /// the pass added (pebble, its DNS server, and the project's acme volume with the project).
