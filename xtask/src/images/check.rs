@@ -105,27 +105,6 @@ fn differences(first_builds: &[ImageArtifact], second_builds: &[ImageArtifact]) 
     differences
 }
 
-fn regular_cache(root: &Path) -> DebianCache {
-    BuildLayout::regular(root).cache
-}
-
-/// What both builds of the check would otherwise fetch or unpack into the same place at once:
-/// the pinned cargo-auditable and arm64 standard library in the tool cache, and every pinned
-/// `.deb` in the download cache (each written through one temporary file name per process).
-fn warm_shared_caches(sh: &Shell, root: &Path, cache: &DebianCache) -> anyhow::Result<()> {
-    super::auditable::ensure_cargo_auditable(sh)?;
-    let lock = super::debian::LockFile::read(root)?;
-    for platform in Platform::ALL {
-        super::rust_std::cross_target(sh, platform, &lock.rust_std)?;
-    }
-    for image in ["db", "proxy"] {
-        for locked in lock.images.get(image).into_iter().flatten() {
-            super::debian::ensure_locked_deb(cache, locked)?;
-        }
-    }
-    Ok(())
-}
-
 /// The build the fresh one is compared with.
 pub(super) enum SecondBuild {
     /// The regular build in target/images/out/.
@@ -158,32 +137,19 @@ pub(super) fn check_reproducible(
     // One source date for both builds: a commit made while they run must not
     // make them differ.
     let epoch = source_date_epoch(sh)?;
-    warm_shared_caches(sh, root, &regular_cache(root))?;
+    eprintln!("images --check: first build, fresh cargo target dir (a full release build)");
+    let started = std::time::Instant::now();
+    let first_artifacts = build_all(sh, root, &first, nginx_dir, epoch, &Platform::ALL)?;
     eprintln!(
-        "images --check: two builds at once: a first one in a fresh cargo target dir (a full release build), and {second_name}"
+        "images --check: first build took {:.0?}; now {second_name}",
+        started.elapsed()
     );
     let started = std::time::Instant::now();
-    // Independent builds (own output, unpack and cargo target dirs, the shared caches warmed
-    // above), so they run side by side: each leaves a core idle at times (linking, the last
-    // crates of a build), which the other fills. About a quarter of the check's time here.
-    let build = |layout: &BuildLayout| -> anyhow::Result<Vec<ImageArtifact>> {
-        let sh = Shell::new().context("a shell for a build of the check")?;
-        sh.change_dir(root);
-        build_all(&sh, root, layout, nginx_dir, epoch, &Platform::ALL)
-    };
-    let (first_artifacts, second_artifacts) = std::thread::scope(|scope| {
-        let first_build = scope.spawn(|| build(&first));
-        let second_artifacts = build(&second);
-        let first_artifacts = first_build
-            .join()
-            .map_err(|_| anyhow::anyhow!("the first build of the check panicked"));
-        (first_artifacts, second_artifacts)
-    });
-    let (first_artifacts, second_artifacts) = (
-        first_artifacts?.context("the first build of the check")?,
-        second_artifacts.with_context(|| format!("the check's {second_name}"))?,
+    let second_artifacts = build_all(sh, root, &second, nginx_dir, epoch, &Platform::ALL)?;
+    eprintln!(
+        "images --check: second build took {:.0?}",
+        started.elapsed()
     );
-    eprintln!("images --check: both builds took {:.0?}", started.elapsed());
     print_table(&first_artifacts);
     let differences = differences(&first_artifacts, &second_artifacts);
     if !differences.is_empty() {
