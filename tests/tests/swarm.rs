@@ -11,7 +11,7 @@
 //! the others.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,12 @@ use stack_contract::variables::swarm::{
     XTASK_VARIABLE,
 };
 use stack_tests::checks::{self, AfterKill, Deployment};
-use stack_tests::harness::{docker, http_client_builder, https_redirect, FixedRateLoad};
+use stack_tests::harness::{docker, https_redirect, FixedRateLoad};
 use stack_tests::inspect;
+
+#[path = "support/test_ca.rs"]
+mod test_ca;
+use test_ca::{HttpsAnswer, IssuedFiles, ScratchDir, TestCa};
 
 /// Replicas `deploy/stack.yaml` asks for.
 const WEBAPP_REPLICAS: usize = 3;
@@ -439,17 +443,7 @@ async fn https_from_files_then_a_renewed_certificate_replaces_it_and_its_secrets
     let first = ca.issue(&https.dir.0.join("first"));
     let took = https.deploy(&stack, &first);
     let answer = https.get_root(&ca).await;
-    assert_eq!(
-        answer.version,
-        reqwest::Version::HTTP_2,
-        "ALPN chose HTTP/2"
-    );
-    assert_eq!(answer.status, 200);
-    assert!(answer.body.starts_with("Hello from "), "{}", answer.body);
-    assert!(
-        answer.leaf == first.leaf_der,
-        "the proxy serves another certificate than the one deployed"
-    );
+    answer.assert_greeting_over_http2_with(&first.leaf_der);
     let first_secrets = proxy_secret_names(&stack);
     assert_eq!(
         first_secrets.len(),
@@ -511,24 +505,6 @@ struct HttpsDeploy {
     dir: ScratchDir,
 }
 
-/// A directory of the test's own under the system's temporary directory,
-/// removed when it is dropped (a failed test too).
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// One answer to `GET /` over HTTPS, and the certificate it came with.
-struct HttpsAnswer {
-    version: reqwest::Version,
-    status: u16,
-    body: String,
-    leaf: Vec<u8>,
-}
-
 impl HttpsDeploy {
     fn from_environment(stack: &SwarmStack) -> HttpsDeploy {
         let read = |variable: &str| {
@@ -542,12 +518,10 @@ impl HttpsDeploy {
         let port = read(HTTPS_PORT_VARIABLE)
             .parse()
             .unwrap_or_else(|error| panic!("{HTTPS_PORT_VARIABLE}: {error}"));
-        let dir = std::env::temp_dir().join(format!("{}-https", stack.name));
-        std::fs::create_dir_all(&dir).unwrap_or_else(|error| panic!("create {dir:?}: {error}"));
         HttpsDeploy {
             xtask: PathBuf::from(read(XTASK_VARIABLE)),
             port,
-            dir: ScratchDir(dir),
+            dir: ScratchDir::new(&format!("{}-https", stack.name)),
         }
     }
 
@@ -594,93 +568,11 @@ impl HttpsDeploy {
 
     /// `GET /` over HTTPS on loopback, trusting the test's CA alone.
     async fn get_root(&self, ca: &TestCa) -> HttpsAnswer {
-        let url = format!("https://127.0.0.1:{}/", self.port);
-        stack_contract::netguard::check_url(&url, &[])
-            .unwrap_or_else(|refused| panic!("{refused}"));
-        let root = reqwest::Certificate::from_pem(ca.root.pem().as_bytes()).expect("PEM");
-        let client = http_client_builder()
-            .tls_certs_only([root])
-            .tls_info(true)
-            .build()
-            .expect("an HTTPS client");
-        let response = client.get(&url).send().await.expect("GET / over HTTPS");
-        let leaf = response
-            .extensions()
-            .get::<reqwest::tls::TlsInfo>()
-            .and_then(reqwest::tls::TlsInfo::peer_certificate)
-            .expect("the server's certificate")
-            .to_vec();
-        HttpsAnswer {
-            version: response.version(),
-            status: response.status().as_u16(),
-            body: response.text().await.expect("body"),
-            leaf,
-        }
-    }
-}
-
-/// A root CA and an intermediate it signed, both the test's own: the chains
-/// deployed are the server's certificate and the intermediate, as a CA's
-/// `fullchain.pem` is.
-struct TestCa {
-    root: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-    intermediate: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
-}
-
-/// A chain and key written for `--tls-certificate` and `--tls-key`.
-struct IssuedFiles {
-    chain: PathBuf,
-    key: PathBuf,
-    leaf_der: Vec<u8>,
-}
-
-impl TestCa {
-    fn new() -> TestCa {
-        let ca = |name: &str, path_length: u8| {
-            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(path_length));
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, name);
-            params.key_usages = vec![
-                rcgen::KeyUsagePurpose::KeyCertSign,
-                rcgen::KeyUsagePurpose::CrlSign,
-            ];
-            params
-        };
-        let key = || rcgen::KeyPair::generate().expect("a key");
-        let root = rcgen::CertifiedIssuer::self_signed(ca("webstack e2e root", 1), key())
-            .expect("the root");
-        let intermediate =
-            rcgen::CertifiedIssuer::signed_by(ca("webstack e2e intermediate", 0), key(), &root)
-                .expect("the intermediate");
-        TestCa { root, intermediate }
-    }
-
-    /// A new server certificate for 127.0.0.1 and localhost, written into `dir`.
-    fn issue(&self, dir: &Path) -> IssuedFiles {
-        let mut params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "localhost");
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
-        let key = rcgen::KeyPair::generate().expect("a key");
-        let leaf = params
-            .signed_by(&key, &self.intermediate)
-            .expect("the server's certificate");
-        std::fs::create_dir_all(dir).unwrap_or_else(|error| panic!("create {dir:?}: {error}"));
-        let files = IssuedFiles {
-            chain: dir.join("fullchain.pem"),
-            key: dir.join("key.pem"),
-            leaf_der: leaf.der().to_vec(),
-        };
-        let chain = format!("{}{}", leaf.pem(), self.intermediate.pem());
-        for (path, text) in [(&files.chain, chain), (&files.key, key.serialize_pem())] {
-            std::fs::write(path, text).unwrap_or_else(|error| panic!("write {path:?}: {error}"));
-        }
-        files
+        test_ca::get_root(
+            &format!("https://127.0.0.1:{}/", self.port),
+            ca.root_certificate(),
+        )
+        .await
     }
 }
 

@@ -1,13 +1,21 @@
 //! HTTPS at the front: the stack deployed with `--tls self-signed` over the plain Compose
 //! file (`deploy/compose.tls.yaml`), by the HTTPS pass of `cargo xtask e2e`, which makes a
 //! local CA of its own for it. Run without its variables, every test fails saying so.
+//! The tests of `--tls files` (named `files_…`) then run apart, since they deploy a
+//! certificate of their own CA.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use stack_contract::netguard;
 use stack_contract::variables::tls::{CA_VARIABLE, HTTPS_URL_VARIABLE};
-use stack_contract::variables::URL_VARIABLE;
-use stack_tests::harness::{http_client, http_client_builder, https_redirect};
+use stack_contract::variables::{PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE};
+use stack_tests::harness::{docker, http_client, http_client_builder, https_redirect};
+
+#[path = "support/test_ca.rs"]
+mod test_ca;
+use test_ca::{ScratchDir, TestCa};
 
 /// The stack as the HTTPS pass deployed it.
 struct TlsStack {
@@ -143,4 +151,126 @@ async fn port_80_redirects_to_https_with_308_and_keeps_acme_challenges() {
     eprintln!(
         "[e2e] port 80: 308 to https://localhost:{https_port}/..., ACME challenges answered there"
     );
+}
+
+// ---------------------------------------------------------------------------
+// `--tls files`, run apart after the others (they deploy another CA's certificate).
+
+#[tokio::test]
+#[ignore = "needs a stack deployed with --tls; `cargo xtask e2e` starts one and runs it"]
+async fn files_a_wrong_key_is_refused_naming_it_then_the_users_chain_is_served() {
+    let stack = TlsStack::from_environment();
+    let read = |variable: &str| {
+        std::env::var(variable).unwrap_or_else(|_| {
+            panic!("{variable} is not set: `cargo xtask e2e` runs this test with it")
+        })
+    };
+    let project = read(PROJECT_VARIABLE);
+    let up = FilesUp {
+        xtask: PathBuf::from(read(XTASK_VARIABLE)),
+        project: project.clone(),
+        port: read(PORT_VARIABLE),
+        https_port: stack
+            .https_url
+            .rsplit(':')
+            .next()
+            .expect("a port in the HTTPS URL")
+            .to_owned(),
+        replicas: docker(&[
+            "ps",
+            "--quiet",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--filter",
+            "label=com.docker.compose.service=webapp",
+        ])
+        .lines()
+        .count()
+        .to_string(),
+        dir: ScratchDir::new(&format!("{project}-tls-files")),
+    };
+    let ca = TestCa::new();
+    let mine = ca.issue(&up.dir.0.join("mine"));
+    let other = ca.issue(&up.dir.0.join("other"));
+
+    // A key that is not the certificate's: refused before anything is deployed, naming both
+    // files, and the stack goes on serving the certificate it had.
+    let refused = up.run(&mine.chain, &other.key);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "xtask up took a wrong key");
+    assert!(
+        said.contains(&format!(
+            "{} is not the key of the first certificate in {}",
+            other.key.display(),
+            mine.chain.display()
+        )),
+        "xtask up said:\n{said}"
+    );
+    let before = stack
+        .client()
+        .get(format!("{}/", stack.https_url))
+        .send()
+        .await
+        .expect("GET / over HTTPS after the refusal");
+    assert_eq!(
+        before.status(),
+        200,
+        "the stack still serves its certificate"
+    );
+
+    // The user's chain and key: checked, passed as Compose secrets, served over HTTP/2.
+    let started = Instant::now();
+    let deployed = up.run(&mine.chain, &mine.key);
+    assert!(
+        deployed.status.success(),
+        "xtask up --tls files: {}\n{}",
+        deployed.status,
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let took = started.elapsed();
+    let answer = test_ca::get_root(&format!("{}/", stack.https_url), ca.root_certificate()).await;
+    answer.assert_greeting_over_http2_with(&mine.leaf_der);
+    eprintln!(
+        "[e2e] up --tls files: a wrong key refused naming it; the user's chain served over HTTP/2 {took:.1?} after the up started"
+    );
+}
+
+/// `cargo xtask up --tls files` of the project as it runs (its images, ports and replicas).
+struct FilesUp {
+    xtask: PathBuf,
+    project: String,
+    port: String,
+    https_port: String,
+    replicas: String,
+    dir: ScratchDir,
+}
+
+impl FilesUp {
+    fn run(&self, certificate: &std::path::Path, key: &std::path::Path) -> Output {
+        Command::new(&self.xtask)
+            .args([
+                "up",
+                "--skip-images",
+                "--tls",
+                "files",
+                "--tls-name",
+                "localhost",
+            ])
+            .args(["--project", &self.project, "--port", &self.port])
+            .args([
+                "--https-port",
+                &self.https_port,
+                "--replicas",
+                &self.replicas,
+            ])
+            .arg("--tls-certificate")
+            .arg(certificate)
+            .arg("--tls-key")
+            .arg(key)
+            // Where xtask writes the copies Compose mounts (by default the checkout's
+            // `.secrets/tls/`).
+            .env("WEBSTACK_TLS_DIR", self.dir.0.join("deployed"))
+            .output()
+            .unwrap_or_else(|error| panic!("run xtask up: {error}"))
+    }
 }

@@ -523,6 +523,10 @@ pub struct FrontTls {
     /// A label on the proxy's containers, so later commands (`scale`, `down`) know to deploy
     /// with the overlay too.
     pub label: (&'static str, &'static str),
+    /// A label whose value is the certificate's version, so that a new certificate and key
+    /// change the proxy's configuration and Compose replaces it (a changed secret file
+    /// alone does not): `None` where the certificate changes under a running proxy (ACME).
+    pub version_label: Option<(&'static str, String)>,
     pub https_port: PublishedPort,
     pub environment: Vec<(&'static str, String)>,
     pub secrets: Vec<SecretMount>,
@@ -550,6 +554,7 @@ pub const STACK_NAME_VARIABLE: &str = "WEBSTACK_PROJECT";
 /// The stack's (and the Compose project's) name when none is given.
 pub const DEFAULT_NAME: &str = "webstack";
 pub const TLS_VERSION_VARIABLE: &str = "WEBSTACK_TLS_VERSION";
+pub const TLS_VERSION_LABEL: &str = "webstack.tls.version";
 
 /// The Swarm name of a versioned TLS secret (each part may be a `${...}` of the stack file).
 pub fn versioned_secret_name(stack: &str, secret: &str, version: &str) -> String {
@@ -560,6 +565,7 @@ pub fn front_tls() -> FrontTls {
     FrontTls {
         service: PROXY,
         label: TLS_LABEL,
+        version_label: Some((TLS_VERSION_LABEL, format!("${{{TLS_VERSION_VARIABLE}:-}}"))),
         https_port: PublishedPort {
             variable: HTTPS_PORT_VARIABLE,
             default_host_port: DEFAULT_HTTPS_HOST_PORT,
@@ -623,6 +629,7 @@ pub fn front_acme() -> FrontAcme {
     FrontAcme {
         front: FrontTls {
             label: ACME_LABEL,
+            version_label: None,
             environment,
             secrets: Vec::new(),
             secret_files: Vec::new(),

@@ -19,6 +19,10 @@ pub mod tls {
     pub const HTTPS_URL_VARIABLE: &str = "WEBSTACK_E2E_HTTPS_URL";
     /// The CA certificate (PEM) the proxy's certificate checks against.
     pub const CA_VARIABLE: &str = "WEBSTACK_E2E_CA";
+    /// What the names of the tests of `--tls files` start with. They deploy a certificate of
+    /// their own CA, so xtask runs them apart, after the others, with the Compose suite's
+    /// project, port and xtask variables too.
+    pub const FILES_TESTS: &str = "files_";
 }
 
 /// `cargo xtask e2e`, its ACME pass with pebble → tests/tests/acme.rs.

@@ -166,6 +166,14 @@ impl ComposeProject {
         if let Some(tls_dir) = &self.tls_dir {
             command = command.env(stack::TLS_DIR_VARIABLE, tls_dir);
         }
+        if self.tls && !self.acme {
+            // Missing files leave the label empty; Compose then says which secret file
+            // it cannot find.
+            let dir = self.tls_dir.clone().unwrap_or_else(crate::tls::tls_dir);
+            if let Ok(version) = crate::tls::files_version(&dir) {
+                command = command.env(stack::TLS_VERSION_VARIABLE, version);
+            }
+        }
         command
             .env(PORT_VARIABLE, self.port.to_string())
             .env(stack::HTTPS_PORT_VARIABLE, self.https_port.to_string())

@@ -13,7 +13,7 @@ use super::ComposeChoice;
 use crate::compose::{self, ComposeProject, Up};
 use crate::docker::{self, deployment::Deployment};
 
-use stack_contract::variables::tls::{CA_VARIABLE, HTTPS_URL_VARIABLE};
+use stack_contract::variables::tls::{CA_VARIABLE, FILES_TESTS, HTTPS_URL_VARIABLE};
 use stack_contract::variables::{
     COMPOSE_FILE_VARIABLE, PORT_VARIABLE, PROJECT_VARIABLE, URL_VARIABLE, XTASK_VARIABLE,
 };
@@ -186,15 +186,29 @@ fn https_pass(sh: &Shell, plain: &ComposeProject, url: &str) -> anyhow::Result<(
         "e2e: the stack serves HTTPS at {https_url} after {:.1}s; running the HTTPS suite (cargo test -p stack-tests --test tls)",
         started.elapsed().as_secs_f64()
     );
+    let mut variables = vec![
+        (URL_VARIABLE, url.into()),
+        (HTTPS_URL_VARIABLE, https_url.into()),
+        (CA_VARIABLE, scratch.ca_certificate().into()),
+    ];
     super::run_suite(
         sh,
         "tls",
         "HTTPS suite",
-        vec![
-            (URL_VARIABLE, url.into()),
-            (HTTPS_URL_VARIABLE, https_url.into()),
-            (CA_VARIABLE, scratch.ca_certificate().into()),
-        ],
-        super::Tests::Skipping(&[]),
+        variables.clone(),
+        super::Tests::Skipping(&[FILES_TESTS]),
+    )?;
+    // Last: they deploy a certificate of their own CA with `up --tls files`.
+    variables.extend([
+        (PROJECT_VARIABLE, plain.name.clone().into()),
+        (PORT_VARIABLE, plain.port.to_string().into()),
+        (XTASK_VARIABLE, super::xtask_binary()?.into()),
+    ]);
+    super::run_suite(
+        sh,
+        "tls",
+        "HTTPS suite's tests of --tls files",
+        variables,
+        super::Tests::Matching(FILES_TESTS),
     )
 }

@@ -29,7 +29,7 @@ struct VersionedFileSecret {
 
 #[derive(Serialize)]
 struct ComposeTlsService {
-    labels: Mapping<&'static str>,
+    labels: Mapping<String>,
     environment: Mapping<String>,
     ports: Vec<String>,
     secrets: Vec<&'static str>,
@@ -37,7 +37,7 @@ struct ComposeTlsService {
 
 #[derive(Serialize)]
 struct StackTlsService {
-    labels: Mapping<&'static str>,
+    labels: Mapping<String>,
     environment: Mapping<String>,
     ports: Vec<StackPort>,
     secrets: Vec<StackSecretMount>,
@@ -55,8 +55,12 @@ fn environment(tls: &FrontTls) -> Mapping<String> {
     )
 }
 
-fn labels(tls: &FrontTls) -> Mapping<&'static str> {
-    Mapping(vec![(tls.label.0.to_string(), tls.label.1)])
+fn labels(tls: &FrontTls) -> Mapping<String> {
+    let mut labels = vec![(tls.label.0.to_string(), tls.label.1.to_string())];
+    labels.extend(
+        (tls.version_label.iter()).map(|(label, value)| (label.to_string(), value.clone())),
+    );
+    Mapping(labels)
 }
 
 fn secret_files(tls: &FrontTls) -> Mapping<FileSecret> {
@@ -175,7 +179,7 @@ struct AcmeServices {
 
 #[derive(Serialize)]
 struct ComposeAcmeFront {
-    labels: Mapping<&'static str>,
+    labels: Mapping<String>,
     environment: Mapping<String>,
     ports: Vec<String>,
     volumes: Vec<String>,

@@ -259,6 +259,27 @@ impl TlsArgs {
 
 /// Only the owner may look inside on the host; the containers get the files through bind
 /// mounts, which do not need the directory's mode.
+/// Hex digits of the sha256 of the certificate and key that make a version.
+const VERSION_DIGITS: usize = 12;
+
+/// The version of the certificate and key in `dir` (as [`TlsArgs::prepare`] writes them): a
+/// short sha256 of both files. Compose gets it as a label of the proxy, so that a new pair
+/// replaces the proxy; Swarm names the secrets by it, since a Swarm secret cannot change.
+pub fn files_version(dir: &Path) -> anyhow::Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for (_, file) in crate::stack::front_tls().secret_files {
+        let path = dir.join(file);
+        let contents = fs::read(&path).with_context(|| {
+            format!("read {}: deploy with `--tls …` to write it", path.display())
+        })?;
+        // Each file's length first, so that no two pairs of files hash alike.
+        hash.update((contents.len() as u64).to_be_bytes());
+        hash.update(&contents);
+    }
+    Ok(hex::encode(hash.finalize())[..VERSION_DIGITS].to_owned())
+}
+
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
