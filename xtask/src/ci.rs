@@ -44,11 +44,13 @@ impl Ci {
         // The load tool takes minutes to compile the first time on a machine:
         // build it now, in the background, while the steps before the bench
         // run (and are mostly waiting on Docker). A no-op once it is cached.
-        let load_tool = LoadToolBuild::start(
+        let target = crate::project_root().join("target");
+        let load_tool = Background::start(
+            "building the load tool (a no-op once it is cached)",
             &xtask,
-            crate::project_root()
-                .join("target")
-                .join("ci-load-tool.log"),
+            &["bench", "--load-tool-only"],
+            10,
+            target.join("ci-load-tool.log"),
         )?;
         let mut timings = Vec::new();
         let mut step = |name: &'static str, body: &mut dyn FnMut() -> anyhow::Result<()>| {
@@ -86,12 +88,6 @@ impl Ci {
                 Ok(())
             },
         )?;
-        // Builds every image from scratch in a directory of its own and
-        // again as the regular build (which the end-to-end steps then reuse),
-        // and compares the digests.
-        step("images are reproducible and within budget", &mut || {
-            crate::images::check_reproducible_and_budgets(sh)
-        })?;
         step(
             "hermetic tests (plain cargo test: no Docker, network or root)",
             &mut || {
@@ -102,6 +98,21 @@ impl Ci {
                 cmd!(sh, "cargo test -p stack-tests").run()?;
                 Ok(())
             },
+        )?;
+        // The regular build of every image (which the end-to-end steps run),
+        // within the size budgets. The other half of `images --check`, the
+        // same images built from scratch at another path and compared byte
+        // for byte, then runs beside the later steps: it is a full release
+        // build again, and they leave most of the CPU idle.
+        step("images (the regular build), within budget", &mut || {
+            crate::images::build_regular_within_budgets(sh)
+        })?;
+        let reproducible = Background::start(
+            "images --check (a build from scratch, compared with the regular one)",
+            &xtask,
+            &["images", "--check"],
+            19,
+            target.join("ci-images-check.log"),
         )?;
         step(
             "tests that need redis-server, Docker, containerd or Debian's archive",
@@ -127,7 +138,11 @@ impl Ci {
         let mut load_tool = Some(load_tool);
         step("bench smoke test", &mut || {
             if let Some(build) = load_tool.take() {
-                build.wait();
+                // A failure is only reported: `bench` then builds the tool
+                // itself, and fails with the reason if it still cannot.
+                if let Err(error) = build.wait() {
+                    eprintln!("ci: warning: {error:#}");
+                }
             }
             cmd!(sh, "{xtask} bench --smoke").run()?;
             Ok(())
@@ -151,6 +166,15 @@ impl Ci {
             })?;
         }
 
+        let mut reproducible = Some(reproducible);
+        step(
+            "images are reproducible (images --check, in the background since the images step)",
+            &mut || match reproducible.take() {
+                Some(check) => check.wait(),
+                None => Ok(()),
+            },
+        )?;
+
         eprintln!("\nci: all steps passed in {}s", started.elapsed().as_secs());
         for (name, seconds) in &timings {
             eprintln!("  {seconds:>5}s  {name}");
@@ -159,29 +183,38 @@ impl Ci {
     }
 }
 
-/// `xtask bench --load-tool-only` in the background, at the lowest CPU
-/// priority (`nice -n 19`, where there is a `nice`) so the steps it runs
-/// beside keep their pace, in a process group of its own so that it can be
-/// stopped as a whole (cargo and its rustc processes) if `ci` ends first.
-struct LoadToolBuild {
+/// An xtask command run in the background while the steps go on: at a low
+/// CPU priority (`nice`, where there is one), so the steps it runs beside
+/// keep their pace and it takes what CPU they leave idle (the end-to-end
+/// steps mostly wait on Docker), and in a process group of its own so that
+/// it can be stopped as a whole (cargo and its rustc processes) if `ci`
+/// ends first. Its output goes to a log file.
+struct Background {
+    what: &'static str,
     child: Option<Child>,
     log: PathBuf,
     started: Instant,
 }
 
-impl LoadToolBuild {
-    fn start(xtask: &Path, log: PathBuf) -> anyhow::Result<LoadToolBuild> {
+impl Background {
+    fn start(
+        what: &'static str,
+        xtask: &Path,
+        args: &[&str],
+        niceness: u8,
+        log: PathBuf,
+    ) -> anyhow::Result<Background> {
         let spawn = |niced: bool| -> anyhow::Result<std::io::Result<Child>> {
             let output = File::create(&log).with_context(|| format!("create {}", log.display()))?;
             let mut command = if niced {
                 let mut nice = Command::new("nice");
-                nice.args(["-n", "19"]).arg(xtask);
+                nice.args(["-n", &niceness.to_string()]).arg(xtask);
                 nice
             } else {
                 Command::new(xtask)
             };
             command
-                .args(["bench", "--load-tool-only"])
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(
                     output
@@ -196,43 +229,43 @@ impl LoadToolBuild {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => spawn(false)?,
             spawned => spawned,
         }
-        .context("start building the load tool in the background")?;
-        eprintln!(
-            "ci: building the load tool in the background if it is not cached (log: {})",
-            log.display()
-        );
-        Ok(LoadToolBuild {
+        .with_context(|| format!("start {what} in the background"))?;
+        eprintln!("ci: {what}, in the background (log: {})", log.display());
+        Ok(Background {
+            what,
             child: Some(child),
             log,
             started: Instant::now(),
         })
     }
 
-    /// Waits for the build. A failure is only reported: the bench step then
-    /// builds the tool itself, and fails with the reason if it still cannot.
-    fn wait(mut self) {
+    /// Waits for the command; an error says how it failed and where its log is.
+    fn wait(mut self) -> anyhow::Result<()> {
         let Some(mut child) = self.child.take() else {
-            return;
+            return Ok(());
         };
         eprintln!(
-            "ci: waiting for the load tool (log: {})",
+            "ci: waiting for {} (log: {})",
+            self.what,
             self.log.display()
         );
-        match child.wait() {
-            Ok(status) if status.success() => eprintln!(
-                "ci: the load tool is ready ({}s after ci started building it)",
-                self.started.elapsed().as_secs()
-            ),
-            Ok(status) => eprintln!(
-                "ci: warning: building the load tool in the background failed ({status}); see {}",
+        let status = child
+            .wait()
+            .with_context(|| format!("wait for {}", self.what))?;
+        let minutes = self.started.elapsed().as_secs_f64() / 60.0;
+        if !status.success() {
+            anyhow::bail!(
+                "{} failed ({status}, {minutes:.1} min after it started); its output is in {}",
+                self.what,
                 self.log.display()
-            ),
-            Err(error) => eprintln!("ci: warning: waiting for the load tool's build: {error}"),
+            );
         }
+        eprintln!("ci: {} done, {minutes:.1} min after it started", self.what);
+        Ok(())
     }
 }
 
-impl Drop for LoadToolBuild {
+impl Drop for Background {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // The whole group: cargo and the rustc processes it started.

@@ -64,6 +64,25 @@ pub fn check_reproducible_and_budgets(sh: &Shell) -> anyhow::Result<()> {
     check_reproducible(sh, &root, &root.join("nginx"), SecondBuild::Regular)
 }
 
+/// The regular build of every platform's images (what `up` and the
+/// end-to-end tests run), within the size budgets, without loading them:
+/// the first half of `images --check`, which `cargo xtask ci` runs before
+/// the end-to-end steps and leaves the from-scratch half to run beside them.
+pub fn build_regular_within_budgets(sh: &Shell) -> anyhow::Result<()> {
+    let root = crate::project_root();
+    let epoch = source_date_epoch(sh)?;
+    let artifacts = build_all(
+        sh,
+        &root,
+        &BuildLayout::regular(&root),
+        &root.join("nginx"),
+        epoch,
+        &Platform::ALL,
+    )?;
+    print_table(&artifacts);
+    check_budgets(&artifacts)
+}
+
 /// A build of the check in `check_dir/{name}…`. Builds in directories and
 /// cargo target dirs at different paths, so absolute paths or stale
 /// artefacts leaking into the bytes show up. Only the .deb download cache is

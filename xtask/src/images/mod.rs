@@ -41,7 +41,7 @@ use anyhow::Context;
 use xshell::{cmd, Shell};
 
 use build::{build_all, debian_rootfs};
-pub use check::check_reproducible_and_budgets;
+pub use check::{build_regular_within_budgets, check_reproducible_and_budgets};
 use check::{check_reproducible, print_table, SecondBuild};
 pub use emulation::{Emulation, Unavailable};
 pub use host_tools::{host_tools, pinned_nix, pinned_package_file, HostTools};
