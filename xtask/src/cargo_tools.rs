@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use anyhow::{bail, Context};
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 /// A crate whose binary xtask runs.
@@ -122,8 +121,7 @@ fn cached_build_is_intact(binary: &Path, record: &Path) -> Result<bool, String> 
 }
 
 fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    Ok(hex::encode(Sha256::digest(&bytes)))
+    Ok(xtask_oci::Digest::sha256_of_file(path)?.hex().to_string())
 }
 
 #[cfg(test)]

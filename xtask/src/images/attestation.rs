@@ -18,14 +18,10 @@ use anyhow::Context;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::layer::sha256_hex;
-pub use super::oci::Attestation;
-use super::oci::{Blob, IN_TOTO_MEDIA_TYPE, OCI_CONFIG_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
-use super::platform::Platform;
+use xtask_oci::intoto::{self, Predicate, SLSA_PREDICATE_TYPE, SPDX_PREDICATE_TYPE};
+use xtask_oci::{Attestation, Digest};
 
-pub const SPDX_PREDICATE_TYPE: &str = "https://spdx.dev/Document";
-pub const SLSA_PREDICATE_TYPE: &str = "https://slsa.dev/provenance/v1";
-const PREDICATE_TYPE_ANNOTATION: &str = "in-toto.io/predicate-type";
+use super::platform::Platform;
 
 /// What went into one platform's build, for its provenance.
 #[derive(Clone, Debug)]
@@ -41,22 +37,6 @@ pub struct BuildFacts {
     pub images_lock_sha256: String,
     /// The pinned `rust-std` of a cross target: (url, sha256).
     pub rust_std: Option<(String, String)>,
-}
-
-#[derive(Serialize)]
-struct Statement<'a> {
-    #[serde(rename = "_type")]
-    kind: &'static str,
-    subject: Vec<Subject>,
-    #[serde(rename = "predicateType")]
-    predicate_type: &'static str,
-    predicate: &'a RawValue,
-}
-
-#[derive(Serialize)]
-struct Subject {
-    name: String,
-    digest: BTreeMap<&'static str, String>,
 }
 
 #[derive(Serialize)]
@@ -114,46 +94,12 @@ struct Builder {
     version: BTreeMap<&'static str, &'static str>,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Descriptor {
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    annotations: BTreeMap<&'static str, &'static str>,
-    digest: String,
-    media_type: &'static str,
-    size: u64,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct Manifest {
-    config: Descriptor,
-    layers: Vec<Descriptor>,
-    media_type: &'static str,
-    schema_version: u32,
-}
-
-#[derive(Serialize)]
-struct Config {
-    architecture: &'static str,
-    config: BTreeMap<(), ()>,
-    os: &'static str,
-    rootfs: Rootfs,
-}
-
-#[derive(Serialize)]
-struct Rootfs {
-    diff_ids: Vec<String>,
-    #[serde(rename = "type")]
-    kind: &'static str,
-}
-
 /// The attestation of one platform image: its SBOM and its provenance, as
-/// in-toto statements about `manifest_digest_hex`.
+/// in-toto statements about its manifest digest.
 pub fn attestation(
     name: &str,
     platform: Platform,
-    manifest_digest_hex: &str,
+    manifest_digest: &Digest,
     sbom: &[u8],
     facts: &BuildFacts,
 ) -> anyhow::Result<Attestation> {
@@ -165,71 +111,24 @@ pub fn attestation(
         .context("serialise the provenance")?;
     let provenance_predicate =
         RawValue::from_string(provenance).context("the provenance is not JSON")?;
-    let statement = |predicate_type, predicate: &RawValue| -> anyhow::Result<Blob> {
-        let statement = Statement {
-            kind: "https://in-toto.io/Statement/v1",
-            subject: vec![Subject {
-                name: format!(
-                    "pkg:docker/{repository}?platform={}",
-                    platform.to_string().replace('/', "%2F")
-                ),
-                digest: BTreeMap::from([("sha256", manifest_digest_hex.to_string())]),
-            }],
-            predicate_type,
-            predicate,
-        };
-        Ok(Blob {
-            media_type: IN_TOTO_MEDIA_TYPE,
-            bytes: serde_json::to_vec(&statement).context("serialise an in-toto statement")?,
-        })
-    };
-    let layers = vec![
-        statement(SPDX_PREDICATE_TYPE, &sbom_predicate)?,
-        statement(SLSA_PREDICATE_TYPE, &provenance_predicate)?,
-    ];
-    // As BuildKit writes it: an image config of no platform whose "layers"
-    // are the statements, uncompressed.
-    let config = Blob {
-        media_type: OCI_CONFIG_MEDIA_TYPE,
-        bytes: serde_json::to_vec(&Config {
-            architecture: "unknown",
-            config: BTreeMap::new(),
-            os: "unknown",
-            rootfs: Rootfs {
-                diff_ids: layers.iter().map(Blob::digest).collect(),
-                kind: "layers",
+    let subject_name = format!(
+        "pkg:docker/{repository}?platform={}",
+        platform.to_string().replace('/', "%2F")
+    );
+    intoto::attestation(
+        &subject_name,
+        manifest_digest,
+        &[
+            Predicate {
+                predicate_type: SPDX_PREDICATE_TYPE,
+                predicate: &sbom_predicate,
             },
-        })
-        .context("serialise the attestation config")?,
-    };
-    let manifest = Manifest {
-        config: Descriptor {
-            annotations: BTreeMap::new(),
-            digest: config.digest(),
-            media_type: OCI_CONFIG_MEDIA_TYPE,
-            size: config.size(),
-        },
-        layers: layers
-            .iter()
-            .zip([SPDX_PREDICATE_TYPE, SLSA_PREDICATE_TYPE])
-            .map(|(layer, predicate_type)| Descriptor {
-                annotations: BTreeMap::from([(PREDICATE_TYPE_ANNOTATION, predicate_type)]),
-                digest: layer.digest(),
-                media_type: IN_TOTO_MEDIA_TYPE,
-                size: layer.size(),
-            })
-            .collect(),
-        media_type: OCI_MANIFEST_MEDIA_TYPE,
-        schema_version: 2,
-    };
-    Ok(Attestation {
-        manifest: Blob {
-            media_type: OCI_MANIFEST_MEDIA_TYPE,
-            bytes: serde_json::to_vec(&manifest).context("serialise the attestation manifest")?,
-        },
-        config,
-        layers,
-    })
+            Predicate {
+                predicate_type: SLSA_PREDICATE_TYPE,
+                predicate: &provenance_predicate,
+            },
+        ],
+    )
 }
 
 fn provenance<'a>(repository: &str, platform: Platform, facts: &'a BuildFacts) -> Provenance<'a> {
@@ -292,10 +191,9 @@ pub fn build_facts(
     rust_std: Option<(String, String)>,
 ) -> anyhow::Result<BuildFacts> {
     let read_sha256 = |relative: &str| -> anyhow::Result<String> {
-        let path = root.join(relative);
-        Ok(sha256_hex(
-            &std::fs::read(&path).with_context(|| format!("read {}", path.display()))?,
-        ))
+        Ok(Digest::sha256_of_file(&root.join(relative))?
+            .hex()
+            .to_string())
     };
     let commit = xshell::cmd!(sh, "git -C {root} rev-parse HEAD")
         .quiet()
@@ -329,8 +227,7 @@ pub fn build_facts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::layer::{FileContents, Rootfs};
-    use crate::images::oci;
+    use xtask_oci::{ContainerConfig, FileContents, Rootfs};
 
     fn facts(dirty: bool) -> BuildFacts {
         BuildFacts {
@@ -364,13 +261,14 @@ mod tests {
     fn the_archive_and_the_index_carry_the_attestation_as_buildkit_does() {
         let mut rootfs = Rootfs::new();
         rootfs.add_file("usr/bin/tool", FileContents::Bytes(b"tool".to_vec()), 0o755);
-        let settings = oci::RuntimeSettings::default();
-        let blobs = oci::image_blobs(&rootfs, &settings, 7, Platform::Arm64).unwrap();
-        let manifest_hex = blobs.manifest_digest_hex();
+        let settings = ContainerConfig::default();
+        let blobs = xtask_oci::image_blobs(&rootfs, &settings, "arm64", 7).unwrap();
+        let manifest = blobs.manifest_digest();
+        let manifest_hex = manifest.hex();
         let sbom = br#"{"spdxVersion": "SPDX-2.3", "name": "x"}"#;
         let attestation =
-            attestation("db", Platform::Arm64, &manifest_hex, sbom, &facts(false)).unwrap();
-        let archive = oci::archive_tar(
+            attestation("db", Platform::Arm64, &manifest, sbom, &facts(false)).unwrap();
+        let archive = xtask_oci::archive_tar(
             &blobs,
             "webstack/db",
             &["local".into()],
@@ -378,17 +276,9 @@ mod tests {
             7,
         )
         .unwrap();
-        let path = std::env::temp_dir().join(format!(
-            "xtask-attestation-{}-{}.tar",
-            std::process::id(),
-            crate::docker::unique_suffix()
-        ));
-        std::fs::write(&path, &archive).unwrap();
-        let read = oci::read_archive(&path);
-        std::fs::remove_file(&path).unwrap();
-        let read = read.unwrap();
+        let read = xtask_oci::read_archive(archive.as_slice()).unwrap();
 
-        assert_eq!(read.manifest.digest(), format!("sha256:{manifest_hex}"));
+        assert_eq!(read.manifest.digest(), manifest);
         let read_attestation = read
             .attestation
             .as_ref()
@@ -418,12 +308,15 @@ mod tests {
         assert_eq!(provenance["externalParameters"]["platform"], "linux/arm64");
         assert_eq!(provenance["externalParameters"]["sourceDirty"], false);
 
-        let index = oci::image_index(&[read]).unwrap();
+        let index = xtask_oci::image_index(&[read]).unwrap();
         let index: serde_json::Value = serde_json::from_slice(&index.bytes).unwrap();
         let entries = index["manifests"].as_array().unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0]["platform"]["architecture"], "arm64");
-        assert_eq!(entries[1]["digest"], attestation.manifest.digest());
+        assert_eq!(
+            entries[1]["digest"],
+            attestation.manifest.digest().to_string()
+        );
         assert_eq!(entries[1]["platform"]["architecture"], "unknown");
         assert_eq!(
             entries[1]["annotations"]["vnd.docker.reference.type"],
@@ -431,34 +324,17 @@ mod tests {
         );
         assert_eq!(
             entries[1]["annotations"]["vnd.docker.reference.digest"],
-            format!("sha256:{manifest_hex}")
+            manifest.to_string()
         );
     }
 
     #[test]
     fn the_same_build_gives_the_same_statements_and_a_dirty_tree_says_so() {
         let sbom = br#"{"spdxVersion": "SPDX-2.3"}"#;
-        let clean = attestation(
-            "webapp",
-            Platform::Amd64,
-            &"ab".repeat(32),
-            sbom,
-            &facts(false),
-        );
-        let again = attestation(
-            "webapp",
-            Platform::Amd64,
-            &"ab".repeat(32),
-            sbom,
-            &facts(false),
-        );
-        let dirty = attestation(
-            "webapp",
-            Platform::Amd64,
-            &"ab".repeat(32),
-            sbom,
-            &facts(true),
-        );
+        let manifest = Digest::sha256(b"manifest");
+        let clean = attestation("webapp", Platform::Amd64, &manifest, sbom, &facts(false));
+        let again = attestation("webapp", Platform::Amd64, &manifest, sbom, &facts(false));
+        let dirty = attestation("webapp", Platform::Amd64, &manifest, sbom, &facts(true));
 
         let (clean, again, dirty) = (clean.unwrap(), again.unwrap(), dirty.unwrap());
         assert_eq!(clean.manifest, again.manifest);

@@ -93,7 +93,7 @@ fn debian_part(
 struct ImageInputs {
     name: &'static str,
     rootfs: Rootfs,
-    settings: RuntimeSettings,
+    settings: ContainerConfig,
     budget: u64,
     packages: Vec<sbom::DebianPackage>,
     /// The image paths the Debian packages provided.
@@ -106,7 +106,7 @@ impl ImageInputs {
     fn from_debian(
         name: &'static str,
         debian: DebianPart,
-        settings: RuntimeSettings,
+        settings: ContainerConfig,
         budget: u64,
     ) -> ImageInputs {
         ImageInputs {
@@ -188,18 +188,38 @@ fn runtime_settings(
     model: &stack::Stack,
     service_name: &str,
     description: &str,
-) -> anyhow::Result<RuntimeSettings> {
+) -> anyhow::Result<ContainerConfig> {
     let service = model.service(service_name)?;
-    Ok(RuntimeSettings {
+    Ok(ContainerConfig {
         entrypoint: stack::entrypoint(service_name)?,
-        environment: vec![DEFAULT_PATH.into()],
-        exposed_ports: model.listening_ports(service)?,
-        healthcheck_command: Some(service.healthcheck.command.clone()),
+        env: vec![DEFAULT_PATH.into()],
+        exposed_ports: model
+            .listening_ports(service)?
+            .into_iter()
+            .map(|port| (port, xtask_oci::image::EmptyObject {}))
+            .collect(),
+        healthcheck: Some(image_healthcheck(&service.healthcheck.command)),
         labels: labels(service_name, description),
         stop_signal: Some(service.stop_signal.into()),
         user: service.user.into(),
         working_dir: service.working_dir.into(),
     })
+}
+
+/// The healthcheck an image carries: `command`, every 10 s, 3 s each, three
+/// failures in a row after a 5 s start (what `docker run` uses; Compose and
+/// Swarm set the service's own).
+fn image_healthcheck(command: &[String]) -> xtask_oci::Healthcheck {
+    const SECOND_IN_NANOSECONDS: u64 = 1_000_000_000;
+    xtask_oci::Healthcheck {
+        interval: 10 * SECOND_IN_NANOSECONDS,
+        retries: 3,
+        start_period: 5 * SECOND_IN_NANOSECONDS,
+        test: std::iter::once("CMD".to_string())
+            .chain(command.iter().cloned())
+            .collect(),
+        timeout: 3 * SECOND_IN_NANOSECONDS,
+    }
 }
 
 /// The webapp image's files: the static binary and nothing else.
@@ -219,7 +239,7 @@ fn db_image(
     root: &Path,
     cache: &DebianCache,
     platform: Platform,
-    settings: RuntimeSettings,
+    settings: ContainerConfig,
 ) -> anyhow::Result<ImageInputs> {
     let mut db = ImageInputs::from_debian(
         "db",
@@ -242,7 +262,7 @@ fn proxy_image(
     nginx_dir: &Path,
     binaries: &webapp_binary::WebappBinaries,
     platform: Platform,
-    settings: RuntimeSettings,
+    settings: ContainerConfig,
 ) -> anyhow::Result<ImageInputs> {
     let mut image = ImageInputs::from_debian(
         "proxy",
@@ -388,34 +408,29 @@ fn build_platform(
             continue;
         }
         eprintln!("images: writing {name} ({platform})");
-        let blobs = oci::image_blobs(rootfs, settings, epoch, platform)
+        let blobs = xtask_oci::image_blobs(rootfs, settings, platform.oci_architecture(), epoch)
             .with_context(|| format!("build image {name} for {platform}"))?;
         let repository = format!("{REPOSITORY_PREFIX}/{name}");
-        let config_digest_hex = blobs.config_digest_hex();
-        let tags = vec![platform.stable_tag(), config_digest_hex[..12].to_string()];
-        let sbom = image_sbom(
-            sh,
-            root,
-            image,
-            platform,
-            &blobs.manifest_digest_hex(),
-            epoch,
-        )?;
+        let config_digest = blobs.config_digest();
+        let manifest_digest = blobs.manifest_digest();
+        let tags = vec![platform.stable_tag(), config_digest.short_hex().to_string()];
+        let sbom = image_sbom(sh, root, image, platform, &manifest_digest, epoch)?;
         let attestation =
-            attestation::attestation(name, platform, &blobs.manifest_digest_hex(), &sbom, &facts)?;
-        let archive = oci::archive_tar(&blobs, &repository, &tags, Some(&attestation), epoch)?;
+            attestation::attestation(name, platform, &manifest_digest, &sbom, &facts)?;
+        let archive =
+            xtask_oci::archive_tar(&blobs, &repository, &tags, Some(&attestation), epoch)?;
         staging::write_atomically(&sbom::sbom_path(&archive_path), &sbom, 0o666)?;
         staging::write_atomically(&archive_path, &archive, 0o666)?;
         let artifact = ImageArtifact {
             name,
             platform,
-            sbom_sha256_hex: layer::sha256_hex(&sbom),
-            manifest_digest_hex: blobs.manifest_digest_hex(),
-            archive_sha256_hex: layer::sha256_hex(&archive),
+            sbom_sha256: Digest::sha256(&sbom),
+            manifest_digest,
+            archive_sha256: Digest::sha256(&archive),
             compressed_size: blobs.layer_gzip.len() as u64,
             uncompressed_size: blobs.layer_uncompressed_size,
             budget,
-            config_digest_hex,
+            config_digest,
             archive_path,
         };
         write_build_record(&record_path, &fingerprint, &artifact, archive.len() as u64)?;
@@ -431,7 +446,7 @@ fn image_sbom(
     root: &Path,
     image: &ImageInputs,
     platform: Platform,
-    manifest_digest_hex: &str,
+    manifest_digest: &Digest,
     epoch: u64,
 ) -> anyhow::Result<Vec<u8>> {
     let mut programs = BTreeMap::new();
@@ -444,8 +459,8 @@ fn image_sbom(
     sbom::document(&sbom::ImageContents {
         name: image.name,
         platform,
-        manifest_digest_hex,
-        created: &oci::rfc3339_utc(epoch),
+        manifest_digest,
+        created: &xtask_oci::rfc3339_utc(epoch),
         packages: &image.packages,
         rootfs: &image.rootfs,
         from_packages: &image.from_packages,
@@ -459,10 +474,10 @@ fn image_sbom(
 pub(super) struct BuildRecord {
     fingerprint: String,
     archive_size: u64,
-    config_digest_hex: String,
-    manifest_digest_hex: String,
-    archive_sha256_hex: String,
-    sbom_sha256_hex: String,
+    config_digest: Digest,
+    manifest_digest: Digest,
+    archive_sha256: Digest,
+    sbom_sha256: Digest,
     compressed_size: u64,
     uncompressed_size: u64,
 }
@@ -472,7 +487,7 @@ pub(super) struct BuildRecord {
 /// the xtask binary itself (a changed writer must rewrite).
 pub(super) fn build_fingerprint(
     rootfs: &Rootfs,
-    settings: &RuntimeSettings,
+    settings: &ContainerConfig,
     build_facts: &str,
     platform: Platform,
 ) -> anyhow::Result<String> {
@@ -483,13 +498,15 @@ pub(super) fn build_fingerprint(
         .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|duration| duration.as_nanos())
         .unwrap_or_default();
-    Ok(layer::sha256_hex(
+    Ok(Digest::sha256(
         format!(
             "{}\0{settings:?}\0{build_facts}\0{platform}\0{executable}",
             rootfs.fingerprint()?
         )
         .as_bytes(),
-    ))
+    )
+    .hex()
+    .to_string())
 }
 
 /// The earlier artifact when its record matches `fingerprint` and its
@@ -506,16 +523,16 @@ pub(super) fn reusable_artifact(
     }
     // The SBOM beside it, whole (it is written before the archive).
     let sbom = fs::read(sbom::sbom_path(archive_path)).ok()?;
-    if layer::sha256_hex(&sbom) != record.sbom_sha256_hex {
+    if Digest::sha256(&sbom) != record.sbom_sha256 {
         return None;
     }
     Some(ImageArtifact {
         name: "",
         platform: Platform::Amd64,
-        config_digest_hex: record.config_digest_hex,
-        manifest_digest_hex: record.manifest_digest_hex,
-        archive_sha256_hex: record.archive_sha256_hex,
-        sbom_sha256_hex: record.sbom_sha256_hex,
+        config_digest: record.config_digest,
+        manifest_digest: record.manifest_digest,
+        archive_sha256: record.archive_sha256,
+        sbom_sha256: record.sbom_sha256,
         compressed_size: record.compressed_size,
         uncompressed_size: record.uncompressed_size,
         budget: 0,
@@ -532,10 +549,10 @@ pub(super) fn write_build_record(
     let record = BuildRecord {
         fingerprint: fingerprint.to_string(),
         archive_size,
-        config_digest_hex: artifact.config_digest_hex.clone(),
-        manifest_digest_hex: artifact.manifest_digest_hex.clone(),
-        archive_sha256_hex: artifact.archive_sha256_hex.clone(),
-        sbom_sha256_hex: artifact.sbom_sha256_hex.clone(),
+        config_digest: artifact.config_digest.clone(),
+        manifest_digest: artifact.manifest_digest.clone(),
+        archive_sha256: artifact.archive_sha256.clone(),
+        sbom_sha256: artifact.sbom_sha256.clone(),
         compressed_size: artifact.compressed_size,
         uncompressed_size: artifact.uncompressed_size,
     };
@@ -546,7 +563,7 @@ pub(super) fn write_build_record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::layer::RootfsEntry;
+    use xtask_oci::RootfsEntry;
 
     /// The files `add_nginx_config` added (besides their parent directories),
     /// with their bytes.

@@ -19,10 +19,10 @@ pub(super) fn print_table(artifacts: &[ImageArtifact]) {
     );
     for artifact in artifacts {
         println!(
-            "{:<8} {:<12} sha256:{:<64} {:>11} {:>13} {:>8}",
+            "{:<8} {:<12} {:<71} {:>11} {:>13} {:>8}",
             artifact.name,
             artifact.platform.to_string(),
-            artifact.config_digest_hex,
+            artifact.config_digest.to_string(),
             mebibytes(artifact.compressed_size),
             mebibytes(artifact.uncompressed_size),
             format!("{} MiB", artifact.budget / MEBIBYTE),
@@ -105,17 +105,17 @@ fn check_layout(check_dir: &Path, regular: &BuildLayout, name: &str) -> BuildLay
 fn differences(first_builds: &[ImageArtifact], second_builds: &[ImageArtifact]) -> Vec<String> {
     let mut differences = Vec::new();
     for (first, second) in first_builds.iter().zip(second_builds) {
-        if first.archive_sha256_hex != second.archive_sha256_hex
-            || first.sbom_sha256_hex != second.sbom_sha256_hex
-            || first.config_digest_hex != second.config_digest_hex
-            || first.manifest_digest_hex != second.manifest_digest_hex
+        if first.archive_sha256 != second.archive_sha256
+            || first.sbom_sha256 != second.sbom_sha256
+            || first.config_digest != second.config_digest
+            || first.manifest_digest != second.manifest_digest
         {
             differences.push(format!(
                 "{} ({}): image id {} vs {} (archives {} and {}, SBOMs beside them)",
                 first.name,
                 first.platform,
-                first.config_digest_hex,
-                second.config_digest_hex,
+                first.config_digest,
+                second.config_digest,
                 first.archive_path.display(),
                 second.archive_path.display()
             ));

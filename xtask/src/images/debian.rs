@@ -21,7 +21,6 @@ use serde::{Deserialize, Serialize};
 use super::{
     archive::{self, Archives, FetchError},
     deb,
-    layer::sha256_file_hex,
     platform::Platform,
 };
 
@@ -231,7 +230,8 @@ pub fn ensure_locked_deb(cache: &DebianCache, locked: &LockedPackage) -> anyhow:
             }
         }
     }
-    let actual = sha256_file_hex(&deb_path)?;
+    let actual = xtask_oci::Digest::sha256_of_file(&deb_path)?;
+    let actual = actual.hex();
     if actual != locked.sha256 {
         bail!(
             "refusing package {package} {version}: {} has sha256 {actual}, but {LOCK_PATH} pins {}. \

@@ -20,7 +20,7 @@ pub fn image_id(sh: &Shell, reference: &str) -> Option<String> {
 /// content tag, then points the stable tag at it.
 pub fn load_and_tag(sh: &Shell, artifact: &ImageArtifact) -> anyhow::Result<BuiltImage> {
     let repository = artifact.repository();
-    let digest = format!("sha256:{}", artifact.config_digest_hex);
+    let digest = artifact.config_digest.to_string();
     let content_tag = format!("{repository}:{}", artifact.content_tag());
     let stable_tag = format!("{repository}:{}", artifact.platform.stable_tag());
     if image_id(sh, &content_tag).as_deref() != Some(digest.as_str()) {
@@ -46,7 +46,7 @@ pub fn load_and_tag(sh: &Shell, artifact: &ImageArtifact) -> anyhow::Result<Buil
         name: artifact.name,
         stable_tag,
         content_tag,
-        digest,
+        digest: artifact.config_digest.clone(),
     })
 }
 

@@ -21,7 +21,6 @@ use std::{
 use super::{
     archive::{Archives, DEBIAN},
     debian::{self, DebianCache, LockFile, LockedPackage},
-    layer::sha256_hex,
     release::{self, Suite},
 };
 
@@ -180,7 +179,7 @@ fn pinned(bytes: &[u8]) -> LockedPackage {
         suite: "bookworm".into(),
         filename: POOL_PATH.into(),
         size: bytes.len() as u64,
-        sha256: sha256_hex(bytes),
+        sha256: xtask_oci::Digest::sha256(bytes).hex().to_string(),
     }
 }
 

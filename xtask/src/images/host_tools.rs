@@ -22,10 +22,10 @@ use std::{
 
 use anyhow::Context;
 use xshell::Shell;
+use xtask_oci::{Digest, FileContents, Rootfs, RootfsEntry};
 
 use super::{
     debian::{self, DebianContents},
-    layer::{sha256_hex, Rootfs},
     staging, BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
 };
 
@@ -207,22 +207,49 @@ fn materialise(
     // Keyed by the pins and the chosen paths: a lock or selection change
     // gives a new tree, an unchanged one reuses the old tree.
     let paths: Vec<&String> = rootfs.entries().keys().collect();
-    let key = sha256_hex(
+    let key = Digest::sha256(
         serde_json::to_string(&(lock.packages_for(contents.image, platform)?, paths))
             .context("serialise lock entries")?
             .as_bytes(),
     );
     let rootfs_parent = tools_dir.join("rootfs");
-    let directory = rootfs_parent.join(format!("{}-{}", contents.image, &key[..16]));
+    let directory = rootfs_parent.join(format!("{}-{}", contents.image, &key.hex()[..16]));
     if !directory.exists() {
         fs::create_dir_all(&rootfs_parent)
             .with_context(|| format!("create {}", rootfs_parent.display()))?;
         let temporary = staging::temporary_dir(&rootfs_parent, contents.image)?;
-        rootfs.write_to_dir(temporary.path())?;
+        write_tree(&rootfs, temporary.path())?;
         // A concurrent caller may have written the same tree first.
         staging::persist_dir(temporary, &directory);
     }
     Ok(MaterialisedRootfs { directory, rootfs })
+}
+
+/// Writes `rootfs` as a real tree under `root` (which must not exist yet)
+/// with the same modes; owners are left as they come (host tools run as
+/// the caller).
+fn write_tree(rootfs: &Rootfs, root: &Path) -> anyhow::Result<()> {
+    fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
+    for (path, entry) in rootfs.entries() {
+        let destination = root.join(path);
+        match entry {
+            RootfsEntry::Directory { .. } => fs::create_dir_all(&destination)
+                .with_context(|| format!("create {}", destination.display()))?,
+            RootfsEntry::File { contents, mode } => {
+                match contents {
+                    FileContents::Path(source) => fs::copy(source, &destination).map(|_| ()),
+                    FileContents::Bytes(bytes) => fs::write(&destination, bytes),
+                }
+                .with_context(|| format!("write {}", destination.display()))?;
+                use std::os::unix::fs::PermissionsExt;
+                fs::set_permissions(&destination, fs::Permissions::from_mode(*mode))
+                    .with_context(|| format!("chmod {}", destination.display()))?;
+            }
+            RootfsEntry::Symlink { target } => std::os::unix::fs::symlink(target, &destination)
+                .with_context(|| format!("symlink {}", destination.display()))?,
+        }
+    }
+    Ok(())
 }
 
 fn shell_quote(path: &Path) -> String {

@@ -4,9 +4,9 @@
 //!
 //! Pipeline: a static-pie webapp binary from `cargo build`; Debian packages
 //! pinned in deploy/images.lock.json, reduced to the files the binaries load
-//! (`debian`); one deterministic layer per image (`layer`); config, manifest
-//! and a hybrid docker-archive/OCI tar (`oci`); `docker load` and tags
-//! (`docker`). `host_tools` runs the same redis and nginx on the host.
+//! (`debian`); one deterministic layer per image, its config, manifest and
+//! a hybrid docker-archive/OCI tar (the `xtask_oci` crate); `docker load`
+//! and tags (`docker`). `host_tools` runs the same redis and nginx on the host.
 
 mod archive;
 mod attestation;
@@ -22,9 +22,7 @@ mod emulation;
 #[cfg(test)]
 mod fetch_tests;
 mod host_tools;
-mod layer;
 mod lock;
-mod oci;
 mod pinned_tools;
 mod platform;
 mod release;
@@ -52,16 +50,10 @@ pub use pinned_tools::pinned_registry;
 
 use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
-use layer::{FileContents, Rootfs};
-use oci::RuntimeSettings;
-#[cfg(test)]
-pub use oci::{
-    image_index, PlatformImage, OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE,
-    OCI_MANIFEST_MEDIA_TYPE,
-};
-pub use oci::{Blob, MultiPlatformImage};
 pub use platform::Platform;
 pub use sbom::Sbom;
+pub use xtask_oci::{Blob, Digest, MultiPlatformImage};
+use xtask_oci::{ContainerConfig, FileContents, Rootfs};
 
 pub use crate::stack::{StackImages, STABLE_TAG};
 /// The images are `webstack/webapp` and so on, locally and under a registry's prefix.
@@ -185,8 +177,8 @@ pub struct BuiltImage {
     pub stable_tag: String,
     /// e.g. `webstack/webapp:0123456789ab`.
     pub content_tag: String,
-    /// The image id: `sha256:` + hex of the config blob.
-    pub digest: String,
+    /// The image id: the digest of the config blob.
+    pub digest: Digest,
 }
 
 /// What one build produced for one image.
@@ -194,11 +186,12 @@ pub struct BuiltImage {
 pub struct ImageArtifact {
     pub name: &'static str,
     pub platform: Platform,
-    pub config_digest_hex: String,
-    pub manifest_digest_hex: String,
-    pub archive_sha256_hex: String,
+    /// The image id.
+    pub config_digest: Digest,
+    pub manifest_digest: Digest,
+    pub archive_sha256: Digest,
     /// Of the SPDX SBOM beside the archive (`sbom::sbom_path`).
-    pub sbom_sha256_hex: String,
+    pub sbom_sha256: Digest,
     pub compressed_size: u64,
     pub uncompressed_size: u64,
     pub budget: u64,
@@ -210,7 +203,7 @@ impl ImageArtifact {
         format!("{REPOSITORY_PREFIX}/{}", self.name)
     }
     pub fn content_tag(&self) -> String {
-        self.config_digest_hex[..12].to_string()
+        self.config_digest.short_hex().to_string()
     }
 }
 
@@ -255,15 +248,31 @@ pub fn multi_platform_images(
     for name in crate::stack::IMAGE_SERVICES {
         let mut platforms = Vec::new();
         for artifact in artifacts.iter().filter(|artifact| artifact.name == name) {
-            platforms.push(oci::read_archive(&artifact.archive_path)?);
+            let image = read_archive(&artifact.archive_path)?;
+            if image.platform != artifact.platform.oci() {
+                anyhow::bail!(
+                    "{} holds a {} image, not {}",
+                    artifact.archive_path.display(),
+                    image.platform,
+                    artifact.platform
+                )
+            }
+            platforms.push(image);
         }
         images.push(MultiPlatformImage {
             name,
-            index: oci::image_index(&platforms)?,
+            index: xtask_oci::image_index(&platforms)?,
             platforms,
         });
     }
     Ok(images)
+}
+
+/// The image an archive of `build_all` holds, read back for a push.
+fn read_archive(path: &Path) -> anyhow::Result<xtask_oci::PlatformImage> {
+    let file = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+    xtask_oci::read_archive(std::io::BufReader::new(file))
+        .with_context(|| format!("read the image archive {}", path.display()))
 }
 
 /// The regular build of `platform`'s three images (incremental; no Docker).

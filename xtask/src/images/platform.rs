@@ -33,6 +33,11 @@ impl Platform {
         }
     }
 
+    /// The platform as an OCI index entry names it.
+    pub fn oci(self) -> xtask_oci::Platform {
+        xtask_oci::Platform::linux(self.oci_architecture())
+    }
+
     /// Debian's name of the architecture (the `_arm64.deb` suffix).
     pub fn debian_architecture(self) -> &'static str {
         self.oci_architecture()

@@ -26,7 +26,6 @@ use super::{
     archive::{self, Archives, DEBIAN, DEBIAN_SECURITY},
     deb,
     debian::LockedPackage,
-    layer::sha256_hex,
 };
 
 /// Where the archive keys live, relative to the workspace root.
@@ -187,8 +186,9 @@ pub fn check_against_release(
             bytes.len()
         )
     }
-    let actual = sha256_hex(bytes);
-    if actual != *sha256 {
+    let actual = xtask_oci::Digest::sha256(bytes);
+    let actual = actual.hex();
+    if actual != sha256.as_str() {
         bail!(
             "{name}: sha256 {actual} differs from {sha256} in the signed InRelease; nothing was changed"
         )

@@ -13,19 +13,17 @@
 
 mod crates;
 mod licenses;
-mod spdx;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use sha2::Digest;
 use xshell::Shell;
+use xtask_oci::{spdx, Digest, FileContents, RootfsEntry};
 
 pub use crates::{normal_dependencies, Crate};
 
 use super::debian::{LockedPackage, UnpackedPackage};
-use super::layer::{FileContents, RootfsEntry};
 use super::platform::Platform;
 use super::{Rootfs, REPOSITORY_PREFIX};
 
@@ -73,7 +71,7 @@ impl DebianPackage {
 pub struct ImageContents<'a> {
     pub name: &'static str,
     pub platform: Platform,
-    pub manifest_digest_hex: &'a str,
+    pub manifest_digest: &'a Digest,
     /// RFC 3339, from SOURCE_DATE_EPOCH.
     pub created: &'a str,
     pub packages: &'a [DebianPackage],
@@ -95,7 +93,7 @@ pub fn document(contents: &ImageContents) -> anyhow::Result<Vec<u8>> {
     let mut packages = vec![spdx::Package {
         spdx_id: image_id.clone(),
         name: repository.clone(),
-        version_info: format!("sha256:{}", contents.manifest_digest_hex),
+        version_info: contents.manifest_digest.to_string(),
         supplier: NOASSERTION.into(),
         download_location: NOASSERTION.into(),
         // Its files are those no package holds (filled in below).
@@ -104,7 +102,7 @@ pub fn document(contents: &ImageContents) -> anyhow::Result<Vec<u8>> {
         has_files: Vec::new(),
         checksums: vec![spdx::Checksum {
             algorithm: "SHA256",
-            checksum_value: contents.manifest_digest_hex.to_string(),
+            checksum_value: contents.manifest_digest.hex().to_string(),
         }],
         source_info: None,
         license_concluded: NOASSERTION,
@@ -113,7 +111,7 @@ pub fn document(contents: &ImageContents) -> anyhow::Result<Vec<u8>> {
         external_refs: vec![purl(format!(
             "pkg:oci/{}@{}?arch={architecture}&repository_url={}",
             contents.name,
-            spdx::purl_encode(&format!("sha256:{}", contents.manifest_digest_hex)),
+            spdx::purl_encode(&contents.manifest_digest.to_string()),
             spdx::purl_encode(&repository),
         ))],
         primary_package_purpose: "CONTAINER",
@@ -191,7 +189,7 @@ pub fn document(contents: &ImageContents) -> anyhow::Result<Vec<u8>> {
                 },
                 spdx::Checksum {
                     algorithm: "SHA256",
-                    checksum_value: hex::encode(sha2::Sha256::digest(&bytes)),
+                    checksum_value: Digest::sha256(&bytes).hex().to_string(),
                 },
             ],
             license_concluded: NOASSERTION,
@@ -225,7 +223,7 @@ pub fn document(contents: &ImageContents) -> anyhow::Result<Vec<u8>> {
         name: format!("{repository} {}", contents.platform),
         document_namespace: format!(
             "https://webstack.invalid/spdx/{}/{architecture}/{}",
-            contents.name, contents.manifest_digest_hex
+            contents.name, contents.manifest_digest.hex()
         ),
         creation_info: spdx::CreationInfo {
             created: contents.created.to_string(),

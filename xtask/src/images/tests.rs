@@ -24,7 +24,7 @@ use xshell::{cmd, Shell};
 
 use super::{
     debian::{self, LockFile, LockedSource},
-    ensure_images, host_tools, BuildLayout, BuiltImage, Platform, DB_CONTENTS,
+    ensure_images, host_tools, BuildLayout, BuiltImage, Digest, Platform, DB_CONTENTS,
 };
 
 fn shell() -> Shell {
@@ -345,11 +345,11 @@ fn content_tag_points_at_the_built_image_id_and_stable_tag_exists() {
     for image in images() {
         assert_eq!(
             super::docker::image_id(&sh, &image.content_tag).as_deref(),
-            Some(image.digest.as_str()),
+            Some(image.digest.to_string().as_str()),
             "{}",
             image.content_tag
         );
-        assert!(image.content_tag.ends_with(&image.digest[7..19]));
+        assert!(image.content_tag.ends_with(image.digest.short_hex()));
         // Not compared with the digest: a concurrent build from another
         // commit (another SOURCE_DATE_EPOCH) may have moved it meanwhile.
         assert!(
@@ -454,10 +454,10 @@ fn an_image_over_its_compressed_size_budget_fails_naming_it() {
     let artifact = |name: &'static str, compressed_size: u64| super::ImageArtifact {
         name,
         platform: Platform::Arm64,
-        config_digest_hex: "0".repeat(64),
-        manifest_digest_hex: "0".repeat(64),
-        archive_sha256_hex: "0".repeat(64),
-        sbom_sha256_hex: "0".repeat(64),
+        config_digest: Digest::sha256(b""),
+        manifest_digest: Digest::sha256(b""),
+        archive_sha256: Digest::sha256(b""),
+        sbom_sha256: Digest::sha256(b""),
         compressed_size,
         uncompressed_size: compressed_size * 2,
         budget: 4 * 1024 * 1024,

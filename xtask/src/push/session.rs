@@ -18,7 +18,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
 
 use super::{PushTarget, PushedImage};
-use crate::images::{Blob, MultiPlatformImage};
+use crate::images::{Blob, Digest, MultiPlatformImage};
 
 /// The digest of no bytes: a blob question any registry can answer.
 const EMPTY_BLOB_DIGEST: &str =
@@ -166,11 +166,11 @@ impl<'a> Session<'a> {
             .map(|_| ())
     }
 
-    fn reference(&self, repository: &str, digest_or_tag: ManifestName) -> Reference {
+    fn reference(&self, repository: &str, digest_or_tag: ManifestName<'_>) -> Reference {
         let registry = self.target.registry.clone();
         match digest_or_tag {
             ManifestName::Digest(digest) => {
-                Reference::with_digest(registry, repository.to_string(), digest)
+                Reference::with_digest(registry, repository.to_string(), digest.to_string())
             }
             ManifestName::Tag(tag) => Reference::with_tag(registry, repository.to_string(), tag),
         }
@@ -188,7 +188,7 @@ impl<'a> Session<'a> {
             )
         };
         let index_digest = image.index.digest();
-        let by_index = self.reference(&repository, ManifestName::Digest(index_digest.clone()));
+        let by_index = self.reference(&repository, ManifestName::Digest(&index_digest));
         self.login(&by_index)
             .await
             .map_err(explain)
@@ -220,7 +220,7 @@ impl<'a> Session<'a> {
             }
             let exists = self
                 .client
-                .blob_exists(&by_index, &digest)
+                .blob_exists(&by_index, &digest.to_string())
                 .await
                 .map_err(explain)
                 .with_context(|| failed(format!("ask whether blob {digest} is there")))?;
@@ -229,7 +229,7 @@ impl<'a> Session<'a> {
                 continue;
             }
             self.client
-                .push_blob(&by_index, blob.bytes.clone(), &digest)
+                .push_blob(&by_index, blob.bytes.clone(), &digest.to_string())
                 .await
                 .map_err(explain)
                 .with_context(|| failed(format!("upload blob {digest} ({} bytes)", blob.size())))?;
@@ -240,7 +240,7 @@ impl<'a> Session<'a> {
             let digest = platform.manifest.digest();
             self.push_manifest(
                 &repository,
-                ManifestName::Digest(digest.clone()),
+                ManifestName::Digest(&digest),
                 &platform.manifest,
             )
             .await
@@ -249,7 +249,7 @@ impl<'a> Session<'a> {
                 let digest = attestation.manifest.digest();
                 self.push_manifest(
                     &repository,
-                    ManifestName::Digest(digest.clone()),
+                    ManifestName::Digest(&digest),
                     &attestation.manifest,
                 )
                 .await
@@ -263,7 +263,7 @@ impl<'a> Session<'a> {
         }
         self.push_manifest(
             &repository,
-            ManifestName::Digest(index_digest.clone()),
+            ManifestName::Digest(&index_digest),
             &image.index,
         )
         .await
@@ -286,7 +286,7 @@ impl<'a> Session<'a> {
     async fn push_manifest(
         &self,
         repository: &str,
-        digest_or_tag: ManifestName,
+        digest_or_tag: ManifestName<'_>,
         manifest: &Blob,
     ) -> anyhow::Result<()> {
         let reference = self.reference(repository, digest_or_tag);
@@ -303,16 +303,15 @@ impl<'a> Session<'a> {
 }
 
 /// Where a manifest goes: under its digest, or under a tag.
-enum ManifestName {
-    Digest(String),
+enum ManifestName<'a> {
+    Digest(&'a Digest),
     Tag(String),
 }
 
 /// The tag pushed last: the index digest's first 12 hex digits, so it
 /// names exactly one multi-platform image.
-pub fn content_tag(index_digest: &str) -> String {
-    let hex = index_digest.strip_prefix("sha256:").unwrap_or(index_digest);
-    hex.chars().take(12).collect()
+pub fn content_tag(index_digest: &Digest) -> String {
+    index_digest.short_hex().to_string()
 }
 
 /// The client's error, with what the registry answered spelled out and a
@@ -411,6 +410,7 @@ mod tests {
 
     #[test]
     fn content_tag_is_twelve_hex_digits_of_the_index() {
-        assert_eq!(content_tag("sha256:0123456789abcdef"), "0123456789ab");
+        let digest = Digest::from_hex(&"0123456789abcdef".repeat(4)).unwrap();
+        assert_eq!(content_tag(&digest), "0123456789ab");
     }
 }

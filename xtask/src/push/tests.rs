@@ -14,12 +14,11 @@ use serde::Deserialize;
 use xshell::{cmd, Shell};
 
 use super::{push_images, Credentials, PushTarget, PushedImage};
-use crate::images::{
-    image_index, Blob, MultiPlatformImage, Platform, PlatformImage, OCI_CONFIG_MEDIA_TYPE,
-    OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE,
-};
+use crate::images::Platform;
 use registry::TestRegistry;
 use relay::Relay;
+use xtask_oci::image::{OCI_CONFIG_MEDIA_TYPE, OCI_INDEX_MEDIA_TYPE, OCI_MANIFEST_MEDIA_TYPE};
+use xtask_oci::{image_index, Blob, Index, MultiPlatformImage, PlatformImage};
 
 const PREFIX: &str = "webstack";
 /// What a registry may answer for a manifest, in an Accept header.
@@ -101,7 +100,7 @@ fn synthetic_platform_image(platform: Platform, layer: Vec<u8>) -> PlatformImage
         }),
     );
     PlatformImage {
-        platform,
+        platform: platform.oci(),
         manifest,
         config,
         layers: vec![layer],
@@ -138,12 +137,18 @@ fn assert_fetchable_by_digest(registry: &TestRegistry, image: &MultiPlatformImag
         );
         assert_eq!(answer.status, 200, "{repository}@{digest}");
         assert_eq!(&answer.body, bytes, "{repository}@{digest}");
-        assert_eq!(answer.digest_header.as_deref(), Some(digest.as_str()));
+        assert_eq!(
+            answer.digest_header.as_deref(),
+            Some(digest.to_string().as_str())
+        );
     }
     let tag = super::session::content_tag(&index_digest);
     let by_tag = registry.get(&format!("/v2/{repository}/manifests/{tag}"), MANIFEST_TYPES);
     assert_eq!(by_tag.status, 200, "{repository}:{tag}");
-    assert_eq!(by_tag.digest_header.as_deref(), Some(index_digest.as_str()));
+    assert_eq!(
+        by_tag.digest_header.as_deref(),
+        Some(index_digest.to_string().as_str())
+    );
     assert_eq!(registry.tags(&repository), vec![tag]);
 }
 
@@ -243,31 +248,14 @@ fn host_docker_pulls_pushed_images_by_digest() {
         let amd64 = image
             .platforms
             .iter()
-            .find(|platform| platform.platform == Platform::Amd64)
+            .find(|platform| platform.platform == Platform::Amd64.oci())
             .expect("an amd64 image");
-        assert_eq!(inspected[0].id, amd64.config.digest(), "{reference}");
+        assert_eq!(
+            inspected[0].id,
+            amd64.config.digest().to_string(),
+            "{reference}"
+        );
     }
-}
-
-#[derive(Deserialize)]
-struct IndexPlatform {
-    architecture: String,
-    os: String,
-}
-
-#[derive(Deserialize)]
-struct IndexEntry {
-    digest: String,
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    platform: IndexPlatform,
-}
-
-#[derive(Deserialize)]
-struct Index {
-    #[serde(rename = "mediaType")]
-    media_type: String,
-    manifests: Vec<IndexEntry>,
 }
 
 #[test]
@@ -292,17 +280,15 @@ fn two_platform_index_lists_both_manifests_with_their_platforms() {
     );
     let index: Index = serde_json::from_slice(&answer.body).expect("an index");
     assert_eq!(index.media_type, OCI_INDEX_MEDIA_TYPE);
-    let listed: Vec<(&str, &str)> = index
+    let listed: Vec<Option<String>> = index
         .manifests
         .iter()
-        .map(|entry| {
-            (
-                entry.platform.os.as_str(),
-                entry.platform.architecture.as_str(),
-            )
-        })
+        .map(|entry| entry.platform.as_ref().map(ToString::to_string))
         .collect();
-    assert_eq!(listed, [("linux", "amd64"), ("linux", "arm64")]);
+    assert_eq!(
+        listed,
+        [Some("linux/amd64".into()), Some("linux/arm64".into())]
+    );
     for (entry, platform) in index.manifests.iter().zip(&image.platforms) {
         assert_eq!(entry.media_type, OCI_MANIFEST_MEDIA_TYPE);
         assert_eq!(entry.digest, platform.manifest.digest());

@@ -12,11 +12,8 @@ use std::{
 use anyhow::{bail, Context};
 
 use super::{DebianContents, PackageSource, UnpackedPackage, LOCK_PATH};
-use crate::images::{
-    deb,
-    layer::{normalize_image_path, resolve_symlink_target, FileContents, Rootfs},
-    platform::Platform,
-};
+use crate::images::{deb, platform::Platform};
+use xtask_oci::layer::{normalize_image_path, resolve_symlink_target, FileContents, Rootfs};
 
 /// Library directories ld.so searches by default on Debian for `platform`.
 fn library_directories(platform: Platform) -> [String; 4] {

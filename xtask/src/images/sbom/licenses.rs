@@ -158,7 +158,7 @@ fn expression(name: &str, references: &mut BTreeSet<(String, String)>) -> String
 
 fn reference(name: &str, references: &mut BTreeSet<(String, String)>) -> String {
     // An SPDX identifier's characters, as the document's own identifiers.
-    let id = super::spdx::id("LicenseRef", &format!("Debian-{name}"));
+    let id = xtask_oci::spdx::id("LicenseRef", &format!("Debian-{name}"));
     let id = id.trim_start_matches("SPDXRef-").to_string();
     references.insert((id.clone(), name.to_string()));
     id

@@ -2,8 +2,8 @@
 //! layer: a tar with entries sorted by path, every mtime the same, numeric
 //! owners only, then gzip without a timestamp.
 //!
-//! The same `Rootfs` also materialises as a real directory (`write_to_dir`),
-//! which is how `host_tools` runs the images' redis and nginx on the host.
+//! The only files it reads are those a `Rootfs` names on the host
+//! (`FileContents::Path`), when the layer is written or fingerprinted.
 
 use std::{
     collections::BTreeMap,
@@ -12,7 +12,9 @@ use std::{
 };
 
 use anyhow::Context;
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
+
+use crate::digest::Digest;
 
 /// Where a regular file's bytes come from.
 #[derive(Clone, Debug)]
@@ -199,7 +201,9 @@ impl Rootfs {
                 RootfsEntry::File { contents, mode } => {
                     hasher.update(format!("\0file {mode}\0").as_bytes());
                     match contents {
-                        FileContents::Bytes(bytes) => hasher.update(sha256_hex(bytes).as_bytes()),
+                        FileContents::Bytes(bytes) => {
+                            hasher.update(Digest::sha256(bytes).hex().as_bytes())
+                        }
                         FileContents::Path(source) => {
                             let metadata = fs::metadata(source)
                                 .with_context(|| format!("stat {}", source.display()))?;
@@ -219,32 +223,6 @@ impl Rootfs {
             }
         }
         Ok(hex::encode(hasher.finalize()))
-    }
-
-    /// Writes the tree under `root` (which must not exist yet) with the same
-    /// modes; owners are left to the caller (host tools run as the caller).
-    pub fn write_to_dir(&self, root: &Path) -> anyhow::Result<()> {
-        fs::create_dir_all(root).with_context(|| format!("create {}", root.display()))?;
-        for (path, entry) in &self.entries {
-            let destination = root.join(path);
-            match entry {
-                RootfsEntry::Directory { .. } => fs::create_dir_all(&destination)
-                    .with_context(|| format!("create {}", destination.display()))?,
-                RootfsEntry::File { contents, mode } => {
-                    match contents {
-                        FileContents::Path(source) => fs::copy(source, &destination).map(|_| ()),
-                        FileContents::Bytes(bytes) => fs::write(&destination, bytes),
-                    }
-                    .with_context(|| format!("write {}", destination.display()))?;
-                    use std::os::unix::fs::PermissionsExt;
-                    fs::set_permissions(&destination, fs::Permissions::from_mode(*mode))
-                        .with_context(|| format!("chmod {}", destination.display()))?;
-                }
-                RootfsEntry::Symlink { target } => std::os::unix::fs::symlink(target, &destination)
-                    .with_context(|| format!("symlink {}", destination.display()))?,
-            }
-        }
-        Ok(())
     }
 }
 
@@ -284,15 +262,6 @@ pub fn gzip(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
     Ok(output)
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-pub fn sha256_file_hex(path: &Path) -> anyhow::Result<String> {
-    let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    Ok(sha256_hex(&bytes))
-}
-
 /// `/usr//lib/./x/` → `usr/lib/x`; `..` is resolved lexically (symlinks in
 /// packages point at siblings or absolute paths, never through other links).
 pub fn normalize_image_path(path: &str) -> String {
@@ -325,6 +294,9 @@ pub fn resolve_symlink_target(link_path: &str, target: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The images' non-root user and group.
+    const NONROOT_ID: u64 = 65532;
 
     fn entry_names_and_mtimes(tar_bytes: &[u8]) -> Vec<(String, u64, u64, String)> {
         let mut archive = tar::Archive::new(tar_bytes);
@@ -360,7 +332,7 @@ mod tests {
             rootfs.add_file(path, FileContents::Bytes(bytes), 0o755);
         }
         rootfs.add_symlink("usr/lib/alpha.so", "alpha.so.1");
-        rootfs.add_directory("data", 0o755, u64::from(crate::stack::NONROOT_ID));
+        rootfs.add_directory("data", 0o755, NONROOT_ID);
         rootfs
     }
 
@@ -392,7 +364,7 @@ mod tests {
             entries.iter().all(|entry| entry.3.is_empty()),
             "{entries:?}"
         );
-        assert_eq!(entries[0].2, u64::from(crate::stack::NONROOT_ID));
+        assert_eq!(entries[0].2, NONROOT_ID);
     }
 
     #[test]
@@ -413,7 +385,7 @@ mod tests {
         let input: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let compressed = gzip(&input).unwrap();
         assert_eq!(
-            sha256_hex(&compressed),
+            Digest::sha256(&compressed).hex(),
             "18aa3d2e32ebc251503177cd4c7f32d38aefbd42a0fe1c52844d9fba8bad72d7",
             "gzip bytes changed: was flate2's backend or compression level changed?"
         );
