@@ -80,6 +80,7 @@
               ./Cargo.lock
               ./webapp
               ./nginx/proxy
+              ./nginx/acme
               ./xtask
               ./tests
             ];

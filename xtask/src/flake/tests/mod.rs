@@ -415,3 +415,58 @@ fn readme_states_the_nginx_and_redis_versions_the_debian_images_lock() -> anyhow
     }
     Ok(())
 }
+
+/// The flake's `workspaceSource`: the paths (`./…`) its fileset takes.
+fn flake_workspace_source() -> anyhow::Result<Vec<String>> {
+    let flake = read_project_file("flake.nix")?;
+    let start = flake
+        .find("workspaceSource = lib.fileset.toSource")
+        .context("flake.nix has no workspaceSource")?;
+    let list = flake[start..]
+        .split_once("lib.fileset.unions [")
+        .and_then(|(_, rest)| rest.split_once("];"))
+        .map(|(list, _)| list)
+        .context("flake.nix's workspaceSource has no `lib.fileset.unions [ … ];`")?;
+    Ok(list
+        .split_whitespace()
+        .filter_map(|path| path.strip_prefix("./"))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The workspace's members, from the top Cargo.toml's `members = [...]` line.
+fn workspace_members() -> anyhow::Result<Vec<String>> {
+    let manifest = read_project_file("Cargo.toml")?;
+    let line = manifest
+        .lines()
+        .find(|line| line.starts_with("members = ["))
+        .context("Cargo.toml has no one-line `members = [...]`")?;
+    Ok(line
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect())
+}
+
+#[test]
+fn the_flakes_workspace_source_holds_every_workspace_member() -> anyhow::Result<()> {
+    // cargo refuses to load a workspace with a member missing, so `nix build` would fail
+    // while the evaluation checks pass.
+    let source = flake_workspace_source()?;
+    let members = workspace_members()?;
+    assert!(members.len() >= 5, "{members:?}");
+    let missing: Vec<&String> = members
+        .iter()
+        .filter(|member| {
+            !source
+                .iter()
+                .any(|path| member.as_str() == path || member.starts_with(&format!("{path}/")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "flake.nix's workspaceSource lacks the workspace member(s) {missing:?} (it has {source:?})"
+    );
+    Ok(())
+}
