@@ -187,7 +187,7 @@ impl TlsArgs {
 
 impl TlsArgs {
     /// `--tls acme`: the `acme` service's settings (`acme.env`) and the CA root it trusts
-    /// (`acme-ca.pem`, empty for Mozilla's roots), checked here so a mistake shows before
+    /// (`acme-ca.pem`, blank for Mozilla's roots), checked here so a mistake shows before
     /// anything starts.
     fn write_acme_settings(&self, dir: &Path) -> anyhow::Result<()> {
         if self.names.is_empty() {
@@ -222,7 +222,8 @@ impl TlsArgs {
             );
         }
         let ca = match &self.acme_ca_file {
-            None => String::new(),
+            // A blank line: Mozilla's roots (a Swarm secret cannot be empty).
+            None => "\n".to_owned(),
             Some(path) => {
                 let text = read(path)?;
                 if !text.contains("-----BEGIN CERTIFICATE-----") {
