@@ -8,6 +8,9 @@
 //! port is published on loopback only, for the tests to read its root. So the CA, its
 //! challenges and its DNS stay on this machine. pebble's certificates live for
 //! [`VALIDITY_SECS`], so a renewal comes due within the pass.
+//!
+//! The Swarm suite's `--tls acme` test (`e2e/swarm.rs`) runs the same pebble as a Swarm
+//! service on its stack's edge network ([`Pebble::start_swarm_service`]).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -195,8 +198,8 @@ const PEBBLE_ENVIRONMENT: &str = "PEBBLE_VA_NOSLEEP=1";
 const NONROOT_USER: &str = stack::NONROOT_USER;
 /// The acme service's waits after a failure: short, so that an attempt before pebble or the
 /// new proxy is up costs little.
-pub(super) const RETRY_SECS: u64 = 1;
-pub(super) const RETRY_MAX_SECS: u64 = 2;
+const RETRY_SECS: u64 = 1;
+const RETRY_MAX_SECS: u64 = 2;
 
 /// pebble's files for one run, in a directory removed with it: its configuration, its
 /// listeners' certificate and key, and the CA of those ([`Pebble::listener_ca`]); pebble
