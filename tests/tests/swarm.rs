@@ -1,6 +1,7 @@
 //! End-to-end tests of the stack on Docker Swarm: replicas, a rolling update
 //! under load, an automatic rollback, self-healing, and last HTTPS
-//! (`swarm deploy --tls files`, then a renewed certificate).
+//! (`swarm deploy --tls acme` against pebble; `--tls files`, then a renewed
+//! certificate).
 //!
 //! `cargo xtask e2e --swarm` deploys a stack under a unique name and a free
 //! port, runs these tests with the `WEBSTACK_SWARM_*` variables set, and
@@ -18,11 +19,14 @@ use std::time::{Duration, Instant};
 use stack_contract::docker::{Container, HealthStatus, Task, UpdateState};
 use stack_contract::service::Service;
 use stack_contract::variables::swarm::{
-    HTTPS_PORT_VARIABLE, STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE,
-    XTASK_VARIABLE,
+    ACME_DIRECTORY_VARIABLE, ACME_DOMAIN_VARIABLE, HTTPS_PORT_VARIABLE,
+    PEBBLE_LISTENER_CA_VARIABLE, PEBBLE_MANAGEMENT_PORT_VARIABLE, PEBBLE_SERVICE_VARIABLE,
+    STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE, XTASK_VARIABLE,
 };
 use stack_tests::checks::{self, AfterKill, Deployment};
-use stack_tests::harness::{docker, https_redirect, FixedRateLoad};
+use stack_tests::harness::{
+    docker, docker_output, http_client_builder, https_redirect, FixedRateLoad,
+};
 use stack_tests::inspect;
 
 #[path = "support/test_ca.rs"]
@@ -450,6 +454,20 @@ async fn https_from_files_then_a_renewed_certificate_replaces_it_and_its_secrets
         2,
         "the certificate and the key: {first_secrets:?}"
     );
+    // Whatever HTTPS the stack had before (the acme test's, which runs first): its acme
+    // service and CA root are gone.
+    let acme = format!("{}_acme", stack.name);
+    assert!(
+        !docker_output(&["service", "inspect", &acme])
+            .status
+            .success(),
+        "{acme} still runs"
+    );
+    let left = stack_secret_names(&stack);
+    assert!(
+        !left.iter().any(|name| name.contains("_acme_ca_")),
+        "the acme service's CA root is gone once unused; the stack's secrets: {left:?}"
+    );
     println!(
         "swarm deploy --tls files: {took:.1?}; GET / over HTTPS: HTTP/2, 200, the chain checks against the test's CA; secrets {first_secrets:?}"
     );
@@ -495,6 +513,184 @@ async fn https_from_files_then_a_renewed_certificate_replaces_it_and_its_secrets
     println!(
         "renewal: {took:.1?}; the new certificate served; secrets {second_secrets:?}, the stack's now {left:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a stack on Swarm and pebble; `cargo xtask e2e --swarm` deploys them and runs it"]
+async fn https_acme_the_first_certificate_from_pebble_is_served_over_http2() {
+    let _turn = ONE_TEST_AT_A_TIME.lock().await;
+    let started = Instant::now();
+    let stack = SwarmStack::from_environment();
+    let https = HttpsDeploy::from_environment(&stack);
+    let pebble = Pebble::from_environment();
+
+    // The running stack, redeployed with the acme service, which asks pebble; pebble checks
+    // the challenge on the proxy's plain port over the stack's edge network.
+    let listener_ca = pebble.listener_ca.display().to_string();
+    let took = https.deploy_with(
+        &stack,
+        &[
+            "--tls",
+            "acme",
+            "--tls-name",
+            &pebble.domain,
+            "--acme-directory",
+            &pebble.directory,
+            "--acme-ca-file",
+            &listener_ca,
+            "--acme-retry-secs",
+            "1",
+            "--acme-retry-max-secs",
+            "2",
+        ],
+    );
+    let deployed = started.elapsed();
+    let root = reqwest::Certificate::from_pem(&pebble.root()).expect("pebble's root is PEM");
+    let client = http_client_builder()
+        .tls_certs_only([root])
+        .resolve(
+            &pebble.domain,
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, https.port)),
+        )
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("an HTTPS client");
+    let url = format!("https://{}:{}/", pebble.domain, https.port);
+    // Until the certificate comes, the front serves the acme service's provisional,
+    // self-signed one, which a client that trusts pebble's root alone refuses.
+    let answer = loop {
+        match client.get(&url).send().await {
+            Ok(answer) => break answer,
+            Err(error) if started.elapsed() < Duration::from_secs(90) => {
+                let _ = error;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(error) => panic!(
+                "no certificate from pebble {:.0?} after the deploy: {error:?}\nthe acme service said:\n{}",
+                started.elapsed() - deployed,
+                acme_log(&stack)
+            ),
+        }
+    };
+    assert_eq!(
+        answer.version(),
+        reqwest::Version::HTTP_2,
+        "ALPN chose HTTP/2"
+    );
+    assert_eq!(answer.status(), 200);
+    let body = answer.text().await.expect("body");
+    assert!(body.starts_with("Hello from "), "{body}");
+    println!(
+        "swarm deploy --tls acme: {took:.1?}; the first certificate from pebble served {:.1?} later: GET / over HTTPS: HTTP/2, 200, the chain checks against pebble's root; {:.1?} in all",
+        started.elapsed() - deployed,
+        started.elapsed()
+    );
+}
+
+/// What the stack's acme service logged.
+fn acme_log(stack: &SwarmStack) -> String {
+    let output = docker_output(&["service", "logs", "--raw", &format!("{}_acme", stack.name)]);
+    String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout)
+}
+
+/// pebble, Let's Encrypt's test CA, as xtask started it for the acme test: a Swarm service on
+/// the stack's edge network.
+struct Pebble {
+    directory: String,
+    domain: String,
+    listener_ca: PathBuf,
+    service: String,
+    management_port: u16,
+}
+
+impl Pebble {
+    fn from_environment() -> Pebble {
+        let read = |variable: &str| {
+            std::env::var(variable).unwrap_or_else(|_| {
+                panic!("{variable} is not set: `cargo xtask e2e --swarm` starts pebble and sets it")
+            })
+        };
+        Pebble {
+            directory: read(ACME_DIRECTORY_VARIABLE),
+            domain: read(ACME_DOMAIN_VARIABLE),
+            listener_ca: PathBuf::from(read(PEBBLE_LISTENER_CA_VARIABLE)),
+            service: read(PEBBLE_SERVICE_VARIABLE),
+            management_port: read(PEBBLE_MANAGEMENT_PORT_VARIABLE)
+                .parse()
+                .expect("a port"),
+        }
+    }
+
+    /// The root pebble issues under (PEM), from its management interface, which is published
+    /// nowhere: on the loopback of its task's network namespace, over HTTPS signed by the
+    /// listener CA.
+    fn root(&self) -> Vec<u8> {
+        use std::io::{Read, Write};
+
+        let filter = format!("label=com.docker.swarm.service.name={}", self.service);
+        let ids = docker(&[
+            "ps",
+            "--quiet",
+            "--filter",
+            &filter,
+            "--filter",
+            "status=running",
+        ]);
+        let id = ids
+            .split_whitespace()
+            .next()
+            .unwrap_or_else(|| panic!("pebble ({}) runs no container", self.service));
+        let pid = inspect::containers(&[id])
+            .first()
+            .expect("pebble's container")
+            .state
+            .pid;
+        let address =
+            std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, self.management_port));
+        stack_contract::netguard::check_url(&format!("https://{address}"), &[])
+            .unwrap_or_else(|refused| panic!("{refused}"));
+        let stream = stack_tests::netns::in_network_namespace_of(pid, move || {
+            std::net::TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        })
+        .unwrap_or_else(|error| panic!("connect to pebble's management port: {error}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("a timeout");
+        let mut roots = rustls::RootCertStore::empty();
+        let listener_ca = std::fs::read(&self.listener_ca).expect("the listener CA");
+        use rustls::pki_types::pem::PemObject;
+        for certificate in rustls::pki_types::CertificateDer::pem_slice_iter(&listener_ca) {
+            roots
+                .add(certificate.expect("the listener CA is PEM"))
+                .expect("the listener CA");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let server = rustls::pki_types::ServerName::try_from("pebble").expect("a name");
+        let connection = rustls::ClientConnection::new(std::sync::Arc::new(config), server)
+            .expect("a TLS connection");
+        let mut tls = rustls::StreamOwned::new(connection, stream);
+        // HTTP/1.0: the answer is not chunked and ends with the connection.
+        tls.write_all(b"GET /roots/0 HTTP/1.0\r\nHost: pebble\r\n\r\n")
+            .expect("ask pebble for its root");
+        let mut answer = Vec::new();
+        if let Err(error) = tls.read_to_end(&mut answer) {
+            // A peer that closes without close_notify: what came is the whole answer.
+            assert_eq!(error.kind(), std::io::ErrorKind::UnexpectedEof, "{error}");
+        }
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.as_bytes().to_vec()
+    }
 }
 
 /// What the HTTPS test needs besides the stack: xtask, the port, and a
@@ -543,10 +739,27 @@ impl HttpsDeploy {
     /// plain port) with `certificate`; returns how long it took to converge
     /// and serve.
     fn deploy(&self, stack: &SwarmStack, certificate: &IssuedFiles) -> Duration {
+        self.deploy_with(
+            stack,
+            &[
+                "--tls",
+                "files",
+                "--tls-certificate",
+                &certificate.chain.display().to_string(),
+                "--tls-key",
+                &certificate.key.display().to_string(),
+            ],
+        )
+    }
+
+    /// `swarm deploy --skip-images` of the stack as it runs (its images, its plain port) on
+    /// the HTTPS port, with the TLS flags `tls`; returns how long it took to converge and
+    /// serve.
+    fn deploy_with(&self, stack: &SwarmStack, tls: &[&str]) -> Duration {
         let plain_port = stack.url.rsplit(':').next().expect("a port in the URL");
         let https_port = self.port.to_string();
         let started = Instant::now();
-        self.xtask(&[
+        let mut args = vec![
             "swarm",
             "deploy",
             "--project",
@@ -554,15 +767,11 @@ impl HttpsDeploy {
             "--port",
             plain_port,
             "--skip-images",
-            "--tls",
-            "files",
-            "--tls-certificate",
-            &certificate.chain.display().to_string(),
-            "--tls-key",
-            &certificate.key.display().to_string(),
             "--https-port",
             &https_port,
-        ]);
+        ];
+        args.extend_from_slice(tls);
+        self.xtask(&args);
         started.elapsed()
     }
 

@@ -20,7 +20,7 @@ pub struct Settings {
     /// `ACME_EMAIL`: the account's contact, for the CA's expiry notices; none if unset.
     pub email: Option<String>,
     /// `ACME_CA_FILE`: trust only this root (PEM) for the CA's own HTTPS, for a test CA such
-    /// as pebble; Mozilla's roots when unset or empty.
+    /// as pebble; Mozilla's roots when unset, or when the file is empty or blank.
     pub ca_file: Option<PathBuf>,
     /// `ACME_STATE_DIR`: the volume the account, the certificates and the challenges live on.
     pub state_dir: PathBuf,

@@ -34,16 +34,22 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
+/// Whether the contents of `ACME_CA_FILE` name no root of their own: nothing but whitespace.
+fn names_no_root(contents: &[u8]) -> bool {
+    contents.iter().all(u8::is_ascii_whitespace)
+}
+
 fn acme_error(doing: &str) -> impl Fn(instant_acme::Error) -> String + '_ {
     move |error| format!("{doing}: {}", describe(&error))
 }
 
 /// The account on the configured CA: the stored one if it is for that directory, or a new one.
 pub async fn account(settings: &Settings, store: &Store) -> Result<Account, String> {
-    // The stack always mounts ACME_CA_FILE (a secret); empty, it means Mozilla's roots.
+    // The stack always mounts ACME_CA_FILE (a secret); empty or only whitespace (a Swarm
+    // secret cannot be empty), it means Mozilla's roots.
     let ca_file = match &settings.ca_file {
-        Some(path) => match fs::metadata(path) {
-            Ok(metadata) if metadata.len() == 0 => None,
+        Some(path) => match fs::read(path) {
+            Ok(contents) if names_no_root(&contents) => None,
             Ok(_) => Some(path),
             Err(error) => return Err(format!("ACME_CA_FILE={}: {error}", path.display())),
         },
@@ -211,5 +217,18 @@ async fn why_invalid(order: &mut instant_acme::Order) -> String {
         "the CA found the order invalid and gave no reason".to_owned()
     } else {
         format!("the CA refused the challenges: {}", problems.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_no_root;
+
+    #[test]
+    fn an_empty_or_blank_ca_file_means_mozillas_roots_and_a_pem_does_not() {
+        assert!(names_no_root(b""));
+        assert!(names_no_root(b"\n"));
+        assert!(names_no_root(b" \r\n\t\n"));
+        assert!(!names_no_root(b"-----BEGIN CERTIFICATE-----\n"));
     }
 }

@@ -64,6 +64,18 @@ pub mod swarm {
     pub const XTASK_VARIABLE: &str = "WEBSTACK_SWARM_XTASK";
     /// A free host port for the stack's HTTPS.
     pub const HTTPS_PORT_VARIABLE: &str = "WEBSTACK_SWARM_HTTPS_PORT";
+    /// For `swarm deploy --tls acme` against pebble: its directory URL, as the stack's acme
+    /// service reaches it.
+    pub const ACME_DIRECTORY_VARIABLE: &str = "WEBSTACK_SWARM_ACME_DIRECTORY";
+    /// The domain to get a certificate for: one Docker's DNS resolves to the proxy on the
+    /// stack's edge network, for pebble (the test resolves it to loopback itself).
+    pub const ACME_DOMAIN_VARIABLE: &str = "WEBSTACK_SWARM_ACME_DOMAIN";
+    /// The CA (PEM) of pebble's own HTTPS listeners.
+    pub const PEBBLE_LISTENER_CA_VARIABLE: &str = "WEBSTACK_SWARM_PEBBLE_LISTENER_CA";
+    /// pebble's Swarm service, whose management interface (`/roots/0`) answers in its task's
+    /// network namespace on this port.
+    pub const PEBBLE_SERVICE_VARIABLE: &str = "WEBSTACK_SWARM_PEBBLE_SERVICE";
+    pub const PEBBLE_MANAGEMENT_PORT_VARIABLE: &str = "WEBSTACK_SWARM_PEBBLE_MANAGEMENT_PORT";
 }
 
 /// `cargo xtask e2e --swarm --nodes N` → tests/tests/cluster.rs.

@@ -170,7 +170,8 @@ impl ComposeProject {
             // Missing files leave the label empty; Compose then says which secret file
             // it cannot find.
             let dir = self.tls_dir.clone().unwrap_or_else(crate::tls::tls_dir);
-            if let Ok(version) = crate::tls::files_version(&dir) {
+            let files = stack::front_tls().secret_files;
+            if let Ok(version) = crate::tls::files_version(&dir, &files, "") {
                 command = command.env(stack::TLS_VERSION_VARIABLE, version);
             }
         }

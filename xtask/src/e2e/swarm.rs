@@ -19,8 +19,9 @@ use stack_contract::variables::cluster::{
     URL_VARIABLE as CLUSTER_URL_VARIABLE, XTASK_VARIABLE as CLUSTER_XTASK_VARIABLE,
 };
 use stack_contract::variables::swarm::{
-    HTTPS_PORT_VARIABLE, HTTPS_TESTS, STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE,
-    WEBAPP_IMAGE_VARIABLE, XTASK_VARIABLE,
+    ACME_DIRECTORY_VARIABLE, ACME_DOMAIN_VARIABLE, HTTPS_PORT_VARIABLE, HTTPS_TESTS,
+    PEBBLE_LISTENER_CA_VARIABLE, PEBBLE_MANAGEMENT_PORT_VARIABLE, PEBBLE_SERVICE_VARIABLE,
+    STACK_VARIABLE, TEST_IMAGE_LABEL, URL_VARIABLE, WEBAPP_IMAGE_VARIABLE, XTASK_VARIABLE,
 };
 
 use super::Tests;
@@ -262,25 +263,90 @@ fn deploy_and_test(sh: &Shell, stack: &str, port: u16) -> anyhow::Result<()> {
     )?;
     // Last, since the plain port only redirects once the stack serves HTTPS.
     let started = Instant::now();
+    // pebble for `--tls acme`, started now so that it runs by the time its test does.
+    let pebble = super::acme::Pebble::new()?;
+    let pebble_service = format!("{stack}-pebble");
+    let edge = format!("{stack}_{}", crate::stack::EDGE);
+    pebble.start_swarm_service(sh, &pebble_service, &edge, &images.proxy)?;
     variables.extend([
         (XTASK_VARIABLE, super::xtask_binary()?.into()),
         (
             HTTPS_PORT_VARIABLE,
             crate::docker::free_host_port()?.to_string().into(),
         ),
+        (
+            ACME_DIRECTORY_VARIABLE,
+            super::acme::PEBBLE_DIRECTORY.into(),
+        ),
+        (ACME_DOMAIN_VARIABLE, ACME_DOMAIN.into()),
+        (
+            PEBBLE_LISTENER_CA_VARIABLE,
+            pebble.listener_ca.clone().into(),
+        ),
+        (PEBBLE_SERVICE_VARIABLE, pebble_service.clone().into()),
+        (
+            PEBBLE_MANAGEMENT_PORT_VARIABLE,
+            super::acme::PEBBLE_MANAGEMENT_PORT.to_string().into(),
+        ),
     ]);
-    super::run_suite(
+    let outcome = super::run_suite(
         sh,
         "swarm",
         "Swarm HTTPS tests",
         variables,
         Tests::Matching(HTTPS_TESTS),
+    );
+    // Before the stack goes: its edge network cannot while pebble is on it.
+    let removed = remove_service(sh, &pebble_service);
+    super::verdict(
+        "swarm e2e",
+        "the Swarm HTTPS tests",
+        "removing pebble",
+        outcome,
+        removed,
     )?;
     eprintln!(
         "swarm e2e: the HTTPS tests took {:.1}s",
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// The name the `--tls acme` test gets a certificate for: Docker's DNS answers it, on the
+/// stack's edge network, with the address of the proxy's task (`tasks.<alias>`), where
+/// pebble validates the challenge.
+const ACME_DOMAIN: &str = "tasks.proxy";
+
+/// Removes a service of the run's own and waits until its containers are gone.
+fn remove_service(sh: &Shell, service: &str) -> anyhow::Result<()> {
+    cmd!(sh, "docker service rm {service}")
+        .quiet()
+        .ignore_stdout()
+        .run()
+        .with_context(|| format!("remove the service {service}"))?;
+    let filter = format!("label=com.docker.swarm.service.name={service}");
+    crate::poll::until(
+        Duration::from_secs(30),
+        Duration::from_millis(250),
+        || {
+            let left = cmd!(sh, "docker ps --all --quiet --filter {filter}")
+                .quiet()
+                .read()
+                .with_context(|| format!("list the containers of {service}"))?;
+            Ok(if left.trim().is_empty() {
+                crate::poll::Look::Ready(())
+            } else {
+                crate::poll::Look::NotYet(left)
+            })
+        },
+        |left, waited| {
+            anyhow::anyhow!(
+                "the containers of {service} were still there {}s after its removal: {}",
+                waited.as_secs(),
+                left.split_whitespace().collect::<Vec<_>>().join(", ")
+            )
+        },
+    )
 }
 
 fn cleanup(sh: &Shell, stack: &str, origin: SwarmOrigin) -> anyhow::Result<()> {

@@ -86,6 +86,11 @@ pub fn stack_tls_file_path() -> PathBuf {
     crate::project_root().join("deploy").join("stack.tls.yaml")
 }
 
+/// The ACME overlay, deployed over the plain stack file with `swarm deploy --tls acme`.
+pub fn stack_acme_file_path() -> PathBuf {
+    crate::project_root().join("deploy").join("stack.acme.yaml")
+}
+
 /// Every rendered file with its expected contents.
 pub fn rendered_files() -> anyhow::Result<Vec<(PathBuf, String)>> {
     let stack = stack::stack();

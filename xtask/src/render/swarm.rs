@@ -21,7 +21,7 @@ use super::yaml::{
 };
 use super::GENERATED_HEADER;
 use crate::stack::{
-    Placement, Restart, SecretMount, Service, Stack, DB_NODE_LABEL, PROXY_NODE_LABEL,
+    Placement, Restart, SecretMount, Service, Stack, VolumeMount, DB_NODE_LABEL, PROXY_NODE_LABEL,
 };
 
 /// How the proxy publishes its port. `host` binds the port on the node
@@ -63,12 +63,16 @@ struct StackFile {
 }
 
 #[derive(Serialize)]
-struct StackService {
+pub(super) struct StackService {
     image: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     command: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     environment: Option<Mapping<String>>,
+    /// Read by `docker stack deploy` itself (the docker CLI), which puts the variables into
+    /// the service's environment: the file need not exist on the nodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) env_file: Option<String>,
     networks: Vec<&'static str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ports: Vec<StackPort>,
@@ -86,6 +90,8 @@ struct StackService {
     /// Swarm applies these since Engine 19.03 (API 1.40), as Compose does.
     #[serde(skip_serializing_if = "Option::is_none")]
     sysctls: Option<Mapping<&'static str>>,
+    /// Empty: the host's DNS servers, Docker's default.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     dns: Vec<&'static str>,
     logging: LoggingSection,
     deploy: StackDeploy,
@@ -103,7 +109,7 @@ pub(super) struct StackPort {
 /// Long volume syntax: Swarm ignores the service-level `tmpfs:` key, so
 /// tmpfs mounts are volumes of type `tmpfs` here.
 #[derive(Serialize)]
-struct StackMount {
+pub(super) struct StackMount {
     #[serde(rename = "type")]
     kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,6 +119,19 @@ struct StackMount {
     read_only: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     tmpfs: Option<StackTmpfs>,
+}
+
+impl StackMount {
+    /// A named volume of the stack.
+    pub(super) fn of(mount: &VolumeMount) -> StackMount {
+        StackMount {
+            kind: "volume",
+            source: Some(mount.volume),
+            target: mount.target,
+            read_only: mount.read_only,
+            tmpfs: None,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -268,7 +287,7 @@ pub fn render_stack(stack: &Stack) -> anyhow::Result<String> {
 
 /// One service of the stack file. Long on purpose: the destructuring of
 /// every field of the model and where each one goes stay side by side.
-fn stack_service(service: &Service) -> StackService {
+pub(super) fn stack_service(service: &Service) -> StackService {
     // Every field of the model, so that a new one cannot go missing from
     // this file unnoticed: this does not compile until the field is rendered
     // below or dropped here with the reason.
@@ -312,16 +331,7 @@ fn stack_service(service: &Service) -> StackService {
                 .collect(),
         )
     });
-    let mut volumes: Vec<StackMount> = volumes
-        .iter()
-        .map(|mount| StackMount {
-            kind: "volume",
-            source: Some(mount.volume),
-            target: mount.target,
-            read_only: mount.read_only,
-            tmpfs: None,
-        })
-        .collect();
+    let mut volumes: Vec<StackMount> = volumes.iter().map(StackMount::of).collect();
     // Swarm mounts tmpfs with mode 1777 by default, which is what the
     // model asks for; the size carries over.
     volumes.extend(tmpfs.iter().map(|mount| StackMount {
@@ -367,6 +377,7 @@ fn stack_service(service: &Service) -> StackService {
         image: image.reference_with_override(),
         command: command.clone(),
         environment,
+        env_file: None,
         networks: networks.clone(),
         ports: published_ports
             .iter()

@@ -1,13 +1,15 @@
 //! `deploy/compose.tls.yaml` and `deploy/stack.tls.yaml`: HTTPS at the front, as a file each
 //! orchestrator merges over the plain one (`-f compose.yaml -f compose.tls.yaml`,
 //! `-c stack.yaml -c stack.tls.yaml`), from [`stack::front_tls`]; and
-//! `deploy/compose.acme.yaml`, the same front with the `acme` service that gets its
-//! certificate, from [`stack::front_acme`].
+//! `deploy/compose.acme.yaml` and `deploy/stack.acme.yaml`, the same front with the `acme`
+//! service that gets its certificate, from [`stack::front_acme`].
 
 use serde::Serialize;
 
 use super::compose::{compose_service, ComposeService};
-use super::swarm::{StackPort, StackSecretMount, PROXY_PUBLISH_MODE};
+use super::swarm::{
+    stack_service, StackMount, StackPort, StackSecretMount, StackService, PROXY_PUBLISH_MODE,
+};
 use super::yaml::{quote_yaml_1_1_booleans, FileSecret, Mapping, NamedVolume};
 use crate::stack::{self, FrontAcme, FrontTls};
 
@@ -88,9 +90,11 @@ fn files_in_tls_dir(secret_files: &[(&'static str, &'static str)]) -> Mapping<Fi
 const REQUIRED_VERSION: &str =
     "the version of the TLS secrets, new for each certificate and key (cargo xtask swarm deploy sets it)";
 
-/// The stack file's secrets: those of [`secret_files`], each named
-/// `${WEBSTACK_PROJECT:-webstack}_<secret>_${WEBSTACK_TLS_VERSION:?…}` (docs/https.md).
-fn versioned_secret_files(tls: &FrontTls) -> Mapping<VersionedFileSecret> {
+/// The stack file's secrets: files in `${WEBSTACK_TLS_DIR}` (as [`files_in_tls_dir`]), each
+/// named `${WEBSTACK_PROJECT:-webstack}_<secret>_${WEBSTACK_TLS_VERSION:?…}` (docs/https.md).
+fn versioned_secret_files(
+    secret_files: &[(&'static str, &'static str)],
+) -> Mapping<VersionedFileSecret> {
     let stack = format!(
         "${{{}:-{}}}",
         stack::STACK_NAME_VARIABLE,
@@ -99,7 +103,7 @@ fn versioned_secret_files(tls: &FrontTls) -> Mapping<VersionedFileSecret> {
     // Required: a deploy by hand must name the version. The docker CLI reads a `-` in the
     // message as a default's separator, so it has none.
     let version = format!("${{{}:?{REQUIRED_VERSION}}}", stack::TLS_VERSION_VARIABLE);
-    let Mapping(files) = secret_files(tls);
+    let Mapping(files) = files_in_tls_dir(secret_files);
     Mapping(
         files
             .into_iter()
@@ -116,6 +120,16 @@ fn published(tls: &FrontTls) -> String {
         "${{{}:-{}}}",
         tls.https_port.variable, tls.https_port.default_host_port
     )
+}
+
+/// The HTTPS port in the stack file's long syntax, published like the plain one.
+fn stack_https_port(tls: &FrontTls) -> StackPort {
+    StackPort {
+        target: tls.https_port.container_port,
+        published: published(tls),
+        protocol: "tcp",
+        mode: PROXY_PUBLISH_MODE,
+    }
 }
 
 pub fn render_compose_tls(tls: &FrontTls) -> anyhow::Result<String> {
@@ -144,23 +158,23 @@ pub fn render_stack_tls(tls: &FrontTls) -> anyhow::Result<String> {
     let service = StackTlsService {
         labels: labels(tls),
         environment: environment(tls),
-        ports: vec![StackPort {
-            target: tls.https_port.container_port,
-            published: published(tls),
-            protocol: "tcp",
-            mode: PROXY_PUBLISH_MODE,
-        }],
+        ports: vec![stack_https_port(tls)],
         secrets: tls.secrets.iter().map(StackSecretMount::of).collect(),
     };
     let overlay = Overlay {
         services: Mapping(vec![(tls.service.to_string(), service)]),
-        secrets: versioned_secret_files(tls),
+        secrets: versioned_secret_files(&tls.secret_files),
     };
-    // `docker stack deploy` wants the same file format version in every file it merges.
+    stack_overlay(HEADER, &overlay)
+}
+
+/// A Swarm overlay's text: `docker stack deploy` wants the same file format version in every
+/// file it merges.
+fn stack_overlay(header: &str, overlay: &impl Serialize) -> anyhow::Result<String> {
     Ok(format!(
-        "{}{HEADER}version: '3.9'\n{}",
+        "{}{header}version: '3.9'\n{}",
         super::GENERATED_HEADER,
-        quote_yaml_1_1_booleans(&yaml_serde::to_string(&overlay)?)
+        quote_yaml_1_1_booleans(&yaml_serde::to_string(overlay)?)
     ))
 }
 
@@ -187,19 +201,19 @@ struct ComposeAcmeFront {
 
 const ACME_HEADER: &str = "# HTTPS at the front with a certificate from an ACME CA, which the acme service gets and\n# renews: deployed over the plain file by `--tls acme` (docs/https.md).\n";
 
-pub fn render_compose_acme(acme: &FrontAcme) -> anyhow::Result<String> {
-    let front = &acme.front;
+/// The front of the acme overlays, which render it as the `proxy` service.
+fn acme_front(acme: &FrontAcme) -> anyhow::Result<&FrontTls> {
     anyhow::ensure!(
-        front.service == stack::PROXY,
+        acme.front.service == stack::PROXY,
         "the acme overlay renders the front as `proxy`"
     );
+    Ok(&acme.front)
+}
+
+pub fn render_compose_acme(acme: &FrontAcme) -> anyhow::Result<String> {
+    let front = acme_front(acme)?;
     let mut service = compose_service(&acme.service);
-    service.env_file = Some(format!(
-        "${{{}:-../{}}}/{}",
-        stack::TLS_DIR_VARIABLE,
-        stack::DEFAULT_TLS_DIR_FROM_ROOT,
-        acme.env_file
-    ));
+    service.env_file = Some(env_file(acme));
     let overlay = AcmeOverlay {
         services: AcmeServices {
             proxy: ComposeAcmeFront {
@@ -231,17 +245,77 @@ pub fn render_compose_acme(acme: &FrontAcme) -> anyhow::Result<String> {
     ))
 }
 
+/// The acme service's settings file, in `${WEBSTACK_TLS_DIR}`.
+fn env_file(acme: &FrontAcme) -> String {
+    format!(
+        "${{{}:-../{}}}/{}",
+        stack::TLS_DIR_VARIABLE,
+        stack::DEFAULT_TLS_DIR_FROM_ROOT,
+        acme.env_file
+    )
+}
+
+#[derive(Serialize)]
+struct StackAcmeOverlay {
+    services: StackAcmeServices,
+    volumes: Mapping<NamedVolume>,
+    secrets: Mapping<VersionedFileSecret>,
+}
+
+#[derive(Serialize)]
+struct StackAcmeServices {
+    proxy: StackAcmeFront,
+    acme: StackService,
+}
+
+#[derive(Serialize)]
+struct StackAcmeFront {
+    labels: Mapping<String>,
+    environment: Mapping<String>,
+    ports: Vec<StackPort>,
+    volumes: Vec<StackMount>,
+}
+
+/// `deploy/stack.acme.yaml`: the front of [`render_compose_acme`] and the `acme` service,
+/// placed on the proxy's node (their volume is local to a node), its CA root a secret named
+/// by version like the TLS ones.
+pub fn render_stack_acme(acme: &FrontAcme) -> anyhow::Result<String> {
+    let front = acme_front(acme)?;
+    anyhow::ensure!(
+        acme.service.placement == stack::Placement::LabelledProxyNode,
+        "the acme service shares a node-local volume with the proxy, so it runs on the proxy's node"
+    );
+    let mut service = stack_service(&acme.service);
+    service.env_file = Some(env_file(acme));
+    let overlay = StackAcmeOverlay {
+        services: StackAcmeServices {
+            proxy: StackAcmeFront {
+                labels: labels(front),
+                environment: environment(front),
+                ports: vec![stack_https_port(front)],
+                volumes: acme.front_volumes.iter().map(StackMount::of).collect(),
+            },
+            acme: service,
+        },
+        volumes: super::yaml::named_volumes_of(std::slice::from_ref(&acme.volume)),
+        secrets: versioned_secret_files(&acme.secret_files),
+    };
+    stack_overlay(ACME_HEADER, &overlay)
+}
+
 /// The overlays, for the drift test and `render`.
-pub fn rendered() -> anyhow::Result<[(std::path::PathBuf, String); 3]> {
+pub fn rendered() -> anyhow::Result<[(std::path::PathBuf, String); 4]> {
     let tls = stack::front_tls();
+    let acme = stack::front_acme();
     let deploy = crate::project_root().join("deploy");
     Ok([
         (deploy.join("compose.tls.yaml"), render_compose_tls(&tls)?),
         (deploy.join("stack.tls.yaml"), render_stack_tls(&tls)?),
         (
             deploy.join("compose.acme.yaml"),
-            render_compose_acme(&stack::front_acme())?,
+            render_compose_acme(&acme)?,
         ),
+        (deploy.join("stack.acme.yaml"), render_stack_acme(&acme)?),
     ])
 }
 
@@ -273,6 +347,60 @@ mod tests {
             "the CA is found by the host's DNS"
         );
         assert_eq!(acme["read_only"].as_bool(), Some(true));
+        assert!(parsed["volumes"].get("acme").is_some(), "{rendered}");
+    }
+
+    #[test]
+    fn the_swarm_acme_overlay_places_the_service_with_the_proxy_and_versions_its_ca_secret() {
+        let rendered = render_stack_acme(&stack::front_acme()).unwrap();
+        let parsed: yaml_serde::Value = yaml_serde::from_str(&rendered).unwrap();
+        assert_eq!(parsed["version"].as_str(), Some("3.9"));
+        let proxy = &parsed["services"]["proxy"];
+        assert_eq!(proxy["labels"]["webstack.tls"].as_str(), Some("acme"));
+        assert_eq!(
+            proxy["environment"]["PROXY_TLS_RELOAD"].as_str(),
+            Some("on")
+        );
+        assert_eq!(proxy["ports"][0]["target"].as_u64(), Some(443));
+        assert_eq!(proxy["ports"][0]["mode"].as_str(), Some("host"));
+        assert_eq!(proxy["volumes"][0]["source"].as_str(), Some("acme"));
+        assert_eq!(proxy["volumes"][0]["target"].as_str(), Some("/run/acme"));
+        assert_eq!(proxy["volumes"][0]["read_only"].as_bool(), Some(true));
+        assert!(proxy.get("secrets").is_none(), "{rendered}");
+        let acme = &parsed["services"]["acme"];
+        assert_eq!(acme["command"][0].as_str(), Some("acme"));
+        assert_eq!(acme["volumes"][0]["source"].as_str(), Some("acme"));
+        assert!(acme["volumes"][0].get("read_only").is_none(), "{rendered}");
+        assert_eq!(
+            acme["env_file"].as_str(),
+            Some("${WEBSTACK_TLS_DIR:-../.secrets/tls}/acme.env")
+        );
+        assert!(
+            acme.get("dns").is_none(),
+            "the CA is found by the host's DNS"
+        );
+        let deploy = &acme["deploy"];
+        assert_eq!(
+            deploy["placement"]["constraints"][0].as_str(),
+            Some("node.labels.webstack.proxy == true"),
+            "on the node of the proxy, whose volume it writes"
+        );
+        assert_eq!(deploy["restart_policy"]["condition"].as_str(), Some("any"));
+        assert_eq!(
+            deploy["resources"]["limits"]["memory"].as_str(),
+            Some("64M")
+        );
+        assert_eq!(acme["secrets"][0]["source"].as_str(), Some("acme_ca"));
+        assert_eq!(acme["secrets"][0]["mode"].as_u64(), Some(0o400));
+        let name = parsed["secrets"]["acme_ca"]["name"].as_str().unwrap();
+        assert!(
+            name.starts_with("${WEBSTACK_PROJECT:-webstack}_acme_ca_${WEBSTACK_TLS_VERSION:?"),
+            "{name}"
+        );
+        assert_eq!(
+            parsed["secrets"]["acme_ca"]["file"].as_str(),
+            Some("${WEBSTACK_TLS_DIR:-../.secrets/tls}/acme-ca.pem")
+        );
         assert!(parsed["volumes"].get("acme").is_some(), "{rendered}");
     }
 

@@ -75,7 +75,10 @@ pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<Service
         // Swarm starts a task with a copy of the service's container spec;
         // one that differs is from before the last deploy, which changed,
         // say, the proxy's secrets alone.
-        if task.spec.container_spec.rest != service.spec.task_template.container_spec.rest {
+        if !same_container_spec(
+            &task.spec.container_spec.rest,
+            &service.spec.task_template.container_spec.rest,
+        ) {
             pending.push(format!("{label}: still on the previous spec"));
             continue;
         }
@@ -96,6 +99,24 @@ pub fn service_progress(sh: &Shell, service: &Service) -> anyhow::Result<Service
         pending,
         update_status: service.update_status.clone(),
     })
+}
+
+/// Whether a task's copy of the container spec is the service's. The engine leaves empty
+/// settings out of the task's copy: a service deployed without `dns:` has `"DNSConfig": {}`,
+/// its tasks none.
+fn same_container_spec(
+    task: &serde_json::Map<String, serde_json::Value>,
+    service: &serde_json::Map<String, serde_json::Value>,
+) -> bool {
+    let set = |spec: &serde_json::Map<String, serde_json::Value>| {
+        spec.iter()
+            .filter(|(_, value)| {
+                !(value.is_null() || value.as_object().is_some_and(serde_json::Map::is_empty))
+            })
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    set(task) == set(service)
 }
 
 fn same_image_reference(task_image: &str, spec_image: &str) -> bool {
@@ -297,6 +318,20 @@ mod tests {
             pending: pending.iter().map(|task| task.to_string()).collect(),
             update_status: update.map(status),
         }
+    }
+
+    #[test]
+    fn a_task_is_on_the_service_spec_whatever_empty_settings_the_engine_left_out() {
+        let spec = |json: &str| -> serde_json::Map<String, serde_json::Value> {
+            serde_json::from_str(json).unwrap()
+        };
+        let service = spec(r#"{"Env":["A=1"],"DNSConfig":{}}"#);
+        assert!(same_container_spec(&spec(r#"{"Env":["A=1"]}"#), &service));
+        assert!(!same_container_spec(&spec(r#"{"Env":["A=2"]}"#), &service));
+        assert!(!same_container_spec(
+            &spec(r#"{"Env":["A=1"],"DNSConfig":{"Nameservers":["127.0.0.1"]}}"#),
+            &service
+        ));
     }
 
     #[test]

@@ -271,11 +271,19 @@ pub fn deploy_and_wait(
     let services = super::stack_services(sh, stack)?;
     let served_https = super::proxy_service(stack, &services).is_some_and(super::tls::serves_https);
     match &tls {
-        Some(tls) => eprintln!(
-            "swarm: HTTPS on port {}, the certificate and key as the secrets {}",
-            tls.https_port,
-            tls.secret_names(stack)?.join(" and ")
-        ),
+        Some(tls) => match tls.certificate {
+            super::tls::Certificate::Secrets => eprintln!(
+                "swarm: HTTPS on port {}, the certificate and key as the secrets {}",
+                tls.https_port,
+                tls.secret_names(stack)?.join(" and ")
+            ),
+            super::tls::Certificate::Acme => eprintln!(
+                "swarm: HTTPS on port {}, the certificate from the acme service (its settings from {}, the CA's root as the secret {})",
+                tls.https_port,
+                tls.dir.join(crate::stack::ACME_ENV_FILE).display(),
+                tls.secret_names(stack)?.join(" and ")
+            ),
+        },
         None if served_https => eprintln!(
             "swarm: stack {stack} served HTTPS: this deploy (without --tls) turns it back to plain HTTP"
         ),

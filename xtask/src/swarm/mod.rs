@@ -4,8 +4,8 @@
 //! The subcommands (`swarm deploy`, `swarm update`, `swarm status`,
 //! `swarm rm`) and `cargo xtask e2e --swarm` share what is here: probing the
 //! engine, creating a single-node swarm when there is none, deploying with
-//! content-derived image tags (and with `deploy/stack.tls.yaml` for HTTPS,
-//! `tls.rs`), and deciding when a stack has converged
+//! content-derived image tags (and with `deploy/stack.tls.yaml` or
+//! `deploy/stack.acme.yaml` for HTTPS, `tls.rs`), and deciding when a stack has converged
 //! (`converge.rs`) by
 //! looking at every task and container ourselves rather than trusting
 //! `docker stack deploy`'s exit code (it returns as soon as the specs are
@@ -244,7 +244,8 @@ pub fn proxy_service<'a>(stack: &str, services: &'a [Service]) -> Option<&'a Ser
 }
 
 /// `docker stack deploy`s the checked-in stack file as `stack`, with the
-/// given images and host port, and with `tls` the HTTPS overlay over it.
+/// given images and host port, and with `tls` its HTTPS overlay over it
+/// (`deploy/stack.tls.yaml` or `deploy/stack.acme.yaml`).
 /// Returns once the specs are stored; use
 /// [`converge::wait_until_converged`] to wait for the tasks.
 pub fn deploy_stack(
@@ -269,7 +270,7 @@ pub fn deploy_stack(
     }
     let mut files = vec![stack_file];
     if let Some(tls) = tls {
-        files.push(crate::render::stack_tls_file_path());
+        files.push(tls.certificate.overlay_file());
         variables.extend(tls.variables(stack)?);
     }
     let files: Vec<String> = files

@@ -1,22 +1,70 @@
 //! HTTPS at the front of a Swarm stack (`swarm deploy --tls`): `deploy/stack.tls.yaml`
-//! deployed over the plain file, the certificate and key as two secrets named by version
-//! (a Swarm secret cannot change, so a renewed certificate is a new pair of secrets), and the
-//! versions no service of the stack uses any more removed once it has converged.
+//! deployed over the plain file with the certificate and key as two secrets, or
+//! `deploy/stack.acme.yaml` with the `acme` service that gets the certificate, its CA root a
+//! secret. Each secret is named by version (a Swarm secret cannot change, so a renewed
+//! certificate is a new pair of secrets), and the versions no service of the stack uses any
+//! more are removed once it has converged.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use sha2::{Digest, Sha256};
 use xshell::{cmd, Shell};
 
 use super::{Service, STACK_NAMESPACE_LABEL};
 use crate::stack;
 use crate::tls::{TlsArgs, TlsSource};
 
-/// Hex digits of the sha256 of the certificate and key that make a version.
-const VERSION_DIGITS: usize = 12;
 /// The longest name Swarm takes for a secret.
 const MAX_SECRET_NAME: usize = 64;
+
+/// Where the front's certificate comes from on Swarm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Certificate {
+    /// A chain and key of the deployer's (`--tls self-signed|files`): `deploy/stack.tls.yaml`,
+    /// the two as secrets.
+    Secrets,
+    /// The stack's own `acme` service (`--tls acme`): `deploy/stack.acme.yaml`, the CA's root
+    /// as a secret and the service's settings from `acme.env`.
+    Acme,
+}
+
+impl Certificate {
+    /// The value of the proxy's TLS label that says so.
+    fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Certificate::Secrets => stack::TLS_LABEL,
+            Certificate::Acme => stack::ACME_LABEL,
+        }
+    }
+
+    /// The one a running proxy carries the label of, if any.
+    fn of_proxy(proxy: &Service) -> Option<Certificate> {
+        let label = proxy
+            .spec
+            .task_template
+            .container_spec
+            .label(stack::TLS_LABEL.0)?;
+        [Certificate::Secrets, Certificate::Acme]
+            .into_iter()
+            .find(|certificate| certificate.label().1 == label)
+    }
+
+    /// The secrets, each with its file in the TLS directory.
+    fn secret_files(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Certificate::Secrets => stack::front_tls().secret_files,
+            Certificate::Acme => stack::front_acme().secret_files,
+        }
+    }
+
+    /// The overlay deployed over the stack file.
+    pub fn overlay_file(self) -> PathBuf {
+        match self {
+            Certificate::Secrets => crate::render::stack_tls_file_path(),
+            Certificate::Acme => crate::render::stack_acme_file_path(),
+        }
+    }
+}
 
 /// A stack's HTTPS: the port, the files its secrets are made from, and their version.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +73,9 @@ pub struct StackTls {
     pub https_port: u16,
     /// The directory of the certificate and key files (`WEBSTACK_TLS_DIR` for the deploy).
     pub dir: PathBuf,
-    /// A short sha256 of the certificate and key: the last part of the secrets' names.
+    /// A short sha256 of the secrets' files: the last part of the secrets' names.
     pub version: String,
+    pub certificate: Certificate,
 }
 
 impl StackTls {
@@ -37,38 +86,47 @@ impl StackTls {
         // deploys it or says `bail!("--tls NAME is not supported by swarm deploy yet")`.
         match args.tls {
             TlsSource::Off => Ok(None),
-            TlsSource::SelfSigned | TlsSource::Files => {
+            TlsSource::SelfSigned | TlsSource::Files | TlsSource::Acme => {
+                let certificate = match args.tls {
+                    TlsSource::Acme => Certificate::Acme,
+                    _ => Certificate::Secrets,
+                };
                 let dir = args
                     .prepare()?
                     .context("no certificate was written for --tls")?;
-                StackTls::in_dir(dir, https_port).map(Some)
+                StackTls::in_dir(dir, https_port, certificate).map(Some)
             }
-            TlsSource::Acme => anyhow::bail!(
-                "--tls acme is not supported by swarm deploy yet (there is no Swarm file for the acme service); use it with `cargo xtask up`, or --tls files on Swarm"
-            ),
         }
     }
 
-    /// The certificate and key in `dir` (as [`TlsArgs::prepare`] writes them), versioned.
-    pub fn in_dir(dir: PathBuf, https_port: u16) -> anyhow::Result<StackTls> {
-        let mut hash = Sha256::new();
-        for (_, file) in stack::front_tls().secret_files {
-            let path = dir.join(file);
-            let contents = std::fs::read(&path).with_context(|| {
-                format!(
-                    "read {}: deploy with `cargo xtask swarm deploy --tls …` to write it",
-                    path.display()
-                )
-            })?;
-            // Each file's length first, so that no two pairs of files hash alike.
-            hash.update((contents.len() as u64).to_be_bytes());
-            hash.update(&contents);
+    /// The files of `certificate`'s secrets in `dir` (as [`TlsArgs::prepare`] writes them),
+    /// versioned.
+    pub fn in_dir(
+        dir: PathBuf,
+        https_port: u16,
+        certificate: Certificate,
+    ) -> anyhow::Result<StackTls> {
+        let how = match certificate {
+            Certificate::Secrets => {
+                "deploy with `cargo xtask swarm deploy --tls self-signed|files` to write it"
+            }
+            Certificate::Acme => {
+                "deploy with `cargo xtask swarm deploy --tls acme --tls-name …` to write it"
+            }
+        };
+        if certificate == Certificate::Acme {
+            // `docker stack deploy` reads the settings itself, and would fail less clearly.
+            let settings = dir.join(stack::ACME_ENV_FILE);
+            if !settings.is_file() {
+                bail!("{} is missing: {how}", settings.display());
+            }
         }
-        let version = hex::encode(hash.finalize())[..VERSION_DIGITS].to_owned();
+        let version = crate::tls::files_version(&dir, &certificate.secret_files(), how)?;
         Ok(StackTls {
             https_port,
             dir,
             version,
+            certificate,
         })
     }
 
@@ -77,26 +135,31 @@ impl StackTls {
     /// certificate and key in [`crate::tls::tls_dir`] now, which a redeploy (`swarm update`)
     /// takes as they are (a renewed pair under a new version).
     pub fn of_running(proxy: &Service) -> anyhow::Result<Option<StackTls>> {
-        if !serves_https(proxy) {
+        StackTls::of_running_in(proxy, crate::tls::tls_dir())
+    }
+
+    /// [`StackTls::of_running`], with the files in `dir`.
+    fn of_running_in(proxy: &Service, dir: PathBuf) -> anyhow::Result<Option<StackTls>> {
+        let Some(certificate) = Certificate::of_proxy(proxy) else {
             return Ok(None);
-        }
+        };
         let Some(https_port) = https_port(proxy) else {
+            let (label, value) = certificate.label();
             bail!(
-                "{} carries the label {}={} but publishes no port for {}: deploy it again with `cargo xtask swarm deploy --tls …`",
+                "{} carries the label {label}={value} but publishes no port for {}: deploy it again with `cargo xtask swarm deploy --tls …`",
                 proxy.spec.name,
-                stack::TLS_LABEL.0,
-                stack::TLS_LABEL.1,
                 stack::front_tls().https_port.container_port
             );
         };
-        StackTls::in_dir(crate::tls::tls_dir(), https_port).map(Some)
+        StackTls::in_dir(dir, https_port, certificate).map(Some)
     }
 
-    /// The names of the stack's two TLS secrets for this version; fails when Swarm would
-    /// refuse one for its length (a long stack name).
+    /// The names of the stack's TLS secrets for this version; fails when Swarm would refuse
+    /// one for its length (a long stack name).
     pub fn secret_names(&self, stack: &str) -> anyhow::Result<Vec<String>> {
-        let names: Vec<String> = stack::front_tls()
-            .secret_files
+        let names: Vec<String> = self
+            .certificate
+            .secret_files()
             .iter()
             .map(|(secret, _)| stack::versioned_secret_name(stack, secret, &self.version))
             .collect();
@@ -128,15 +191,11 @@ impl StackTls {
     }
 }
 
-/// Whether a proxy service was deployed with `deploy/stack.tls.yaml` (its containers carry
-/// the TLS label), as Compose tells from the proxy's container.
+/// Whether a proxy service was deployed with `deploy/stack.tls.yaml` or
+/// `deploy/stack.acme.yaml` (its containers carry the TLS label), as Compose tells from the
+/// proxy's container.
 pub fn serves_https(proxy: &Service) -> bool {
-    proxy
-        .spec
-        .task_template
-        .container_spec
-        .label(stack::TLS_LABEL.0)
-        == Some(stack::TLS_LABEL.1)
+    Certificate::of_proxy(proxy).is_some()
 }
 
 /// The host port a proxy service serves HTTPS on, when it does.
@@ -147,12 +206,16 @@ pub fn https_port(proxy: &Service) -> Option<u16> {
     proxy.published_host_port(stack::front_tls().https_port.container_port)
 }
 
-/// Whether `name` is a version of one of the stack's TLS secrets.
+/// Whether `name` is a version of one of the stack's TLS secrets (those of `--tls acme`
+/// included).
 fn is_tls_secret_version(stack: &str, name: &str) -> bool {
-    stack::front_tls().secret_files.iter().any(|(secret, _)| {
-        name.strip_prefix(&stack::versioned_secret_name(stack, secret, ""))
-            .is_some_and(|version| !version.is_empty())
-    })
+    [Certificate::Secrets, Certificate::Acme]
+        .iter()
+        .flat_map(|certificate| certificate.secret_files())
+        .any(|(secret, _)| {
+            name.strip_prefix(&stack::versioned_secret_name(stack, secret, ""))
+                .is_some_and(|version| !version.is_empty())
+        })
 }
 
 /// The versions of the stack's TLS secrets that no service of `services` (the stack's) uses,
@@ -202,6 +265,10 @@ pub fn remove_unused_secrets(sh: &Shell, stack: &str) -> anyhow::Result<Vec<Stri
 mod tests {
     use super::*;
 
+    /// A proxy's ports on HTTPS: 443 on 9443, 80 on 8070.
+    const HTTPS_AND_PLAIN_PORTS: &str =
+        r#"{"TargetPort":443,"PublishedPort":9443},{"TargetPort":80,"PublishedPort":8070}"#;
+
     fn proxy(labels: &str, secrets: &[&str], ports: &str) -> Service {
         let secrets: Vec<String> = secrets
             .iter()
@@ -221,8 +288,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("certificate.pem"), "chain").unwrap();
         std::fs::write(dir.path().join("key.pem"), "key").unwrap();
-        let first = StackTls::in_dir(dir.path().to_owned(), 8443).unwrap();
-        assert_eq!(first.version.len(), VERSION_DIGITS);
+        let first = StackTls::in_dir(dir.path().to_owned(), 8443, Certificate::Secrets).unwrap();
+        assert_eq!(first.version.len(), crate::tls::VERSION_DIGITS);
         assert!(first.version.chars().all(|digit| digit.is_ascii_hexdigit()));
         assert_eq!(
             first.secret_names("demo").unwrap(),
@@ -234,7 +301,7 @@ mod tests {
         let version = |certificate: &str, key: &str| {
             std::fs::write(dir.path().join("certificate.pem"), certificate).unwrap();
             std::fs::write(dir.path().join("key.pem"), key).unwrap();
-            StackTls::in_dir(dir.path().to_owned(), 8443)
+            StackTls::in_dir(dir.path().to_owned(), 8443, Certificate::Secrets)
                 .unwrap()
                 .version
         };
@@ -257,10 +324,78 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let error = format!(
             "{:#}",
-            StackTls::in_dir(dir.path().to_owned(), 8443).unwrap_err()
+            StackTls::in_dir(dir.path().to_owned(), 8443, Certificate::Secrets).unwrap_err()
         );
         assert!(error.contains("certificate.pem"), "{error}");
         assert!(error.contains("swarm deploy --tls"), "{error}");
+    }
+
+    #[test]
+    fn under_acme_the_ca_root_is_the_one_versioned_secret_and_the_settings_must_be_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let acme =
+            |dir: &std::path::Path| StackTls::in_dir(dir.to_owned(), 8443, Certificate::Acme);
+        let error = format!("{:#}", acme(dir.path()).unwrap_err());
+        assert!(error.contains("acme.env is missing"), "{error}");
+        assert!(
+            error.contains("swarm deploy --tls acme --tls-name"),
+            "{error}"
+        );
+        std::fs::write(dir.path().join("acme.env"), "ACME_DOMAINS=example.com\n").unwrap();
+        let error = format!("{:#}", acme(dir.path()).unwrap_err());
+        assert!(error.contains("acme-ca.pem"), "{error}");
+        std::fs::write(dir.path().join("acme-ca.pem"), "\n").unwrap();
+        let public = acme(dir.path()).unwrap();
+        assert_eq!(public.certificate, Certificate::Acme);
+        assert_eq!(
+            public.secret_names("demo").unwrap(),
+            vec![format!("demo_acme_ca_{}", public.version)]
+        );
+        assert_eq!(
+            public.certificate.overlay_file(),
+            crate::render::stack_acme_file_path()
+        );
+        // Another root, another version; the settings are no secret's and version nothing.
+        std::fs::write(dir.path().join("acme-ca.pem"), "a test CA's root").unwrap();
+        assert_ne!(acme(dir.path()).unwrap().version, public.version);
+        std::fs::write(dir.path().join("acme-ca.pem"), "\n").unwrap();
+        std::fs::write(dir.path().join("acme.env"), "ACME_DOMAINS=example.org\n").unwrap();
+        assert_eq!(acme(dir.path()).unwrap().version, public.version);
+        let error = public.variables(&"a".repeat(50)).unwrap_err().to_string();
+        assert!(error.contains("shorter name"), "{error}");
+    }
+
+    #[test]
+    fn swarm_deploy_takes_acme_with_names_and_refuses_it_without() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = |names: &[&str]| TlsArgs {
+            tls: TlsSource::Acme,
+            names: names.iter().map(|name| name.to_string()).collect(),
+            ..TlsArgs::plain()
+        };
+        let error = format!(
+            "{:#}",
+            args(&[])
+                .prepare_in(dir.path(), || unreachable!())
+                .unwrap_err()
+        );
+        assert!(error.contains("--tls-name example.com"), "{error}");
+        let error = format!(
+            "{:#}",
+            args(&["localhost"])
+                .prepare_in(dir.path(), || unreachable!())
+                .unwrap_err()
+        );
+        assert!(error.contains("--tls self-signed"), "{error}");
+        let written = args(&["example.com"])
+            .prepare_in(dir.path(), || unreachable!())
+            .unwrap()
+            .unwrap();
+        let tls = StackTls::in_dir(written, 443, Certificate::Acme).unwrap();
+        // A Swarm secret cannot be empty: without a CA of its own the root file is blank.
+        let root = std::fs::read(dir.path().join("acme-ca.pem")).unwrap();
+        assert!(!root.is_empty() && root.iter().all(u8::is_ascii_whitespace));
+        assert_eq!(tls.secret_names("demo").unwrap().len(), 1);
     }
 
     #[test]
@@ -272,11 +407,7 @@ mod tests {
         );
         assert!(!serves_https(&plain));
         assert_eq!(StackTls::of_running(&plain).unwrap(), None);
-        let https = proxy(
-            r#""webstack.tls":"on""#,
-            &[],
-            r#"{"TargetPort":443,"PublishedPort":9443},{"TargetPort":80,"PublishedPort":8070}"#,
-        );
+        let https = proxy(r#""webstack.tls":"on""#, &[], HTTPS_AND_PLAIN_PORTS);
         assert!(serves_https(&https));
         assert_eq!(https_port(&https), Some(9443));
         assert_eq!(https_port(&plain), None);
@@ -287,6 +418,35 @@ mod tests {
         );
         let error = StackTls::of_running(&without_port).unwrap_err().to_string();
         assert!(error.contains("no port for 443"), "{error}");
+        let acme = proxy(r#""webstack.tls":"acme""#, &[], HTTPS_AND_PLAIN_PORTS);
+        assert!(serves_https(&acme));
+        assert_eq!(https_port(&acme), Some(9443));
+        assert_eq!(Certificate::of_proxy(&acme), Some(Certificate::Acme));
+        assert_eq!(Certificate::of_proxy(&https), Some(Certificate::Secrets));
+        let unknown = proxy(
+            r#""webstack.tls":"off""#,
+            &[],
+            r#"{"TargetPort":443,"PublishedPort":9443}"#,
+        );
+        assert!(!serves_https(&unknown));
+    }
+
+    #[test]
+    fn a_running_acme_stack_is_deployed_again_on_acme_from_the_tls_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("acme.env"), "ACME_DOMAINS=example.com\n").unwrap();
+        std::fs::write(dir.path().join("acme-ca.pem"), "\n").unwrap();
+        let acme = proxy(
+            r#""webstack.tls":"acme""#,
+            &["demo_acme_ca_aaa"],
+            HTTPS_AND_PLAIN_PORTS,
+        );
+        let running = StackTls::of_running_in(&acme, dir.path().to_owned())
+            .unwrap()
+            .unwrap();
+        assert_eq!(running.certificate, Certificate::Acme);
+        assert_eq!(running.https_port, 9443);
+        assert_eq!(running.dir, dir.path());
     }
 
     #[test]
@@ -305,19 +465,39 @@ mod tests {
             "demo_tls_key_bbb",
             "demo_tls_certificate_",
             "demo-2_tls_key_aaa",
+            "demo_acme_ca_ccc",
+            "demo_acme_ca_",
         ]
         .map(str::to_owned)
         .to_vec();
         assert_eq!(
             unused_versions("demo", existing.clone(), &services),
-            vec!["demo_tls_certificate_aaa", "demo_tls_key_aaa"]
+            vec![
+                "demo_tls_certificate_aaa",
+                "demo_tls_key_aaa",
+                "demo_acme_ca_ccc"
+            ]
         );
         // A plain deploy uses none of them.
         let plain = [proxy("", &["demo_redis_password"], "")];
         assert_eq!(
-            unused_versions("demo", existing, &plain).len(),
-            4,
-            "every version of both secrets"
+            unused_versions("demo", existing.clone(), &plain).len(),
+            5,
+            "every version of the three secrets"
+        );
+        // On acme, the acme service uses the CA's root and the proxy no secret at all.
+        let acme = [
+            proxy(r#""webstack.tls":"acme""#, &[], ""),
+            proxy("", &["demo_acme_ca_ccc"], ""),
+        ];
+        assert_eq!(
+            unused_versions("demo", existing, &acme),
+            vec![
+                "demo_tls_certificate_aaa",
+                "demo_tls_key_aaa",
+                "demo_tls_certificate_bbb",
+                "demo_tls_key_bbb"
+            ]
         );
     }
 }

@@ -187,7 +187,7 @@ impl TlsArgs {
 
 impl TlsArgs {
     /// `--tls acme`: the `acme` service's settings (`acme.env`) and the CA root it trusts
-    /// (`acme-ca.pem`, empty for Mozilla's roots), checked here so a mistake shows before
+    /// (`acme-ca.pem`, blank for Mozilla's roots), checked here so a mistake shows before
     /// anything starts.
     fn write_acme_settings(&self, dir: &Path) -> anyhow::Result<()> {
         if self.names.is_empty() {
@@ -222,7 +222,8 @@ impl TlsArgs {
             );
         }
         let ca = match &self.acme_ca_file {
-            None => String::new(),
+            // A blank line: Mozilla's roots (a Swarm secret cannot be empty).
+            None => "\n".to_owned(),
             Some(path) => {
                 let text = read(path)?;
                 if !text.contains("-----BEGIN CERTIFICATE-----") {
@@ -259,21 +260,25 @@ impl TlsArgs {
 
 /// Only the owner may look inside on the host; the containers get the files through bind
 /// mounts, which do not need the directory's mode.
-/// Hex digits of the sha256 of the certificate and key that make a version.
-const VERSION_DIGITS: usize = 12;
+/// Hex digits of the sha256 of the files that make a version.
+pub const VERSION_DIGITS: usize = 12;
 
-/// The version of the certificate and key in `dir` (as [`TlsArgs::prepare`] writes them): a
-/// short sha256 of both files. Compose gets it as a label of the proxy, so that a new pair
-/// replaces the proxy; Swarm names the secrets by it, since a Swarm secret cannot change.
-pub fn files_version(dir: &Path) -> anyhow::Result<String> {
+/// The version of the secrets' `files` (secret, file name) in `dir`, as [`TlsArgs::prepare`]
+/// writes them: a short sha256 of them all. Compose gets the certificate and key's as a label
+/// of the proxy, so that a new pair replaces it; Swarm names the secrets by it, since a Swarm
+/// secret cannot change. A missing file fails, the error ending with `how` to write it.
+pub fn files_version(
+    dir: &Path,
+    files: &[(&'static str, &'static str)],
+    how: &str,
+) -> anyhow::Result<String> {
     use sha2::{Digest, Sha256};
     let mut hash = Sha256::new();
-    for (_, file) in crate::stack::front_tls().secret_files {
+    for (_, file) in files {
         let path = dir.join(file);
-        let contents = fs::read(&path).with_context(|| {
-            format!("read {}: deploy with `--tls …` to write it", path.display())
-        })?;
-        // Each file's length first, so that no two pairs of files hash alike.
+        let contents =
+            fs::read(&path).with_context(|| format!("read {}: {how}", path.display()))?;
+        // Each file's length first, so that no two sets of files hash alike.
         hash.update((contents.len() as u64).to_be_bytes());
         hash.update(&contents);
     }
