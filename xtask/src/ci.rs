@@ -49,7 +49,7 @@ impl Ci {
             "building the load tool (a no-op once it is cached)",
             &xtask,
             &["bench", "--load-tool-only"],
-            10,
+            19,
             target.join("ci-load-tool.log"),
         )?;
         let mut timings = Vec::new();
@@ -196,6 +196,9 @@ struct Background {
     started: Instant,
 }
 
+/// How many of a failed background command's last lines the error shows.
+const LOG_LINES_SHOWN: usize = 30;
+
 impl Background {
     fn start(
         what: &'static str,
@@ -254,8 +257,12 @@ impl Background {
             .with_context(|| format!("wait for {}", self.what))?;
         let minutes = self.started.elapsed().as_secs_f64() / 60.0;
         if !status.success() {
+            // The end of its output says why; the whole of it stays in the log.
+            let output = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let lines: Vec<&str> = output.lines().collect();
+            let last = lines[lines.len().saturating_sub(LOG_LINES_SHOWN)..].join("\n");
             anyhow::bail!(
-                "{} failed ({status}, {minutes:.1} min after it started); its output is in {}",
+                "{} failed ({status}, {minutes:.1} min after it started); the end of its output ({}):\n{last}",
                 self.what,
                 self.log.display()
             );

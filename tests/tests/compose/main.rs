@@ -309,6 +309,7 @@ impl RawAnswer {
 /// Clients on the proxy container's own loopback, with addresses of their
 /// own (127.0.0.2 and up), talking to its nginx on 127.0.0.1:80: nginx sees
 /// each address as a client of its own, as clients on other machines are.
+#[derive(Clone, Copy)]
 struct ProxyLoopback {
     pid: u32,
 }
