@@ -49,7 +49,6 @@ impl Ci {
             "building the load tool (a no-op once it is cached)",
             &xtask,
             &["bench", "--load-tool-only"],
-            19,
             target.join("ci-load-tool.log"),
         )?;
         let mut timings = Vec::new();
@@ -111,7 +110,6 @@ impl Ci {
             "images --check (a build from scratch, compared with the regular one)",
             &xtask,
             &["images", "--check"],
-            19,
             target.join("ci-images-check.log"),
         )?;
         step(
@@ -183,8 +181,8 @@ impl Ci {
     }
 }
 
-/// An xtask command run in the background while the steps go on: at a low
-/// CPU priority (`nice`, where there is one), so the steps it runs beside
+/// An xtask command run in the background while the steps go on: at the lowest
+/// CPU priority (`nice -n 19`, where there is a `nice`), so the steps it runs beside
 /// keep their pace and it takes what CPU they leave idle (the end-to-end
 /// steps mostly wait on Docker), and in a process group of its own so that
 /// it can be stopped as a whole (cargo and its rustc processes) if `ci`
@@ -204,14 +202,13 @@ impl Background {
         what: &'static str,
         xtask: &Path,
         args: &[&str],
-        niceness: u8,
         log: PathBuf,
     ) -> anyhow::Result<Background> {
         let spawn = |niced: bool| -> anyhow::Result<std::io::Result<Child>> {
             let output = File::create(&log).with_context(|| format!("create {}", log.display()))?;
             let mut command = if niced {
                 let mut nice = Command::new("nice");
-                nice.args(["-n", &niceness.to_string()]).arg(xtask);
+                nice.args(["-n", "19"]).arg(xtask);
                 nice
             } else {
                 Command::new(xtask)
