@@ -7,6 +7,7 @@
 //! for the bench smoke test, and the pinned `nix-instantiate` (Debian's
 //! nix-bin) for the Nix checks, which fail the run when it cannot be had.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,7 @@ impl Ci {
         let target = crate::project_root().join("target");
         let load_tool = Background::start(
             "building the load tool (a no-op once it is cached)",
+            Priority::Lowest,
             &xtask,
             &["bench", "--load-tool-only"],
             target.join("ci-load-tool.log"),
@@ -55,8 +57,12 @@ impl Ci {
         let mut step = |name: &'static str, body: &mut dyn FnMut() -> anyhow::Result<()>| {
             eprintln!("\n==> ci: {name}");
             let step_started = Instant::now();
+            let cpu_before = MachineCpu::now();
             let outcome = body().with_context(|| format!("ci step `{name}` failed"));
-            timings.push((name, step_started.elapsed().as_secs()));
+            let cpu = MachineCpu::now()
+                .zip(cpu_before)
+                .map(|(after, before)| after - before);
+            timings.push((name, step_started.elapsed().as_secs(), cpu));
             outcome
         };
 
@@ -108,6 +114,7 @@ impl Ci {
         })?;
         let reproducible = Background::start(
             "images --check (a build from scratch, compared with the regular one)",
+            Priority::Lowest,
             &xtask,
             &["images", "--check"],
             target.join("ci-images-check.log"),
@@ -129,8 +136,42 @@ impl Ci {
                 Ok(())
             },
         )?;
-        step("Compose end to end (v1 and v2)", &mut || {
-            cmd!(sh, "{xtask} e2e --compose both").run()?;
+        step(
+            "Compose v2 end to end (the whole suite, then HTTPS)",
+            &mut || {
+                cmd!(sh, "{xtask} e2e --compose v2").run()?;
+                Ok(())
+            },
+        )?;
+        // Beside the Swarm suite, which mostly waits on the engine: what
+        // Compose 1.29 decides, then the 3-node cluster (engines of its own
+        // in network namespaces). At normal priority: their tests send load
+        // at fixed rates and check it was sent.
+        let mut companions: Vec<&str> = vec!["\"$0\" e2e --compose v1-part"];
+        if !self.no_cluster {
+            companions.push("\"$0\" e2e --swarm --nodes 3");
+        }
+        let companion = Background::start(
+            "Compose v1 end to end (what Compose decides), then the Swarm suite on a 3-node cluster",
+            Priority::Normal,
+            Path::new("sh"),
+            &[
+                OsStr::new("-c"),
+                OsStr::new(&companions.join(" && ")),
+                xtask.as_os_str(),
+            ],
+            target.join("ci-beside-swarm.log"),
+        )?;
+        if !self.no_swarm {
+            step("Swarm end to end", &mut || {
+                cmd!(sh, "{xtask} e2e --swarm").run()?;
+                Ok(())
+            })?;
+        }
+        // The arm64 images (built by the images step) under qemu-user:
+        // skipped in one line where binfmt_misc cannot be used.
+        step("arm64 images under emulation (smoke test)", &mut || {
+            cmd!(sh, "{xtask} e2e --arm64").run()?;
             Ok(())
         })?;
         let mut load_tool = Some(load_tool);
@@ -145,24 +186,14 @@ impl Ci {
             cmd!(sh, "{xtask} bench --smoke").run()?;
             Ok(())
         })?;
-        // The arm64 images (built by the images step) under qemu-user:
-        // skipped in one line where binfmt_misc cannot be used.
-        step("arm64 images under emulation (smoke test)", &mut || {
-            cmd!(sh, "{xtask} e2e --arm64").run()?;
-            Ok(())
-        })?;
-        if !self.no_swarm {
-            step("Swarm end to end", &mut || {
-                cmd!(sh, "{xtask} e2e --swarm").run()?;
-                Ok(())
-            })?;
-        }
-        if !self.no_cluster {
-            step("Swarm on a 3-node cluster end to end", &mut || {
-                cmd!(sh, "{xtask} e2e --swarm --nodes 3").run()?;
-                Ok(())
-            })?;
-        }
+        let mut companion = Some(companion);
+        step(
+            "Compose v1 and the 3-node cluster end to end (beside the Swarm step)",
+            &mut || match companion.take() {
+                Some(run) => run.wait(),
+                None => Ok(()),
+            },
+        )?;
 
         let mut reproducible = Some(reproducible);
         step(
@@ -174,24 +205,87 @@ impl Ci {
         )?;
 
         eprintln!("\nci: all steps passed in {}s", started.elapsed().as_secs());
-        for (name, seconds) in &timings {
-            eprintln!("  {seconds:>5}s  {name}");
+        // The machine's CPU during each step, the background commands' included:
+        // where the time can still be found (idle cores) and where it cannot.
+        eprintln!(
+            "  {:>6}  {:>11}  {:>11}  step",
+            "wall", "CPU busy", "CPU idle"
+        );
+        for (name, seconds, cpu) in &timings {
+            let (busy, idle) = cpu.map_or((String::new(), String::new()), |cpu| {
+                (
+                    format!("{:.0} core-s", cpu.busy),
+                    format!("{:.0} core-s", cpu.idle),
+                )
+            });
+            eprintln!(
+                "  {:>6}  {busy:>11}  {idle:>11}  {name}",
+                format!("{seconds}s")
+            );
         }
         Ok(())
     }
 }
 
-/// An xtask command run in the background while the steps go on: at the lowest
-/// CPU priority (`nice -n 19`, where there is a `nice`), so the steps it runs beside
-/// keep their pace and it takes what CPU they leave idle (the end-to-end
-/// steps mostly wait on Docker), and in a process group of its own so that
-/// it can be stopped as a whole (cargo and its rustc processes) if `ci`
-/// ends first. Its output goes to a log file.
+/// A command run in the background while the steps go on, in a process
+/// group of its own so that it can be stopped as a whole (cargo and its rustc
+/// processes, or the end-to-end suite's) if `ci` ends first. Its output goes
+/// to a log file.
 struct Background {
     what: &'static str,
     child: Option<Child>,
     log: PathBuf,
     started: Instant,
+}
+
+/// The CPU time of the whole machine, all cores, from `/proc/stat` (`None`
+/// where there is none): what a step used, beside what it left idle.
+#[derive(Clone, Copy)]
+struct MachineCpu {
+    busy: f64,
+    idle: f64,
+}
+
+impl MachineCpu {
+    fn now() -> Option<MachineCpu> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        MachineCpu::parse(stat.lines().next()?)
+    }
+
+    /// The `cpu` line: user, nice, system, idle, iowait, irq, softirq, steal
+    /// (then guest time, already counted in user), in USER_HZ, which Linux fixes at 100.
+    fn parse(line: &str) -> Option<MachineCpu> {
+        let mut fields = line.strip_prefix("cpu ")?.split_whitespace();
+        let mut next =
+            || -> Option<f64> { Some(fields.next()?.parse::<u64>().ok()? as f64 / 100.0) };
+        let (user, nice, system, idle, iowait) = (next()?, next()?, next()?, next()?, next()?);
+        let (irq, softirq, steal) = (next()?, next()?, next()?);
+        Some(MachineCpu {
+            busy: user + nice + system + irq + softirq + steal,
+            idle: idle + iowait,
+        })
+    }
+}
+
+impl std::ops::Sub for MachineCpu {
+    type Output = MachineCpu;
+    fn sub(self, earlier: MachineCpu) -> MachineCpu {
+        MachineCpu {
+            busy: self.busy - earlier.busy,
+            idle: self.idle - earlier.idle,
+        }
+    }
+}
+
+/// How much CPU a background command may take from the steps it runs beside.
+#[derive(Clone, Copy)]
+enum Priority {
+    /// `nice -n 19` (where there is a `nice`): the steps keep their pace and
+    /// it takes the CPU they leave idle (the end-to-end steps mostly wait on
+    /// Docker). For builds.
+    Lowest,
+    /// As much as the steps: for tests that send load at fixed rates.
+    Normal,
 }
 
 /// How many of a failed background command's last lines the error shows.
@@ -200,18 +294,19 @@ const LOG_LINES_SHOWN: usize = 30;
 impl Background {
     fn start(
         what: &'static str,
-        xtask: &Path,
-        args: &[&str],
+        priority: Priority,
+        program: &Path,
+        args: &[impl AsRef<OsStr>],
         log: PathBuf,
     ) -> anyhow::Result<Background> {
         let spawn = |niced: bool| -> anyhow::Result<std::io::Result<Child>> {
             let output = File::create(&log).with_context(|| format!("create {}", log.display()))?;
             let mut command = if niced {
                 let mut nice = Command::new("nice");
-                nice.args(["-n", "19"]).arg(xtask);
+                nice.args(["-n", "19"]).arg(program);
                 nice
             } else {
-                Command::new(xtask)
+                Command::new(program)
             };
             command
                 .args(args)
@@ -225,9 +320,11 @@ impl Background {
                 .process_group(0);
             Ok(command.spawn())
         };
-        let child = match spawn(true)? {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => spawn(false)?,
-            spawned => spawned,
+        let child = match (priority, spawn(matches!(priority, Priority::Lowest))?) {
+            (Priority::Lowest, Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                spawn(false)?
+            }
+            (_, spawned) => spawned,
         }
         .with_context(|| format!("start {what} in the background"))?;
         eprintln!("ci: {what}, in the background (log: {})", log.display());
@@ -280,5 +377,23 @@ impl Drop for Background {
                 .status();
             let _ = child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MachineCpu;
+
+    #[test]
+    fn the_machines_cpu_is_read_from_the_first_line_of_proc_stat() {
+        let cpu = MachineCpu::parse("cpu  127983 137768 47964 12586 489 0 1043 837 0 0")
+            .expect("a cpu line");
+        assert_eq!(
+            cpu.busy,
+            (127983 + 137768 + 47964 + 1043 + 837) as f64 / 100.0
+        );
+        assert_eq!(cpu.idle, (12586 + 489) as f64 / 100.0);
+        assert!(MachineCpu::parse("cpu0 1 2 3 4 5 6 7 8").is_none());
+        assert!(MachineCpu::parse("cpu  1 2 3").is_none());
     }
 }

@@ -51,6 +51,7 @@ pub fn run_compose_e2e(sh: &Shell, choice: ComposeChoice, keep: bool) -> anyhow:
         ComposeChoice::V1 => &[("v1", &[])],
         ComposeChoice::V2 => &[("v2", &[])],
         ComposeChoice::Both => &[("v1", NOT_COMPOSE), ("v2", &[])],
+        ComposeChoice::V1Part => &[("v1", NOT_COMPOSE)],
         ComposeChoice::Auto => &[("auto", &[])],
     };
     let mut timings = Vec::new();
