@@ -48,7 +48,7 @@ impl Ci {
         let target = crate::project_root().join("target");
         let load_tool = Background::start(
             "building the load tool (a no-op once it is cached)",
-            Priority::Lowest,
+            Kind::Build,
             &xtask,
             &["bench", "--load-tool-only"],
             target.join("ci-load-tool.log"),
@@ -114,7 +114,7 @@ impl Ci {
         })?;
         let reproducible = Background::start(
             "images --check (a build from scratch, compared with the regular one)",
-            Priority::Lowest,
+            Kind::Build,
             &xtask,
             &["images", "--check"],
             target.join("ci-images-check.log"),
@@ -155,7 +155,7 @@ impl Ci {
         } else {
             Some(Background::start(
                 "the Swarm suite on a 3-node cluster (e2e --swarm --nodes 3)",
-                Priority::Normal,
+                Kind::Suite,
                 &xtask,
                 &["e2e", "--swarm", "--nodes", "3"],
                 target.join("ci-cluster.log"),
@@ -236,6 +236,7 @@ impl Ci {
 /// to a log file.
 struct Background {
     what: &'static str,
+    kind: Kind,
     child: Option<Child>,
     log: PathBuf,
     started: Instant,
@@ -280,15 +281,18 @@ impl std::ops::Sub for MachineCpu {
     }
 }
 
-/// How much CPU a background command may take from the steps it runs beside.
-#[derive(Clone, Copy)]
-enum Priority {
-    /// `nice -n 19` (where there is a `nice`): the steps keep their pace and
-    /// it takes the CPU they leave idle (the end-to-end steps mostly wait on
-    /// Docker). For builds.
-    Lowest,
-    /// As much as the steps: for tests that send load at fixed rates.
-    Normal,
+/// What runs in the background, which decides its CPU priority and what
+/// happens to it when `ci` ends first (a step failed).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A build: at `nice -n 19` (where there is a `nice`), so the steps keep
+    /// their pace and it takes the CPU they leave idle (the end-to-end steps
+    /// mostly wait on Docker); stopped if `ci` ends first.
+    Build,
+    /// An end-to-end suite: at the steps' own priority, since its tests send
+    /// load at fixed rates; if `ci` ends first, waited for, so that it removes
+    /// what it started (stopped half-way, it would leave its stack behind).
+    Suite,
 }
 
 /// How many of a failed background command's last lines the error shows.
@@ -297,7 +301,7 @@ const LOG_LINES_SHOWN: usize = 30;
 impl Background {
     fn start(
         what: &'static str,
-        priority: Priority,
+        kind: Kind,
         program: &Path,
         args: &[impl AsRef<OsStr>],
         log: PathBuf,
@@ -323,8 +327,8 @@ impl Background {
                 .process_group(0);
             Ok(command.spawn())
         };
-        let child = match (priority, spawn(matches!(priority, Priority::Lowest))?) {
-            (Priority::Lowest, Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+        let child = match (kind, spawn(kind == Kind::Build)?) {
+            (Kind::Build, Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
                 spawn(false)?
             }
             (_, spawned) => spawned,
@@ -333,6 +337,7 @@ impl Background {
         eprintln!("ci: {what}, in the background (log: {})", log.display());
         Ok(Background {
             what,
+            kind,
             child: Some(child),
             log,
             started: Instant::now(),
@@ -372,6 +377,15 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            if self.kind == Kind::Suite {
+                eprintln!(
+                    "ci: waiting for {} to end and remove what it started (log: {})",
+                    self.what,
+                    self.log.display()
+                );
+                let _ = child.wait();
+                return;
+            }
             // The whole group: cargo and the rustc processes it started.
             let group = format!("-{}", child.id());
             let _ = Command::new("kill")
