@@ -39,8 +39,7 @@ pub fn ensure(
         binary,
         caller,
     } = tool;
-    let root =
-        crate::tool_cache_dir(|name| std::env::var(name).ok()).join(format!("{package}-{version}"));
+    let root = crate::tool_cache_dir().join(format!("{package}-{version}"));
     let installed = root.join("bin").join(binary);
     let record = root.join(format!("{binary}.sha256"));
     match cached_build_is_intact(&installed, &record) {
@@ -62,7 +61,7 @@ pub fn ensure(
     eprintln!(
         "{caller}: building {package} {version} into {} (once per machine; {} moves it)",
         root.display(),
-        crate::TOOL_CACHE_VARIABLE
+        xtask_fetch::TOOL_CACHE_VARIABLE
     );
     let spec = format!("{package}@{version}");
     // Its own target dir: installing neither waits on nor invalidates the
@@ -84,16 +83,11 @@ pub fn ensure(
     }
     // Written whole or not at all: a torn record would only mean a rebuild,
     // but a rename costs nothing.
-    let mut temporary = tempfile::NamedTempFile::new_in(&root)
-        .with_context(|| format!("create a temporary file in {}", root.display()))?;
-    std::io::Write::write_all(
-        &mut temporary,
+    xtask_fetch::write_atomically(
+        &record,
         format!("{}\n", sha256_of_file(&installed)?).as_bytes(),
-    )
-    .with_context(|| format!("write {}", record.display()))?;
-    temporary
-        .persist(&record)
-        .with_context(|| format!("write {}", record.display()))?;
+        0o666,
+    )?;
     // The build directory is only needed to resume an interrupted build.
     let _ = std::fs::remove_dir_all(&build_dir);
     Ok(installed)
@@ -120,6 +114,7 @@ fn cached_build_is_intact(binary: &Path, record: &Path) -> Result<bool, String> 
     Ok(true)
 }
 
+/// The hex digits alone, as the record beside the binary holds them.
 fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
     Ok(xtask_oci::Digest::sha256_of_file(path)?.hex().to_string())
 }

@@ -22,11 +22,12 @@ use std::{
 
 use anyhow::Context;
 use xshell::Shell;
+use xtask_fetch::staging;
 use xtask_oci::{Digest, FileContents, Rootfs, RootfsEntry};
 
 use super::{
     debian::{self, DebianContents},
-    staging, BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
+    BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
 };
 
 /// Wrapper scripts in `bin_dir` (target/tools/bin), one per tool.

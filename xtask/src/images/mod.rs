@@ -28,7 +28,6 @@ mod platform;
 mod release;
 mod rust_std;
 mod sbom;
-pub mod staging;
 #[cfg(test)]
 mod tests;
 mod webapp_binary;

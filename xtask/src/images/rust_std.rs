@@ -18,7 +18,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use xshell::{cmd, Shell};
 
-use super::{archive, platform::Platform, staging};
+use super::{archive, platform::Platform};
+use xtask_fetch::staging;
 
 /// One pinned `rust-std` component.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -83,14 +84,14 @@ pub fn cross_target(
 /// `<tool cache>/rust-std-<version>-<target>/`, fetched and unpacked the
 /// first time (the download checked against the pin before it is used).
 fn ensure_sysroot(target: &str, pinned: &PinnedRustStd) -> anyhow::Result<PathBuf> {
-    let cache = crate::tool_cache_dir(|name| std::env::var(name).ok());
+    let cache = crate::tool_cache_dir();
     let name = format!("rust-std-{}-{target}", pinned.version);
     let sysroot = cache.join(&name);
     if sysroot.join(libc_in_sysroot(target)).is_file() {
         return Ok(sysroot);
     }
     let download = cache.join(format!("{name}.tar.xz"));
-    let expected = archive::Expected {
+    let expected = xtask_fetch::Expected {
         size: pinned.size,
         sha256: &pinned.sha256,
     };
@@ -99,8 +100,9 @@ fn ensure_sysroot(target: &str, pinned: &PinnedRustStd) -> anyhow::Result<PathBu
         pinned.size / 1_000_000,
         pinned.url
     );
-    archive::download_verified(&pinned.url, &download, expected)
-        .map_err(archive::FetchError::into_anyhow)?;
+    // The message an unreachable server gives is the archive's, as before.
+    xtask_fetch::download_verified(&pinned.url, &download, expected, archive::UNREACHABLE)
+        .map_err(xtask_fetch::FetchError::into_anyhow)?;
     let staging = staging::temporary_dir(&cache, &name)?;
     unpack_component(&download, target, staging.path())
         .with_context(|| format!("unpack {}", download.display()))?;
