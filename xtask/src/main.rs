@@ -5,7 +5,6 @@
 //! from the workspace root whatever directory cargo was started in.
 
 mod bench;
-mod cargo_tools;
 mod ci;
 mod cluster;
 mod compose;

@@ -62,6 +62,16 @@ pub struct LockedPackage {
     pub sha256: String,
 }
 
+/// One pinned `rust-std` component (the lock's `rust-std` part).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinnedRustStd {
+    /// The Rust release, the same as rust-toolchain.toml's channel.
+    pub version: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
 /// deploy/images.lock.json: per image, its packages sorted by name.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LockFile {
@@ -78,7 +88,7 @@ pub struct LockFile {
         rename = "rust-std",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    pub rust_std: BTreeMap<String, super::rust_std::PinnedRustStd>,
+    pub rust_std: BTreeMap<String, PinnedRustStd>,
 }
 
 impl LockFile {

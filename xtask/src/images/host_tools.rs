@@ -64,48 +64,6 @@ pub fn host_tools(_sh: &Shell) -> anyhow::Result<HostTools> {
     })
 }
 
-/// A file of one of an image's pinned packages, as Debian ships it.
-#[derive(Clone, Debug)]
-pub struct PinnedFile {
-    /// In the images' cache of unpacked packages.
-    pub path: PathBuf,
-    /// `redis-tools 5:8.0.2-3`: what the lock pins, for reports.
-    pub package: String,
-}
-
-/// `path` inside `package` as pinned for `image` in the lock, downloading,
-/// checking and unpacking the package into the images' cache if no build
-/// did yet: for files an image leaves out, such as redis-benchmark.
-pub fn pinned_package_file(image: &str, package: &str, path: &str) -> anyhow::Result<PinnedFile> {
-    let root = crate::project_root();
-    let lock = debian::LockFile::read(&root)?;
-    let locked = lock
-        .images
-        .get(image)
-        .and_then(|packages| packages.iter().find(|locked| locked.package == package))
-        .with_context(|| {
-            format!(
-                "{} pins no {package} in images.{image}: run `cargo xtask images --update-lock`",
-                debian::LOCK_PATH
-            )
-        })?;
-    let cache = BuildLayout::regular(&root).cache;
-    let deb = debian::ensure_locked_deb(&cache, locked)?;
-    let unpacked = debian::unpack(&cache, locked, &deb)?;
-    let file = unpacked.unpacked_dir.join(path);
-    if !file.exists() {
-        anyhow::bail!(
-            "{package} {} has no {path} (looked in {})",
-            locked.version,
-            unpacked.unpacked_dir.display()
-        );
-    }
-    Ok(PinnedFile {
-        path: file,
-        package: format!("{package} {}", locked.version),
-    })
-}
-
 /// The pinned `nix-instantiate` wrapper (target/tools/bin/nix-instantiate).
 #[derive(Clone, Debug)]
 pub struct PinnedNix {

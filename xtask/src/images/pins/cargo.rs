@@ -1,5 +1,5 @@
 //! Programs from crates.io that xtask runs (the load tool, cargo-auditable):
-//! each pinned by version, built once per machine with `cargo install
+//! each pinned by version here, built once per machine with `cargo install
 //! --locked` into the tool cache (`crate::tool_cache_dir`), and used only
 //! while it is the very file its build recorded (sha256 beside it).
 
@@ -8,6 +8,25 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
+
+/// cargo-auditable, which the images' programs are built with: the newest
+/// release on crates.io when this was written (`cargo info cargo-auditable`,
+/// 2026-12-05), so every machine embeds with the same tool.
+pub const CARGO_AUDITABLE: PinnedTool = PinnedTool {
+    package: "cargo-auditable",
+    version: "0.7.7",
+    binary: "cargo-auditable",
+    caller: "images",
+};
+
+/// oha, the bench's load tool: the newest release on crates.io when the
+/// bench was written (`cargo info oha`).
+pub const OHA: PinnedTool = PinnedTool {
+    package: "oha",
+    version: "1.16.0",
+    binary: "oha",
+    caller: "bench",
+};
 
 /// A crate whose binary xtask runs.
 pub struct PinnedTool {
@@ -22,10 +41,10 @@ pub struct PinnedTool {
 /// `tool`'s cached binary, built first if it is missing, is not the file its
 /// build recorded, or fails `usable` (e.g. answers `--version` with another
 /// version). The first build compiles it; later runs, from any clone, reuse it.
-pub fn ensure(
+pub(super) fn ensure(
     sh: &Shell,
     tool: &PinnedTool,
-    usable: impl Fn(&Path) -> bool,
+    usable: &dyn Fn(&Path) -> bool,
 ) -> anyhow::Result<PathBuf> {
     // One install at a time within this process (tests build in parallel);
     // a poisoned lock only means another install failed.
