@@ -142,14 +142,17 @@ pub fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// This clone's own tool directory, target/tools/: the host tools' trees
+/// and wrapper scripts, and the tool cache when nothing names one.
+pub fn clone_tools_dir() -> PathBuf {
+    project_root().join("target").join("tools")
+}
+
 /// Where tools built or fetched once per machine are kept across clones
 /// (`xtask_fetch::tool_cache_dir`: `$WEBSTACK_TOOL_CACHE`, the user's cache
-/// directory, else this clone's target/tools/).
+/// directory, else [`clone_tools_dir`]).
 pub fn tool_cache_dir() -> PathBuf {
-    xtask_fetch::tool_cache_dir(
-        |name| std::env::var(name).ok(),
-        &project_root().join("target").join("tools"),
-    )
+    xtask_fetch::tool_cache_dir(|name| std::env::var(name).ok(), &clone_tools_dir())
 }
 
 #[cfg(test)]

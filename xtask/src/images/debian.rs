@@ -103,6 +103,13 @@ impl LockFile {
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
     }
 
+    /// The pin of `package` in `image`'s part, whatever its architecture.
+    pub fn image_package(&self, image: &str, package: &str) -> Option<&LockedPackage> {
+        self.images
+            .get(image)
+            .and_then(|packages| packages.iter().find(|locked| locked.package == package))
+    }
+
     /// The pins of `image` for `platform`: its architecture's packages and
     /// the architecture-independent (`all`) ones.
     pub fn packages_for(

@@ -43,7 +43,7 @@ pub struct HostTools {
 /// target/tools/rootfs/ and writes the wrapper scripts.
 pub fn host_tools(_sh: &Shell) -> anyhow::Result<HostTools> {
     let root = crate::project_root();
-    let tools_dir = root.join("target").join("tools");
+    let tools_dir = crate::clone_tools_dir();
     let bin_dir = tools_dir.join("bin");
     fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
     let cache = BuildLayout::regular(&root).cache;
@@ -84,9 +84,7 @@ pub fn pinned_nix() -> anyhow::Result<PinnedNix> {
     let root = crate::project_root();
     let lock = debian::LockFile::read(&root)?;
     let package = lock
-        .images
-        .get(NIX_CONTENTS.image)
-        .and_then(|packages| packages.iter().find(|locked| locked.package == NIX_PACKAGE))
+        .image_package(NIX_CONTENTS.image, NIX_PACKAGE)
         .map(|locked| format!("{} {}", locked.package, locked.version))
         .with_context(|| {
             format!(
@@ -95,7 +93,7 @@ pub fn pinned_nix() -> anyhow::Result<PinnedNix> {
                 NIX_CONTENTS.image
             )
         })?;
-    let tools_dir = root.join("target").join("tools");
+    let tools_dir = crate::clone_tools_dir();
     let bin_dir = tools_dir.join("bin");
     fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
     let cache = BuildLayout::regular(&root).cache;

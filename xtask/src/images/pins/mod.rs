@@ -116,9 +116,7 @@ fn locked_package(lock: &LockFile, pin: &Pin) -> anyhow::Result<LockedPackage> {
             .cloned()
             .with_context(|| format!("{LOCK_PATH} pins no `{name}` in its tools part")),
         Pin::ImagePackage { image, package, .. } => lock
-            .images
-            .get(*image)
-            .and_then(|packages| packages.iter().find(|locked| locked.package == *package))
+            .image_package(image, package)
             .cloned()
             .with_context(|| {
                 format!(
