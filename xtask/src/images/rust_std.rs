@@ -4,14 +4,11 @@
 //! arm64 images xtask fetches the official `rust-std` component of the same
 //! release (pinned in the lock's `rust-std` part: URL, size, sha256;
 //! `pins` fetches it and unpacks it into a sysroot of its own in the tool
-//! cache), and links with
-//! the toolchain's own `rust-lld` against the musl C library and start
-//! files that component carries (`self-contained/`). No C cross compiler is
+//! cache), and links with the toolchain's own `rust-lld` against the musl C
+//! library and start files that component carries (`self-contained/`). No C cross compiler is
 //! needed: neither the webapp nor the proxy crate builds C code. The user's
 //! toolchain is never changed.
 
-#[cfg(test)]
-use std::fs;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
@@ -64,6 +61,7 @@ pub fn cross_target(sh: &Shell, platform: Platform) -> anyhow::Result<Option<Cro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// rust-toolchain.toml's `channel = "…"`.
     fn toolchain_channel() -> String {
