@@ -163,3 +163,52 @@ pub fn pinned_pebble() -> anyhow::Result<PathBuf> {
     }
     Ok(root)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_debian_pin_named_here_is_in_the_checked_in_lock() {
+        let lock = LockFile::read(&crate::project_root()).expect("the lock");
+        let qemu = Pin::Tool {
+            name: QEMU_TOOL,
+            path: "usr/bin/qemu-aarch64",
+        };
+        for pin in [COMPOSE_V2, REGISTRY, PEBBLE, qemu] {
+            let Pin::Tool { name, .. } = pin else {
+                unreachable!("only tools are named here")
+            };
+            let locked = locked_package(&lock, &pin).expect(name);
+            assert!(!locked.package.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_pin_the_lock_lacks_is_an_error_naming_the_part_it_was_looked_for_in() {
+        let lock = LockFile::default();
+        let tool = Pin::Tool {
+            name: "no-such-tool",
+            path: "usr/bin/x",
+        };
+        let message = format!("{:#}", locked_package(&lock, &tool).unwrap_err());
+        assert!(
+            message.contains("pins no `no-such-tool` in its tools part"),
+            "{message}"
+        );
+        let file = Pin::ImagePackage {
+            image: "db",
+            package: "no-such-package",
+            path: "usr/bin/x",
+        };
+        let message = format!("{:#}", locked_package(&lock, &file).unwrap_err());
+        assert!(
+            message.contains("pins no no-such-package in images.db"),
+            "{message}"
+        );
+        let sysroot = Pin::RustStd {
+            target: "aarch64-unknown-linux-musl",
+        };
+        assert!(locked_package(&lock, &sysroot).is_err());
+    }
+}
