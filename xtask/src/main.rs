@@ -5,7 +5,6 @@
 //! from the workspace root whatever directory cargo was started in.
 
 mod bench;
-mod cargo_tools;
 mod ci;
 mod cluster;
 mod compose;
@@ -143,60 +142,23 @@ pub fn project_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// Overrides where tools fetched or built once per machine are kept (the
-/// load tool, the Rust standard library of other targets); default: the
-/// user's cache directory.
-pub const TOOL_CACHE_VARIABLE: &str = "WEBSTACK_TOOL_CACHE";
+/// This clone's own tool directory, target/tools/: the host tools' trees
+/// and wrapper scripts, and the tool cache when nothing names one.
+pub fn clone_tools_dir() -> PathBuf {
+    project_root().join("target").join("tools")
+}
 
-/// Where tools built or fetched once per machine are kept across clones:
-/// `$WEBSTACK_TOOL_CACHE`, else `$XDG_CACHE_HOME/webstack`, else
-/// `$HOME/.cache/webstack`; inside the clone's `target/` only when none is set.
-pub fn tool_cache_dir(variable: impl Fn(&str) -> Option<String>) -> PathBuf {
-    let non_empty = |name: &str| variable(name).filter(|value| !value.is_empty());
-    if let Some(dir) = non_empty(TOOL_CACHE_VARIABLE) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = non_empty("XDG_CACHE_HOME") {
-        return Path::new(&dir).join("webstack");
-    }
-    if let Some(home) = non_empty("HOME") {
-        return Path::new(&home).join(".cache").join("webstack");
-    }
-    crate::project_root().join("target").join("tools")
+/// Where tools built or fetched once per machine are kept across clones
+/// (`xtask_fetch::tool_cache_dir`: `$WEBSTACK_TOOL_CACHE`, the user's cache
+/// directory, else [`clone_tools_dir`]).
+pub fn tool_cache_dir() -> PathBuf {
+    xtask_fetch::tool_cache_dir(|name| std::env::var(name).ok(), &clone_tools_dir())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
-
-    #[test]
-    fn the_tool_cache_is_outside_the_clone_unless_nothing_names_a_place() {
-        let lookup = |pairs: &'static [(&'static str, &'static str)]| {
-            move |name: &str| {
-                pairs
-                    .iter()
-                    .find(|(key, _)| *key == name)
-                    .map(|(_, value)| (*value).to_owned())
-            }
-        };
-        assert_eq!(
-            tool_cache_dir(lookup(&[
-                (TOOL_CACHE_VARIABLE, "/srv/tools"),
-                ("HOME", "/h")
-            ])),
-            PathBuf::from("/srv/tools")
-        );
-        assert_eq!(
-            tool_cache_dir(lookup(&[("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
-            PathBuf::from("/x/webstack")
-        );
-        assert_eq!(
-            tool_cache_dir(lookup(&[("XDG_CACHE_HOME", ""), ("HOME", "/h")])),
-            PathBuf::from("/h/.cache/webstack")
-        );
-        assert!(tool_cache_dir(lookup(&[])).starts_with(crate::project_root()));
-    }
 
     #[test]
     fn the_command_line_is_consistent() {

@@ -89,7 +89,7 @@ fn random_password() -> anyhow::Result<String> {
 /// Writes through a temporary file and a rename, so a reader never sees half
 /// a password; the file is the owner's alone (0600) from its creation.
 pub(crate) fn write_secret(path: &Path, contents: &str) -> anyhow::Result<()> {
-    crate::images::staging::write_atomically(path, contents.as_bytes(), 0o600)
+    xtask_fetch::write_atomically(path, contents.as_bytes(), 0o600)
 }
 
 /// Compose bind-mounts file secrets with the host file's owner and mode, and

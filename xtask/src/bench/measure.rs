@@ -26,6 +26,7 @@ use super::{
 };
 use crate::compose;
 use crate::docker::deployment::Deployment;
+use crate::images::pins;
 
 /// The running stack a benchmark measures.
 #[derive(Debug, Clone)]
@@ -414,12 +415,13 @@ const REDIS_BENCHMARK_PATH: &str = "usr/bin/redis-benchmark";
 /// the pinned redis-tools package (the one the image's redis-cli and
 /// redis-server come from) mounted in; with the package it is from.
 fn redis_benchmark_binary(sh: &Shell, image: &str) -> anyhow::Result<(BenchmarkBinary, String)> {
-    let pinned = crate::images::pinned_package_file(
-        crate::stack::DB,
-        REDIS_BENCHMARK_PACKAGE,
-        REDIS_BENCHMARK_PATH,
-    )
-    .context("the pinned redis-benchmark")?;
+    let pin = pins::Pin::ImagePackage {
+        image: crate::stack::DB,
+        package: REDIS_BENCHMARK_PACKAGE,
+        path: REDIS_BENCHMARK_PATH,
+    };
+    let path = pins::ensure(&pin).context("the pinned redis-benchmark")?;
+    let package = pins::package_of(&pin)?;
     let in_image = format!("/{REDIS_BENCHMARK_PATH}");
     let probe = cmd!(
         sh,
@@ -430,9 +432,9 @@ fn redis_benchmark_binary(sh: &Shell, image: &str) -> anyhow::Result<(BenchmarkB
     .ignore_stdout()
     .run();
     if probe.is_ok() {
-        return Ok((BenchmarkBinary::InImage(in_image), pinned.package));
+        return Ok((BenchmarkBinary::InImage(in_image), package));
     }
-    Ok((BenchmarkBinary::Mounted(pinned.path), pinned.package))
+    Ok((BenchmarkBinary::Mounted(path), package))
 }
 
 fn redis_benchmark_version(

@@ -15,10 +15,11 @@ use serde::Deserialize;
 use xshell::{cmd, Shell};
 
 use super::report::{Latency, Row, RowKind};
+use crate::images::pins;
 
 /// Pinned so every machine measures with the same tool. 1.16.0 was the newest
 /// release on crates.io when the bench was written (`cargo info oha`).
-pub const OHA_VERSION: &str = "1.16.0";
+pub const OHA_VERSION: &str = pins::OHA.version;
 
 /// The oha binary: one on `PATH` at the pinned version (the Nix dev shell's,
 /// if nixpkgs has that version), else the cached build (see
@@ -29,13 +30,13 @@ pub fn ensure_oha(sh: &Shell) -> anyhow::Result<PathBuf> {
     if is_pinned_version(sh, Path::new("oha")) {
         return Ok(PathBuf::from("oha"));
     }
-    let tool = crate::cargo_tools::PinnedTool {
-        package: "oha",
-        version: OHA_VERSION,
-        binary: "oha",
-        caller: "bench",
+    let usable = |installed: &Path| is_pinned_version(sh, installed);
+    let pin = pins::Pin::Crate {
+        sh,
+        tool: &pins::OHA,
+        usable: &usable,
     };
-    crate::cargo_tools::ensure(sh, &tool, |installed| is_pinned_version(sh, installed))
+    pins::ensure(&pin)
 }
 
 /// Whether `program --version` runs and names the pinned version.

@@ -47,7 +47,7 @@ impl ComposeTool {
         if plugin.is_ok_and(|version| version.trim_start_matches('v').starts_with('2')) {
             return Ok(ComposeTool::Plugin);
         }
-        let program = crate::images::pinned_compose_v2()
+        let program = crate::images::pins::ensure(&crate::images::pins::COMPOSE_V2)
             .context("get the pinned Compose v2 (no `docker compose` plugin is installed)")?;
         Ok(ComposeTool::Standalone { program, v2: true })
     }

@@ -4,7 +4,7 @@
 //! This machine (and CI) cannot fetch nixpkgs or rust-overlay, so the flake is
 //! never built here. What runs instead, with the `nix-instantiate` of Debian's
 //! `nix-bin` pinned in deploy/images.lock.json (fetched, checked and unpacked
-//! by `images::pinned_nix`; evaluation only, no root, /nix or daemon), or the
+//! by `images::pins::nix`; evaluation only, no root, /nix or daemon), or the
 //! one `WEBSTACK_NIX_INSTANTIATE` names:
 //! - `check`: every tracked `.nix` file, and every file under xtask/nix/,
 //!   must parse (`nix-instantiate --parse`).
@@ -77,7 +77,7 @@ impl NixInstantiate {
                 ),
                 program: PathBuf::from(program),
             },
-            None => match crate::images::pinned_nix() {
+            None => match crate::images::pins::nix() {
                 Ok(pinned) => NixInstantiate {
                     program: pinned.nix_instantiate,
                     origin: format!("the pinned {}", pinned.package),

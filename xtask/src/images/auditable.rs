@@ -22,22 +22,17 @@ use auditable_info::{audit_info_from_file, Limits};
 use auditable_serde::DependencyKind;
 use xshell::Shell;
 
-/// Pinned so every machine embeds with the same tool: the newest release on
-/// crates.io when this was written (`cargo info cargo-auditable`, 2026-12-05).
-pub const CARGO_AUDITABLE_VERSION: &str = "0.7.7";
-
 /// The cached `cargo-auditable` binary, built there first if missing or if it
 /// is not the file its build recorded. The first build compiles it (about a
 /// minute on two cores, once per machine); later builds, from any clone,
 /// reuse it.
 pub fn ensure_cargo_auditable(sh: &Shell) -> anyhow::Result<PathBuf> {
-    let tool = crate::cargo_tools::PinnedTool {
-        package: "cargo-auditable",
-        version: CARGO_AUDITABLE_VERSION,
-        binary: "cargo-auditable",
-        caller: "images",
+    let pin = super::pins::Pin::Crate {
+        sh,
+        tool: &super::pins::CARGO_AUDITABLE,
+        usable: &|_| true,
     };
-    crate::cargo_tools::ensure(sh, &tool, |_| true)
+    super::pins::ensure(&pin)
 }
 
 /// One crate of a binary's embedded list.

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{bail, Context};
 use xshell::Shell;
+use xtask_fetch::staging;
 
 use super::*;
 

@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    archive::{self, Archives, FetchError},
+    archive::{self, Archives},
     deb,
     platform::Platform,
 };
@@ -62,6 +62,16 @@ pub struct LockedPackage {
     pub sha256: String,
 }
 
+/// One pinned `rust-std` component (the lock's `rust-std` part).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PinnedRustStd {
+    /// The Rust release, the same as rust-toolchain.toml's channel.
+    pub version: String,
+    pub url: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
 /// deploy/images.lock.json: per image, its packages sorted by name.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LockFile {
@@ -78,7 +88,7 @@ pub struct LockFile {
         rename = "rust-std",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    pub rust_std: BTreeMap<String, super::rust_std::PinnedRustStd>,
+    pub rust_std: BTreeMap<String, PinnedRustStd>,
 }
 
 impl LockFile {
@@ -91,6 +101,13 @@ impl LockFile {
             )
         })?;
         serde_json::from_str(&text).with_context(|| format!("parse {}", path.display()))
+    }
+
+    /// The pin of `package` in `image`'s part, whatever its architecture.
+    pub fn image_package(&self, image: &str, package: &str) -> Option<&LockedPackage> {
+        self.images
+            .get(image)
+            .and_then(|packages| packages.iter().find(|locked| locked.package == package))
     }
 
     /// The pins of `image` for `platform`: its architecture's packages and
@@ -126,7 +143,7 @@ impl LockFile {
         let path = root.join(LOCK_PATH);
         let mut text = serde_json::to_string_pretty(self).context("serialise lock file")?;
         text.push('\n');
-        super::staging::write_atomically(&path, text.as_bytes(), 0o666)
+        xtask_fetch::write_atomically(&path, text.as_bytes(), 0o666)
     }
 }
 
@@ -211,18 +228,18 @@ pub fn ensure_locked_deb(cache: &DebianCache, locked: &LockedPackage) -> anyhow:
         let base_url = cache.archives.base_url(archive)?;
         let url = format!("{base_url}/{}", locked.filename);
         eprintln!("images: downloading {url}");
-        let expected = archive::Expected {
+        let expected = xtask_fetch::Expected {
             size: locked.size,
             sha256: &locked.sha256,
         };
-        match archive::download_verified(&url, &deb_path, expected) {
+        match xtask_fetch::download_verified(&url, &deb_path, expected, archive::UNREACHABLE) {
             Ok(()) => {}
-            Err(FetchError::Gone { url, status }) => bail!(
+            Err(xtask_fetch::FetchError::Gone { url, status }) => bail!(
                 "package {package} version {version} is gone from the {archive} archive \
                  ({url} answered {status}); Debian's security archive keeps only the newest build of a package. \
                  Run `cargo xtask images --update-lock` to move the pins in {LOCK_PATH} to what the archives offer now"
             ),
-            Err(FetchError::Failed(error)) => {
+            Err(xtask_fetch::FetchError::Failed(error)) => {
                 return Err(error.context(format!(
                     "download package {package} version {version} from the {archive} archive ({} = {base_url})",
                     Archives::variable(archive)
@@ -256,12 +273,12 @@ pub fn unpack(
     if !unpacked_dir.exists() {
         fs::create_dir_all(&cache.unpack_dir)
             .with_context(|| format!("create {}", cache.unpack_dir.display()))?;
-        let staging = super::staging::temporary_dir(&cache.unpack_dir, &locked.package)?;
+        let staging = xtask_fetch::temporary_dir(&cache.unpack_dir, &locked.package)?;
         deb::extract_data(deb_path, staging.path())
             .with_context(|| format!("unpack {}", deb_path.display()))?;
         // Another build may have unpacked the same package meanwhile; its
         // tree is identical, so losing the race is fine.
-        super::staging::persist_dir(staging, &unpacked_dir);
+        xtask_fetch::persist_dir(staging, &unpacked_dir);
     }
     let control = deb::control_file(deb_path)?;
     let mut dependencies = Vec::new();

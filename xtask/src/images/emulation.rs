@@ -18,11 +18,8 @@ use std::process::Command;
 
 use anyhow::Context;
 
-use super::debian::{self, LockFile};
-use super::{BuildLayout, Platform};
-
-/// The lock's name for Debian's static user-mode emulators.
-const QEMU_TOOL: &str = "qemu-user";
+use super::pins::{self, Pin, QEMU_TOOL};
+use super::Platform;
 /// Where the kernel's binfmt_misc filesystem is mounted.
 const BINFMT_DIR: &str = "/proc/sys/fs/binfmt_misc";
 /// Our handlers' names: this prefix, the machine, `-`, the pid.
@@ -31,20 +28,14 @@ const NAME_PREFIX: &str = "webstack-qemu-";
 /// The pinned static emulator for `platform` (`usr/bin/qemu-aarch64`),
 /// downloading and unpacking the package on first use.
 fn pinned_qemu(platform: Platform) -> anyhow::Result<PathBuf> {
-    let root = crate::project_root();
-    let lock = LockFile::read(&root)?;
-    let locked = (lock.tools.get(QEMU_TOOL))
-        .with_context(|| format!("{} pins no `{QEMU_TOOL}`", debian::LOCK_PATH))?;
-    let cache = BuildLayout::regular(&root).cache;
-    let deb = debian::ensure_locked_deb(&cache, locked)?;
-    let unpacked = debian::unpack(&cache, locked, &deb)?;
-    let program = (unpacked.unpacked_dir).join(format!("usr/bin/qemu-{}", platform.machine()));
-    let facts = super::deb::elf_facts(&program).with_context(|| {
-        format!(
-            "{} {} has no usable emulator",
-            locked.package, locked.version
-        )
-    })?;
+    let path = format!("usr/bin/qemu-{}", platform.machine());
+    let pin = Pin::Tool {
+        name: QEMU_TOOL,
+        path: &path,
+    };
+    let program = pins::ensure(&pin)?;
+    let facts = super::deb::elf_facts(&program)
+        .with_context(|| format!("{} is no usable emulator", program.display()))?;
     if let Some(interpreter) = facts.interpreter {
         anyhow::bail!(
             "{} is dynamically linked ({interpreter}): a container cannot load it; pin a static qemu-user",

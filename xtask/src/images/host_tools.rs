@@ -22,11 +22,12 @@ use std::{
 
 use anyhow::Context;
 use xshell::Shell;
+use xtask_fetch::staging;
 use xtask_oci::{Digest, FileContents, Rootfs, RootfsEntry};
 
 use super::{
     debian::{self, DebianContents},
-    staging, BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
+    BuildLayout, DB_CONTENTS, NIX_CONTENTS, PROXY_CONTENTS,
 };
 
 /// Wrapper scripts in `bin_dir` (target/tools/bin), one per tool.
@@ -42,7 +43,7 @@ pub struct HostTools {
 /// target/tools/rootfs/ and writes the wrapper scripts.
 pub fn host_tools(_sh: &Shell) -> anyhow::Result<HostTools> {
     let root = crate::project_root();
-    let tools_dir = root.join("target").join("tools");
+    let tools_dir = crate::clone_tools_dir();
     let bin_dir = tools_dir.join("bin");
     fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
     let cache = BuildLayout::regular(&root).cache;
@@ -60,48 +61,6 @@ pub fn host_tools(_sh: &Shell) -> anyhow::Result<HostTools> {
         redis_cli: write_wrapper(&bin_dir, "redis-cli", &db_root, "usr/bin/redis-cli", "")?,
         nginx: write_wrapper(&bin_dir, "nginx", &proxy_root, "usr/sbin/nginx", "")?,
         bin_dir,
-    })
-}
-
-/// A file of one of an image's pinned packages, as Debian ships it.
-#[derive(Clone, Debug)]
-pub struct PinnedFile {
-    /// In the images' cache of unpacked packages.
-    pub path: PathBuf,
-    /// `redis-tools 5:8.0.2-3`: what the lock pins, for reports.
-    pub package: String,
-}
-
-/// `path` inside `package` as pinned for `image` in the lock, downloading,
-/// checking and unpacking the package into the images' cache if no build
-/// did yet: for files an image leaves out, such as redis-benchmark.
-pub fn pinned_package_file(image: &str, package: &str, path: &str) -> anyhow::Result<PinnedFile> {
-    let root = crate::project_root();
-    let lock = debian::LockFile::read(&root)?;
-    let locked = lock
-        .images
-        .get(image)
-        .and_then(|packages| packages.iter().find(|locked| locked.package == package))
-        .with_context(|| {
-            format!(
-                "{} pins no {package} in images.{image}: run `cargo xtask images --update-lock`",
-                debian::LOCK_PATH
-            )
-        })?;
-    let cache = BuildLayout::regular(&root).cache;
-    let deb = debian::ensure_locked_deb(&cache, locked)?;
-    let unpacked = debian::unpack(&cache, locked, &deb)?;
-    let file = unpacked.unpacked_dir.join(path);
-    if !file.exists() {
-        anyhow::bail!(
-            "{package} {} has no {path} (looked in {})",
-            locked.version,
-            unpacked.unpacked_dir.display()
-        );
-    }
-    Ok(PinnedFile {
-        path: file,
-        package: format!("{package} {}", locked.version),
     })
 }
 
@@ -125,9 +84,7 @@ pub fn pinned_nix() -> anyhow::Result<PinnedNix> {
     let root = crate::project_root();
     let lock = debian::LockFile::read(&root)?;
     let package = lock
-        .images
-        .get(NIX_CONTENTS.image)
-        .and_then(|packages| packages.iter().find(|locked| locked.package == NIX_PACKAGE))
+        .image_package(NIX_CONTENTS.image, NIX_PACKAGE)
         .map(|locked| format!("{} {}", locked.package, locked.version))
         .with_context(|| {
             format!(
@@ -136,7 +93,7 @@ pub fn pinned_nix() -> anyhow::Result<PinnedNix> {
                 NIX_CONTENTS.image
             )
         })?;
-    let tools_dir = root.join("target").join("tools");
+    let tools_dir = crate::clone_tools_dir();
     let bin_dir = tools_dir.join("bin");
     fs::create_dir_all(&bin_dir).with_context(|| format!("create {}", bin_dir.display()))?;
     let cache = BuildLayout::regular(&root).cache;

@@ -336,16 +336,18 @@ pub fn fetch_candidates(
         let base_url = archives.base_url(suite.archive)?;
         let inrelease_url = format!("{base_url}/{}", inrelease_path(suite));
         eprintln!("images: reading {inrelease_url}");
-        let inrelease = archive::download_bytes(&inrelease_url, INRELEASE_LIMIT)
-            .map_err(archive::FetchError::into_anyhow)?;
+        let inrelease =
+            xtask_fetch::download_bytes(&inrelease_url, INRELEASE_LIMIT, archive::UNREACHABLE)
+                .map_err(xtask_fetch::FetchError::into_anyhow)?;
         let release = verify_inrelease(&inrelease_url, &inrelease, &keys)?;
         check_release_fields(&inrelease_url, &release, suite, now_unix)?;
         let listed = release_sha256(&release).with_context(|| format!("read {inrelease_url}"))?;
         let packages_name = packages_xz_name(architecture);
         let packages_url = format!("{base_url}/dists/{}/{packages_name}", suite.name);
         eprintln!("images: reading {packages_url}");
-        let packages_xz = archive::download_bytes(&packages_url, PACKAGES_LIMIT)
-            .map_err(archive::FetchError::into_anyhow)?;
+        let packages_xz =
+            xtask_fetch::download_bytes(&packages_url, PACKAGES_LIMIT, archive::UNREACHABLE)
+                .map_err(xtask_fetch::FetchError::into_anyhow)?;
         check_against_release(&packages_url, &packages_xz, listed.get(&packages_name))?;
         let mut text = String::new();
         liblzma::read::XzDecoder::new_multi_decoder(&packages_xz[..])

@@ -2,33 +2,19 @@
 //!
 //! rust-toolchain.toml installs only the host's standard library. For the
 //! arm64 images xtask fetches the official `rust-std` component of the same
-//! release (pinned in the lock's `rust-std` part: URL, size, sha256),
-//! unpacks it into a sysroot of its own in the tool cache, and links with
-//! the toolchain's own `rust-lld` against the musl C library and start
-//! files that component carries (`self-contained/`). No C cross compiler is
+//! release (pinned in the lock's `rust-std` part: URL, size, sha256;
+//! `pins` fetches it and unpacks it into a sysroot of its own in the tool
+//! cache), and links with the toolchain's own `rust-lld` against the musl C
+//! library and start files that component carries (`self-contained/`). No C cross compiler is
 //! needed: neither the webapp nor the proxy crate builds C code. The user's
 //! toolchain is never changed.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use serde::{Deserialize, Serialize};
 use xshell::{cmd, Shell};
 
-use super::{archive, platform::Platform, staging};
-
-/// One pinned `rust-std` component.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct PinnedRustStd {
-    /// The Rust release, the same as rust-toolchain.toml's channel.
-    pub version: String,
-    pub url: String,
-    pub size: u64,
-    pub sha256: String,
-}
+use super::{pins, platform::Platform};
 
 /// How rustc builds for a target whose standard library is not installed.
 #[derive(Clone, Debug)]
@@ -40,22 +26,12 @@ pub struct CrossTarget {
 }
 
 /// What rustc needs to build for `platform`: nothing beyond the toolchain
-/// for the host's platform, else a pinned sysroot and `rust-lld`. `pins` is
-/// the lock's `rust-std` part.
-pub fn cross_target(
-    sh: &Shell,
-    platform: Platform,
-    pins: &std::collections::BTreeMap<String, PinnedRustStd>,
-) -> anyhow::Result<Option<CrossTarget>> {
+/// for the host's platform, else the pinned sysroot and `rust-lld`.
+pub fn cross_target(sh: &Shell, platform: Platform) -> anyhow::Result<Option<CrossTarget>> {
     if Some(platform) == Platform::host() {
         return Ok(None);
     }
     let target = platform.rust_target();
-    let Some(pinned) = pins.get(target) else {
-        bail!(
-            "deploy/images.lock.json pins no `rust-std` for {target}, which the {platform} images need"
-        )
-    };
     let host_sysroot = PathBuf::from(
         cmd!(sh, "rustc --print sysroot")
             .quiet()
@@ -76,84 +52,16 @@ pub fn cross_target(
             linker.display()
         )
     }
-    let sysroot = ensure_sysroot(target, pinned)?;
+    let sysroot = pins::ensure(&pins::Pin::RustStd { target }).with_context(|| {
+        format!("Rust's standard library for {target}, which the {platform} images need")
+    })?;
     Ok(Some(CrossTarget { sysroot, linker }))
-}
-
-/// `<tool cache>/rust-std-<version>-<target>/`, fetched and unpacked the
-/// first time (the download checked against the pin before it is used).
-fn ensure_sysroot(target: &str, pinned: &PinnedRustStd) -> anyhow::Result<PathBuf> {
-    let cache = crate::tool_cache_dir(|name| std::env::var(name).ok());
-    let name = format!("rust-std-{}-{target}", pinned.version);
-    let sysroot = cache.join(&name);
-    if sysroot.join(libc_in_sysroot(target)).is_file() {
-        return Ok(sysroot);
-    }
-    let download = cache.join(format!("{name}.tar.xz"));
-    let expected = archive::Expected {
-        size: pinned.size,
-        sha256: &pinned.sha256,
-    };
-    eprintln!(
-        "images: fetching Rust's standard library for {target} ({} MB, once per machine) from {}",
-        pinned.size / 1_000_000,
-        pinned.url
-    );
-    archive::download_verified(&pinned.url, &download, expected)
-        .map_err(archive::FetchError::into_anyhow)?;
-    let staging = staging::temporary_dir(&cache, &name)?;
-    unpack_component(&download, target, staging.path())
-        .with_context(|| format!("unpack {}", download.display()))?;
-    staging::persist_dir(staging, &sysroot);
-    fs::remove_file(&download).with_context(|| format!("remove {}", download.display()))?;
-    if !sysroot.join(libc_in_sysroot(target)).is_file() {
-        bail!(
-            "{} has no {}: is the pin a rust-std component for {target}?",
-            pinned.url,
-            libc_in_sysroot(target)
-        )
-    }
-    Ok(sysroot)
-}
-
-/// The musl C library the component links with; its presence marks a
-/// complete sysroot.
-fn libc_in_sysroot(target: &str) -> String {
-    format!("lib/rustlib/{target}/lib/self-contained/libc.a")
-}
-
-/// Unpacks the component's `lib/rustlib/<target>/` into `sysroot`.
-fn unpack_component(download: &Path, target: &str, sysroot: &Path) -> anyhow::Result<()> {
-    let file = fs::File::open(download)?;
-    let mut archive = tar::Archive::new(liblzma::read::XzDecoder::new(file));
-    let wanted = format!("lib/rustlib/{target}/");
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let path = entry.path()?.into_owned();
-        // rust-std-<version>-<target>/rust-std-<target>/lib/rustlib/<target>/…
-        let inside: PathBuf = path.components().skip(2).collect();
-        let Some(text) = inside.to_str() else {
-            continue;
-        };
-        if !text.starts_with(&wanted) {
-            continue;
-        }
-        let destination = sysroot.join(&inside);
-        if entry.header().entry_type().is_dir() {
-            fs::create_dir_all(&destination)?;
-        } else if entry.header().entry_type().is_file() {
-            if let Some(parent) = destination.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            entry.unpack(&destination)?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     /// rust-toolchain.toml's `channel = "…"`.
     fn toolchain_channel() -> String {

@@ -626,23 +626,25 @@ fn images_built_with_only_cargo_rustc_docker_and_git_on_path_have_the_same_diges
 #[test]
 #[ignore = "needs Debian's archive (or the images' cache); cargo xtask ci runs it"]
 fn a_pinned_package_file_left_out_of_the_image_runs_on_the_host() {
-    let benchmark = super::pinned_package_file("db", "redis-tools", "usr/bin/redis-benchmark")
-        .expect("redis-benchmark from the pinned redis-tools");
-    assert!(
-        benchmark.package.starts_with("redis-tools "),
-        "{}",
-        benchmark.package
-    );
-    let header = std::fs::read(&benchmark.path).expect("read redis-benchmark");
-    assert_eq!(&header[..4], b"\x7fELF", "{}", benchmark.path.display());
-    let missing = super::pinned_package_file("db", "redis-tools", "usr/bin/no-such-tool")
+    use super::pins::{ensure, package_of, Pin};
+    let file = |package, path| Pin::ImagePackage {
+        image: "db",
+        package,
+        path,
+    };
+    let benchmark_pin = file("redis-tools", "usr/bin/redis-benchmark");
+    let benchmark = ensure(&benchmark_pin).expect("redis-benchmark from the pinned redis-tools");
+    let package = package_of(&benchmark_pin).expect("the pinned redis-tools");
+    assert!(package.starts_with("redis-tools "), "{package}");
+    let header = std::fs::read(&benchmark).expect("read redis-benchmark");
+    assert_eq!(&header[..4], b"\x7fELF", "{}", benchmark.display());
+    let missing = ensure(&file("redis-tools", "usr/bin/no-such-tool"))
         .expect_err("no such file in the package");
     assert!(
         format!("{missing:#}").contains("has no usr/bin/no-such-tool"),
         "{missing:#}"
     );
-    let unpinned =
-        super::pinned_package_file("db", "no-such-package", "usr/bin/x").expect_err("not pinned");
+    let unpinned = ensure(&file("no-such-package", "usr/bin/x")).expect_err("not pinned");
     assert!(
         format!("{unpinned:#}").contains("pins no no-such-package"),
         "{unpinned:#}"

@@ -57,8 +57,7 @@ pub fn build(
     // Later rules win when several prefixes match, so the target dir (inside
     // the checkout) comes after the checkout. CARGO_ENCODED_RUSTFLAGS keeps
     // paths with spaces whole and overrides any RUSTFLAGS of the caller.
-    let pins = super::debian::LockFile::read(root)?.rust_std;
-    let cross = rust_std::cross_target(sh, platform, &pins)?;
+    let cross = rust_std::cross_target(sh, platform)?;
     let with_acme = cross.is_none();
     let mut flags = match cross {
         None => vec!["-Ctarget-feature=+crt-static".to_string()],

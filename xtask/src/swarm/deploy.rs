@@ -198,7 +198,7 @@ pub enum Target {
 /// The simulated cluster's own registry (started if it is not running),
 /// as a push target: plain HTTP on the cluster's network, no credentials.
 pub fn cluster_registry() -> anyhow::Result<PushTarget> {
-    let program = crate::images::pinned_registry()?;
+    let program = crate::images::pins::ensure(&crate::images::pins::REGISTRY)?;
     let address = crate::cluster::ensure_registry(&program)?;
     Ok(PushTarget {
         insecure_http: true,

@@ -97,17 +97,9 @@ impl LocalCa {
         set_validity(&mut params, CA_DAYS)?;
         let certificate = CertifiedIssuer::self_signed(params, &key)
             .context("sign the local CA's certificate")?;
-        crate::images::staging::write_atomically(
-            &dir.join(CA_KEY),
-            key.serialize_pem().as_bytes(),
-            0o600,
-        )?;
-        crate::images::staging::write_atomically(
-            &dir.join(CA_NAME),
-            format!("{name}\n").as_bytes(),
-            0o644,
-        )?;
-        crate::images::staging::write_atomically(
+        xtask_fetch::write_atomically(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+        xtask_fetch::write_atomically(&dir.join(CA_NAME), format!("{name}\n").as_bytes(), 0o644)?;
+        xtask_fetch::write_atomically(
             &dir.join(CA_CERTIFICATE),
             certificate.pem().as_bytes(),
             0o644,

@@ -53,7 +53,7 @@ impl TestRegistry {
     }
 
     fn start(tls: bool) -> anyhow::Result<TestRegistry> {
-        let program = crate::images::pinned_registry()?;
+        let program = crate::images::pins::ensure(&crate::images::pins::REGISTRY)?;
         let dir = tempfile::tempdir().context("make the registry's directory")?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|listener| listener.local_addr())

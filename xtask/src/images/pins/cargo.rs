@@ -1,5 +1,5 @@
 //! Programs from crates.io that xtask runs (the load tool, cargo-auditable):
-//! each pinned by version, built once per machine with `cargo install
+//! each pinned by version here, built once per machine with `cargo install
 //! --locked` into the tool cache (`crate::tool_cache_dir`), and used only
 //! while it is the very file its build recorded (sha256 beside it).
 
@@ -8,6 +8,25 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 use xshell::{cmd, Shell};
+
+/// cargo-auditable, which the images' programs are built with: the newest
+/// release on crates.io when this was written (`cargo info cargo-auditable`,
+/// 2026-12-05), so every machine embeds with the same tool.
+pub const CARGO_AUDITABLE: PinnedTool = PinnedTool {
+    package: "cargo-auditable",
+    version: "0.7.7",
+    binary: "cargo-auditable",
+    caller: "images",
+};
+
+/// oha, the bench's load tool: the newest release on crates.io when the
+/// bench was written (`cargo info oha`).
+pub const OHA: PinnedTool = PinnedTool {
+    package: "oha",
+    version: "1.16.0",
+    binary: "oha",
+    caller: "bench",
+};
 
 /// A crate whose binary xtask runs.
 pub struct PinnedTool {
@@ -22,10 +41,10 @@ pub struct PinnedTool {
 /// `tool`'s cached binary, built first if it is missing, is not the file its
 /// build recorded, or fails `usable` (e.g. answers `--version` with another
 /// version). The first build compiles it; later runs, from any clone, reuse it.
-pub fn ensure(
+pub(super) fn ensure(
     sh: &Shell,
     tool: &PinnedTool,
-    usable: impl Fn(&Path) -> bool,
+    usable: &dyn Fn(&Path) -> bool,
 ) -> anyhow::Result<PathBuf> {
     // One install at a time within this process (tests build in parallel);
     // a poisoned lock only means another install failed.
@@ -39,8 +58,7 @@ pub fn ensure(
         binary,
         caller,
     } = tool;
-    let root =
-        crate::tool_cache_dir(|name| std::env::var(name).ok()).join(format!("{package}-{version}"));
+    let root = crate::tool_cache_dir().join(format!("{package}-{version}"));
     let installed = root.join("bin").join(binary);
     let record = root.join(format!("{binary}.sha256"));
     match cached_build_is_intact(&installed, &record) {
@@ -62,7 +80,7 @@ pub fn ensure(
     eprintln!(
         "{caller}: building {package} {version} into {} (once per machine; {} moves it)",
         root.display(),
-        crate::TOOL_CACHE_VARIABLE
+        xtask_fetch::TOOL_CACHE_VARIABLE
     );
     let spec = format!("{package}@{version}");
     // Its own target dir: installing neither waits on nor invalidates the
@@ -84,16 +102,11 @@ pub fn ensure(
     }
     // Written whole or not at all: a torn record would only mean a rebuild,
     // but a rename costs nothing.
-    let mut temporary = tempfile::NamedTempFile::new_in(&root)
-        .with_context(|| format!("create a temporary file in {}", root.display()))?;
-    std::io::Write::write_all(
-        &mut temporary,
+    xtask_fetch::write_atomically(
+        &record,
         format!("{}\n", sha256_of_file(&installed)?).as_bytes(),
-    )
-    .with_context(|| format!("write {}", record.display()))?;
-    temporary
-        .persist(&record)
-        .with_context(|| format!("write {}", record.display()))?;
+        0o666,
+    )?;
     // The build directory is only needed to resume an interrupted build.
     let _ = std::fs::remove_dir_all(&build_dir);
     Ok(installed)
@@ -120,6 +133,7 @@ fn cached_build_is_intact(binary: &Path, record: &Path) -> Result<bool, String> 
     Ok(true)
 }
 
+/// The hex digits alone, as the record beside the binary holds them.
 fn sha256_of_file(path: &Path) -> anyhow::Result<String> {
     Ok(xtask_oci::Digest::sha256_of_file(path)?.hex().to_string())
 }
