@@ -359,13 +359,20 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// Returns once the thread has read where the counters start and taken
+    /// its first sample, so the measured window is exactly from here to
+    /// `finish`, however late a loaded machine runs the thread.
     pub fn start(containers: &[WatchedContainer], processes: &[WatchedProcesses]) -> Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let containers = containers.to_vec();
         let processes = processes.to_vec();
         let stop_flag = Arc::clone(&stop);
-        let handle =
-            thread::spawn(move || sample_until_stopped(&containers, &processes, &stop_flag));
+        let (started, ready) = std::sync::mpsc::channel();
+        let handle = thread::spawn(move || {
+            sample_until_stopped(&containers, &processes, &stop_flag, started)
+        });
+        // An error ends the thread before it sends, and `finish` returns it.
+        let _ = ready.recv();
         Sampler { stop, handle }
     }
 
@@ -384,9 +391,10 @@ fn sample_until_stopped(
     containers: &[WatchedContainer],
     processes: &[WatchedProcesses],
     stop: &AtomicBool,
+    started: std::sync::mpsc::Sender<()>,
 ) -> anyhow::Result<Usage> {
     let ticks_per_second = clock_ticks_per_second();
-    let started = Instant::now();
+    let window_started = Instant::now();
     let cpu_at_start = containers
         .iter()
         .map(|container| read_cpu_nanoseconds(&container.cpu))
@@ -394,22 +402,29 @@ fn sample_until_stopped(
     let ticks_at_start: Vec<Vec<Option<u64>>> = processes.iter().map(read_process_ticks).collect();
     let mut peak_rss = vec![0u64; containers.len()];
     let mut samples = 0u32;
-    loop {
-        // Sample once more after the stop flag, so a row shorter than the
-        // interval still gets a reading taken under load.
-        let stopping = stop.load(Ordering::Relaxed);
+    let mut sample = |peak_rss: &mut [u64]| -> anyhow::Result<()> {
         for (peak, container) in peak_rss.iter_mut().zip(containers) {
             *peak = (*peak).max(read_rss_bytes(&container.memory_stat)?);
         }
         samples += 1;
-        if stopping {
-            break;
-        }
+        Ok(())
+    };
+    sample(&mut peak_rss)?;
+    // `start` waits for this; it may have gone (a panic), which changes nothing here.
+    let _ = started.send(());
+    loop {
         // park_timeout rather than sleep: `finish` unparks, so the window
         // ends when the row does, not up to one interval later.
         thread::park_timeout(SAMPLE_INTERVAL);
+        // Sample once more after the stop flag, so a row shorter than the
+        // interval still gets a reading taken under load.
+        let stopping = stop.load(Ordering::Relaxed);
+        sample(&mut peak_rss)?;
+        if stopping {
+            break;
+        }
     }
-    let elapsed_nanoseconds = started.elapsed().as_nanos().max(1) as f64;
+    let elapsed_nanoseconds = window_started.elapsed().as_nanos().max(1) as f64;
     let mut usage = Vec::with_capacity(containers.len());
     for ((container, start), peak) in containers.iter().zip(cpu_at_start).zip(peak_rss) {
         let used = read_cpu_nanoseconds(&container.cpu)?.saturating_sub(start);
