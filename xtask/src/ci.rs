@@ -285,15 +285,24 @@ impl std::ops::Sub for MachineCpu {
 /// happens to it when `ci` ends first (a step failed).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A build: at `nice -n 19` (where there is a `nice`), so the steps keep
-    /// their pace and it takes the CPU they leave idle (the end-to-end steps
-    /// mostly wait on Docker); stopped if `ci` ends first.
+    /// A build: at the lowest priority (a session of its own whose scheduling
+    /// group is niced to 19, see [`LOWEST_PRIORITY_SCRIPT`]), so the steps and
+    /// the stacks they test keep their pace and it takes the CPU they leave
+    /// idle (the end-to-end steps mostly wait on Docker); stopped if `ci` ends
+    /// first.
     Build,
     /// An end-to-end suite: at the steps' own priority, since its tests send
     /// load at fixed rates; if `ci` ends first, waited for, so that it removes
     /// what it started (stopped half-way, it would leave its stack behind).
     Suite,
 }
+
+/// Run by `setsid sh -c`, in the new session: nices its scheduling group
+/// where the kernel has autogroups, and itself (`nice`) where it does not,
+/// then becomes the command (`$0` and its arguments).
+const LOWEST_PRIORITY_SCRIPT: &str = r#"echo 19 2>/dev/null > /proc/self/autogroup
+if command -v nice >/dev/null; then exec nice -n 19 "$0" "$@"; fi
+exec "$0" "$@""#;
 
 /// How many of a failed background command's last lines the error shows.
 const LOG_LINES_SHOWN: usize = 30;
@@ -306,14 +315,25 @@ impl Background {
         args: &[impl AsRef<OsStr>],
         log: PathBuf,
     ) -> anyhow::Result<Background> {
-        let spawn = |niced: bool| -> anyhow::Result<std::io::Result<Child>> {
+        let spawn = |lowest: bool| -> anyhow::Result<std::io::Result<Child>> {
             let output = File::create(&log).with_context(|| format!("create {}", log.display()))?;
-            let mut command = if niced {
-                let mut nice = Command::new("nice");
-                nice.args(["-n", "19"]).arg(program);
-                nice
+            let mut command = if lowest {
+                // A session of its own, whose scheduling group (Linux's autogroup,
+                // one per session, on by default) is niced to 19 as a whole. `nice`
+                // alone is not enough where autogroups are on: the kernel first
+                // shares the CPU between sessions, each container's being one, so
+                // a niced build in `ci`'s session still took a full share from
+                // the stack under test (and made its Redis calls miss their
+                // deadline). setsid makes the new session its process group too.
+                let mut setsid = Command::new("setsid");
+                setsid
+                    .args(["sh", "-c", LOWEST_PRIORITY_SCRIPT])
+                    .arg(program);
+                setsid
             } else {
-                Command::new(program)
+                let mut command = Command::new(program);
+                command.process_group(0);
+                command
             };
             command
                 .args(args)
@@ -323,12 +343,13 @@ impl Background {
                         .try_clone()
                         .context("duplicate the log's file handle")?,
                 )
-                .stderr(output)
-                .process_group(0);
+                .stderr(output);
             Ok(command.spawn())
         };
+        // Without setsid (util-linux), at the steps' own priority.
         let child = match (kind, spawn(kind == Kind::Build)?) {
             (Kind::Build, Err(error)) if error.kind() == std::io::ErrorKind::NotFound => {
+                eprintln!("ci: no setsid on PATH: {what} runs at normal priority");
                 spawn(false)?
             }
             (_, spawned) => spawned,
