@@ -34,7 +34,7 @@ fn pinned_qemu(platform: Platform) -> anyhow::Result<PathBuf> {
         path: &path,
     };
     let program = pins::ensure(&pin)?;
-    let facts = super::deb::elf_facts(&program)
+    let facts = xtask_debian::elf::elf_facts(&program)
         .with_context(|| format!("{} is no usable emulator", program.display()))?;
     if let Some(interpreter) = facts.interpreter {
         anyhow::bail!(

@@ -18,10 +18,14 @@ use std::{
     },
 };
 
-use super::{
+use xtask_debian::{
     archive::{Archives, DEBIAN},
+    release::{self as signed, Suite},
+};
+
+use super::{
     debian::{self, DebianCache, LockFile, LockedPackage},
-    release::{self, Suite},
+    release,
 };
 
 const INRELEASE: &[u8] = include_bytes!("testdata/bookworm-updates.InRelease");
@@ -429,7 +433,8 @@ fn a_tampered_inrelease_is_refused_naming_it_and_nothing_changes() {
 
 #[test]
 fn an_inrelease_signed_by_no_listed_key_is_refused() {
-    let error = release::verify_inrelease("InRelease", INRELEASE, &[]).unwrap_err();
+    let error =
+        signed::verify_inrelease("InRelease", INRELEASE, &[], release::KEYS_DIR).unwrap_err();
     assert!(format!("{error:#}").contains("no signature verifies"));
 }
 
@@ -473,34 +478,34 @@ fn an_index_of_another_suite_is_refused() {
     let release = "Origin: Debian\nCodename: bookworm-updates\n";
     let message = format!(
         "{:#}",
-        release::check_release_fields("InRelease", release, &other, FIXTURE_TIME).unwrap_err()
+        signed::check_release_fields("InRelease", release, &other, FIXTURE_TIME).unwrap_err()
     );
     assert!(message.contains("not bookworm"), "{message}");
     let expired = "Codename: bookworm\nValid-Until: Sat, 05 Dec 2020 02:53:00 UTC\n";
     let message = format!(
         "{:#}",
-        release::check_release_fields("InRelease", expired, &other, FIXTURE_TIME).unwrap_err()
+        signed::check_release_fields("InRelease", expired, &other, FIXTURE_TIME).unwrap_err()
     );
     assert!(message.contains("expired"), "{message}");
 }
 
 #[test]
 fn the_archive_keys_in_the_repository_match_their_listed_fingerprints() {
-    let keys = release::trusted_keys(&keys_dir()).unwrap();
-    assert_eq!(keys.len(), release::TRUSTED_FINGERPRINTS.len());
+    let keys = signed::trusted_keys(&keys_dir()).unwrap();
+    assert_eq!(keys.len(), signed::TRUSTED_FINGERPRINTS.len());
 }
 
 #[test]
 fn an_archive_key_file_with_another_key_is_refused() {
     let scratch = Scratch::new("keys");
-    for (file, _) in release::TRUSTED_FINGERPRINTS {
+    for (file, _) in signed::TRUSTED_FINGERPRINTS {
         fs::copy(keys_dir().join(file), scratch.0.join(file)).unwrap();
     }
-    let (first, _) = release::TRUSTED_FINGERPRINTS[0];
-    let (second, _) = release::TRUSTED_FINGERPRINTS[1];
+    let (first, _) = signed::TRUSTED_FINGERPRINTS[0];
+    let (second, _) = signed::TRUSTED_FINGERPRINTS[1];
     fs::copy(keys_dir().join(second), scratch.0.join(first)).unwrap();
 
-    let message = format!("{:#}", release::trusted_keys(&scratch.0).unwrap_err());
+    let message = format!("{:#}", signed::trusted_keys(&scratch.0).unwrap_err());
 
     assert!(message.contains(first), "{message}");
     assert!(message.contains("fingerprint"), "{message}");

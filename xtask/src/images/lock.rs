@@ -30,7 +30,7 @@ pub(super) fn update_lock_in(
     lock_root: &Path,
     cache: &DebianCache,
     keys_dir: &Path,
-    suites: &[release::Suite],
+    suites: &[xtask_debian::release::Suite],
     now_unix: u64,
 ) -> anyhow::Result<()> {
     let root = lock_root;

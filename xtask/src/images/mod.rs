@@ -8,14 +8,12 @@
 //! a hybrid docker-archive/OCI tar (the `xtask_oci` crate); `docker load`
 //! and tags (`docker`). `host_tools` runs the same redis and nginx on the host.
 
-mod archive;
 mod attestation;
 pub mod auditable;
 mod build;
 mod check;
 #[cfg(test)]
 mod containerd;
-mod deb;
 mod debian;
 mod docker;
 mod emulation;
@@ -49,6 +47,7 @@ use crate::stack;
 use debian::{DebianCache, DebianContents, LockFile, LockedSource, PackageFile};
 pub use platform::Platform;
 pub use sbom::Sbom;
+use xtask_debian::archive;
 pub use xtask_oci::{Blob, Digest, MultiPlatformImage};
 use xtask_oci::{ContainerConfig, FileContents, Rootfs};
 

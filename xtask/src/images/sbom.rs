@@ -43,7 +43,7 @@ pub struct DebianPackage {
 impl DebianPackage {
     pub fn from_unpacked(unpacked: &UnpackedPackage) -> anyhow::Result<DebianPackage> {
         let locked = unpacked.locked.clone();
-        let source_field = super::deb::control_field(&unpacked.control, "Source")
+        let source_field = xtask_debian::deb822::control_field(&unpacked.control, "Source")
             .with_context(|| format!("read the control file of {}", locked.package))?;
         // `Source: glibc` or `Source: gcc-14 (14.2.0-19)`.
         let source = match source_field {

@@ -162,7 +162,7 @@ pub fn build(
                 binary.display()
             )
         }
-        let facts = super::deb::elf_facts(binary)?;
+        let facts = xtask_debian::elf::elf_facts(binary)?;
         if !facts.needed.is_empty() {
             bail!(
                 "{} still needs shared libraries ({}); the image has none. Is a dependency forcing dynamic linking (e.g. openssl)?",

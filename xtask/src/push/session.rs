@@ -64,7 +64,7 @@ impl<'a> Session<'a> {
         // reqwest follows the proxy variables unless the client names a
         // proxy; naming one that every host is exempt from (`*` for names,
         // the loopback networks for addresses) switches that off, so a
-        // loopback registry is reached directly, as images/archive.rs
+        // loopback registry is reached directly, as the fetch crate (http.rs)
         // reaches a loopback mirror.
         let (http_proxy, no_proxy) = if is_loopback(&target.registry) {
             (

@@ -12,7 +12,8 @@ use std::{
 use anyhow::{bail, Context};
 
 use super::{DebianContents, PackageSource, UnpackedPackage, LOCK_PATH};
-use crate::images::{deb, platform::Platform};
+use crate::images::platform::Platform;
+use xtask_debian::elf;
 use xtask_oci::layer::{normalize_image_path, resolve_symlink_target, FileContents, Rootfs};
 
 /// Library directories ld.so searches by default on Debian for `platform`.
@@ -114,7 +115,7 @@ impl Resolver<'_, '_> {
         if !self.scanned.insert(path.to_string()) {
             return Ok(());
         }
-        let facts = deb::elf_facts(&owner.unpacked_dir.join(path))?;
+        let facts = elf::elf_facts(&owner.unpacked_dir.join(path))?;
         if let Some(interpreter) = facts.interpreter {
             let interpreter = normalize_image_path(&interpreter);
             let found = self.find_path(

@@ -11,8 +11,8 @@ use std::{
 use anyhow::{bail, Context};
 use xtask_fetch::staging;
 
-use crate::images::archive;
 use crate::images::debian::PinnedRustStd;
+use xtask_debian::archive;
 
 /// `<tool cache>/rust-std-<version>-<target>/`, fetched and unpacked the
 /// first time (the download checked against the pin before it is used).

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::images::deb;
+use xtask_debian::deb822;
 
 /// Debian short name (lowercase) → SPDX identifier.
 const KNOWN: &[(&str, &str)] = &[
@@ -83,12 +83,12 @@ pub fn declared(unpacked_dir: &Path, package: &str) -> Declared {
 /// The licenses a DEP-5 copyright file names in its `License:` fields, each
 /// distinct one once, joined with AND (a package is under all of them).
 pub fn from_copyright(text: &str) -> Declared {
-    let Ok(paragraphs) = deb::paragraphs(text) else {
+    let Ok(paragraphs) = deb822::paragraphs(text) else {
         return Declared::unknown();
     };
     let machine_readable = paragraphs
         .first()
-        .and_then(|header| deb::field(header, "Format"))
+        .and_then(|header| deb822::field(header, "Format"))
         .is_some_and(|format| format.contains("copyright-format"));
     if !machine_readable {
         return Declared::unknown();
@@ -96,10 +96,10 @@ pub fn from_copyright(text: &str) -> Declared {
     let mut terms = BTreeSet::new();
     let mut references = BTreeSet::new();
     for paragraph in &paragraphs {
-        if deb::field(paragraph, "Files").is_none() {
+        if deb822::field(paragraph, "Files").is_none() {
             continue;
         }
-        let Some(license) = deb::field(paragraph, "License") else {
+        let Some(license) = deb822::field(paragraph, "License") else {
             continue;
         };
         // The first line is the name; the rest is its text.

@@ -1,5 +1,5 @@
-//! Reading `.deb`s and ELF files in Rust, so neither `dpkg-deb` nor
-//! `readelf` is needed: a `.deb` is an `ar` archive of `debian-binary`,
+//! Reading `.deb`s in Rust, so `dpkg-deb` is not needed: a `.deb` is an
+//! `ar` archive of `debian-binary`,
 //! `control.tar.*` and `data.tar.*`, each tar compressed with xz, zstd or
 //! gzip (or not at all).
 
@@ -10,7 +10,6 @@ use std::{
 };
 
 use anyhow::{bail, Context};
-pub use deb822_fast::borrowed::BorrowedParagraph as Paragraph;
 
 /// The decompressed stream of an `ar` member named `name` (`control.tar.xz` …).
 fn decompressed<'a, R: Read + 'a>(name: &str, reader: R) -> anyhow::Result<Box<dyn Read + 'a>> {
@@ -97,79 +96,10 @@ pub fn extract_data(deb_path: &Path, destination: &Path) -> anyhow::Result<()> {
     })
 }
 
-/// The paragraphs of a deb822 text (a control file, a signed Release, a
-/// Packages index): the one parser for all of them. Each field's lines are
-/// borrowed from `text`, continuation lines without their leading blanks.
-pub fn paragraphs(text: &str) -> anyhow::Result<Vec<Paragraph<'_>>> {
-    deb822_fast::borrowed::parse_borrowed(text)
-        .context("not deb822 text (paragraphs of Field: value lines)")
-}
-
-/// One field of a paragraph, its lines trimmed and joined with newlines;
-/// `None` when absent. Names compare case-insensitively.
-pub fn field(paragraph: &Paragraph, name: &str) -> Option<String> {
-    let lines = paragraph.get(name)?;
-    Some(
-        lines
-            .iter()
-            .map(|line| line.trim())
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
-}
-
-/// One field of the first paragraph of a control file.
-pub fn control_field(control: &str, name: &str) -> anyhow::Result<Option<String>> {
-    Ok(paragraphs(control)?
-        .first()
-        .and_then(|paragraph| field(paragraph, name)))
-}
-
-/// What the dynamic loader needs of an ELF file.
-pub struct ElfFacts {
-    /// `DT_NEEDED` entries, in the order of the dynamic section.
-    pub needed: Vec<String>,
-    /// `PT_INTERP`, the program interpreter, if any.
-    pub interpreter: Option<String>,
-}
-
-pub fn elf_facts(path: &Path) -> anyhow::Result<ElfFacts> {
-    let bytes = fs::read(path).with_context(|| format!("read {}", path.display()))?;
-    let elf = goblin::elf::Elf::parse(&bytes)
-        .with_context(|| format!("{} is not an ELF file goblin can read", path.display()))?;
-    Ok(ElfFacts {
-        needed: elf.libraries.iter().map(|name| name.to_string()).collect(),
-        interpreter: elf.interpreter.map(str::to_string),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_fields_are_found_case_insensitively_with_continuations() {
-        let control = "Package: nginx\nVersion: 1.22.1-9 \nDepends: libc6 (>= 2.34),\n libssl3 (>= 3.0.0)\nDescription: small\n more\n";
-        let field = |name| control_field(control, name).unwrap();
-        assert_eq!(field("package").as_deref(), Some("nginx"));
-        assert_eq!(field("Version").as_deref(), Some("1.22.1-9"));
-        assert_eq!(
-            field("Depends").as_deref(),
-            Some("libc6 (>= 2.34),\nlibssl3 (>= 3.0.0)")
-        );
-        assert_eq!(field("Pre-Depends"), None);
-    }
-
-    #[test]
-    fn paragraphs_are_split_at_blank_lines_and_bad_text_is_refused() {
-        let text = "Package: a\nVersion: 1\n\n\nPackage: b\nDescription: x\n .\n y\n";
-        let parsed = paragraphs(text).unwrap();
-        assert_eq!(parsed.len(), 2);
-        assert_eq!(field(&parsed[1], "package").as_deref(), Some("b"));
-        assert_eq!(field(&parsed[1], "Description").as_deref(), Some("x\n.\ny"));
-        assert!(paragraphs("Package: a\nno colon here\n").is_err());
-        assert!(control_field(" indented first line\n", "Package").is_err());
-    }
+    use crate::deb822::control_field;
 
     /// A .deb written here, with each member compression Debian uses.
     fn write_deb(directory: &Path, compression: &str) -> std::path::PathBuf {
@@ -273,15 +203,5 @@ mod tests {
         );
         assert!(message.contains("empty.deb has no data.tar"), "{message}");
         fs::remove_dir_all(&directory).unwrap();
-    }
-
-    #[test]
-    fn elf_facts_of_this_test_binary() {
-        let facts = elf_facts(&std::env::current_exe().unwrap()).unwrap();
-        assert!(facts.needed.iter().any(|name| name.starts_with("libc.so")));
-        assert_eq!(
-            facts.interpreter.as_deref(),
-            Some("/lib64/ld-linux-x86-64.so.2")
-        );
     }
 }
